@@ -1,0 +1,461 @@
+//! Topic administration (create, delete, add partitions, configs, delete records) and producer
+//! ids. Metadata changes are answered only once they are durable.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
+use kafka_protocol::messages::{
+    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest, AlterConfigsResponse,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteRecordsRequest,
+    DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, InitProducerIdRequest, InitProducerIdResponse,
+    ProducerId, ResponseKind, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::{Broker, RequestCtx};
+use crate::config::{TopicConfig, TOPIC_CONFIG_KEYS};
+use crate::meta::{MetaChange, TopicMeta};
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+const SOURCE_TOPIC_CONFIG: i8 = 1;
+const SOURCE_STATIC_BROKER_CONFIG: i8 = 4;
+const SOURCE_DEFAULT_CONFIG: i8 = 5;
+const MAX_PARTITIONS: i32 = 10_000;
+
+/// Kafka's topic name rules.
+pub(crate) fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("Topic name is empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("Topic name cannot be \"{name}\""));
+    }
+    if name.len() > 249 {
+        return Err(format!("Topic name is longer than 249 characters: {name}"));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(format!("Topic name {name:?} contains {c:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"));
+    }
+    Ok(())
+}
+
+fn config_type(key: &str) -> i8 {
+    match key {
+        "cleanup.policy" => 7,
+        "compression.type" | "message.timestamp.type" => 2,
+        "index.interval.bytes" | "max.message.bytes" | "min.insync.replicas" => 3,
+        _ => 5,
+    }
+}
+
+fn text(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+impl Broker {
+    /// Queues creation of an unknown topic with the broker defaults. Returns false when
+    /// auto-creation is off or the name is invalid.
+    pub(crate) fn maybe_auto_create(&mut self, name: &str) -> bool {
+        if !self.config.auto_create_topics || validate_topic_name(name).is_err() {
+            return false;
+        }
+        if !self.topic_exists_or_pending(name) {
+            tracing::info!(topic = name, partitions = self.config.num_partitions, "auto-creating topic");
+            let id = self.desired_meta.new_topic_id(name).to_string();
+            self.queue_meta_silent(MetaChange::CreateTopic(TopicMeta {
+                name: name.to_string(),
+                id,
+                partitions: self.config.num_partitions,
+                configs: BTreeMap::new(),
+            }));
+        }
+        true
+    }
+
+    fn config_entries(&self, config: &TopicConfig, overrides: &BTreeMap<String, String>) -> Vec<(String, String, i8)> {
+        TOPIC_CONFIG_KEYS
+            .iter()
+            .map(|key| {
+                let source = if overrides.contains_key(*key) { SOURCE_TOPIC_CONFIG } else { SOURCE_DEFAULT_CONFIG };
+                (key.to_string(), config.value_of(key).unwrap_or_default(), source)
+            })
+            .collect()
+    }
+
+    pub(crate) fn handle_create_topics(&mut self, ctx: RequestCtx, request: CreateTopicsRequest) {
+        let mut changes = Vec::new();
+        let mut results = Vec::new();
+        let mut seen = BTreeSet::new();
+        let duplicates: BTreeSet<String> =
+            request.topics.iter().filter(|t| !seen.insert(t.name.0.to_string())).map(|t| t.name.0.to_string()).collect();
+        for t in request.topics {
+            let name = t.name.0.to_string();
+            let fail = |code: ResponseError, message: String| {
+                CreatableTopicResult::default()
+                    .with_name(t.name.clone())
+                    .with_error_code(code.code())
+                    .with_error_message(Some(StrBytes::from_string(message)))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1)
+            };
+            let partitions = if t.num_partitions == -1 { self.config.num_partitions } else { t.num_partitions };
+            let mut overrides = BTreeMap::new();
+            let mut null_config = None;
+            for c in &t.configs {
+                match &c.value {
+                    Some(v) => {
+                        overrides.insert(c.name.to_string(), v.to_string());
+                    }
+                    None => null_config = Some(c.name.to_string()),
+                }
+            }
+            let single_node = |ids: &[kafka_protocol::messages::BrokerId]| ids.len() == 1 && ids[0].0 == self.config.node_id;
+            let result = if duplicates.contains(&name) {
+                Err(fail(ResponseError::InvalidRequest, format!("Topic {name} appears more than once in the request")))
+            } else if let Err(e) = validate_topic_name(&name) {
+                Err(fail(ResponseError::InvalidTopicException, e))
+            } else if self.topic_exists_or_pending(&name) {
+                Err(fail(ResponseError::TopicAlreadyExists, format!("Topic '{name}' already exists.")))
+            } else if !t.assignments.is_empty() && !t.assignments.iter().all(|a| single_node(&a.broker_ids)) {
+                Err(fail(ResponseError::InvalidReplicaAssignment, format!("replicas must be exactly [{}] on a single-node broker", self.config.node_id)))
+            } else if t.assignments.is_empty() && !(1..=MAX_PARTITIONS).contains(&partitions) {
+                Err(fail(ResponseError::InvalidPartitions, format!("Number of partitions must be between 1 and {MAX_PARTITIONS}, was {partitions}")))
+            } else if t.assignments.is_empty() && !(t.replication_factor == -1 || t.replication_factor == 1) {
+                Err(fail(
+                    ResponseError::InvalidReplicationFactor,
+                    format!("Replication factor {} is not possible: this single-node broker supports only 1", t.replication_factor),
+                ))
+            } else if let Some(key) = null_config {
+                Err(fail(ResponseError::InvalidConfig, format!("Null value not supported for topic config {key}")))
+            } else {
+                TopicConfig::resolve(&self.config.topic_defaults, &overrides).map_err(|e| fail(ResponseError::InvalidConfig, e))
+            };
+            match result {
+                Err(r) => results.push(r),
+                Ok(config) => {
+                    let partitions = if t.assignments.is_empty() { partitions } else { t.assignments.len() as i32 };
+                    let id = self.desired_meta.new_topic_id(&name);
+                    let configs = self
+                        .config_entries(&config, &overrides)
+                        .into_iter()
+                        .map(|(k, v, source)| CreatableTopicConfigs::default().with_name(text(&k)).with_value(Some(text(&v))).with_config_source(source))
+                        .collect();
+                    results.push(
+                        CreatableTopicResult::default()
+                            .with_name(t.name.clone())
+                            .with_topic_id(id)
+                            .with_num_partitions(partitions)
+                            .with_replication_factor(1)
+                            .with_configs(Some(configs)),
+                    );
+                    if !request.validate_only {
+                        let meta = TopicMeta { name: name.clone(), id: id.to_string(), partitions, configs: overrides };
+                        let change = MetaChange::CreateTopic(meta);
+                        self.desired_meta.apply(&change);
+                        changes.push(change);
+                    }
+                }
+            }
+        }
+        // queue_meta applies each change to desired_meta itself; undo the early application used
+        // above to catch names repeated across this request's topics.
+        for change in &changes {
+            if let MetaChange::CreateTopic(t) = change {
+                self.desired_meta.apply(&MetaChange::DeleteTopic(t.name.clone()));
+            }
+        }
+        let body = ResponseKind::CreateTopics(CreateTopicsResponse::default().with_topics(results));
+        self.queue_meta_respond(changes, ctx, body);
+    }
+
+    pub(crate) fn handle_delete_topics(&mut self, ctx: RequestCtx, request: DeleteTopicsRequest) {
+        let wanted: Vec<(Option<String>, uuid::Uuid)> = if ctx.version >= 6 {
+            request.topics.into_iter().map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id)).collect()
+        } else {
+            request.topic_names.into_iter().map(|n| (Some(n.0.to_string()), uuid::Uuid::nil())).collect()
+        };
+        let mut changes = Vec::new();
+        let mut responses = Vec::new();
+        for (name, id) in wanted {
+            let name = name.or_else(|| self.topics.values().find(|t| t.id == id).map(|t| t.name.to_string()));
+            let result = DeletableTopicResult::default().with_name(name.clone().map(|n| TopicName(n.into()))).with_topic_id(id);
+            match name {
+                Some(n) if self.topic_exists_or_pending(&n) && !changes.contains(&MetaChange::DeleteTopic(n.clone())) => {
+                    let topic_id = self.topics.get(n.as_str()).map_or(id, |t| t.id);
+                    changes.push(MetaChange::DeleteTopic(n));
+                    responses.push(result.with_topic_id(topic_id));
+                }
+                Some(n) => responses.push(
+                    result
+                        .with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                        .with_error_message(Some(StrBytes::from_string(format!("Topic {n} does not exist")))),
+                ),
+                None => responses.push(result.with_error_code(ResponseError::UnknownTopicId.code())),
+            }
+        }
+        let body = ResponseKind::DeleteTopics(DeleteTopicsResponse::default().with_responses(responses));
+        self.queue_meta_respond(changes, ctx, body);
+    }
+
+    pub(crate) fn handle_create_partitions(&mut self, ctx: RequestCtx, request: CreatePartitionsRequest) {
+        let mut changes = Vec::new();
+        let mut results = Vec::new();
+        for t in request.topics {
+            let name = t.name.0.to_string();
+            let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+            let current = self.desired_meta.topic(&name).map(|m| m.partitions);
+            let error = match current {
+                None => Some((ResponseError::UnknownTopicOrPartition, format!("The topic '{name}' does not exist."))),
+                Some(n) if t.count <= n => {
+                    Some((ResponseError::InvalidPartitions, format!("Topic currently has {n} partitions, which is higher than the requested {}.", t.count)))
+                }
+                Some(_) if t.count > MAX_PARTITIONS => Some((ResponseError::InvalidPartitions, format!("at most {MAX_PARTITIONS} partitions"))),
+                Some(n) if t.assignments.as_ref().is_some_and(|a| {
+                    a.len() as i32 != t.count - n || !a.iter().all(|x| x.broker_ids.len() == 1 && x.broker_ids[0].0 == self.config.node_id)
+                }) =>
+                {
+                    Some((ResponseError::InvalidReplicaAssignment, format!("replicas must be exactly [{}] on a single-node broker", self.config.node_id)))
+                }
+                Some(_) => None,
+            };
+            match error {
+                Some((code, message)) => results.push(result.with_error_code(code.code()).with_error_message(Some(StrBytes::from_string(message)))),
+                None => {
+                    if !request.validate_only {
+                        changes.push(MetaChange::SetPartitions { topic: name, count: t.count });
+                    }
+                    results.push(result);
+                }
+            }
+        }
+        let body = ResponseKind::CreatePartitions(CreatePartitionsResponse::default().with_results(results));
+        self.queue_meta_respond(changes, ctx, body);
+    }
+
+    pub(crate) fn handle_describe_configs(&mut self, ctx: RequestCtx, request: DescribeConfigsRequest) {
+        let results = request
+            .resources
+            .into_iter()
+            .map(|r| {
+                let result = DescribeConfigsResult::default().with_resource_type(r.resource_type).with_resource_name(r.resource_name.clone());
+                let entries: Vec<(String, String, i8, bool)> = match r.resource_type {
+                    RESOURCE_TOPIC => match self.topics.get(r.resource_name.as_str()) {
+                        Some(t) => {
+                            let config = t.partitions.first().map_or_else(|| self.config.topic_defaults.clone(), |p| p.config.clone());
+                            self.config_entries(&config, &t.overrides).into_iter().map(|(k, v, s)| (k, v, s, false)).collect()
+                        }
+                        None => {
+                            return result
+                                .with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                                .with_error_message(Some(StrBytes::from_string(format!("Topic {} does not exist", r.resource_name.as_str()))))
+                        }
+                    },
+                    RESOURCE_BROKER => self.broker_config_entries(),
+                    other => {
+                        return result
+                            .with_error_code(ResponseError::InvalidRequest.code())
+                            .with_error_message(Some(StrBytes::from_string(format!("resource type {other} is not supported"))))
+                    }
+                };
+                let configs = entries
+                    .into_iter()
+                    .filter(|(k, ..)| r.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|w| w.as_str() == k)))
+                    .map(|(k, v, source, read_only)| {
+                        DescribeConfigsResourceResult::default()
+                            .with_name(text(&k))
+                            .with_value(Some(text(&v)))
+                            .with_read_only(read_only)
+                            .with_config_source(source)
+                            .with_config_type(config_type(&k))
+                    })
+                    .collect();
+                result.with_configs(configs)
+            })
+            .collect();
+        self.respond(ctx, ResponseKind::DescribeConfigs(DescribeConfigsResponse::default().with_results(results)));
+    }
+
+    fn broker_config_entries(&self) -> Vec<(String, String, i8, bool)> {
+        let d = &self.config.topic_defaults;
+        [
+            ("auto.create.topics.enable", self.config.auto_create_topics.to_string()),
+            ("num.partitions", self.config.num_partitions.to_string()),
+            ("node.id", self.config.node_id.to_string()),
+            ("log.retention.ms", d.retention_ms.to_string()),
+            ("log.retention.bytes", d.retention_bytes.to_string()),
+            ("log.segment.bytes", d.segment_bytes.to_string()),
+            ("message.max.bytes", d.max_message_bytes.to_string()),
+            ("socket.request.max.bytes", self.config.max_request_bytes.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v, SOURCE_STATIC_BROKER_CONFIG, true))
+        .collect()
+    }
+
+    /// Validates a topic's new override set. Ok(None): nothing to change.
+    fn prepare_config_change(&self, resource_type: i8, name: &str, overrides: Result<BTreeMap<String, String>, String>) -> Result<MetaChange, (ResponseError, String)> {
+        if resource_type == RESOURCE_BROKER {
+            return Err((ResponseError::InvalidRequest, "broker configs are static: set them with spool serve flags".into()));
+        }
+        if resource_type != RESOURCE_TOPIC {
+            return Err((ResponseError::InvalidRequest, format!("resource type {resource_type} is not supported")));
+        }
+        if self.desired_meta.topic(name).is_none() {
+            return Err((ResponseError::UnknownTopicOrPartition, format!("Topic {name} does not exist")));
+        }
+        let overrides = overrides.map_err(|e| (ResponseError::InvalidConfig, e))?;
+        TopicConfig::resolve(&self.config.topic_defaults, &overrides).map_err(|e| (ResponseError::InvalidConfig, e))?;
+        Ok(MetaChange::SetConfigs { topic: name.to_string(), configs: overrides })
+    }
+
+    pub(crate) fn handle_alter_configs(&mut self, ctx: RequestCtx, request: AlterConfigsRequest) {
+        let mut changes = Vec::new();
+        let mut responses = Vec::new();
+        for r in request.resources {
+            // AlterConfigs replaces the whole override set.
+            let overrides: Result<BTreeMap<String, String>, String> = r
+                .configs
+                .iter()
+                .map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())).ok_or_else(|| format!("Null value not supported for {}", c.name.as_str())))
+                .collect();
+            let response = alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone());
+            match self.prepare_config_change(r.resource_type, r.resource_name.as_str(), overrides) {
+                Ok(change) => {
+                    if !request.validate_only {
+                        changes.push(change);
+                    }
+                    responses.push(response);
+                }
+                Err((code, m)) => responses.push(response.with_error_code(code.code()).with_error_message(Some(StrBytes::from_string(m)))),
+            }
+        }
+        let body = ResponseKind::AlterConfigs(AlterConfigsResponse::default().with_responses(responses));
+        self.queue_meta_respond(changes, ctx, body);
+    }
+
+    pub(crate) fn handle_incremental_alter_configs(&mut self, ctx: RequestCtx, request: IncrementalAlterConfigsRequest) {
+        let mut changes = Vec::new();
+        let mut responses = Vec::new();
+        for r in request.resources {
+            let name = r.resource_name.to_string();
+            let mut overrides = self.desired_meta.topic(&name).map(|t| t.configs.clone()).unwrap_or_default();
+            let mut problem = None;
+            for c in &r.configs {
+                let key = c.name.to_string();
+                match (c.config_operation, &c.value) {
+                    (0, Some(v)) => {
+                        overrides.insert(key, v.to_string());
+                    }
+                    (0, None) => problem = Some(format!("Null value not supported for {key}")),
+                    (1, _) => {
+                        overrides.remove(&key);
+                    }
+                    (2 | 3, _) => problem = Some(format!("APPEND and SUBTRACT are not supported for {key}")),
+                    (op, _) => problem = Some(format!("unknown config operation {op}")),
+                }
+            }
+            let response = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone());
+            let overrides = match problem {
+                Some(p) => Err(p),
+                None => Ok(overrides),
+            };
+            match self.prepare_config_change(r.resource_type, &name, overrides) {
+                Ok(change) => {
+                    if !request.validate_only {
+                        changes.push(change);
+                    }
+                    responses.push(response);
+                }
+                Err((code, m)) => responses.push(response.with_error_code(code.code()).with_error_message(Some(StrBytes::from_string(m)))),
+            }
+        }
+        let body = ResponseKind::IncrementalAlterConfigs(IncrementalAlterConfigsResponse::default().with_responses(responses));
+        self.queue_meta_respond(changes, ctx, body);
+    }
+
+    pub(crate) fn handle_delete_records(&mut self, ctx: RequestCtx, request: DeleteRecordsRequest) {
+        let mut moved = false;
+        let topics = request
+            .topics
+            .into_iter()
+            .map(|t| {
+                let partitions = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let result = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index).with_low_watermark(-1);
+                        let log = self.topics.get_mut(t.name.0.as_str()).and_then(|t| t.partitions.get_mut(usize::try_from(p.partition_index).ok()?));
+                        let Some(log) = log else {
+                            return result.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                        };
+                        let target = if p.offset == -1 { log.high_watermark() } else { p.offset };
+                        let before = log.log_start_offset;
+                        let outcome = log.advance_log_start(target, &mut self.ops);
+                        match outcome {
+                            Ok(start) => {
+                                moved |= start != before;
+                                result.with_low_watermark(start)
+                            }
+                            Err(()) => result.with_error_code(ResponseError::OffsetOutOfRange.code()),
+                        }
+                    })
+                    .collect();
+                DeleteRecordsTopicResult::default().with_name(t.name).with_partitions(partitions)
+            })
+            .collect();
+        if moved {
+            self.mark_log_starts_dirty();
+        }
+        self.respond(ctx, ResponseKind::DeleteRecords(DeleteRecordsResponse::default().with_topics(topics)));
+    }
+
+    pub(crate) fn handle_init_producer_id(&mut self, ctx: RequestCtx, request: InitProducerIdRequest) {
+        if request.transactional_id.is_some() {
+            let body = InitProducerIdResponse::default()
+                .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1);
+            tracing::info!("refusing a transactional producer: transactions are not supported");
+            self.respond(ctx, ResponseKind::InitProducerId(body));
+            return;
+        }
+        // Idempotent producers always get a fresh id (as Kafka does without a transactional id).
+        match self.allocate_producer_id() {
+            Some(id) => {
+                let body = InitProducerIdResponse::default().with_producer_id(ProducerId(id)).with_producer_epoch(0);
+                self.respond(ctx, ResponseKind::InitProducerId(body));
+            }
+            None => self.request_producer_id_block(ctx, request),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::TopicPartition;
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(validate_topic_name("orders.v1_eu-west").is_ok());
+        for bad in ["", ".", "..", "has space", "slash/", &"x".repeat(250)] {
+            assert!(validate_topic_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_topic_partition_names_its_directory() {
+        assert_eq!(TopicPartition::new("t", 3).dir_name(), "t-3");
+    }
+}

@@ -1,0 +1,242 @@
+//! Fetch: plan a read of stored batch bytes per partition (below the high watermark), long-poll
+//! when there is less than min_bytes, and answer with the bytes as stored, never re-encoded.
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind, TopicName};
+use kafka_protocol::ResponseError;
+use uuid::Uuid;
+
+use super::{Broker, RequestCtx};
+use crate::ops::{ConnId, Purpose};
+use crate::partition::{trim_fetched, ReadPlan};
+use crate::storage::{StorageError, TopicPartition};
+
+#[derive(Debug)]
+struct Slot {
+    partition: i32,
+    fetch_offset: i64,
+    max_bytes: usize,
+    error: i16,
+    records: Option<Bytes>,
+    /// The read in flight and the durable end of its segment.
+    read: Option<(ReadPlan, u64)>,
+}
+
+pub struct FetchState {
+    ctx: RequestCtx,
+    read_committed: bool,
+    min_bytes: usize,
+    max_bytes: usize,
+    /// Some while parked waiting for data.
+    parked_until: Option<i64>,
+    outstanding: usize,
+    /// Topics in request order, each with its partition slots.
+    topics: Vec<(TopicName, Uuid, Vec<Slot>)>,
+}
+
+impl FetchState {
+    pub fn parked_until(&self) -> Option<i64> {
+        self.parked_until
+    }
+    pub fn conn(&self) -> ConnId {
+        self.ctx.conn
+    }
+    pub fn has_reads_in_flight(&self) -> bool {
+        self.outstanding > 0
+    }
+    fn touches(&self, tp: &TopicPartition) -> bool {
+        self.topics.iter().any(|(name, _, slots)| name.0.as_str() == &*tp.topic && slots.iter().any(|s| s.partition == tp.partition))
+    }
+}
+
+impl Broker {
+    pub(crate) fn handle_fetch(&mut self, now_ms: i64, ctx: RequestCtx, request: FetchRequest) {
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        let mut topics = Vec::new();
+        for ft in request.topics {
+            // v13+ names topics by id only.
+            let (name, topic_id) = if ctx.version >= 13 {
+                let name = self.topics.values().find(|t| t.id == ft.topic_id).map(|t| TopicName(t.name.to_string().into()));
+                (name, ft.topic_id)
+            } else {
+                let id = self.topics.get(ft.topic.0.as_str()).map_or(Uuid::nil(), |t| t.id);
+                (Some(ft.topic.clone()), id)
+            };
+            let unknown_error = if ctx.version >= 13 { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
+            let slots = ft
+                .partitions
+                .into_iter()
+                .map(|fp| {
+                    let mut slot = Slot {
+                        partition: fp.partition,
+                        fetch_offset: fp.fetch_offset,
+                        max_bytes: fp.partition_max_bytes.max(0) as usize,
+                        error: 0,
+                        records: None,
+                        read: None,
+                    };
+                    let log = name.as_ref().and_then(|n| self.partition(&TopicPartition::new(n.0.as_str(), fp.partition)));
+                    slot.error = match log {
+                        None => unknown_error.code(),
+                        Some(log) if log.failed.is_some() => ResponseError::KafkaStorageError.code(),
+                        Some(log) if fp.current_leader_epoch > log.leader_epoch => ResponseError::UnknownLeaderEpoch.code(),
+                        Some(log) if fp.current_leader_epoch >= 0 && fp.current_leader_epoch < log.leader_epoch => {
+                            ResponseError::FencedLeaderEpoch.code()
+                        }
+                        Some(log) if fp.fetch_offset < log.log_start_offset || fp.fetch_offset > log.log_end_offset() => {
+                            ResponseError::OffsetOutOfRange.code()
+                        }
+                        Some(_) => 0,
+                    };
+                    slot
+                })
+                .collect();
+            topics.push((name.unwrap_or_default(), topic_id, slots));
+        }
+        let mut state = FetchState {
+            ctx,
+            read_committed: request.isolation_level == 1,
+            min_bytes: request.min_bytes.max(0) as usize,
+            max_bytes: if request.max_bytes <= 0 { usize::MAX / 2 } else { request.max_bytes as usize },
+            parked_until: None,
+            outstanding: 0,
+            topics,
+        };
+        let has_error = state.topics.iter().any(|(_, _, slots)| slots.iter().any(|s| s.error != 0));
+        if request.max_wait_ms > 0 && !has_error && self.available(&state) < state.min_bytes.max(1) {
+            state.parked_until = Some(now_ms + request.max_wait_ms as i64);
+            self.fetches.insert(id, state);
+            return;
+        }
+        self.fetches.insert(id, state);
+        self.start_reads(id);
+    }
+
+    fn available(&self, state: &FetchState) -> usize {
+        let mut total = 0usize;
+        for (name, _, slots) in &state.topics {
+            for s in slots.iter().filter(|s| s.error == 0) {
+                if let Some(log) = self.partition(&TopicPartition::new(name.0.as_str(), s.partition)) {
+                    total = total.saturating_add(log.bytes_available(s.fetch_offset) as usize);
+                }
+            }
+        }
+        total
+    }
+
+    /// Issues one read per partition that has data, within the response's byte budget.
+    fn start_reads(&mut self, id: u64) {
+        let Some(mut state) = self.fetches.remove(&id) else { return };
+        state.parked_until = None;
+        let mut budget = state.max_bytes;
+        for (topic_index, (name, _, slots)) in state.topics.iter_mut().enumerate() {
+            for (slot_index, slot) in slots.iter_mut().enumerate() {
+                if slot.error != 0 || budget == 0 {
+                    continue;
+                }
+                let tp = TopicPartition::new(name.0.as_str(), slot.partition);
+                let Some(log) = self.topics.get(&tp.topic).and_then(|t| t.partitions.get(tp.partition as usize)) else { continue };
+                let want = slot.max_bytes.min(budget);
+                match log.plan_read(slot.fetch_offset, want) {
+                    Ok(Some(plan)) => {
+                        budget = budget.saturating_sub(plan.len.min(want));
+                        let end = plan.position + plan.len as u64;
+                        let durable_end = log.plan_read(slot.fetch_offset, usize::MAX / 2).ok().flatten().map_or(end, |p| p.position + p.len as u64);
+                        self.ops.read(Purpose::FetchRead { fetch: id, slot: (topic_index << 16) | slot_index }, plan.file.clone(), plan.position, plan.len);
+                        slot.read = Some((plan, durable_end));
+                        state.outstanding += 1;
+                    }
+                    Ok(None) => {}
+                    Err(()) => slot.error = ResponseError::OffsetOutOfRange.code(),
+                }
+            }
+        }
+        if state.outstanding == 0 {
+            self.respond_fetch(state);
+        } else {
+            self.fetches.insert(id, state);
+        }
+    }
+
+    pub(crate) fn on_fetch_read(&mut self, id: u64, slot_key: usize, result: Result<Bytes, StorageError>) {
+        let Some(state) = self.fetches.get_mut(&id) else { return };
+        let slot = &mut state.topics[slot_key >> 16].2[slot_key & 0xffff];
+        let (plan, durable_end) = slot.read.take().expect("a read was in flight");
+        match result {
+            Err(e) => {
+                tracing::error!(file = %plan.file.relative_path(), "fetch read failed: {e}");
+                slot.error = ResponseError::KafkaStorageError.code();
+            }
+            Ok(bytes) => match trim_fetched(&bytes, slot.fetch_offset, slot.max_bytes) {
+                Ok(records) => slot.records = Some(records),
+                Err((skip, len)) => {
+                    let position = plan.position + skip as u64;
+                    if position < durable_end {
+                        let len = len.min((durable_end - position) as usize);
+                        let file = plan.file.clone();
+                        self.ops.read(Purpose::FetchRead { fetch: id, slot: slot_key }, file.clone(), position, len);
+                        slot.read = Some((ReadPlan { file, position, len }, durable_end));
+                        return;
+                    }
+                }
+            },
+        }
+        state.outstanding -= 1;
+        if state.outstanding == 0 {
+            let state = self.fetches.remove(&id).expect("present");
+            self.respond_fetch(state);
+        }
+    }
+
+    fn respond_fetch(&mut self, state: FetchState) {
+        let version = state.ctx.version;
+        let mut responses = Vec::new();
+        for (name, topic_id, slots) in state.topics {
+            let partitions = slots
+                .into_iter()
+                .map(|s| {
+                    let log = self.partition(&TopicPartition::new(name.0.as_str(), s.partition));
+                    let (hw, lso, start) = log.map_or((-1, -1, -1), |l| (l.high_watermark(), l.high_watermark(), l.log_start_offset));
+                    PartitionData::default()
+                        .with_partition_index(s.partition)
+                        .with_error_code(s.error)
+                        .with_high_watermark(hw)
+                        .with_last_stable_offset(lso)
+                        .with_log_start_offset(start)
+                        .with_aborted_transactions(if state.read_committed { Some(Vec::new()) } else { None })
+                        .with_records(Some(s.records.unwrap_or_default()))
+                })
+                .collect();
+            let mut topic = FetchableTopicResponse::default().with_partitions(partitions);
+            if version >= 13 {
+                topic = topic.with_topic_id(topic_id);
+            } else {
+                topic = topic.with_topic(name);
+            }
+            responses.push(topic);
+        }
+        self.respond(state.ctx, ResponseKind::Fetch(FetchResponse::default().with_responses(responses)));
+    }
+
+    /// New data on `tp`: parked fetches that now have enough are answered.
+    pub(crate) fn wake_fetches(&mut self, _now_ms: i64, tp: &TopicPartition) {
+        let ready: Vec<u64> = self
+            .fetches
+            .iter()
+            .filter(|(_, f)| f.parked_until.is_some() && f.touches(tp) && self.available(f) >= f.min_bytes.max(1))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ready {
+            self.start_reads(id);
+        }
+    }
+
+    pub(crate) fn expire_fetches(&mut self, now_ms: i64) {
+        let due: Vec<u64> = self.fetches.iter().filter(|(_, f)| f.parked_until.is_some_and(|t| t <= now_ms)).map(|(id, _)| *id).collect();
+        for id in due {
+            self.start_reads(id);
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! ApiVersions, Metadata (with topic auto-creation), DescribeCluster and FindCoordinator.
+
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::{
+    ApiVersionsResponse, BrokerId, DescribeClusterRequest, DescribeClusterResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, MetadataRequest, MetadataResponse, ResponseKind, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::{Broker, RequestCtx};
+use crate::api_versions::SERVED_APIS;
+
+/// Our ApiVersions answer. Optional tagged fields stay empty: librdkafka before 2.2 mis-skips them.
+pub(crate) fn api_versions(error_code: i16) -> ApiVersionsResponse {
+    let api_keys = SERVED_APIS
+        .iter()
+        .map(|api| ApiVersion::default().with_api_key(api.key as i16).with_min_version(api.advertised_min).with_max_version(api.max))
+        .collect();
+    ApiVersionsResponse::default().with_error_code(error_code).with_api_keys(api_keys)
+}
+
+impl Broker {
+    fn node(&self) -> (BrokerId, StrBytes, i32) {
+        (BrokerId(self.config.node_id), StrBytes::from_string(self.config.advertised_host.clone()), self.config.advertised_port)
+    }
+
+    pub(crate) fn handle_metadata(&mut self, ctx: RequestCtx, request: MetadataRequest) {
+        let (node_id, host, port) = self.node();
+        // v0: an empty list means every topic; v1+: null means every topic.
+        let wanted: Option<Vec<MetadataRequestTopicRef>> = match request.topics {
+            None => None,
+            Some(list) if list.is_empty() && ctx.version == 0 => None,
+            Some(list) => Some(list.into_iter().map(|t| MetadataRequestTopicRef { name: t.name, id: t.topic_id }).collect()),
+        };
+        let auto_create = request.allow_auto_topic_creation || ctx.version < 4;
+        let topics = match wanted {
+            None => self.topics.values().map(|t| self.describe_topic(&t.name, node_id)).collect(),
+            Some(list) => list
+                .into_iter()
+                .map(|wanted| {
+                    let name = match (&wanted.name, wanted.id.is_nil()) {
+                        (Some(n), _) => n.0.to_string(),
+                        (None, false) => match self.topics.values().find(|t| t.id == wanted.id) {
+                            Some(t) => t.name.to_string(),
+                            None => {
+                                return MetadataResponseTopic::default()
+                                    .with_topic_id(wanted.id)
+                                    .with_error_code(ResponseError::UnknownTopicId.code())
+                            }
+                        },
+                        (None, true) => String::new(),
+                    };
+                    if self.topics.contains_key(name.as_str()) {
+                        return self.describe_topic(&name, node_id);
+                    }
+                    let error = if let Err(e) = super::admin::validate_topic_name(&name) {
+                        tracing::debug!("metadata for invalid topic name: {e}");
+                        ResponseError::InvalidTopicException
+                    } else if self.topic_exists_or_pending(&name) {
+                        ResponseError::LeaderNotAvailable
+                    } else if auto_create && self.maybe_auto_create(&name) {
+                        ResponseError::LeaderNotAvailable
+                    } else {
+                        ResponseError::UnknownTopicOrPartition
+                    };
+                    MetadataResponseTopic::default().with_name(Some(TopicName(name.into()))).with_error_code(error.code())
+                })
+                .collect(),
+        };
+        let response = MetadataResponse::default()
+            .with_brokers(vec![MetadataResponseBroker::default().with_node_id(node_id).with_host(host).with_port(port)])
+            .with_cluster_id(Some(StrBytes::from_string(self.cluster_id().to_string())))
+            .with_controller_id(node_id)
+            .with_topics(topics);
+        self.respond(ctx, ResponseKind::Metadata(response));
+    }
+
+    fn describe_topic(&self, name: &str, node_id: BrokerId) -> MetadataResponseTopic {
+        let topic = &self.topics[name];
+        let partitions = topic
+            .partitions
+            .iter()
+            .map(|p| {
+                let error = if p.failed.is_some() { ResponseError::KafkaStorageError.code() } else { 0 };
+                MetadataResponsePartition::default()
+                    .with_error_code(error)
+                    .with_partition_index(p.tp.partition)
+                    .with_leader_id(node_id)
+                    .with_leader_epoch(p.leader_epoch)
+                    .with_replica_nodes(vec![node_id])
+                    .with_isr_nodes(vec![node_id])
+            })
+            .collect();
+        MetadataResponseTopic::default()
+            .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
+            .with_topic_id(topic.id)
+            .with_partitions(partitions)
+    }
+
+    pub(crate) fn handle_describe_cluster(&mut self, ctx: RequestCtx, _request: DescribeClusterRequest) {
+        let (node_id, host, port) = self.node();
+        let response = DescribeClusterResponse::default()
+            .with_cluster_id(StrBytes::from_string(self.cluster_id().to_string()))
+            .with_controller_id(node_id)
+            .with_endpoint_type(1)
+            .with_brokers(vec![DescribeClusterBroker::default().with_broker_id(node_id).with_host(host).with_port(port)]);
+        self.respond(ctx, ResponseKind::DescribeCluster(response));
+    }
+
+    /// Groups and transactions are not served yet: say so with a retriable error rather than
+    /// pointing clients at APIs we do not answer.
+    pub(crate) fn handle_find_coordinator(&mut self, ctx: RequestCtx, _request: FindCoordinatorRequest) {
+        let message = "consumer groups and transactions are not supported by this broker yet";
+        let response = FindCoordinatorResponse::default()
+            .with_error_code(ResponseError::CoordinatorNotAvailable.code())
+            .with_error_message(Some(StrBytes::from_static_str(message)))
+            .with_node_id(BrokerId(-1))
+            .with_port(-1);
+        self.respond(ctx, ResponseKind::FindCoordinator(response));
+    }
+}
+
+struct MetadataRequestTopicRef {
+    name: Option<TopicName>,
+    id: uuid::Uuid,
+}

@@ -1,0 +1,547 @@
+//! The broker state machine. Inputs: connection events and request frames, storage completions,
+//! and the passing of time (`now_ms` on every call). Outputs: [`Action`]s drained with
+//! [`Broker::poll_action`], and the next deadline from [`Broker::next_deadline`]. It never reads
+//! a clock, touches a file or a socket, or draws a random number.
+
+mod admin;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, RequestKind, ResponseKind};
+use kafka_protocol::ResponseError;
+use uuid::Uuid;
+
+use crate::codec::{self, DecodeFailure};
+use crate::config::{BrokerConfig, TopicConfig};
+use crate::meta::{ClusterMeta, MetaChange};
+use crate::ops::{Action, ConnId, Ops, Purpose};
+use crate::partition::PartitionLog;
+use crate::producer_state::ProducerStates;
+use crate::recovery::RecoveredSegment;
+use crate::storage::{Completion, MetaFile, OpId, TopicPartition};
+
+pub use fetch::FetchState;
+
+/// A partition as recovery left it on disk.
+#[derive(Debug, Default)]
+pub struct LoadedPartition {
+    pub segments: Vec<RecoveredSegment>,
+    pub producers: ProducerStates,
+    pub log_start_offset: i64,
+}
+
+/// Everything the driver read from the data directory at start.
+#[derive(Debug)]
+pub struct LoadedState {
+    pub meta: ClusterMeta,
+    pub partitions: BTreeMap<TopicPartition, LoadedPartition>,
+}
+
+pub struct Topic {
+    pub name: Arc<str>,
+    pub id: Uuid,
+    pub partitions: Vec<PartitionLog>,
+    pub overrides: BTreeMap<String, String>,
+}
+
+/// Where a request came from and how to answer it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RequestCtx {
+    pub conn: ConnId,
+    pub seq: u64,
+    pub correlation_id: i32,
+    pub version: i16,
+}
+
+#[derive(Default)]
+struct Connection {
+    next_seq: u64,
+    next_to_send: u64,
+    /// Finished responses waiting for earlier ones; None = a request with no response (acks=0).
+    ready: BTreeMap<u64, Option<Bytes>>,
+}
+
+/// What happens once a metadata change is durable.
+enum Deferred {
+    Respond(RequestCtx, ResponseKind),
+    InitProducerId(RequestCtx, kafka_protocol::messages::InitProducerIdRequest),
+}
+
+struct MetaWrite {
+    id: OpId,
+    changes: Vec<MetaChange>,
+    deferred: Vec<Deferred>,
+    next: ClusterMeta,
+}
+
+pub struct Broker {
+    pub(crate) config: BrokerConfig,
+    pub(crate) topics: BTreeMap<Arc<str>, Topic>,
+    pub(crate) ops: Ops,
+    conns: BTreeMap<ConnId, Connection>,
+    /// Metadata as durable on disk (what clients see) and as it will be once queued changes land.
+    durable_meta: ClusterMeta,
+    pub(crate) desired_meta: ClusterMeta,
+    meta_queue: Vec<(MetaChange, Option<Deferred>)>,
+    meta_in_flight: Option<MetaWrite>,
+    next_producer_id: i64,
+    pub(crate) next_request_id: u64,
+    pub(crate) produces: BTreeMap<u64, produce::PendingProduce>,
+    /// (partition, last offset, produce, slot) waiting for the high watermark to pass.
+    pub(crate) produce_waits: BTreeSet<(TopicPartition, i64, u64, usize)>,
+    pub(crate) fetches: BTreeMap<u64, FetchState>,
+    pub(crate) time_searches: BTreeMap<u64, list_offsets::TimeSearch>,
+    next_retention_check_ms: i64,
+    log_start_dirty: bool,
+    log_start_write_in_flight: bool,
+    shutting_down: bool,
+    shutdown_reported: bool,
+}
+
+impl Broker {
+    pub fn new(config: BrokerConfig, loaded: LoadedState, now_ms: i64) -> Self {
+        let LoadedState { meta, mut partitions } = loaded;
+        let mut topics = BTreeMap::new();
+        for t in &meta.topics {
+            let name: Arc<str> = Arc::from(t.name.as_str());
+            let topic_config = TopicConfig::resolve(&config.topic_defaults, &t.configs).unwrap_or_else(|e| {
+                tracing::warn!(topic = %t.name, "stored topic config is invalid ({e}); using defaults");
+                config.topic_defaults.clone()
+            });
+            let logs = (0..t.partitions)
+                .map(|p| {
+                    let tp = TopicPartition { topic: name.clone(), partition: p };
+                    match partitions.remove(&tp) {
+                        Some(lp) => PartitionLog::recovered(tp, topic_config.clone(), lp.segments, lp.log_start_offset, lp.producers, now_ms),
+                        None => PartitionLog::create(tp, topic_config.clone(), now_ms),
+                    }
+                })
+                .collect();
+            let id = t.id.parse().unwrap_or_else(|_| meta.new_topic_id(&t.name));
+            topics.insert(name.clone(), Topic { name, id, partitions: logs, overrides: t.configs.clone() });
+        }
+        for tp in partitions.keys() {
+            tracing::warn!(partition = %tp, "data directory holds a partition of no known topic; ignoring it");
+        }
+        let next_producer_id = meta.producer_id_block_end;
+        let mut broker = Broker {
+            next_retention_check_ms: now_ms + config.retention_check_interval_ms,
+            config,
+            topics,
+            ops: Ops::default(),
+            conns: BTreeMap::new(),
+            desired_meta: meta.clone(),
+            durable_meta: meta,
+            meta_queue: Vec::new(),
+            meta_in_flight: None,
+            next_producer_id,
+            next_request_id: 0,
+            produces: BTreeMap::new(),
+            produce_waits: BTreeSet::new(),
+            fetches: BTreeMap::new(),
+            time_searches: BTreeMap::new(),
+            log_start_dirty: false,
+            log_start_write_in_flight: false,
+            shutting_down: false,
+            shutdown_reported: false,
+        };
+        // Persist identity on first start (and any repair done above).
+        broker.queue_meta(MetaChange::ProducerIdBlock { end: next_producer_id }, None);
+        broker
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.durable_meta.cluster_id
+    }
+    pub fn topic(&self, name: &str) -> Option<&Topic> {
+        self.topics.get(name)
+    }
+    pub fn partition(&self, tp: &TopicPartition) -> Option<&PartitionLog> {
+        self.topics.get(&tp.topic)?.partitions.get(usize::try_from(tp.partition).ok()?)
+    }
+    pub(crate) fn partition_mut(&mut self, topic: &str, partition: i32) -> Option<&mut PartitionLog> {
+        self.topics.get_mut(topic)?.partitions.get_mut(usize::try_from(partition).ok()?)
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.ops.pop()
+    }
+
+    /// The earliest time at which `handle_tick` has work to do.
+    pub fn next_deadline(&self) -> Option<i64> {
+        let fetch = self.fetches.values().filter_map(|f| f.parked_until()).min();
+        Some(fetch.map_or(self.next_retention_check_ms, |f| f.min(self.next_retention_check_ms)))
+    }
+
+    pub fn handle_connect(&mut self, conn: ConnId) {
+        self.conns.insert(conn, Connection::default());
+    }
+
+    pub fn handle_disconnect(&mut self, conn: ConnId) {
+        self.conns.remove(&conn);
+        // Parked fetches of a gone connection need no answer.
+        self.fetches.retain(|_, f| f.conn() != conn || f.has_reads_in_flight());
+    }
+
+    /// One request frame (without its size prefix) from a connection.
+    pub fn handle_frame(&mut self, now_ms: i64, conn: ConnId, frame: Bytes) {
+        if !self.conns.contains_key(&conn) {
+            self.handle_connect(conn);
+        }
+        if frame.len() > self.config.max_request_bytes {
+            self.close(conn, format!("request of {} bytes exceeds the limit of {}", frame.len(), self.config.max_request_bytes));
+            return;
+        }
+        let decoded = match codec::decode_request(frame) {
+            Ok(d) => d,
+            Err(DecodeFailure::ApiVersionsTooNew { correlation_id }) => {
+                let ctx = self.begin(conn, correlation_id, 0);
+                let body = metadata::api_versions(ResponseError::UnsupportedVersion.code());
+                self.respond(ctx, ResponseKind::ApiVersions(body));
+                return;
+            }
+            Err(DecodeFailure::Close(reason)) => {
+                self.close(conn, reason);
+                return;
+            }
+        };
+        let version = decoded.header.request_api_version;
+        let ctx = self.begin(conn, decoded.header.correlation_id, version);
+        tracing::trace!(conn, api = ?decoded.api_key, version, "request");
+        if self.shutting_down && decoded.api_key != ApiKey::ApiVersions {
+            self.close(conn, "broker is shutting down".to_string());
+            return;
+        }
+        match decoded.body {
+            RequestKind::ApiVersions(_) => {
+                let body: ApiVersionsResponse = metadata::api_versions(0);
+                self.respond(ctx, ResponseKind::ApiVersions(body))
+            }
+            RequestKind::Metadata(r) => self.handle_metadata(ctx, r),
+            RequestKind::Produce(r) => self.handle_produce(now_ms, ctx, r),
+            RequestKind::Fetch(r) => self.handle_fetch(now_ms, ctx, r),
+            RequestKind::ListOffsets(r) => self.handle_list_offsets(ctx, r),
+            RequestKind::OffsetForLeaderEpoch(r) => self.handle_offset_for_leader_epoch(ctx, r),
+            RequestKind::FindCoordinator(r) => self.handle_find_coordinator(ctx, r),
+            RequestKind::DescribeCluster(r) => self.handle_describe_cluster(ctx, r),
+            RequestKind::CreateTopics(r) => self.handle_create_topics(ctx, r),
+            RequestKind::DeleteTopics(r) => self.handle_delete_topics(ctx, r),
+            RequestKind::CreatePartitions(r) => self.handle_create_partitions(ctx, r),
+            RequestKind::DescribeConfigs(r) => self.handle_describe_configs(ctx, r),
+            RequestKind::AlterConfigs(r) => self.handle_alter_configs(ctx, r),
+            RequestKind::IncrementalAlterConfigs(r) => self.handle_incremental_alter_configs(ctx, r),
+            RequestKind::DeleteRecords(r) => self.handle_delete_records(ctx, r),
+            RequestKind::InitProducerId(r) => self.handle_init_producer_id(ctx, r),
+            other => {
+                // Unreachable while codec::decode_request only admits served keys; kept total.
+                self.close(conn, format!("no handler for {:?}", std::mem::discriminant(&other)));
+            }
+        }
+    }
+
+    pub fn handle_completion(&mut self, now_ms: i64, completion: Completion) {
+        let id = completion.id();
+        let Some(purpose) = self.ops.complete(id) else {
+            tracing::warn!(?id, "completion for an unknown operation");
+            return;
+        };
+        match (purpose, completion) {
+            (Purpose::PartitionWrite(tp), Completion::Written { result, .. }) => {
+                if let Err(e) = result {
+                    if let Some(p) = self.partition_mut(&tp.topic, tp.partition) {
+                        p.fail(format!("write failed: {e}"));
+                    }
+                    self.fail_produce_waits(&tp);
+                }
+            }
+            (Purpose::PartitionSync(tp), Completion::Synced { result, .. }) => {
+                let moved = match self.topics.get_mut(&tp.topic).and_then(|t| t.partitions.get_mut(tp.partition as usize)) {
+                    Some(p) => p.on_synced(id, result.map_err(|e| e.0), &mut self.ops),
+                    None => false,
+                };
+                if moved {
+                    self.on_high_watermark(now_ms, &tp);
+                } else if self.partition(&tp).is_some_and(|p| p.failed.is_some()) {
+                    self.fail_produce_waits(&tp);
+                }
+                self.check_shutdown();
+            }
+            (Purpose::FetchRead { fetch, slot }, Completion::Read { result, .. }) => self.on_fetch_read(fetch, slot, result),
+            (Purpose::TimeSearchRead { request, slot }, Completion::Read { result, .. }) => self.on_time_search_read(request, slot, result),
+            (Purpose::Meta, Completion::MetaWritten { result, .. }) => self.on_meta_written(now_ms, result.map_err(|e| e.0)),
+            (Purpose::LogStartCheckpoint, Completion::MetaWritten { result, .. }) => {
+                self.log_start_write_in_flight = false;
+                if let Err(e) = result {
+                    tracing::error!("log start checkpoint failed: {e}");
+                    self.log_start_dirty = true;
+                }
+                self.maybe_write_log_starts();
+                self.check_shutdown();
+            }
+            (purpose, completion) => {
+                tracing::error!(?purpose, ?completion, "completion does not match its operation");
+            }
+        }
+    }
+
+    /// Time passed: expire long-poll fetches, apply retention.
+    pub fn handle_tick(&mut self, now_ms: i64) {
+        self.expire_fetches(now_ms);
+        if now_ms >= self.next_retention_check_ms {
+            self.next_retention_check_ms = now_ms + self.config.retention_check_interval_ms;
+            let mut moved = false;
+            for topic in self.topics.values_mut() {
+                for p in &mut topic.partitions {
+                    moved |= p.apply_retention(now_ms, &mut self.ops);
+                }
+            }
+            if moved {
+                self.log_start_dirty = true;
+                self.maybe_write_log_starts();
+            }
+        }
+    }
+
+    /// Stop serving, make everything durable, then report `Action::ShutdownComplete`.
+    pub fn handle_shutdown(&mut self) {
+        if self.shutting_down {
+            return;
+        }
+        self.shutting_down = true;
+        for topic in self.topics.values_mut() {
+            for p in &mut topic.partitions {
+                p.flush_for_shutdown(&mut self.ops);
+            }
+        }
+        self.log_start_dirty = true;
+        self.maybe_write_log_starts();
+        self.check_shutdown();
+    }
+
+    fn check_shutdown(&mut self) {
+        if !self.shutting_down || self.shutdown_reported {
+            return;
+        }
+        let quiet = self.topics.values().all(|t| t.partitions.iter().all(|p| p.is_quiescent() || p.failed.is_some()));
+        if quiet && !self.log_start_write_in_flight && !self.log_start_dirty && self.meta_in_flight.is_none() {
+            self.shutdown_reported = true;
+            self.ops.push(Action::ShutdownComplete);
+        }
+    }
+
+    // ---- responses, in request order per connection ----
+
+    fn begin(&mut self, conn: ConnId, correlation_id: i32, version: i16) -> RequestCtx {
+        let c = self.conns.entry(conn).or_default();
+        let seq = c.next_seq;
+        c.next_seq += 1;
+        RequestCtx { conn, seq, correlation_id, version }
+    }
+
+    pub(crate) fn respond(&mut self, ctx: RequestCtx, body: ResponseKind) {
+        match codec::encode_response(ctx.correlation_id, ctx.version, &body) {
+            Ok(frame) => self.finish(ctx, Some(frame)),
+            Err(e) => self.close(ctx.conn, format!("could not encode a response: {e}")),
+        }
+    }
+
+    /// A request that gets no response (produce with acks=0) still holds its place in the order.
+    pub(crate) fn respond_nothing(&mut self, ctx: RequestCtx) {
+        self.finish(ctx, None);
+    }
+
+    fn finish(&mut self, ctx: RequestCtx, frame: Option<Bytes>) {
+        let Some(c) = self.conns.get_mut(&ctx.conn) else { return };
+        c.ready.insert(ctx.seq, frame);
+        while let Some(frame) = c.ready.remove(&c.next_to_send) {
+            c.next_to_send += 1;
+            if let Some(frame) = frame {
+                self.ops.push(Action::Send { conn: ctx.conn, frame });
+            }
+        }
+    }
+
+    pub(crate) fn close(&mut self, conn: ConnId, reason: String) {
+        tracing::info!(conn, "closing connection: {reason}");
+        self.conns.remove(&conn);
+        self.ops.push(Action::Close { conn, reason });
+    }
+
+    // ---- metadata changes ----
+
+    pub(crate) fn topic_exists_or_pending(&self, name: &str) -> bool {
+        self.desired_meta.topic(name).is_some()
+    }
+
+    fn queue_meta(&mut self, change: MetaChange, deferred: Option<Deferred>) {
+        self.desired_meta.apply(&change);
+        self.meta_queue.push((change, deferred));
+        self.maybe_write_meta();
+    }
+
+    fn maybe_write_meta(&mut self) {
+        if self.meta_in_flight.is_some() || self.meta_queue.is_empty() {
+            return;
+        }
+        let mut next = self.durable_meta.clone();
+        let mut changes = Vec::new();
+        let mut deferred = Vec::new();
+        for (change, d) in self.meta_queue.drain(..) {
+            next.apply(&change);
+            changes.push(change);
+            deferred.extend(d);
+        }
+        let id = self.ops.write_meta(Purpose::Meta, MetaFile::Cluster, Bytes::from(next.encode()));
+        self.meta_in_flight = Some(MetaWrite { id, changes, deferred, next });
+    }
+
+    fn on_meta_written(&mut self, now_ms: i64, result: Result<(), String>) {
+        let Some(write) = self.meta_in_flight.take() else { return };
+        debug_assert!(self.ops.in_flight() < usize::MAX && write.id.0 > 0);
+        if let Err(e) = result {
+            tracing::error!("cluster metadata write failed: {e}; changes dropped");
+            self.desired_meta = self.durable_meta.clone();
+            for change in self.meta_queue.iter().map(|(c, _)| c.clone()).collect::<Vec<_>>() {
+                self.desired_meta.apply(&change);
+            }
+            for d in write.deferred {
+                let ctx = match d {
+                    Deferred::Respond(ctx, _) | Deferred::InitProducerId(ctx, _) => ctx,
+                };
+                self.close(ctx.conn, format!("metadata write failed: {e}"));
+            }
+        } else {
+            self.durable_meta = write.next;
+            for change in &write.changes {
+                self.apply_live(now_ms, change);
+            }
+            for d in write.deferred {
+                match d {
+                    Deferred::Respond(ctx, body) => self.respond(ctx, body),
+                    Deferred::InitProducerId(ctx, r) => self.handle_init_producer_id(ctx, r),
+                }
+            }
+        }
+        self.maybe_write_meta();
+        self.check_shutdown();
+    }
+
+    /// Makes a durable metadata change visible.
+    fn apply_live(&mut self, now_ms: i64, change: &MetaChange) {
+        match change {
+            MetaChange::CreateTopic(t) => {
+                let name: Arc<str> = Arc::from(t.name.as_str());
+                let config = TopicConfig::resolve(&self.config.topic_defaults, &t.configs).unwrap_or_else(|_| self.config.topic_defaults.clone());
+                let partitions = (0..t.partitions)
+                    .map(|p| PartitionLog::create(TopicPartition { topic: name.clone(), partition: p }, config.clone(), now_ms))
+                    .collect();
+                let id = t.id.parse().unwrap_or_default();
+                self.topics.insert(name.clone(), Topic { name, id, partitions, overrides: t.configs.clone() });
+            }
+            MetaChange::DeleteTopic(name) => {
+                if let Some(topic) = self.topics.remove(name.as_str()) {
+                    for p in &topic.partitions {
+                        self.ops.delete_partition(p.tp.clone());
+                        self.fail_produce_waits(&p.tp);
+                    }
+                }
+            }
+            MetaChange::SetPartitions { topic, count } => {
+                let defaults = self.config.topic_defaults.clone();
+                if let Some(t) = self.topics.get_mut(topic.as_str()) {
+                    let config = TopicConfig::resolve(&defaults, &t.overrides).unwrap_or(defaults);
+                    for p in t.partitions.len() as i32..*count {
+                        t.partitions.push(PartitionLog::create(TopicPartition { topic: t.name.clone(), partition: p }, config.clone(), now_ms));
+                    }
+                }
+            }
+            MetaChange::SetConfigs { topic, configs } => {
+                let defaults = self.config.topic_defaults.clone();
+                if let Some(t) = self.topics.get_mut(topic.as_str()) {
+                    t.overrides = configs.clone();
+                    let config = TopicConfig::resolve(&defaults, configs).unwrap_or(defaults);
+                    for p in &mut t.partitions {
+                        p.config = config.clone();
+                    }
+                }
+            }
+            MetaChange::ProducerIdBlock { .. } => {}
+        }
+    }
+
+    /// Hands out a producer id from the durable block, or None when a new block must be made
+    /// durable first (so a restart never reuses an id).
+    pub(crate) fn allocate_producer_id(&mut self) -> Option<i64> {
+        if self.next_producer_id < self.durable_meta.producer_id_block_end {
+            let id = self.next_producer_id;
+            self.next_producer_id += 1;
+            Some(id)
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn request_producer_id_block(&mut self, ctx: RequestCtx, r: kafka_protocol::messages::InitProducerIdRequest) {
+        const BLOCK: i64 = 1000;
+        let end = self.desired_meta.producer_id_block_end.max(self.next_producer_id) + BLOCK;
+        self.queue_meta(MetaChange::ProducerIdBlock { end }, Some(Deferred::InitProducerId(ctx, r)));
+    }
+
+    pub(crate) fn queue_meta_respond(&mut self, changes: Vec<MetaChange>, ctx: RequestCtx, body: ResponseKind) {
+        if changes.is_empty() {
+            self.respond(ctx, body);
+            return;
+        }
+        let last = changes.len() - 1;
+        for (i, change) in changes.into_iter().enumerate() {
+            let deferred = if i == last { Some(Deferred::Respond(ctx, body.clone())) } else { None };
+            self.queue_meta(change, deferred);
+        }
+    }
+
+    pub(crate) fn queue_meta_silent(&mut self, change: MetaChange) {
+        self.queue_meta(change, None);
+    }
+
+    // ---- log start offsets ----
+
+    pub(crate) fn mark_log_starts_dirty(&mut self) {
+        self.log_start_dirty = true;
+        self.maybe_write_log_starts();
+    }
+
+    fn maybe_write_log_starts(&mut self) {
+        if !self.log_start_dirty || self.log_start_write_in_flight {
+            return;
+        }
+        let mut starts: BTreeMap<String, i64> = BTreeMap::new();
+        for topic in self.topics.values() {
+            for p in &topic.partitions {
+                if p.log_start_offset > 0 {
+                    starts.insert(p.tp.dir_name(), p.log_start_offset);
+                }
+            }
+        }
+        let data = serde_json::to_vec(&starts).expect("offsets serialize");
+        self.ops.write_meta(Purpose::LogStartCheckpoint, MetaFile::LogStartOffsets, Bytes::from(data));
+        self.log_start_dirty = false;
+        self.log_start_write_in_flight = true;
+    }
+
+    /// The high watermark of `tp` moved: answer produces it covers and wake fetches on it.
+    fn on_high_watermark(&mut self, now_ms: i64, tp: &TopicPartition) {
+        self.release_produce_waits(tp);
+        self.wake_fetches(now_ms, tp);
+    }
+}
+
+/// Reads the persisted log start offsets (`log-start-offsets.json`), keyed by partition dir name.
+pub fn decode_log_starts(bytes: &[u8]) -> BTreeMap<String, i64> {
+    serde_json::from_slice(bytes).unwrap_or_default()
+}

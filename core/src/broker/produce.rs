@@ -1,0 +1,170 @@
+//! Produce: validate, deduplicate and append each partition's batches, then answer once the
+//! high watermark (the fsynced end) covers them. acks=0 gets no answer at all.
+
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::{Broker, RequestCtx};
+use crate::partition::AppendError;
+use crate::storage::TopicPartition;
+
+pub(crate) struct PendingProduce {
+    ctx: RequestCtx,
+    acks: i16,
+    topics: Vec<(TopicName, Vec<PartitionProduceResponse>)>,
+    waiting: usize,
+}
+
+fn error_response(index: i32, error: ResponseError, message: Option<String>) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(error.code())
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1)
+        .with_error_message(message.map(StrBytes::from_string))
+}
+
+impl Broker {
+    pub(crate) fn handle_produce(&mut self, now_ms: i64, ctx: RequestCtx, request: ProduceRequest) {
+        let acks = request.acks;
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        let mut waits = Vec::new();
+        let mut topics = Vec::new();
+        for topic_data in request.topic_data {
+            let name = topic_data.name.clone();
+            let mut partitions = Vec::new();
+            let known = self.topics.contains_key(name.0.as_str());
+            if !known {
+                self.maybe_auto_create(name.0.as_str());
+            }
+            for pd in topic_data.partition_data {
+                let slot = partitions.len();
+                let result = if !matches!(acks, -1..=1) {
+                    Err(error_response(pd.index, ResponseError::InvalidRequiredAcks, Some(format!("acks={acks} is not one of -1, 0, 1"))))
+                } else if request.transactional_id.is_some() {
+                    Err(error_response(pd.index, ResponseError::TransactionalIdAuthorizationFailed, Some("transactions are not supported".into())))
+                } else {
+                    self.append_one(now_ms, name.0.as_str(), pd.index, pd.records.as_ref())
+                };
+                match result {
+                    Ok((response, last_offset)) => {
+                        let tp = TopicPartition::new(name.0.as_str(), pd.index);
+                        let hw = self.partition(&tp).map_or(i64::MAX, |p| p.high_watermark());
+                        if acks != 0 && hw <= last_offset {
+                            waits.push((tp, last_offset, topics.len(), slot));
+                        }
+                        partitions.push(response);
+                    }
+                    Err(response) => partitions.push(response),
+                }
+            }
+            topics.push((name, partitions));
+        }
+        if acks == 0 {
+            self.respond_nothing(ctx);
+            return;
+        }
+        let pending = PendingProduce { ctx, acks, topics, waiting: waits.len() };
+        if pending.waiting == 0 {
+            self.respond_produce(pending);
+            return;
+        }
+        // Slots are addressed as topic index * 2^16 + partition slot; requests stay far below that.
+        for (tp, last_offset, topic_index, slot) in waits {
+            self.produce_waits.insert((tp, last_offset, id, (topic_index << 16) | slot));
+        }
+        self.produces.insert(id, pending);
+    }
+
+    /// Appends one partition's records. Ok carries the success answer and the last offset the
+    /// answer waits for.
+    fn append_one(
+        &mut self,
+        now_ms: i64,
+        topic: &str,
+        partition: i32,
+        records: Option<&bytes::Bytes>,
+    ) -> Result<(PartitionProduceResponse, i64), PartitionProduceResponse> {
+        let durability = self.config.durability;
+        let Some(log) = self.topics.get_mut(topic).and_then(|t| t.partitions.get_mut(usize::try_from(partition).ok()?)) else {
+            return Err(error_response(partition, ResponseError::UnknownTopicOrPartition, None));
+        };
+        let Some(records) = records else {
+            return Err(error_response(partition, ResponseError::CorruptMessage, Some("no records".into())));
+        };
+        match log.append(records, now_ms, durability, &mut self.ops) {
+            Ok(appended) => Ok((
+                PartitionProduceResponse::default()
+                    .with_index(partition)
+                    .with_base_offset(appended.base_offset)
+                    .with_log_append_time_ms(appended.log_append_time)
+                    .with_log_start_offset(log.log_start_offset),
+                appended.last_offset,
+            )),
+            Err(e) => {
+                tracing::debug!(topic, partition, "produce refused: {e:?}");
+                let (code, message) = match e {
+                    AppendError::Corrupt(m) => (ResponseError::CorruptMessage, m),
+                    AppendError::TooLarge { size, max } => (ResponseError::MessageTooLarge, format!("batch of {size} bytes exceeds max.message.bytes {max}")),
+                    AppendError::OutOfOrder(m) => (ResponseError::OutOfOrderSequenceNumber, m),
+                    AppendError::FencedEpoch(m) => (ResponseError::InvalidProducerEpoch, m),
+                    AppendError::Offline(m) => (ResponseError::KafkaStorageError, m),
+                };
+                Err(error_response(partition, code, Some(message)))
+            }
+        }
+    }
+
+    fn respond_produce(&mut self, pending: PendingProduce) {
+        debug_assert!(pending.acks != 0);
+        let responses = pending
+            .topics
+            .into_iter()
+            .map(|(name, partitions)| TopicProduceResponse::default().with_name(name).with_partition_responses(partitions))
+            .collect();
+        self.respond(pending.ctx, ResponseKind::Produce(ProduceResponse::default().with_responses(responses)));
+    }
+
+    /// Answers the produces that the new high watermark of `tp` covers.
+    pub(crate) fn release_produce_waits(&mut self, tp: &TopicPartition) {
+        let hw = self.partition(tp).map_or(i64::MAX, |p| p.high_watermark());
+        let covered: Vec<_> =
+            self.produce_waits.range((tp.clone(), i64::MIN, 0, 0)..(tp.clone(), hw, 0, 0)).cloned().collect();
+        for wait in covered {
+            self.produce_waits.remove(&wait);
+            self.finish_wait(wait.2, None);
+        }
+    }
+
+    /// Answers every produce waiting on `tp` with an error (partition offline or deleted).
+    pub(crate) fn fail_produce_waits(&mut self, tp: &TopicPartition) {
+        let waiting: Vec<_> =
+            self.produce_waits.range((tp.clone(), i64::MIN, 0, 0)..=(tp.clone(), i64::MAX, u64::MAX, usize::MAX)).cloned().collect();
+        let error = match self.partition(tp) {
+            Some(p) => (ResponseError::KafkaStorageError, p.failed.clone().unwrap_or_else(|| "storage error".into())),
+            None => (ResponseError::UnknownTopicOrPartition, "the topic was deleted".into()),
+        };
+        for wait in waiting {
+            self.produce_waits.remove(&wait);
+            self.finish_wait(wait.2, Some((wait.3, error.clone())));
+        }
+    }
+
+    fn finish_wait(&mut self, id: u64, error: Option<(usize, (ResponseError, String))>) {
+        let Some(pending) = self.produces.get_mut(&id) else { return };
+        if let Some((slot, (code, message))) = error {
+            let (topic_index, partition_slot) = (slot >> 16, slot & 0xffff);
+            let response = &mut pending.topics[topic_index].1[partition_slot];
+            *response = error_response(response.index, code, Some(message));
+        }
+        pending.waiting -= 1;
+        if pending.waiting == 0 {
+            let pending = self.produces.remove(&id).expect("present");
+            self.respond_produce(pending);
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! Spool's sans-IO core. Everything here is a plain state machine or a pure function: requests,
+//! storage completions and `now` go in; responses, storage operations and deadlines come out.
+//! No sockets, files, clocks, threads or unseeded randomness (checked by tests/sans_io.rs).
+
+pub mod api_versions;
+pub mod batch;
+pub mod broker;
+pub mod codec;
+pub mod config;
+pub mod index;
+pub mod meta;
+pub mod ops;
+pub mod partition;
+pub mod producer_state;
+pub mod recovery;
+pub mod storage;
+
+pub use broker::{Broker, LoadedPartition, LoadedState};
+pub use ops::{Action, ConnId};

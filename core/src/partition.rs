@@ -1,0 +1,488 @@
+//! One partition's log as the leader sees it: segments, offsets, the high watermark and the
+//! group-commit fsync that moves it. State is shaped for replication (leader epoch, log start,
+//! log end, high watermark) although a single node is its own only replica today.
+
+use std::collections::BTreeSet;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::batch::{self, Batch, Batches};
+use crate::config::{Durability, TimestampType, TopicConfig};
+use crate::index::SegmentIndex;
+use crate::ops::Ops;
+use crate::producer_state::{BatchMeta, ProducerStates, SequenceCheck};
+use crate::recovery::RecoveredSegment;
+use crate::storage::{FileKind, OpId, SegmentFile, TopicPartition};
+
+#[derive(Clone, Debug)]
+pub struct Segment {
+    pub base_offset: i64,
+    /// Bytes written (issued to the driver), durable or not.
+    pub size: u64,
+    pub next_offset: i64,
+    pub index: SegmentIndex,
+    /// When the segment was opened, for segment.ms.
+    pub created_ms: i64,
+}
+
+impl Segment {
+    fn empty(base_offset: i64, now_ms: i64) -> Self {
+        Segment { base_offset, size: 0, next_offset: base_offset, index: SegmentIndex::new(), created_ms: now_ms }
+    }
+    /// Largest timestamp for retention; a segment without timestamps ages from its creation.
+    fn retention_timestamp(&self) -> i64 {
+        if self.index.max_timestamp >= 0 {
+            self.index.max_timestamp
+        } else {
+            self.created_ms
+        }
+    }
+}
+
+/// Where the durable end of the log is, as an offset and a byte position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LogPoint {
+    offset: i64,
+    segment_base: i64,
+    position: u64,
+}
+
+/// Why an append was refused, as a Kafka error.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AppendError {
+    Corrupt(String),
+    TooLarge { size: usize, max: i64 },
+    OutOfOrder(String),
+    FencedEpoch(String),
+    Offline(String),
+}
+
+/// Outcome of an accepted append (or a recognised retry).
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub struct Appended {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// Set for LogAppendTime topics.
+    pub log_append_time: i64,
+}
+
+/// A contiguous byte range of one segment to read for a fetch.
+#[derive(Debug, PartialEq, Eq, Clone)]
+pub struct ReadPlan {
+    pub file: SegmentFile,
+    pub position: u64,
+    pub len: usize,
+}
+
+#[derive(Debug)]
+pub struct PartitionLog {
+    pub tp: TopicPartition,
+    pub config: TopicConfig,
+    pub segments: Vec<Segment>,
+    pub log_start_offset: i64,
+    pub leader_epoch: i32,
+    pub producers: ProducerStates,
+    durable: LogPoint,
+    unsynced: BTreeSet<SegmentFile>,
+    sync_in_flight: Option<(OpId, LogPoint)>,
+    /// Set when a write or fsync failed: the partition serves no more until a restart recovers it.
+    pub failed: Option<String>,
+}
+
+impl PartitionLog {
+    pub fn create(tp: TopicPartition, config: TopicConfig, now_ms: i64) -> Self {
+        PartitionLog {
+            tp,
+            config,
+            segments: vec![Segment::empty(0, now_ms)],
+            log_start_offset: 0,
+            leader_epoch: 0,
+            producers: ProducerStates::default(),
+            durable: LogPoint { offset: 0, segment_base: 0, position: 0 },
+            unsynced: BTreeSet::new(),
+            sync_in_flight: None,
+            failed: None,
+        }
+    }
+
+    /// A log rebuilt by recovery; everything recovered is durable (it was read back from disk).
+    pub fn recovered(
+        tp: TopicPartition,
+        config: TopicConfig,
+        segments: Vec<RecoveredSegment>,
+        log_start_offset: i64,
+        producers: ProducerStates,
+        now_ms: i64,
+    ) -> Self {
+        let mut segments: Vec<Segment> = segments
+            .into_iter()
+            .map(|s| Segment { base_offset: s.base_offset, size: s.size, next_offset: s.next_offset, index: s.index, created_ms: now_ms })
+            .collect();
+        if segments.is_empty() {
+            segments.push(Segment::empty(log_start_offset.max(0), now_ms));
+        }
+        let last = segments.last().expect("at least one segment");
+        let durable = LogPoint { offset: last.next_offset, segment_base: last.base_offset, position: last.size };
+        let log_start_offset = log_start_offset.clamp(segments[0].base_offset, durable.offset);
+        PartitionLog {
+            tp,
+            config,
+            segments,
+            log_start_offset,
+            leader_epoch: 0,
+            producers,
+            durable,
+            unsynced: BTreeSet::new(),
+            sync_in_flight: None,
+            failed: None,
+        }
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset
+    }
+    /// Records below this are durable and visible to consumers.
+    pub fn high_watermark(&self) -> i64 {
+        self.durable.offset
+    }
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size).sum()
+    }
+    fn active(&self) -> &Segment {
+        self.segments.last().expect("a log always has an active segment")
+    }
+    fn file(&self, base_offset: i64, kind: FileKind) -> SegmentFile {
+        SegmentFile::new(&self.tp, base_offset, kind)
+    }
+
+    /// Validates, deduplicates, assigns offsets to and writes the batches of one produce.
+    /// Returns where they landed; with `Durability::Fsync` the caller answers once
+    /// `high_watermark() > last_offset`.
+    pub fn append(&mut self, records: &Bytes, now_ms: i64, durability: Durability, ops: &mut Ops) -> Result<Appended, AppendError> {
+        if let Some(why) = &self.failed {
+            return Err(AppendError::Offline(why.clone()));
+        }
+        let batches = batch::split_produce_records(records).map_err(|e| AppendError::Corrupt(e.to_string()))?;
+        for b in &batches {
+            if b.len() as i64 > self.config.max_message_bytes {
+                return Err(AppendError::TooLarge { size: b.len(), max: self.config.max_message_bytes });
+            }
+        }
+        // Retries of an appended batch are answered with its original offsets (clients send one
+        // batch per partition, so a duplicate is the whole request).
+        if batches.len() == 1 {
+            let first = Batch::parse(&batches[0]).expect("validated");
+            match self.producers.check(&first) {
+                SequenceCheck::Duplicate(BatchMeta { base_offset, last_offset, .. }) => {
+                    return Ok(Appended { base_offset, last_offset, log_append_time: -1 });
+                }
+                SequenceCheck::FencedEpoch { current } => {
+                    return Err(AppendError::FencedEpoch(format!(
+                        "producer {} epoch {} is older than the current epoch {current}",
+                        first.producer_id(),
+                        first.producer_epoch()
+                    )))
+                }
+                SequenceCheck::OutOfOrder { expected, got } => {
+                    return Err(AppendError::OutOfOrder(format!(
+                        "producer {} sent sequence {got} where {expected} was expected",
+                        first.producer_id()
+                    )))
+                }
+                SequenceCheck::Append => {}
+            }
+        }
+        let log_append_time = if self.config.timestamp_type == TimestampType::LogAppendTime { now_ms } else { -1 };
+        let first_offset = self.log_end_offset();
+        let mut written = BytesMut::with_capacity(batches.iter().map(|b| b.len()).sum());
+        let mut next = first_offset;
+        for mut b in batches {
+            let delta = Batch::parse(&b).expect("validated").last_offset_delta() as i64;
+            batch::stamp(&mut b, next, self.leader_epoch);
+            if log_append_time >= 0 {
+                batch::set_log_append_time(&mut b, now_ms);
+            }
+            let stamped = Batch::parse(&b).expect("stamped batch parses");
+            if stamped.base_sequence() >= 0 && !matches!(self.producers.check(&stamped), SequenceCheck::Append) {
+                return Err(AppendError::OutOfOrder("out of order batches within one produce".to_string()));
+            }
+            self.producers.record(&stamped);
+            next += delta + 1;
+            written.extend_from_slice(&b);
+        }
+        let last_offset = next - 1;
+        self.maybe_roll(written.len() as u64, last_offset, now_ms, ops);
+        let position = self.active().size;
+        let max_ts = Batches::new(&written, false).map(|(_, b)| b.max_timestamp()).max().unwrap_or(-1);
+        let interval = self.config.index_interval_bytes as u64;
+        let seg = self.segments.last_mut().expect("active segment");
+        seg.index.on_append(seg.base_offset, last_offset, position, written.len() as u64, max_ts, interval);
+        seg.size += written.len() as u64;
+        seg.next_offset = next;
+        let base = seg.base_offset;
+        let file = self.file(base, FileKind::Log);
+        self.unsynced.insert(file.clone());
+        ops.write(file, position, written.freeze());
+        if durability == Durability::Relaxed {
+            self.durable = LogPoint { offset: next, segment_base: self.active().base_offset, position: self.active().size };
+        }
+        self.maybe_sync(ops);
+        Ok(Appended { base_offset: first_offset, last_offset, log_append_time })
+    }
+
+    /// Starts a new segment when the active one is full, too old, or the offsets would not fit
+    /// its 32-bit relative index. The sealed segment's indexes and the producer snapshot at the
+    /// new base are written so a restart need not rescan it.
+    fn maybe_roll(&mut self, incoming: u64, last_offset: i64, now_ms: i64, ops: &mut Ops) {
+        let active = self.active();
+        let full = active.size + incoming > self.config.segment_bytes as u64;
+        let old = now_ms - active.created_ms >= self.config.segment_ms;
+        let overflow = last_offset - active.base_offset > u32::MAX as i64 / 2;
+        if active.size > 0 && (full || old || overflow) {
+            self.roll(now_ms, ops);
+        }
+    }
+
+    fn roll(&mut self, now_ms: i64, ops: &mut Ops) {
+        let sealed = self.active().clone();
+        let new_base = sealed.next_offset;
+        for (kind, data) in [(FileKind::OffsetIndex, sealed.index.encode_offsets()), (FileKind::TimeIndex, sealed.index.encode_times())] {
+            let file = self.file(sealed.base_offset, kind);
+            self.unsynced.insert(file.clone());
+            ops.write(file, 0, Bytes::from(data));
+        }
+        let snapshot = self.file(new_base, FileKind::ProducerSnapshot);
+        self.unsynced.insert(snapshot.clone());
+        ops.write(snapshot, 0, Bytes::from(self.producers.encode_snapshot()));
+        self.segments.push(Segment::empty(new_base, now_ms));
+        if self.durable.offset == new_base && self.durable.segment_base == sealed.base_offset {
+            self.durable = LogPoint { offset: new_base, segment_base: new_base, position: 0 };
+        }
+    }
+
+    /// Group commit: at most one fsync in flight; writes that arrive meanwhile ride the next one.
+    pub fn maybe_sync(&mut self, ops: &mut Ops) {
+        if self.sync_in_flight.is_some() || self.unsynced.is_empty() || self.failed.is_some() {
+            return;
+        }
+        let files: Vec<SegmentFile> = std::mem::take(&mut self.unsynced).into_iter().collect();
+        let target = LogPoint { offset: self.log_end_offset(), segment_base: self.active().base_offset, position: self.active().size };
+        let id = ops.sync(&self.tp, files);
+        self.sync_in_flight = Some((id, target));
+    }
+
+    /// A sync finished. Returns true when the high watermark moved.
+    pub fn on_synced(&mut self, id: OpId, result: Result<(), String>, ops: &mut Ops) -> bool {
+        let Some((expected, target)) = self.sync_in_flight else { return false };
+        if expected != id {
+            return false;
+        }
+        self.sync_in_flight = None;
+        if let Err(why) = result {
+            self.fail(format!("fsync failed: {why}"));
+            return false;
+        }
+        let moved = target.offset > self.durable.offset;
+        if moved {
+            self.durable = target;
+        }
+        self.maybe_sync(ops);
+        moved
+    }
+
+    pub fn fail(&mut self, why: String) {
+        tracing::error!(partition = %self.tp, "partition taken offline: {why}");
+        if self.failed.is_none() {
+            self.failed = Some(why);
+        }
+    }
+
+    /// Whether every written byte is durable (nothing unsynced, no sync in flight).
+    pub fn is_quiescent(&self) -> bool {
+        self.unsynced.is_empty() && self.sync_in_flight.is_none()
+    }
+
+    /// Writes the active segment's indexes and a producer snapshot at the log end, then syncs:
+    /// what a clean shutdown leaves so the next start skips the scan.
+    pub fn flush_for_shutdown(&mut self, ops: &mut Ops) {
+        if self.failed.is_some() {
+            return;
+        }
+        let active = self.active().clone();
+        for (kind, data) in [(FileKind::OffsetIndex, active.index.encode_offsets()), (FileKind::TimeIndex, active.index.encode_times())] {
+            let file = self.file(active.base_offset, kind);
+            self.unsynced.insert(file.clone());
+            ops.write(file, 0, Bytes::from(data));
+        }
+        let snapshot = self.file(active.next_offset, FileKind::ProducerSnapshot);
+        self.unsynced.insert(snapshot.clone());
+        ops.write(snapshot, 0, Bytes::from(self.producers.encode_snapshot()));
+        self.maybe_sync(ops);
+    }
+
+    /// Plans the read for a fetch at `offset`. Ok(None): nothing to return yet (at or past the
+    /// high watermark). Err: the offset is outside the log.
+    pub fn plan_read(&self, offset: i64, max_bytes: usize) -> Result<Option<ReadPlan>, ()> {
+        if offset < self.log_start_offset || offset > self.log_end_offset() {
+            return Err(());
+        }
+        if offset >= self.high_watermark() {
+            return Ok(None);
+        }
+        let mut at = self.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
+        while at + 1 < self.segments.len() && self.segments[at].next_offset <= offset {
+            at += 1;
+        }
+        let seg = &self.segments[at];
+        let end = if seg.base_offset == self.durable.segment_base {
+            self.durable.position
+        } else if seg.base_offset > self.durable.segment_base {
+            return Ok(None);
+        } else {
+            seg.size
+        };
+        let (position, next_entry) = seg.index.lookup(seg.base_offset, offset);
+        if position >= end {
+            return Ok(None);
+        }
+        let reach = next_entry.unwrap_or(end).min(end) - position;
+        let len = (reach as usize).saturating_add(max_bytes).min((end - position) as usize);
+        Ok(Some(ReadPlan { file: self.file(seg.base_offset, FileKind::Log), position, len }))
+    }
+
+    /// Durable byte ranges after `offset`, for a fetch's min_bytes check (approximate).
+    pub fn bytes_available(&self, offset: i64) -> u64 {
+        match self.plan_read(offset, usize::MAX / 2) {
+            Ok(Some(plan)) => plan.len as u64,
+            _ => 0,
+        }
+    }
+
+    /// Raises the log start offset (DeleteRecords) and drops segments wholly below it.
+    /// Returns the new log start offset.
+    pub fn advance_log_start(&mut self, offset: i64, ops: &mut Ops) -> Result<i64, ()> {
+        if offset > self.high_watermark() || offset < 0 {
+            return Err(());
+        }
+        if offset > self.log_start_offset {
+            self.log_start_offset = offset;
+        }
+        while self.segments.len() > 1 && self.segments[0].next_offset <= self.log_start_offset {
+            let gone = self.segments.remove(0);
+            self.delete_segment_files(gone.base_offset, ops);
+        }
+        Ok(self.log_start_offset)
+    }
+
+    fn delete_segment_files(&self, base_offset: i64, ops: &mut Ops) {
+        for kind in [FileKind::Log, FileKind::OffsetIndex, FileKind::TimeIndex, FileKind::ProducerSnapshot] {
+            ops.delete(self.file(base_offset, kind));
+        }
+    }
+
+    /// Applies retention.ms and retention.bytes by deleting whole durable segments, oldest first.
+    /// Returns true when the log start offset moved.
+    pub fn apply_retention(&mut self, now_ms: i64, ops: &mut Ops) -> bool {
+        if self.failed.is_some() {
+            return false;
+        }
+        let before = self.log_start_offset;
+        // A fully expired active segment is rolled so it can go too, as Kafka does.
+        let active = self.active();
+        if self.config.retention_ms >= 0
+            && active.size > 0
+            && active.next_offset <= self.high_watermark()
+            && now_ms - active.retention_timestamp() > self.config.retention_ms
+        {
+            self.roll(now_ms, ops);
+            self.maybe_sync(ops);
+        }
+        let mut total = self.size_bytes() as i64;
+        while self.segments.len() > 1 {
+            let oldest = &self.segments[0];
+            let durable = oldest.next_offset <= self.high_watermark();
+            let by_time = self.config.retention_ms >= 0 && now_ms - oldest.retention_timestamp() > self.config.retention_ms;
+            let by_size = self.config.retention_bytes >= 0 && total - oldest.size as i64 >= self.config.retention_bytes;
+            if !durable || !(by_time || by_size) {
+                break;
+            }
+            total -= oldest.size as i64;
+            let gone = self.segments.remove(0);
+            self.log_start_offset = self.log_start_offset.max(gone.next_offset);
+            self.delete_segment_files(gone.base_offset, ops);
+        }
+        self.log_start_offset != before
+    }
+
+    /// First segment that may hold a record with timestamp >= `ts`, and where to start reading.
+    pub fn plan_time_search(&self, ts: i64) -> Option<ReadPlan> {
+        let seg = self.segments.iter().find(|s| s.index.max_timestamp >= ts && s.base_offset < self.high_watermark())?;
+        let from = seg.index.lookup_time(seg.base_offset, ts);
+        let (position, _) = seg.index.lookup(seg.base_offset, from);
+        let end = if seg.base_offset == self.durable.segment_base { self.durable.position } else { seg.size };
+        if position >= end {
+            return None;
+        }
+        Some(ReadPlan { file: self.file(seg.base_offset, FileKind::Log), position, len: (end - position) as usize })
+    }
+
+    /// Offset and timestamp of the record with the largest timestamp (ListOffsets -3), at batch
+    /// granularity: the last offset of the batch holding the largest maxTimestamp.
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        self.segments
+            .iter()
+            .filter(|s| s.index.max_timestamp >= 0 && s.index.offset_of_max_timestamp < self.high_watermark())
+            .max_by_key(|s| s.index.max_timestamp)
+            .map(|s| (s.index.offset_of_max_timestamp, s.index.max_timestamp))
+    }
+}
+
+/// Trims bytes read for a fetch to whole batches: drops those wholly below `fetch_offset`, keeps
+/// the first wanted batch whole even past `max_bytes` (KIP-74), and then as many whole batches as
+/// fit. Err(len) asks for a re-read of `len` bytes from `skip` because the first wanted batch was
+/// cut short.
+pub fn trim_fetched(bytes: &Bytes, fetch_offset: i64, max_bytes: usize) -> Result<Bytes, (usize, usize)> {
+    let mut start = None;
+    let mut end = 0;
+    let mut position = 0;
+    while position + batch::LOG_OVERHEAD <= bytes.len() {
+        let rest = &bytes[position..];
+        let Some(total) = Batch::total_len(rest) else { break };
+        if total < batch::HEADER_LEN {
+            break;
+        }
+        if rest.len() < batch::HEADER_LEN {
+            if start.is_none() {
+                return Err((position, total));
+            }
+            break;
+        }
+        let last_offset = i64::from_be_bytes(rest[0..8].try_into().expect("8 bytes"))
+            + i32::from_be_bytes(rest[batch::LAST_OFFSET_DELTA..batch::LAST_OFFSET_DELTA + 4].try_into().expect("4 bytes")) as i64;
+        if last_offset < fetch_offset {
+            position += total;
+            continue;
+        }
+        match start {
+            None => {
+                if total > rest.len() {
+                    return Err((position, total));
+                }
+                start = Some(position);
+                end = position + total;
+            }
+            Some(s) => {
+                if total > rest.len() || end + total - s > max_bytes {
+                    break;
+                }
+                end += total;
+            }
+        }
+        position += total;
+    }
+    match start {
+        Some(s) => Ok(bytes.slice(s..end)),
+        // The read ended before the wanted batch's header: read on from where it stopped.
+        None => Err((position, batch::HEADER_LEN)),
+    }
+}
