@@ -13,9 +13,15 @@ pub type ConnId = u64;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Bytes of one response frame (size prefix included), in request order for the connection.
-    Send { conn: ConnId, frame: Bytes },
+    Send {
+        conn: ConnId,
+        frame: Bytes,
+    },
     /// Close the connection, logging why.
-    Close { conn: ConnId, reason: String },
+    Close {
+        conn: ConnId,
+        reason: String,
+    },
     Storage(StorageOp),
     /// Everything is durable and the clean-shutdown marker may be written.
     ShutdownComplete,
@@ -67,28 +73,42 @@ impl Ops {
     }
     pub fn write(&mut self, file: SegmentFile, position: u64, data: Bytes) -> OpId {
         let id = self.id(Purpose::PartitionWrite(file.tp.clone()));
-        self.queue.push_back(Action::Storage(StorageOp::Write { id, file, position, data }));
+        self.queue.push_back(Action::Storage(StorageOp::Write {
+            id,
+            file,
+            position,
+            data,
+        }));
         id
     }
     pub fn sync(&mut self, tp: &TopicPartition, files: Vec<SegmentFile>) -> OpId {
         let id = self.id(Purpose::PartitionSync(tp.clone()));
-        self.queue.push_back(Action::Storage(StorageOp::Sync { id, files }));
+        self.queue
+            .push_back(Action::Storage(StorageOp::Sync { id, files }));
         id
     }
     pub fn read(&mut self, purpose: Purpose, file: SegmentFile, position: u64, len: usize) -> OpId {
         let id = self.id(purpose);
-        self.queue.push_back(Action::Storage(StorageOp::Read { id, file, position, len }));
+        self.queue.push_back(Action::Storage(StorageOp::Read {
+            id,
+            file,
+            position,
+            len,
+        }));
         id
     }
     pub fn write_meta(&mut self, purpose: Purpose, file: MetaFile, data: Bytes) -> OpId {
         let id = self.id(purpose);
-        self.queue.push_back(Action::Storage(StorageOp::WriteMeta { id, file, data }));
+        self.queue
+            .push_back(Action::Storage(StorageOp::WriteMeta { id, file, data }));
         id
     }
     pub fn delete(&mut self, file: SegmentFile) {
-        self.queue.push_back(Action::Storage(StorageOp::Delete { file }));
+        self.queue
+            .push_back(Action::Storage(StorageOp::Delete { file }));
     }
     pub fn delete_partition(&mut self, tp: TopicPartition) {
-        self.queue.push_back(Action::Storage(StorageOp::DeletePartition { tp }));
+        self.queue
+            .push_back(Action::Storage(StorageOp::DeletePartition { tp }));
     }
 }

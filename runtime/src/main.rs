@@ -1,1 +1,145 @@
-fn main() {}
+//! The `spool` binary.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use spool_core::config::{BrokerConfig, Durability};
+use spool_runtime::server::{serve, ServerOptions};
+use tokio::sync::oneshot;
+
+#[derive(Parser)]
+#[command(name = "spool", version, about = "A Kafka-compatible message broker")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DurabilityArg {
+    /// Acknowledge acks=1/all produces only after fsync.
+    Fsync,
+    /// Acknowledge after the write reaches the OS; a machine crash can lose acknowledged records.
+    Relaxed,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "SPOOL_LISTEN", default_value = "127.0.0.1:9092")]
+    listen: String,
+    /// Address clients are told to connect to (defaults to --listen).
+    #[arg(long, env = "SPOOL_ADVERTISED")]
+    advertised: Option<String>,
+    /// Where topics, logs and metadata are kept.
+    #[arg(long, env = "SPOOL_DATA_DIR", default_value = "./spool-data")]
+    data_dir: PathBuf,
+    #[arg(long, env = "SPOOL_NODE_ID", default_value_t = 1)]
+    node_id: i32,
+    /// Partitions of topics created automatically or without a count.
+    #[arg(long, env = "SPOOL_NUM_PARTITIONS", default_value_t = 1)]
+    num_partitions: i32,
+    /// Create unknown topics on Metadata and Produce requests.
+    #[arg(long, env = "SPOOL_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
+    auto_create_topics: bool,
+    #[arg(long, env = "SPOOL_DURABILITY", value_enum, default_value = "fsync")]
+    durability: DurabilityArg,
+    /// Largest request frame accepted, in bytes.
+    #[arg(long, env = "SPOOL_MAX_REQUEST_BYTES", default_value_t = 100 * 1024 * 1024)]
+    max_request_bytes: usize,
+    /// How often retention is applied, in milliseconds.
+    #[arg(
+        long,
+        env = "SPOOL_RETENTION_CHECK_INTERVAL_MS",
+        default_value_t = 300_000
+    )]
+    retention_check_interval_ms: i64,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a broker.
+    Serve(ServeArgs),
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr> {
+    addr.to_socket_addrs()
+        .with_context(|| format!("resolving {addr}"))?
+        .next()
+        .with_context(|| format!("{addr} resolves to no address"))
+}
+
+fn split_host_port(addr: &str) -> Result<(String, i32)> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .with_context(|| format!("{addr} is not HOST:PORT"))?;
+    Ok((
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port.parse()
+            .with_context(|| format!("bad port in {addr}"))?,
+    ))
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => run_serve(args),
+    }
+}
+
+fn run_serve(args: ServeArgs) -> Result<()> {
+    if args.num_partitions < 1 {
+        bail!("--num-partitions must be at least 1");
+    }
+    let listen = resolve(&args.listen)?;
+    let (host, port) = split_host_port(args.advertised.as_deref().unwrap_or(&args.listen))?;
+    let mut broker = BrokerConfig::single_node(&host, port);
+    broker.node_id = args.node_id;
+    broker.num_partitions = args.num_partitions;
+    broker.auto_create_topics = args.auto_create_topics;
+    broker.max_request_bytes = args.max_request_bytes;
+    broker.retention_check_interval_ms = args.retention_check_interval_ms.max(10);
+    broker.durability = match args.durability {
+        DurabilityArg::Fsync => Durability::Fsync,
+        DurabilityArg::Relaxed => Durability::Relaxed,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let (stop_tx, stop_rx) = oneshot::channel();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            let _ = stop_tx.send(());
+        });
+        serve(
+            ServerOptions {
+                listen,
+                data_dir: args.data_dir,
+                broker,
+            },
+            stop_rx,
+            None,
+        )
+        .await
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

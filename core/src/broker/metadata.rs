@@ -2,10 +2,13 @@
 
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::{
-    ApiVersionsResponse, BrokerId, DescribeClusterRequest, DescribeClusterResponse, FindCoordinatorRequest,
-    FindCoordinatorResponse, MetadataRequest, MetadataResponse, ResponseKind, TopicName,
+    ApiVersionsResponse, BrokerId, DescribeClusterRequest, DescribeClusterResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, MetadataRequest, MetadataResponse,
+    ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -17,14 +20,25 @@ use crate::api_versions::SERVED_APIS;
 pub(crate) fn api_versions(error_code: i16) -> ApiVersionsResponse {
     let api_keys = SERVED_APIS
         .iter()
-        .map(|api| ApiVersion::default().with_api_key(api.key as i16).with_min_version(api.advertised_min).with_max_version(api.max))
+        .map(|api| {
+            ApiVersion::default()
+                .with_api_key(api.key as i16)
+                .with_min_version(api.advertised_min)
+                .with_max_version(api.max)
+        })
         .collect();
-    ApiVersionsResponse::default().with_error_code(error_code).with_api_keys(api_keys)
+    ApiVersionsResponse::default()
+        .with_error_code(error_code)
+        .with_api_keys(api_keys)
 }
 
 impl Broker {
     fn node(&self) -> (BrokerId, StrBytes, i32) {
-        (BrokerId(self.config.node_id), StrBytes::from_string(self.config.advertised_host.clone()), self.config.advertised_port)
+        (
+            BrokerId(self.config.node_id),
+            StrBytes::from_string(self.config.advertised_host.clone()),
+            self.config.advertised_port,
+        )
     }
 
     pub(crate) fn handle_metadata(&mut self, ctx: RequestCtx, request: MetadataRequest) {
@@ -33,11 +47,22 @@ impl Broker {
         let wanted: Option<Vec<MetadataRequestTopicRef>> = match request.topics {
             None => None,
             Some(list) if list.is_empty() && ctx.version == 0 => None,
-            Some(list) => Some(list.into_iter().map(|t| MetadataRequestTopicRef { name: t.name, id: t.topic_id }).collect()),
+            Some(list) => Some(
+                list.into_iter()
+                    .map(|t| MetadataRequestTopicRef {
+                        name: t.name,
+                        id: t.topic_id,
+                    })
+                    .collect(),
+            ),
         };
         let auto_create = request.allow_auto_topic_creation || ctx.version < 4;
         let topics = match wanted {
-            None => self.topics.values().map(|t| self.describe_topic(&t.name, node_id)).collect(),
+            None => self
+                .topics
+                .values()
+                .map(|t| self.describe_topic(&t.name, node_id))
+                .collect(),
             Some(list) => list
                 .into_iter()
                 .map(|wanted| {
@@ -66,12 +91,17 @@ impl Broker {
                     } else {
                         ResponseError::UnknownTopicOrPartition
                     };
-                    MetadataResponseTopic::default().with_name(Some(TopicName(name.into()))).with_error_code(error.code())
+                    MetadataResponseTopic::default()
+                        .with_name(Some(TopicName(name.into())))
+                        .with_error_code(error.code())
                 })
                 .collect(),
         };
         let response = MetadataResponse::default()
-            .with_brokers(vec![MetadataResponseBroker::default().with_node_id(node_id).with_host(host).with_port(port)])
+            .with_brokers(vec![MetadataResponseBroker::default()
+                .with_node_id(node_id)
+                .with_host(host)
+                .with_port(port)])
             .with_cluster_id(Some(StrBytes::from_string(self.cluster_id().to_string())))
             .with_controller_id(node_id)
             .with_topics(topics);
@@ -84,7 +114,11 @@ impl Broker {
             .partitions
             .iter()
             .map(|p| {
-                let error = if p.failed.is_some() { ResponseError::KafkaStorageError.code() } else { 0 };
+                let error = if p.failed.is_some() {
+                    ResponseError::KafkaStorageError.code()
+                } else {
+                    0
+                };
                 MetadataResponsePartition::default()
                     .with_error_code(error)
                     .with_partition_index(p.tp.partition)
@@ -100,19 +134,30 @@ impl Broker {
             .with_partitions(partitions)
     }
 
-    pub(crate) fn handle_describe_cluster(&mut self, ctx: RequestCtx, _request: DescribeClusterRequest) {
+    pub(crate) fn handle_describe_cluster(
+        &mut self,
+        ctx: RequestCtx,
+        _request: DescribeClusterRequest,
+    ) {
         let (node_id, host, port) = self.node();
         let response = DescribeClusterResponse::default()
             .with_cluster_id(StrBytes::from_string(self.cluster_id().to_string()))
             .with_controller_id(node_id)
             .with_endpoint_type(1)
-            .with_brokers(vec![DescribeClusterBroker::default().with_broker_id(node_id).with_host(host).with_port(port)]);
+            .with_brokers(vec![DescribeClusterBroker::default()
+                .with_broker_id(node_id)
+                .with_host(host)
+                .with_port(port)]);
         self.respond(ctx, ResponseKind::DescribeCluster(response));
     }
 
     /// Groups and transactions are not served yet: say so with a retriable error rather than
     /// pointing clients at APIs we do not answer.
-    pub(crate) fn handle_find_coordinator(&mut self, ctx: RequestCtx, _request: FindCoordinatorRequest) {
+    pub(crate) fn handle_find_coordinator(
+        &mut self,
+        ctx: RequestCtx,
+        _request: FindCoordinatorRequest,
+    ) {
         let message = "consumer groups and transactions are not supported by this broker yet";
         let response = FindCoordinatorResponse::default()
             .with_error_code(ResponseError::CoordinatorNotAvailable.code())

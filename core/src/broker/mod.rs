@@ -106,7 +106,10 @@ pub struct Broker {
 
 impl Broker {
     pub fn new(config: BrokerConfig, loaded: LoadedState, now_ms: i64) -> Self {
-        let LoadedState { meta, mut partitions } = loaded;
+        let LoadedState {
+            meta,
+            mut partitions,
+        } = loaded;
         let mut topics = BTreeMap::new();
         for t in &meta.topics {
             let name: Arc<str> = Arc::from(t.name.as_str());
@@ -116,15 +119,33 @@ impl Broker {
             });
             let logs = (0..t.partitions)
                 .map(|p| {
-                    let tp = TopicPartition { topic: name.clone(), partition: p };
+                    let tp = TopicPartition {
+                        topic: name.clone(),
+                        partition: p,
+                    };
                     match partitions.remove(&tp) {
-                        Some(lp) => PartitionLog::recovered(tp, topic_config.clone(), lp.segments, lp.log_start_offset, lp.producers, now_ms),
+                        Some(lp) => PartitionLog::recovered(
+                            tp,
+                            topic_config.clone(),
+                            lp.segments,
+                            lp.log_start_offset,
+                            lp.producers,
+                            now_ms,
+                        ),
                         None => PartitionLog::create(tp, topic_config.clone(), now_ms),
                     }
                 })
                 .collect();
             let id = t.id.parse().unwrap_or_else(|_| meta.new_topic_id(&t.name));
-            topics.insert(name.clone(), Topic { name, id, partitions: logs, overrides: t.configs.clone() });
+            topics.insert(
+                name.clone(),
+                Topic {
+                    name,
+                    id,
+                    partitions: logs,
+                    overrides: t.configs.clone(),
+                },
+            );
         }
         for tp in partitions.keys() {
             tracing::warn!(partition = %tp, "data directory holds a partition of no known topic; ignoring it");
@@ -152,7 +173,12 @@ impl Broker {
             shutdown_reported: false,
         };
         // Persist identity on first start (and any repair done above).
-        broker.queue_meta(MetaChange::ProducerIdBlock { end: next_producer_id }, None);
+        broker.queue_meta(
+            MetaChange::ProducerIdBlock {
+                end: next_producer_id,
+            },
+            None,
+        );
         broker
     }
 
@@ -163,10 +189,20 @@ impl Broker {
         self.topics.get(name)
     }
     pub fn partition(&self, tp: &TopicPartition) -> Option<&PartitionLog> {
-        self.topics.get(&tp.topic)?.partitions.get(usize::try_from(tp.partition).ok()?)
+        self.topics
+            .get(&tp.topic)?
+            .partitions
+            .get(usize::try_from(tp.partition).ok()?)
     }
-    pub(crate) fn partition_mut(&mut self, topic: &str, partition: i32) -> Option<&mut PartitionLog> {
-        self.topics.get_mut(topic)?.partitions.get_mut(usize::try_from(partition).ok()?)
+    pub(crate) fn partition_mut(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> Option<&mut PartitionLog> {
+        self.topics
+            .get_mut(topic)?
+            .partitions
+            .get_mut(usize::try_from(partition).ok()?)
     }
 
     pub fn poll_action(&mut self) -> Option<Action> {
@@ -176,7 +212,9 @@ impl Broker {
     /// The earliest time at which `handle_tick` has work to do.
     pub fn next_deadline(&self) -> Option<i64> {
         let fetch = self.fetches.values().filter_map(|f| f.parked_until()).min();
-        Some(fetch.map_or(self.next_retention_check_ms, |f| f.min(self.next_retention_check_ms)))
+        Some(fetch.map_or(self.next_retention_check_ms, |f| {
+            f.min(self.next_retention_check_ms)
+        }))
     }
 
     pub fn handle_connect(&mut self, conn: ConnId) {
@@ -186,7 +224,8 @@ impl Broker {
     pub fn handle_disconnect(&mut self, conn: ConnId) {
         self.conns.remove(&conn);
         // Parked fetches of a gone connection need no answer.
-        self.fetches.retain(|_, f| f.conn() != conn || f.has_reads_in_flight());
+        self.fetches
+            .retain(|_, f| f.conn() != conn || f.has_reads_in_flight());
     }
 
     /// One request frame (without its size prefix) from a connection.
@@ -195,7 +234,14 @@ impl Broker {
             self.handle_connect(conn);
         }
         if frame.len() > self.config.max_request_bytes {
-            self.close(conn, format!("request of {} bytes exceeds the limit of {}", frame.len(), self.config.max_request_bytes));
+            self.close(
+                conn,
+                format!(
+                    "request of {} bytes exceeds the limit of {}",
+                    frame.len(),
+                    self.config.max_request_bytes
+                ),
+            );
             return;
         }
         let decoded = match codec::decode_request(frame) {
@@ -235,12 +281,17 @@ impl Broker {
             RequestKind::CreatePartitions(r) => self.handle_create_partitions(ctx, r),
             RequestKind::DescribeConfigs(r) => self.handle_describe_configs(ctx, r),
             RequestKind::AlterConfigs(r) => self.handle_alter_configs(ctx, r),
-            RequestKind::IncrementalAlterConfigs(r) => self.handle_incremental_alter_configs(ctx, r),
+            RequestKind::IncrementalAlterConfigs(r) => {
+                self.handle_incremental_alter_configs(ctx, r)
+            }
             RequestKind::DeleteRecords(r) => self.handle_delete_records(ctx, r),
             RequestKind::InitProducerId(r) => self.handle_init_producer_id(ctx, r),
             other => {
                 // Unreachable while codec::decode_request only admits served keys; kept total.
-                self.close(conn, format!("no handler for {:?}", std::mem::discriminant(&other)));
+                self.close(
+                    conn,
+                    format!("no handler for {:?}", std::mem::discriminant(&other)),
+                );
             }
         }
     }
@@ -261,7 +312,11 @@ impl Broker {
                 }
             }
             (Purpose::PartitionSync(tp), Completion::Synced { result, .. }) => {
-                let moved = match self.topics.get_mut(&tp.topic).and_then(|t| t.partitions.get_mut(tp.partition as usize)) {
+                let moved = match self
+                    .topics
+                    .get_mut(&tp.topic)
+                    .and_then(|t| t.partitions.get_mut(tp.partition as usize))
+                {
                     Some(p) => p.on_synced(id, result.map_err(|e| e.0), &mut self.ops),
                     None => false,
                 };
@@ -272,9 +327,15 @@ impl Broker {
                 }
                 self.check_shutdown();
             }
-            (Purpose::FetchRead { fetch, slot }, Completion::Read { result, .. }) => self.on_fetch_read(fetch, slot, result),
-            (Purpose::TimeSearchRead { request, slot }, Completion::Read { result, .. }) => self.on_time_search_read(request, slot, result),
-            (Purpose::Meta, Completion::MetaWritten { result, .. }) => self.on_meta_written(now_ms, result.map_err(|e| e.0)),
+            (Purpose::FetchRead { fetch, slot }, Completion::Read { result, .. }) => {
+                self.on_fetch_read(fetch, slot, result)
+            }
+            (Purpose::TimeSearchRead { request, slot }, Completion::Read { result, .. }) => {
+                self.on_time_search_read(request, slot, result)
+            }
+            (Purpose::Meta, Completion::MetaWritten { result, .. }) => {
+                self.on_meta_written(now_ms, result.map_err(|e| e.0))
+            }
             (Purpose::LogStartCheckpoint, Completion::MetaWritten { result, .. }) => {
                 self.log_start_write_in_flight = false;
                 if let Err(e) = result {
@@ -285,7 +346,11 @@ impl Broker {
                 self.check_shutdown();
             }
             (purpose, completion) => {
-                tracing::error!(?purpose, ?completion, "completion does not match its operation");
+                tracing::error!(
+                    ?purpose,
+                    ?completion,
+                    "completion does not match its operation"
+                );
             }
         }
     }
@@ -328,8 +393,16 @@ impl Broker {
         if !self.shutting_down || self.shutdown_reported {
             return;
         }
-        let quiet = self.topics.values().all(|t| t.partitions.iter().all(|p| p.is_quiescent() || p.failed.is_some()));
-        if quiet && !self.log_start_write_in_flight && !self.log_start_dirty && self.meta_in_flight.is_none() {
+        let quiet = self.topics.values().all(|t| {
+            t.partitions
+                .iter()
+                .all(|p| p.is_quiescent() || p.failed.is_some())
+        });
+        if quiet
+            && !self.log_start_write_in_flight
+            && !self.log_start_dirty
+            && self.meta_in_flight.is_none()
+        {
             self.shutdown_reported = true;
             self.ops.push(Action::ShutdownComplete);
         }
@@ -341,7 +414,12 @@ impl Broker {
         let c = self.conns.entry(conn).or_default();
         let seq = c.next_seq;
         c.next_seq += 1;
-        RequestCtx { conn, seq, correlation_id, version }
+        RequestCtx {
+            conn,
+            seq,
+            correlation_id,
+            version,
+        }
     }
 
     pub(crate) fn respond(&mut self, ctx: RequestCtx, body: ResponseKind) {
@@ -357,12 +435,17 @@ impl Broker {
     }
 
     fn finish(&mut self, ctx: RequestCtx, frame: Option<Bytes>) {
-        let Some(c) = self.conns.get_mut(&ctx.conn) else { return };
+        let Some(c) = self.conns.get_mut(&ctx.conn) else {
+            return;
+        };
         c.ready.insert(ctx.seq, frame);
         while let Some(frame) = c.ready.remove(&c.next_to_send) {
             c.next_to_send += 1;
             if let Some(frame) = frame {
-                self.ops.push(Action::Send { conn: ctx.conn, frame });
+                self.ops.push(Action::Send {
+                    conn: ctx.conn,
+                    frame,
+                });
             }
         }
     }
@@ -397,17 +480,31 @@ impl Broker {
             changes.push(change);
             deferred.extend(d);
         }
-        let id = self.ops.write_meta(Purpose::Meta, MetaFile::Cluster, Bytes::from(next.encode()));
-        self.meta_in_flight = Some(MetaWrite { id, changes, deferred, next });
+        let id = self
+            .ops
+            .write_meta(Purpose::Meta, MetaFile::Cluster, Bytes::from(next.encode()));
+        self.meta_in_flight = Some(MetaWrite {
+            id,
+            changes,
+            deferred,
+            next,
+        });
     }
 
     fn on_meta_written(&mut self, now_ms: i64, result: Result<(), String>) {
-        let Some(write) = self.meta_in_flight.take() else { return };
+        let Some(write) = self.meta_in_flight.take() else {
+            return;
+        };
         debug_assert!(self.ops.in_flight() < usize::MAX && write.id.0 > 0);
         if let Err(e) = result {
             tracing::error!("cluster metadata write failed: {e}; changes dropped");
             self.desired_meta = self.durable_meta.clone();
-            for change in self.meta_queue.iter().map(|(c, _)| c.clone()).collect::<Vec<_>>() {
+            for change in self
+                .meta_queue
+                .iter()
+                .map(|(c, _)| c.clone())
+                .collect::<Vec<_>>()
+            {
                 self.desired_meta.apply(&change);
             }
             for d in write.deferred {
@@ -437,12 +534,30 @@ impl Broker {
         match change {
             MetaChange::CreateTopic(t) => {
                 let name: Arc<str> = Arc::from(t.name.as_str());
-                let config = TopicConfig::resolve(&self.config.topic_defaults, &t.configs).unwrap_or_else(|_| self.config.topic_defaults.clone());
+                let config = TopicConfig::resolve(&self.config.topic_defaults, &t.configs)
+                    .unwrap_or_else(|_| self.config.topic_defaults.clone());
                 let partitions = (0..t.partitions)
-                    .map(|p| PartitionLog::create(TopicPartition { topic: name.clone(), partition: p }, config.clone(), now_ms))
+                    .map(|p| {
+                        PartitionLog::create(
+                            TopicPartition {
+                                topic: name.clone(),
+                                partition: p,
+                            },
+                            config.clone(),
+                            now_ms,
+                        )
+                    })
                     .collect();
                 let id = t.id.parse().unwrap_or_default();
-                self.topics.insert(name.clone(), Topic { name, id, partitions, overrides: t.configs.clone() });
+                self.topics.insert(
+                    name.clone(),
+                    Topic {
+                        name,
+                        id,
+                        partitions,
+                        overrides: t.configs.clone(),
+                    },
+                );
             }
             MetaChange::DeleteTopic(name) => {
                 if let Some(topic) = self.topics.remove(name.as_str()) {
@@ -457,7 +572,14 @@ impl Broker {
                 if let Some(t) = self.topics.get_mut(topic.as_str()) {
                     let config = TopicConfig::resolve(&defaults, &t.overrides).unwrap_or(defaults);
                     for p in t.partitions.len() as i32..*count {
-                        t.partitions.push(PartitionLog::create(TopicPartition { topic: t.name.clone(), partition: p }, config.clone(), now_ms));
+                        t.partitions.push(PartitionLog::create(
+                            TopicPartition {
+                                topic: t.name.clone(),
+                                partition: p,
+                            },
+                            config.clone(),
+                            now_ms,
+                        ));
                     }
                 }
             }
@@ -487,20 +609,40 @@ impl Broker {
         }
     }
 
-    pub(crate) fn request_producer_id_block(&mut self, ctx: RequestCtx, r: kafka_protocol::messages::InitProducerIdRequest) {
+    pub(crate) fn request_producer_id_block(
+        &mut self,
+        ctx: RequestCtx,
+        r: kafka_protocol::messages::InitProducerIdRequest,
+    ) {
         const BLOCK: i64 = 1000;
-        let end = self.desired_meta.producer_id_block_end.max(self.next_producer_id) + BLOCK;
-        self.queue_meta(MetaChange::ProducerIdBlock { end }, Some(Deferred::InitProducerId(ctx, r)));
+        let end = self
+            .desired_meta
+            .producer_id_block_end
+            .max(self.next_producer_id)
+            + BLOCK;
+        self.queue_meta(
+            MetaChange::ProducerIdBlock { end },
+            Some(Deferred::InitProducerId(ctx, r)),
+        );
     }
 
-    pub(crate) fn queue_meta_respond(&mut self, changes: Vec<MetaChange>, ctx: RequestCtx, body: ResponseKind) {
+    pub(crate) fn queue_meta_respond(
+        &mut self,
+        changes: Vec<MetaChange>,
+        ctx: RequestCtx,
+        body: ResponseKind,
+    ) {
         if changes.is_empty() {
             self.respond(ctx, body);
             return;
         }
         let last = changes.len() - 1;
         for (i, change) in changes.into_iter().enumerate() {
-            let deferred = if i == last { Some(Deferred::Respond(ctx, body.clone())) } else { None };
+            let deferred = if i == last {
+                Some(Deferred::Respond(ctx, body.clone()))
+            } else {
+                None
+            };
             self.queue_meta(change, deferred);
         }
     }
@@ -529,7 +671,11 @@ impl Broker {
             }
         }
         let data = serde_json::to_vec(&starts).expect("offsets serialize");
-        self.ops.write_meta(Purpose::LogStartCheckpoint, MetaFile::LogStartOffsets, Bytes::from(data));
+        self.ops.write_meta(
+            Purpose::LogStartCheckpoint,
+            MetaFile::LogStartOffsets,
+            Bytes::from(data),
+        );
         self.log_start_dirty = false;
         self.log_start_write_in_flight = true;
     }

@@ -17,7 +17,11 @@ pub(crate) struct PendingProduce {
     waiting: usize,
 }
 
-fn error_response(index: i32, error: ResponseError, message: Option<String>) -> PartitionProduceResponse {
+fn error_response(
+    index: i32,
+    error: ResponseError,
+    message: Option<String>,
+) -> PartitionProduceResponse {
     PartitionProduceResponse::default()
         .with_index(index)
         .with_error_code(error.code())
@@ -44,9 +48,17 @@ impl Broker {
             for pd in topic_data.partition_data {
                 let slot = partitions.len();
                 let result = if !matches!(acks, -1..=1) {
-                    Err(error_response(pd.index, ResponseError::InvalidRequiredAcks, Some(format!("acks={acks} is not one of -1, 0, 1"))))
+                    Err(error_response(
+                        pd.index,
+                        ResponseError::InvalidRequiredAcks,
+                        Some(format!("acks={acks} is not one of -1, 0, 1")),
+                    ))
                 } else if request.transactional_id.is_some() {
-                    Err(error_response(pd.index, ResponseError::TransactionalIdAuthorizationFailed, Some("transactions are not supported".into())))
+                    Err(error_response(
+                        pd.index,
+                        ResponseError::TransactionalIdAuthorizationFailed,
+                        Some("transactions are not supported".into()),
+                    ))
                 } else {
                     self.append_one(now_ms, name.0.as_str(), pd.index, pd.records.as_ref())
                 };
@@ -68,14 +80,20 @@ impl Broker {
             self.respond_nothing(ctx);
             return;
         }
-        let pending = PendingProduce { ctx, acks, topics, waiting: waits.len() };
+        let pending = PendingProduce {
+            ctx,
+            acks,
+            topics,
+            waiting: waits.len(),
+        };
         if pending.waiting == 0 {
             self.respond_produce(pending);
             return;
         }
         // Slots are addressed as topic index * 2^16 + partition slot; requests stay far below that.
         for (tp, last_offset, topic_index, slot) in waits {
-            self.produce_waits.insert((tp, last_offset, id, (topic_index << 16) | slot));
+            self.produce_waits
+                .insert((tp, last_offset, id, (topic_index << 16) | slot));
         }
         self.produces.insert(id, pending);
     }
@@ -90,11 +108,23 @@ impl Broker {
         records: Option<&bytes::Bytes>,
     ) -> Result<(PartitionProduceResponse, i64), PartitionProduceResponse> {
         let durability = self.config.durability;
-        let Some(log) = self.topics.get_mut(topic).and_then(|t| t.partitions.get_mut(usize::try_from(partition).ok()?)) else {
-            return Err(error_response(partition, ResponseError::UnknownTopicOrPartition, None));
+        let Some(log) = self
+            .topics
+            .get_mut(topic)
+            .and_then(|t| t.partitions.get_mut(usize::try_from(partition).ok()?))
+        else {
+            return Err(error_response(
+                partition,
+                ResponseError::UnknownTopicOrPartition,
+                None,
+            ));
         };
         let Some(records) = records else {
-            return Err(error_response(partition, ResponseError::CorruptMessage, Some("no records".into())));
+            return Err(error_response(
+                partition,
+                ResponseError::CorruptMessage,
+                Some("no records".into()),
+            ));
         };
         match log.append(records, now_ms, durability, &mut self.ops) {
             Ok(appended) => Ok((
@@ -109,7 +139,10 @@ impl Broker {
                 tracing::debug!(topic, partition, "produce refused: {e:?}");
                 let (code, message) = match e {
                     AppendError::Corrupt(m) => (ResponseError::CorruptMessage, m),
-                    AppendError::TooLarge { size, max } => (ResponseError::MessageTooLarge, format!("batch of {size} bytes exceeds max.message.bytes {max}")),
+                    AppendError::TooLarge { size, max } => (
+                        ResponseError::MessageTooLarge,
+                        format!("batch of {size} bytes exceeds max.message.bytes {max}"),
+                    ),
                     AppendError::OutOfOrder(m) => (ResponseError::OutOfOrderSequenceNumber, m),
                     AppendError::FencedEpoch(m) => (ResponseError::InvalidProducerEpoch, m),
                     AppendError::Offline(m) => (ResponseError::KafkaStorageError, m),
@@ -124,16 +157,26 @@ impl Broker {
         let responses = pending
             .topics
             .into_iter()
-            .map(|(name, partitions)| TopicProduceResponse::default().with_name(name).with_partition_responses(partitions))
+            .map(|(name, partitions)| {
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_partition_responses(partitions)
+            })
             .collect();
-        self.respond(pending.ctx, ResponseKind::Produce(ProduceResponse::default().with_responses(responses)));
+        self.respond(
+            pending.ctx,
+            ResponseKind::Produce(ProduceResponse::default().with_responses(responses)),
+        );
     }
 
     /// Answers the produces that the new high watermark of `tp` covers.
     pub(crate) fn release_produce_waits(&mut self, tp: &TopicPartition) {
         let hw = self.partition(tp).map_or(i64::MAX, |p| p.high_watermark());
-        let covered: Vec<_> =
-            self.produce_waits.range((tp.clone(), i64::MIN, 0, 0)..(tp.clone(), hw, 0, 0)).cloned().collect();
+        let covered: Vec<_> = self
+            .produce_waits
+            .range((tp.clone(), i64::MIN, 0, 0)..(tp.clone(), hw, 0, 0))
+            .cloned()
+            .collect();
         for wait in covered {
             self.produce_waits.remove(&wait);
             self.finish_wait(wait.2, None);
@@ -142,11 +185,20 @@ impl Broker {
 
     /// Answers every produce waiting on `tp` with an error (partition offline or deleted).
     pub(crate) fn fail_produce_waits(&mut self, tp: &TopicPartition) {
-        let waiting: Vec<_> =
-            self.produce_waits.range((tp.clone(), i64::MIN, 0, 0)..=(tp.clone(), i64::MAX, u64::MAX, usize::MAX)).cloned().collect();
+        let waiting: Vec<_> = self
+            .produce_waits
+            .range((tp.clone(), i64::MIN, 0, 0)..=(tp.clone(), i64::MAX, u64::MAX, usize::MAX))
+            .cloned()
+            .collect();
         let error = match self.partition(tp) {
-            Some(p) => (ResponseError::KafkaStorageError, p.failed.clone().unwrap_or_else(|| "storage error".into())),
-            None => (ResponseError::UnknownTopicOrPartition, "the topic was deleted".into()),
+            Some(p) => (
+                ResponseError::KafkaStorageError,
+                p.failed.clone().unwrap_or_else(|| "storage error".into()),
+            ),
+            None => (
+                ResponseError::UnknownTopicOrPartition,
+                "the topic was deleted".into(),
+            ),
         };
         for wait in waiting {
             self.produce_waits.remove(&wait);
@@ -155,7 +207,9 @@ impl Broker {
     }
 
     fn finish_wait(&mut self, id: u64, error: Option<(usize, (ResponseError, String))>) {
-        let Some(pending) = self.produces.get_mut(&id) else { return };
+        let Some(pending) = self.produces.get_mut(&id) else {
+            return;
+        };
         if let Some((slot, (code, message))) = error {
             let (topic_index, partition_slot) = (slot >> 16, slot & 0xffff);
             let response = &mut pending.topics[topic_index].1[partition_slot];

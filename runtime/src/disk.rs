@@ -1,0 +1,200 @@
+//! Carries out the core's storage operations on real files. Writes go to the page cache inline;
+//! fsyncs and metadata replacements run on the blocking pool and report back as completions.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use spool_core::storage::{Completion, MetaFile, SegmentFile, StorageError, StorageOp};
+use tokio::sync::mpsc;
+
+/// Handles kept open at most; beyond this the cache is emptied (reopening is cheap).
+const MAX_OPEN_FILES: usize = 1024;
+
+pub struct Disk {
+    root: PathBuf,
+    files: HashMap<PathBuf, File>,
+    /// Directories that gained a file since their last fsync.
+    dirty_dirs: BTreeSet<PathBuf>,
+    completions: mpsc::UnboundedSender<Completion>,
+}
+
+fn storage_error(what: &str, path: &Path, e: io::Error) -> StorageError {
+    StorageError(format!("{what} {}: {e}", path.display()))
+}
+
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Replaces `path` atomically and durably: temp file, fsync, rename, fsync the directory.
+pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let f = File::create(&tmp)?;
+        f.write_all_at(data, 0)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    fsync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+impl Disk {
+    pub fn new(root: PathBuf, completions: mpsc::UnboundedSender<Completion>) -> Self {
+        Disk {
+            root,
+            files: HashMap::new(),
+            dirty_dirs: BTreeSet::new(),
+            completions,
+        }
+    }
+
+    fn path(&self, file: &SegmentFile) -> PathBuf {
+        self.root.join(file.relative_path())
+    }
+
+    fn open(&mut self, path: &Path, create: bool) -> io::Result<&File> {
+        if !self.files.contains_key(path) {
+            if self.files.len() >= MAX_OPEN_FILES {
+                self.files.clear();
+            }
+            let dir = path
+                .parent()
+                .expect("segment files live in a partition directory");
+            let existed = path.exists();
+            if create && !existed {
+                fs::create_dir_all(dir)?;
+                self.dirty_dirs.insert(dir.to_path_buf());
+                self.dirty_dirs.insert(self.root.clone());
+            }
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(create)
+                .truncate(false)
+                .open(path)?;
+            self.files.insert(path.to_path_buf(), f);
+        }
+        Ok(&self.files[path])
+    }
+
+    /// Carries out one operation. Inline results are returned; the rest arrive on the channel.
+    pub fn execute(&mut self, op: StorageOp) -> Option<Completion> {
+        match op {
+            StorageOp::Write {
+                id,
+                file,
+                position,
+                data,
+            } => {
+                let path = self.path(&file);
+                let result = self
+                    .open(&path, true)
+                    .and_then(|f| {
+                        // Whole-file rewrites (indexes, snapshots) must not leave an older, longer tail.
+                        if position == 0 && file.kind != spool_core::storage::FileKind::Log {
+                            f.set_len(0)?;
+                        }
+                        f.write_all_at(&data, position)
+                    })
+                    .map_err(|e| storage_error("write", &path, e));
+                Some(Completion::Written { id, result })
+            }
+            StorageOp::Read {
+                id,
+                file,
+                position,
+                len,
+            } => {
+                let path = self.path(&file);
+                let result = self
+                    .open(&path, false)
+                    .and_then(|f| read_at(f, position, len))
+                    .map_err(|e| storage_error("read", &path, e));
+                Some(Completion::Read { id, result })
+            }
+            StorageOp::Sync { id, files } => {
+                let mut handles = Vec::new();
+                for file in &files {
+                    let path = self.path(file);
+                    match self.open(&path, false).and_then(|f| f.try_clone()) {
+                        Ok(f) => handles.push((path, f)),
+                        Err(e) => {
+                            return Some(Completion::Synced {
+                                id,
+                                result: Err(storage_error("open for fsync", &path, e)),
+                            })
+                        }
+                    }
+                }
+                let dirs: Vec<PathBuf> = std::mem::take(&mut self.dirty_dirs).into_iter().collect();
+                let tx = self.completions.clone();
+                tokio::task::spawn_blocking(move || {
+                    let result = handles
+                        .iter()
+                        .try_for_each(|(path, f)| {
+                            f.sync_data().map_err(|e| storage_error("fsync", path, e))
+                        })
+                        .and_then(|_| {
+                            dirs.iter().try_for_each(|d| {
+                                fsync_dir(d).map_err(|e| storage_error("fsync dir", d, e))
+                            })
+                        });
+                    let _ = tx.send(Completion::Synced { id, result });
+                });
+                None
+            }
+            StorageOp::Delete { file } => {
+                let path = self.path(&file);
+                self.files.remove(&path);
+                if let Err(e) = fs::remove_file(&path) {
+                    if e.kind() != io::ErrorKind::NotFound {
+                        tracing::warn!("could not delete {}: {e}", path.display());
+                    }
+                }
+                None
+            }
+            StorageOp::DeletePartition { tp } => {
+                let dir = self.root.join(tp.dir_name());
+                self.files.retain(|p, _| !p.starts_with(&dir));
+                if let Err(e) = fs::remove_dir_all(&dir) {
+                    if e.kind() != io::ErrorKind::NotFound {
+                        tracing::warn!("could not delete {}: {e}", dir.display());
+                    }
+                }
+                None
+            }
+            StorageOp::WriteMeta { id, file, data } => {
+                let path = self.root.join(file.file_name());
+                let tx = self.completions.clone();
+                tokio::task::spawn_blocking(move || {
+                    let result =
+                        write_atomic(&path, &data).map_err(|e| storage_error("write", &path, e));
+                    let _ = tx.send(Completion::MetaWritten { id, result });
+                });
+                None
+            }
+        }
+    }
+
+    pub fn meta_path(&self, file: MetaFile) -> PathBuf {
+        self.root.join(file.file_name())
+    }
+}
+
+fn read_at(f: &File, position: u64, len: usize) -> io::Result<Bytes> {
+    let mut buf = vec![0u8; len];
+    let mut filled = 0;
+    while filled < len {
+        let n = f.read_at(&mut buf[filled..], position + filled as u64)?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    buf.truncate(filled);
+    Ok(Bytes::from(buf))
+}

@@ -1,0 +1,246 @@
+//! The event loop: one task owns the broker state machine and feeds it connection frames,
+//! storage completions and time; connection tasks only frame bytes.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use bytes::{Bytes, BytesMut};
+use spool_core::config::BrokerConfig;
+use spool_core::storage::Completion;
+use spool_core::{Action, Broker, ConnId};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::disk::Disk;
+use crate::load;
+
+/// Inputs to the event loop from connection tasks.
+enum Event {
+    Connected(ConnId, mpsc::UnboundedSender<Bytes>),
+    Frame(ConnId, Bytes),
+    Disconnected(ConnId),
+}
+
+pub struct ServerOptions {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub broker: BrokerConfig,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Runs a broker until `shutdown` fires, then shuts down cleanly.
+pub async fn serve(
+    options: ServerOptions,
+    shutdown: oneshot::Receiver<()>,
+    ready: Option<oneshot::Sender<SocketAddr>>,
+) -> Result<()> {
+    let listener = TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("binding {}", options.listen))?;
+    let local = listener.local_addr()?;
+    let interval = options.broker.topic_defaults.index_interval_bytes as u64;
+    let node_id = options.broker.node_id;
+    let data_dir = options.data_dir.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        load::load(&data_dir, node_id, interval, || {
+            format!("spool-{:016x}", rand::random::<u64>())
+        })
+    })
+    .await??;
+    let max_frame = options.broker.max_request_bytes;
+    let broker = Broker::new(options.broker, loaded, now_ms());
+    tracing::info!(address = %local, cluster = broker.cluster_id(), "spool broker listening");
+    if let Some(ready) = ready {
+        let _ = ready.send(local);
+    }
+    let (events_tx, events_rx) = mpsc::channel::<Event>(4096);
+    let accept = tokio::spawn(accept_loop(listener, events_tx, max_frame));
+    let result = event_loop(broker, options.data_dir, events_rx, shutdown).await;
+    accept.abort();
+    result
+}
+
+async fn accept_loop(listener: TcpListener, events: mpsc::Sender<Event>, max_frame: usize) {
+    let mut next_conn: ConnId = 0;
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                next_conn += 1;
+                let conn = next_conn;
+                let _ = stream.set_nodelay(true);
+                tracing::debug!(conn, %peer, "connection accepted");
+                tokio::spawn(connection(conn, stream, events.clone(), max_frame));
+            }
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Reads size-prefixed frames into the event loop; writes responses back in the order given.
+async fn connection(
+    conn: ConnId,
+    stream: TcpStream,
+    events: mpsc::Sender<Event>,
+    max_frame: usize,
+) {
+    let (mut reader, writer) = stream.into_split();
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
+    if events.send(Event::Connected(conn, out_tx)).await.is_err() {
+        return;
+    }
+    let write_task = tokio::spawn(async move {
+        let mut writer = BufWriter::new(writer);
+        while let Some(frame) = out_rx.recv().await {
+            if writer.write_all(&frame).await.is_err() {
+                return;
+            }
+            // Coalesce whatever else is ready before flushing.
+            while let Ok(more) = out_rx.try_recv() {
+                if writer.write_all(&more).await.is_err() {
+                    return;
+                }
+            }
+            if writer.flush().await.is_err() {
+                return;
+            }
+        }
+        let _ = writer.shutdown().await;
+    });
+    loop {
+        let size = match reader.read_i32().await {
+            Ok(size) => size,
+            Err(_) => break,
+        };
+        if size < 0 || size as usize > max_frame {
+            tracing::warn!(
+                conn,
+                size,
+                max_frame,
+                "closing connection: request frame size out of range"
+            );
+            break;
+        }
+        let mut frame = BytesMut::zeroed(size as usize);
+        if reader.read_exact(&mut frame).await.is_err() {
+            break;
+        }
+        if events
+            .send(Event::Frame(conn, frame.freeze()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let _ = events.send(Event::Disconnected(conn)).await;
+    // Let queued responses drain; the loop drops our sender when it is done with us.
+    let _ = write_task.await;
+}
+
+async fn event_loop(
+    mut broker: Broker,
+    data_dir: PathBuf,
+    mut events: mpsc::Receiver<Event>,
+    mut shutdown: oneshot::Receiver<()>,
+) -> Result<()> {
+    let (completions_tx, mut completions) = mpsc::unbounded_channel::<Completion>();
+    let mut disk = Disk::new(data_dir.clone(), completions_tx);
+    let mut writers: HashMap<ConnId, mpsc::UnboundedSender<Bytes>> = HashMap::new();
+    let mut shutting_down = false;
+    loop {
+        if drain_actions(&mut broker, &mut disk, &mut writers) {
+            load::write_clean_shutdown_marker(&data_dir)?;
+            tracing::info!("clean shutdown complete");
+            return Ok(());
+        }
+        let deadline = broker.next_deadline();
+        let sleep = async {
+            match deadline {
+                Some(at) => {
+                    tokio::time::sleep(Duration::from_millis((at - now_ms()).max(0) as u64)).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            Some(c) = completions.recv() => broker.handle_completion(now_ms(), c),
+            Some(event) = events.recv() => {
+                handle_event(&mut broker, &mut writers, event);
+                // Take what else is queued so its writes share one group commit.
+                for _ in 0..256 {
+                    match events.try_recv() {
+                        Ok(event) => handle_event(&mut broker, &mut writers, event),
+                        Err(_) => break,
+                    }
+                }
+            }
+            _ = &mut shutdown, if !shutting_down => {
+                tracing::info!("shutting down: finishing in-flight requests and syncing");
+                shutting_down = true;
+                broker.handle_shutdown();
+            }
+            _ = sleep => broker.handle_tick(now_ms()),
+        }
+    }
+}
+
+fn handle_event(
+    broker: &mut Broker,
+    writers: &mut HashMap<ConnId, mpsc::UnboundedSender<Bytes>>,
+    event: Event,
+) {
+    match event {
+        Event::Connected(conn, tx) => {
+            writers.insert(conn, tx);
+            broker.handle_connect(conn);
+        }
+        Event::Frame(conn, frame) => broker.handle_frame(now_ms(), conn, frame),
+        Event::Disconnected(conn) => {
+            writers.remove(&conn);
+            broker.handle_disconnect(conn);
+        }
+    }
+}
+
+/// Carries out every queued action. Returns true once the broker reports a finished shutdown.
+fn drain_actions(
+    broker: &mut Broker,
+    disk: &mut Disk,
+    writers: &mut HashMap<ConnId, mpsc::UnboundedSender<Bytes>>,
+) -> bool {
+    let mut done = false;
+    loop {
+        let Some(action) = broker.poll_action() else {
+            return done;
+        };
+        match action {
+            Action::Send { conn, frame } => {
+                if let Some(w) = writers.get(&conn) {
+                    let _ = w.send(frame);
+                }
+            }
+            Action::Close { conn, .. } => {
+                writers.remove(&conn);
+            }
+            Action::Storage(op) => {
+                if let Some(completion) = disk.execute(op) {
+                    broker.handle_completion(now_ms(), completion);
+                }
+            }
+            Action::ShutdownComplete => done = true,
+        }
+    }
+}
