@@ -107,7 +107,10 @@ impl SegmentIndex {
     /// Loads index files written at roll or shutdown; None if they do not fit the log (torn,
     /// stale or corrupt), in which case the segment is rescanned.
     pub fn decode(offsets: &[u8], times: &[u8], log_size: u64) -> Option<SegmentIndex> {
-        if offsets.len() % 8 != 0 || times.len() % 12 != 0 || (offsets.is_empty() && log_size > 0) {
+        if !offsets.len().is_multiple_of(8)
+            || !times.len().is_multiple_of(12)
+            || (offsets.is_empty() && log_size > 0)
+        {
             return None;
         }
         let mut index = SegmentIndex::new();

@@ -8,6 +8,8 @@ pub mod broker;
 pub mod codec;
 pub mod config;
 pub mod index;
+pub mod loader;
+pub mod mem_disk;
 pub mod meta;
 pub mod ops;
 pub mod partition;

@@ -72,6 +72,10 @@ pub struct Appended {
     pub log_append_time: i64,
 }
 
+/// An offset outside the log (below its start or past its end).
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub struct OffsetOutOfRange;
+
 /// A contiguous byte range of one segment to read for a fetch.
 #[derive(Debug, PartialEq, Eq, Clone)]
 pub struct ReadPlan {
@@ -404,9 +408,13 @@ impl PartitionLog {
 
     /// Plans the read for a fetch at `offset`. Ok(None): nothing to return yet (at or past the
     /// high watermark). Err: the offset is outside the log.
-    pub fn plan_read(&self, offset: i64, max_bytes: usize) -> Result<Option<ReadPlan>, ()> {
+    pub fn plan_read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Option<ReadPlan>, OffsetOutOfRange> {
         if offset < self.log_start_offset || offset > self.log_end_offset() {
-            return Err(());
+            return Err(OffsetOutOfRange);
         }
         if offset >= self.high_watermark() {
             return Ok(None);
@@ -451,9 +459,13 @@ impl PartitionLog {
 
     /// Raises the log start offset (DeleteRecords) and drops segments wholly below it.
     /// Returns the new log start offset.
-    pub fn advance_log_start(&mut self, offset: i64, ops: &mut Ops) -> Result<i64, ()> {
+    pub fn advance_log_start(
+        &mut self,
+        offset: i64,
+        ops: &mut Ops,
+    ) -> Result<i64, OffsetOutOfRange> {
         if offset > self.high_watermark() || offset < 0 {
-            return Err(());
+            return Err(OffsetOutOfRange);
         }
         if offset > self.log_start_offset {
             self.log_start_offset = offset;

@@ -118,11 +118,7 @@ async fn connection(
         }
         let _ = writer.shutdown().await;
     });
-    loop {
-        let size = match reader.read_i32().await {
-            Ok(size) => size,
-            Err(_) => break,
-        };
+    while let Ok(size) = reader.read_i32().await {
         if size < 0 || size as usize > max_frame {
             tracing::warn!(
                 conn,

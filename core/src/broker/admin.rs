@@ -316,7 +316,7 @@ impl Broker {
                 }
                 Some(_) if t.count > MAX_PARTITIONS => Some((ResponseError::InvalidPartitions, format!("at most {MAX_PARTITIONS} partitions"))),
                 Some(n) if t.assignments.as_ref().is_some_and(|a| {
-                    a.len() as i32 != t.count - n || !a.iter().all(|x| x.broker_ids.len() == 1 && x.broker_ids[0].0 == self.config.node_id)
+                    !a.is_empty() && a.len() as i32 != t.count - n || !a.iter().all(|x| x.broker_ids.len() == 1 && x.broker_ids[0].0 == self.config.node_id)
                 }) =>
                 {
                     Some((ResponseError::InvalidReplicaAssignment, format!("replicas must be exactly [{}] on a single-node broker", self.config.node_id)))
@@ -599,7 +599,7 @@ impl Broker {
                                 moved |= start != before;
                                 result.with_low_watermark(start)
                             }
-                            Err(()) => {
+                            Err(_) => {
                                 result.with_error_code(ResponseError::OffsetOutOfRange.code())
                             }
                         }

@@ -204,7 +204,7 @@ impl Broker {
                         state.outstanding += 1;
                     }
                     Ok(None) => {}
-                    Err(()) => slot.error = ResponseError::OffsetOutOfRange.code(),
+                    Err(_) => slot.error = ResponseError::OffsetOutOfRange.code(),
                 }
             }
         }

@@ -84,9 +84,9 @@ impl Broker {
                     let error = if let Err(e) = super::admin::validate_topic_name(&name) {
                         tracing::debug!("metadata for invalid topic name: {e}");
                         ResponseError::InvalidTopicException
-                    } else if self.topic_exists_or_pending(&name) {
-                        ResponseError::LeaderNotAvailable
-                    } else if auto_create && self.maybe_auto_create(&name) {
+                    } else if self.topic_exists_or_pending(&name)
+                        || (auto_create && self.maybe_auto_create(&name))
+                    {
                         ResponseError::LeaderNotAvailable
                     } else {
                         ResponseError::UnknownTopicOrPartition

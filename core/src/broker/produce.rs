@@ -31,6 +31,14 @@ fn error_response(
         .with_error_message(message.map(StrBytes::from_string))
 }
 
+fn refuse(
+    index: i32,
+    error: ResponseError,
+    message: Option<String>,
+) -> Box<PartitionProduceResponse> {
+    Box::new(error_response(index, error, message))
+}
+
 impl Broker {
     pub(crate) fn handle_produce(&mut self, now_ms: i64, ctx: RequestCtx, request: ProduceRequest) {
         let acks = request.acks;
@@ -48,13 +56,13 @@ impl Broker {
             for pd in topic_data.partition_data {
                 let slot = partitions.len();
                 let result = if !matches!(acks, -1..=1) {
-                    Err(error_response(
+                    Err(refuse(
                         pd.index,
                         ResponseError::InvalidRequiredAcks,
                         Some(format!("acks={acks} is not one of -1, 0, 1")),
                     ))
                 } else if request.transactional_id.is_some() {
-                    Err(error_response(
+                    Err(refuse(
                         pd.index,
                         ResponseError::TransactionalIdAuthorizationFailed,
                         Some("transactions are not supported".into()),
@@ -71,7 +79,7 @@ impl Broker {
                         }
                         partitions.push(response);
                     }
-                    Err(response) => partitions.push(response),
+                    Err(response) => partitions.push(*response),
                 }
             }
             topics.push((name, partitions));
@@ -106,21 +114,21 @@ impl Broker {
         topic: &str,
         partition: i32,
         records: Option<&bytes::Bytes>,
-    ) -> Result<(PartitionProduceResponse, i64), PartitionProduceResponse> {
+    ) -> Result<(PartitionProduceResponse, i64), Box<PartitionProduceResponse>> {
         let durability = self.config.durability;
         let Some(log) = self
             .topics
             .get_mut(topic)
             .and_then(|t| t.partitions.get_mut(usize::try_from(partition).ok()?))
         else {
-            return Err(error_response(
+            return Err(refuse(
                 partition,
                 ResponseError::UnknownTopicOrPartition,
                 None,
             ));
         };
         let Some(records) = records else {
-            return Err(error_response(
+            return Err(refuse(
                 partition,
                 ResponseError::CorruptMessage,
                 Some("no records".into()),
@@ -147,7 +155,7 @@ impl Broker {
                     AppendError::FencedEpoch(m) => (ResponseError::InvalidProducerEpoch, m),
                     AppendError::Offline(m) => (ResponseError::KafkaStorageError, m),
                 };
-                Err(error_response(partition, code, Some(message)))
+                Err(refuse(partition, code, Some(message)))
             }
         }
     }

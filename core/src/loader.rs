@@ -1,0 +1,144 @@
+//! Start-up loading as logic over a read-only view of the data directory. The driver supplies
+//! the view ([`DataDir`]: real files, or the simulator's disk), then applies the returned repairs.
+
+use std::collections::BTreeMap;
+
+use crate::broker::decode_log_starts;
+use crate::index::SegmentIndex;
+use crate::meta::ClusterMeta;
+use crate::producer_state::ProducerStates;
+use crate::recovery::{recover_partition, SegmentOnDisk};
+use crate::storage::{FileKind, MetaFile, SegmentFile, TopicPartition};
+use crate::{LoadedPartition, LoadedState};
+
+/// What the loader may ask of the data directory.
+pub trait DataDir {
+    fn read_meta(&mut self, file: MetaFile) -> Option<Vec<u8>>;
+    /// Whether the clean-shutdown marker is present.
+    fn clean_shutdown(&mut self) -> bool;
+    /// Base offsets of the partition's files of one kind, in any order.
+    fn list(&mut self, tp: &TopicPartition, kind: FileKind) -> Vec<i64>;
+    fn size(&mut self, file: &SegmentFile) -> u64;
+    /// Whole file contents; None if missing or unreadable.
+    fn read(&mut self, file: &SegmentFile) -> Option<Vec<u8>>;
+}
+
+/// A change recovery needs made to the directory before the broker starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Repair {
+    Truncate(SegmentFile, u64),
+    Delete(SegmentFile),
+}
+
+pub fn load(
+    dir: &mut dyn DataDir,
+    node_id: i32,
+    index_interval: u64,
+    new_cluster_id: impl FnOnce() -> String,
+) -> Result<(LoadedState, Vec<Repair>), String> {
+    let meta = match dir.read_meta(MetaFile::Cluster) {
+        Some(bytes) => {
+            let meta = ClusterMeta::decode(&bytes)?;
+            if meta.node_id != node_id {
+                return Err(format!(
+                    "the data directory belongs to node {}, not node {node_id}",
+                    meta.node_id
+                ));
+            }
+            meta
+        }
+        None => ClusterMeta::new(new_cluster_id(), node_id),
+    };
+    let clean = dir.clean_shutdown();
+    let log_starts = dir
+        .read_meta(MetaFile::LogStartOffsets)
+        .map(|b| decode_log_starts(&b))
+        .unwrap_or_default();
+    tracing::info!(
+        clean,
+        topics = meta.topics.len(),
+        "loading the data directory"
+    );
+    let mut partitions = BTreeMap::new();
+    let mut repairs = Vec::new();
+    for topic in &meta.topics {
+        for p in 0..topic.partitions {
+            let tp = TopicPartition::new(&topic.name, p);
+            let log_start = log_starts.get(&tp.dir_name()).copied().unwrap_or(0);
+            if let Some(loaded) =
+                load_partition(dir, &tp, clean, index_interval, log_start, &mut repairs)
+            {
+                partitions.insert(tp, loaded);
+            }
+        }
+    }
+    Ok((LoadedState { meta, partitions }, repairs))
+}
+
+fn load_partition(
+    dir: &mut dyn DataDir,
+    tp: &TopicPartition,
+    clean: bool,
+    index_interval: u64,
+    log_start: i64,
+    repairs: &mut Vec<Repair>,
+) -> Option<LoadedPartition> {
+    let mut bases = dir.list(tp, FileKind::Log);
+    if bases.is_empty() {
+        return None;
+    }
+    bases.sort_unstable();
+    let file = |base, kind| SegmentFile::new(tp, base, kind);
+    let mut segments = Vec::new();
+    for &base in &bases {
+        let log_size = dir.size(&file(base, FileKind::Log));
+        let index = if log_size == 0 {
+            Some(SegmentIndex::new())
+        } else {
+            let offsets = dir
+                .read(&file(base, FileKind::OffsetIndex))
+                .unwrap_or_default();
+            let times = dir
+                .read(&file(base, FileKind::TimeIndex))
+                .unwrap_or_default();
+            SegmentIndex::decode(&offsets, &times, log_size)
+        };
+        segments.push(SegmentOnDisk {
+            base_offset: base,
+            log_size,
+            index,
+        });
+    }
+    // The newest readable producer snapshot recovery can replay forward from. After a crash only
+    // snapshots up to the active segment's base are trusted: later ones describe lost data.
+    let active_base = *bases.last().expect("not empty");
+    let mut snapshots = dir.list(tp, FileKind::ProducerSnapshot);
+    snapshots.sort_unstable();
+    let snapshot = snapshots
+        .into_iter()
+        .rev()
+        .filter(|&at| clean || at <= active_base)
+        .find_map(|at| {
+            ProducerStates::decode_snapshot(&dir.read(&file(at, FileKind::ProducerSnapshot))?)
+                .map(|s| (at, s))
+        });
+    let recovery = recover_partition(segments, clean, index_interval, snapshot, &mut |base| {
+        dir.read(&file(base, FileKind::Log)).unwrap_or_default()
+    });
+    for note in &recovery.notes {
+        tracing::warn!(partition = %tp, "recovery: {note}");
+    }
+    if let Some((base, len)) = recovery.truncate {
+        repairs.push(Repair::Truncate(file(base, FileKind::Log), len));
+    }
+    for &base in &recovery.delete {
+        for kind in [FileKind::Log, FileKind::OffsetIndex, FileKind::TimeIndex] {
+            repairs.push(Repair::Delete(file(base, kind)));
+        }
+    }
+    Some(LoadedPartition {
+        segments: recovery.segments,
+        producers: recovery.producers,
+        log_start_offset: log_start,
+    })
+}

@@ -1,0 +1,740 @@
+//! The broker state machine driven through the real codec over an in-memory disk.
+
+mod support;
+
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use spool_core::api_versions::SERVED_APIS;
+use support::*;
+
+const CONN: u64 = 1;
+
+fn create(node: &mut Node, name: &str, partitions: i32, configs: &[(&str, &str)]) {
+    match node.call(CONN, 7, create_topic(name, partitions, configs)) {
+        ResponseKind::CreateTopics(r) => {
+            assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0].error_message)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn every_served_version_of_every_api_gets_an_answer() {
+    let mut node = Node::single();
+    create(&mut node, "t", 1, &[]);
+    let mut conn = 100;
+    for api in SERVED_APIS {
+        for version in api.served_min..=api.max {
+            conn += 1;
+            let key = api.key;
+            let body: RequestKind = match key {
+                ApiKey::Produce => {
+                    produce_request("t", 0, 1, records(&["v"], None, START_MS)).into()
+                }
+                ApiKey::Fetch if version >= 13 => FetchRequest::default()
+                    .with_replica_id(BrokerId(-1))
+                    .with_max_bytes(1024)
+                    .into(),
+                ApiKey::Fetch => fetch_request("t", 0, 0, 0).into(),
+                _ => default_request(key),
+            };
+            let header = RequestHeader::default()
+                .with_request_api_key(key as i16)
+                .with_request_api_version(version)
+                .with_correlation_id(7);
+            let frame = spool_core::codec::encode_request(&header, &body).expect("encode");
+            node.broker.handle_frame(node.now, conn, frame.slice(4..));
+            node.run();
+            assert!(
+                !node.closed.contains(&conn),
+                "{key:?} v{version} closed the connection"
+            );
+            let frame = node
+                .responses
+                .get_mut(&conn)
+                .and_then(|q| q.pop_front())
+                .unwrap_or_else(|| panic!("{key:?} v{version}: no answer"));
+            let (correlation, _) =
+                spool_core::codec::decode_response(key, version, frame.slice(4..))
+                    .expect("decodes");
+            assert_eq!(correlation, 7);
+        }
+    }
+}
+
+fn default_request(key: ApiKey) -> RequestKind {
+    match key {
+        ApiKey::ListOffsets => ListOffsetsRequest::default().into(),
+        ApiKey::Metadata => MetadataRequest::default().into(),
+        ApiKey::FindCoordinator => FindCoordinatorRequest::default().into(),
+        ApiKey::ApiVersions => ApiVersionsRequest::default().into(),
+        ApiKey::CreateTopics => CreateTopicsRequest::default().into(),
+        ApiKey::DeleteTopics => DeleteTopicsRequest::default().into(),
+        ApiKey::DeleteRecords => DeleteRecordsRequest::default().into(),
+        ApiKey::InitProducerId => InitProducerIdRequest::default().into(),
+        ApiKey::OffsetForLeaderEpoch => OffsetForLeaderEpochRequest::default().into(),
+        ApiKey::DescribeConfigs => DescribeConfigsRequest::default().into(),
+        ApiKey::AlterConfigs => AlterConfigsRequest::default().into(),
+        ApiKey::CreatePartitions => CreatePartitionsRequest::default().into(),
+        ApiKey::IncrementalAlterConfigs => IncrementalAlterConfigsRequest::default().into(),
+        ApiKey::DescribeCluster => DescribeClusterRequest::default().into(),
+        other => panic!("add a request for {other:?}"),
+    }
+}
+
+#[test]
+fn api_versions_answer_is_stable() {
+    let mut node = Node::single();
+    let r = node.call(CONN, 3, ApiVersionsRequest::default());
+    insta::assert_debug_snapshot!("api_versions_v3", r);
+}
+
+#[test]
+fn metadata_for_a_known_cluster_is_stable() {
+    let mut node = Node::single();
+    create(&mut node, "orders", 3, &[]);
+    let r = node.call(CONN, 12, MetadataRequest::default().with_topics(None));
+    insta::assert_debug_snapshot!("metadata_v12", r);
+}
+
+#[test]
+fn a_too_new_api_versions_gets_unsupported_version_with_our_range() {
+    let mut node = Node::single();
+    let mut frame = bytes::BytesMut::new();
+    for part in [18i16.to_be_bytes(), 99i16.to_be_bytes()] {
+        frame.extend_from_slice(&part);
+    }
+    frame.extend_from_slice(&42i32.to_be_bytes());
+    frame.extend_from_slice(&[0, 0, 0]);
+    node.broker.handle_frame(node.now, CONN, frame.freeze());
+    node.run();
+    let raw = node.responses.get_mut(&CONN).unwrap().pop_front().unwrap();
+    let (correlation, body) =
+        spool_core::codec::decode_response(ApiKey::ApiVersions, 0, raw.slice(4..)).unwrap();
+    assert_eq!(correlation, 42);
+    let ResponseKind::ApiVersions(body) = body else {
+        panic!()
+    };
+    assert_eq!(body.error_code, ResponseError::UnsupportedVersion.code());
+    let own = body
+        .api_keys
+        .iter()
+        .find(|k| k.api_key == 18)
+        .expect("lists ApiVersions");
+    assert_eq!((own.min_version, own.max_version), (0, 4));
+}
+
+#[test]
+fn unknown_api_keys_and_garbage_close_the_connection_without_panicking() {
+    let mut node = Node::single();
+    node.broker.handle_frame(
+        node.now,
+        5,
+        bytes::Bytes::from_static(&[0x7f, 0x7f, 0, 0, 0, 0, 0, 1]),
+    );
+    node.run();
+    assert!(node.closed.contains(&5));
+    node.broker.handle_frame(
+        node.now,
+        6,
+        bytes::Bytes::from_static(&[0, 0, 9, 0, 0, 0, 0, 1, 0xff]),
+    );
+    node.run();
+    assert!(node.closed.contains(&6));
+    // Produce v0-2 is advertised (for old librdkafka) but refused.
+    node.broker.handle_frame(
+        node.now,
+        7,
+        bytes::Bytes::from_static(&[0, 0, 0, 2, 0, 0, 0, 1, 0, 0]),
+    );
+    node.run();
+    assert!(node.closed.contains(&7));
+}
+
+#[test]
+fn acks_all_is_answered_only_after_fsync_and_syncs_are_shared() {
+    let mut node = Node::single();
+    create(&mut node, "t", 1, &[]);
+    node.hold_syncs = true;
+    let first = node.send(
+        CONN,
+        9,
+        produce_request("t", 0, -1, records(&["a", "b"], None, START_MS)),
+    );
+    let second = node.send(
+        2,
+        9,
+        produce_request("t", 0, -1, records(&["c"], None, START_MS)),
+    );
+    assert!(
+        node.take::<ProduceRequest>(CONN, 9).is_none(),
+        "answered before fsync"
+    );
+    assert_eq!(
+        node.held.len(),
+        1,
+        "the second produce rides the next sync, not its own concurrent one"
+    );
+    // Nothing is visible to consumers before it is durable.
+    let f = node.call(3, 12, fetch_request("t", 0, 0, 0));
+    assert_eq!(fetch_partition(&f).high_watermark, 0);
+    node.release_syncs();
+    let (c1, r1) = node
+        .take::<ProduceRequest>(CONN, 9)
+        .expect("answered after fsync");
+    assert_eq!((c1, produce_partition(&r1).base_offset), (first, 0));
+    assert!(
+        node.take::<ProduceRequest>(2, 9).is_none(),
+        "the second write is not durable yet"
+    );
+    assert_eq!(
+        node.held.len(),
+        1,
+        "its group commit started when the first finished"
+    );
+    node.release_syncs();
+    let (c2, r2) = node
+        .take::<ProduceRequest>(2, 9)
+        .expect("second answered after its sync");
+    assert_eq!((c2, produce_partition(&r2).base_offset), (second, 2));
+    let f = node.call(3, 12, fetch_request("t", 0, 0, 0));
+    let p = fetch_partition(&f);
+    assert_eq!(p.high_watermark, 3);
+    let values: Vec<_> = decode_values(p.records.as_ref().unwrap())
+        .into_iter()
+        .map(|(o, v)| format!("{o}:{v}"))
+        .collect();
+    assert_eq!(values, ["0:a", "1:b", "2:c"]);
+}
+
+#[test]
+fn acks_zero_gets_no_answer_but_later_requests_still_do() {
+    let mut node = Node::single();
+    create(&mut node, "t", 1, &[]);
+    node.send(
+        CONN,
+        9,
+        produce_request("t", 0, 0, records(&["a"], None, START_MS)),
+    );
+    let c = node.send(CONN, 12, MetadataRequest::default());
+    let (got, _) = node
+        .take::<MetadataRequest>(CONN, 12)
+        .expect("metadata answered");
+    assert_eq!(got, c);
+    assert!(node.responses[&CONN].is_empty());
+}
+
+#[test]
+fn responses_keep_request_order_on_a_connection() {
+    let mut node = Node::single();
+    create(&mut node, "t", 1, &[]);
+    node.hold_syncs = true;
+    let produce = node.send(
+        CONN,
+        9,
+        produce_request("t", 0, -1, records(&["a"], None, START_MS)),
+    );
+    let metadata = node.send(CONN, 12, MetadataRequest::default());
+    assert!(
+        node.responses.get(&CONN).is_none_or(|q| q.is_empty()),
+        "metadata must wait behind the produce"
+    );
+    node.release_syncs();
+    assert_eq!(node.take::<ProduceRequest>(CONN, 9).unwrap().0, produce);
+    assert_eq!(node.take::<MetadataRequest>(CONN, 12).unwrap().0, metadata);
+}
+
+#[test]
+fn corrupt_and_oversized_batches_are_refused_with_kafka_errors() {
+    let mut node = Node::single();
+    create(&mut node, "t", 1, &[("max.message.bytes", "200")]);
+    let mut bad = records(&["hello"], None, START_MS).to_vec();
+    let last = bad.len() - 1;
+    bad[last] ^= 0x40;
+    let r = node.call(CONN, 9, produce_request("t", 0, 1, bad.into()));
+    assert_eq!(
+        produce_partition(&r).error_code,
+        ResponseError::CorruptMessage.code()
+    );
+    let big = records(&[&"x".repeat(300)], None, START_MS);
+    let r = node.call(CONN, 9, produce_request("t", 0, 1, big));
+    assert_eq!(
+        produce_partition(&r).error_code,
+        ResponseError::MessageTooLarge.code()
+    );
+    let r = node.call(
+        CONN,
+        9,
+        produce_request("nope", 0, 1, records(&["a"], None, START_MS)),
+    );
+    assert_eq!(
+        produce_partition(&r).error_code,
+        ResponseError::UnknownTopicOrPartition.code(),
+        "auto-created later, retriable now"
+    );
+    let r = node.call(
+        CONN,
+        9,
+        produce_request("t", 0, 7, records(&["a"], None, START_MS)),
+    );
+    assert_eq!(
+        produce_partition(&r).error_code,
+        ResponseError::InvalidRequiredAcks.code()
+    );
+}
+
+#[test]
+fn idempotent_retries_get_the_original_offset_and_gaps_are_refused() {
+    let mut node = Node::single();
+    create(&mut node, "t", 1, &[]);
+    let ResponseKind::InitProducerId(pid) = node.call(
+        CONN,
+        4,
+        InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000),
+    ) else {
+        panic!()
+    };
+    assert_eq!(pid.error_code, 0);
+    let id = pid.producer_id.0;
+    let first = node.call(
+        CONN,
+        9,
+        produce_request("t", 0, -1, records(&["a", "b"], Some((id, 0, 0)), START_MS)),
+    );
+    assert_eq!(produce_partition(&first).base_offset, 0);
+    let next = node.call(
+        CONN,
+        9,
+        produce_request("t", 0, -1, records(&["c"], Some((id, 0, 2)), START_MS)),
+    );
+    assert_eq!(produce_partition(&next).base_offset, 2);
+    let retry = node.call(
+        CONN,
+        9,
+        produce_request("t", 0, -1, records(&["a", "b"], Some((id, 0, 0)), START_MS)),
+    );
+    assert_eq!(
+        (
+            produce_partition(&retry).error_code,
+            produce_partition(&retry).base_offset
+        ),
+        (0, 0)
+    );
+    let gap = node.call(
+        CONN,
+        9,
+        produce_request("t", 0, -1, records(&["z"], Some((id, 0, 9)), START_MS)),
+    );
+    assert_eq!(
+        produce_partition(&gap).error_code,
+        ResponseError::OutOfOrderSequenceNumber.code()
+    );
+    // Producer state survives a crash: the retry after restart is still a duplicate.
+    let mut node = node.crash_and_restart();
+    let retry = node.call(
+        CONN,
+        9,
+        produce_request("t", 0, -1, records(&["c"], Some((id, 0, 2)), START_MS)),
+    );
+    assert_eq!(
+        (
+            produce_partition(&retry).error_code,
+            produce_partition(&retry).base_offset
+        ),
+        (0, 2)
+    );
+    let ResponseKind::InitProducerId(again) = node.call(
+        CONN,
+        4,
+        InitProducerIdRequest::default().with_transactional_id(None),
+    ) else {
+        panic!()
+    };
+    assert!(
+        again.producer_id.0 > id,
+        "producer ids are never reused across restarts"
+    );
+}
+
+#[test]
+fn a_crash_loses_only_what_was_never_acknowledged() {
+    let mut node = Node::single();
+    create(&mut node, "t", 1, &[("segment.bytes", "300")]);
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let r = node.call(
+            CONN,
+            9,
+            produce_request("t", 0, -1, records(&[&format!("m{i}")], None, START_MS + i)),
+        );
+        acked.push(produce_partition(&r).base_offset);
+    }
+    node.hold_syncs = true;
+    node.send(
+        CONN,
+        9,
+        produce_request("t", 0, -1, records(&["lost"], None, START_MS)),
+    );
+    let mut node = node.crash_and_restart();
+    let f = node.call(CONN, 12, fetch_request("t", 0, 0, 0));
+    let p = fetch_partition(&f);
+    assert_eq!(p.high_watermark, 20);
+    let mut got = Vec::new();
+    let mut offset = 0;
+    while offset < 20 {
+        let f = node.call(CONN, 12, fetch_request("t", 0, offset, 0));
+        let values = decode_values(fetch_partition(&f).records.as_ref().unwrap());
+        assert!(!values.is_empty(), "fetch at {offset} returned nothing");
+        let start = offset;
+        for (o, v) in values.into_iter().filter(|(o, _)| *o >= start) {
+            got.push((o, v));
+            offset = o + 1;
+        }
+    }
+    let expected: Vec<_> = (0..20).map(|i| (i as i64, format!("m{i}"))).collect();
+    assert_eq!(
+        got, expected,
+        "every acknowledged record, in order, across rolled segments"
+    );
+    let r = node.call(
+        CONN,
+        9,
+        produce_request("t", 0, -1, records(&["after"], None, START_MS)),
+    );
+    assert_eq!(
+        produce_partition(&r).base_offset,
+        20,
+        "offsets continue where the durable log ended"
+    );
+}
+
+#[test]
+fn a_clean_restart_keeps_everything_without_a_scan() {
+    let mut node = Node::single();
+    create(&mut node, "t", 2, &[]);
+    for i in 0..5 {
+        node.call(
+            CONN,
+            9,
+            produce_request("t", i % 2, 1, records(&[&format!("m{i}")], None, START_MS)),
+        );
+    }
+    let mut node = node.clean_restart();
+    let f = node.call(CONN, 12, fetch_request("t", 0, 0, 0));
+    assert_eq!(
+        decode_values(fetch_partition(&f).records.as_ref().unwrap()).len(),
+        3
+    );
+    let ResponseKind::Metadata(m) =
+        node.call(CONN, 12, MetadataRequest::default().with_topics(None))
+    else {
+        panic!()
+    };
+    assert_eq!(m.topics[0].partitions.len(), 2);
+}
+
+#[test]
+fn a_long_poll_fetch_is_answered_when_data_arrives_or_at_its_deadline() {
+    let mut node = Node::single();
+    create(&mut node, "t", 1, &[]);
+    let waiting = node.send(2, 12, fetch_request("t", 0, 0, 5_000));
+    assert!(
+        node.take::<FetchRequest>(2, 12).is_none(),
+        "parked until data or deadline"
+    );
+    node.call(
+        CONN,
+        9,
+        produce_request("t", 0, 1, records(&["x"], None, START_MS)),
+    );
+    let (c, f) = node
+        .take::<FetchRequest>(2, 12)
+        .expect("woken by the produce");
+    assert_eq!(c, waiting);
+    assert_eq!(
+        decode_values(fetch_partition(&f).records.as_ref().unwrap()),
+        vec![(0, "x".to_string())]
+    );
+    node.send(2, 12, fetch_request("t", 0, 1, 5_000));
+    node.advance(4_999);
+    assert!(node.take::<FetchRequest>(2, 12).is_none());
+    assert_eq!(node.broker.next_deadline(), Some(node.now + 1));
+    node.advance(1);
+    let (_, f) = node
+        .take::<FetchRequest>(2, 12)
+        .expect("answered at the deadline");
+    assert!(fetch_partition(&f).records.as_ref().unwrap().is_empty());
+}
+
+#[test]
+fn fetch_out_of_range_and_unknown_partitions_have_errors() {
+    let mut node = Node::single();
+    create(&mut node, "t", 1, &[]);
+    let f = node.call(CONN, 12, fetch_request("t", 0, 5, 0));
+    assert_eq!(
+        fetch_partition(&f).error_code,
+        ResponseError::OffsetOutOfRange.code()
+    );
+    let f = node.call(CONN, 12, fetch_request("t", 3, 0, 0));
+    assert_eq!(
+        fetch_partition(&f).error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+}
+
+fn list_offset(node: &mut Node, ts: i64) -> (i64, i64) {
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+            .with_name(topic("t"))
+            .with_partitions(vec![
+                list_offsets_request::ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(ts),
+            ])]);
+    let ResponseKind::ListOffsets(r) = node.call(CONN, 7, req) else {
+        panic!()
+    };
+    let p = &r.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    (p.offset, p.timestamp)
+}
+
+#[test]
+fn list_offsets_earliest_latest_by_time_and_max_timestamp() {
+    let mut node = Node::single();
+    create(&mut node, "t", 1, &[("segment.bytes", "400")]);
+    for i in 0..10 {
+        // Two records per batch, timestamps 1000*i and 1000*i+1.
+        node.call(
+            CONN,
+            9,
+            produce_request("t", 0, 1, records(&["a", "b"], None, 1000 * i)),
+        );
+    }
+    assert_eq!(list_offset(&mut node, -2).0, 0);
+    assert_eq!(list_offset(&mut node, -1).0, 20);
+    assert_eq!(
+        list_offset(&mut node, 5001),
+        (11, 5001),
+        "record-level: second record of the sixth batch"
+    );
+    assert_eq!(list_offset(&mut node, 5002), (12, 6000));
+    assert_eq!(
+        list_offset(&mut node, 99_999),
+        (-1, -1),
+        "after every record"
+    );
+    assert_eq!(list_offset(&mut node, -3), (19, 9001));
+}
+
+#[test]
+fn delete_records_and_retention_advance_the_log_start() {
+    let mut config = spool_core::config::BrokerConfig::single_node("127.0.0.1", 9092);
+    config.retention_check_interval_ms = 1000;
+    let mut node = Node::new(config);
+    create(
+        &mut node,
+        "t",
+        1,
+        &[("segment.bytes", "200"), ("retention.ms", "60000")],
+    );
+    for i in 0..10 {
+        node.call(
+            CONN,
+            9,
+            produce_request("t", 0, 1, records(&[&format!("m{i}")], None, node.now)),
+        );
+    }
+    let req = DeleteRecordsRequest::default().with_topics(vec![
+        delete_records_request::DeleteRecordsTopic::default()
+            .with_name(topic("t"))
+            .with_partitions(vec![
+                delete_records_request::DeleteRecordsPartition::default()
+                    .with_partition_index(0)
+                    .with_offset(4),
+            ]),
+    ]);
+    let ResponseKind::DeleteRecords(r) = node.call(CONN, 2, req) else {
+        panic!()
+    };
+    assert_eq!(r.topics[0].partitions[0].low_watermark, 4);
+    assert_eq!(list_offset(&mut node, -2).0, 4);
+    let f = node.call(CONN, 12, fetch_request("t", 0, 2, 0));
+    assert_eq!(
+        fetch_partition(&f).error_code,
+        ResponseError::OffsetOutOfRange.code()
+    );
+    // The log start survives a crash.
+    let mut node = node.crash_and_restart();
+    assert_eq!(list_offset(&mut node, -2).0, 4);
+    // Everything expires after retention.ms.
+    node.advance(61_000);
+    node.advance(1_000);
+    assert_eq!(list_offset(&mut node, -2).0, 10);
+    assert_eq!(list_offset(&mut node, -1).0, 10);
+    let r = node.call(
+        CONN,
+        9,
+        produce_request("t", 0, 1, records(&["new"], None, node.now)),
+    );
+    assert_eq!(produce_partition(&r).base_offset, 10);
+}
+
+#[test]
+fn create_topics_validates_like_kafka() {
+    let mut node = Node::single();
+    let check = |node: &mut Node, req: CreateTopicsRequest, expected: ResponseError| {
+        let ResponseKind::CreateTopics(r) = node.call(CONN, 7, req) else {
+            panic!()
+        };
+        assert_eq!(
+            r.topics[0].error_code,
+            expected.code(),
+            "{:?}",
+            r.topics[0].error_message
+        );
+        assert!(r.topics[0].error_message.is_some());
+    };
+    check(
+        &mut node,
+        create_topic("bad name", 1, &[]),
+        ResponseError::InvalidTopicException,
+    );
+    check(
+        &mut node,
+        create_topic("t", 0, &[]),
+        ResponseError::InvalidPartitions,
+    );
+    check(
+        &mut node,
+        create_topic("t", 1, &[("retention.ms", "x")]),
+        ResponseError::InvalidConfig,
+    );
+    check(
+        &mut node,
+        create_topic("t", 1, &[("no.such", "1")]),
+        ResponseError::InvalidConfig,
+    );
+    let mut rf3 = create_topic("t", 1, &[]);
+    rf3.topics[0].replication_factor = 3;
+    check(&mut node, rf3, ResponseError::InvalidReplicationFactor);
+    let mut validate = create_topic("t", 2, &[]);
+    validate.validate_only = true;
+    let ResponseKind::CreateTopics(r) = node.call(CONN, 7, validate) else {
+        panic!()
+    };
+    assert_eq!(r.topics[0].error_code, 0);
+    let ResponseKind::Metadata(m) =
+        node.call(CONN, 12, MetadataRequest::default().with_topics(None))
+    else {
+        panic!()
+    };
+    assert!(m.topics.is_empty(), "validate_only creates nothing");
+    create(&mut node, "t", 2, &[]);
+    check(
+        &mut node,
+        create_topic("t", 1, &[]),
+        ResponseError::TopicAlreadyExists,
+    );
+}
+
+#[test]
+fn topics_can_grow_be_reconfigured_and_deleted() {
+    let mut node = Node::single();
+    create(&mut node, "t", 1, &[]);
+    let grow = CreatePartitionsRequest::default().with_topics(vec![
+        create_partitions_request::CreatePartitionsTopic::default()
+            .with_name(topic("t"))
+            .with_count(3),
+    ]);
+    let ResponseKind::CreatePartitions(r) = node.call(CONN, 3, grow.clone()) else {
+        panic!()
+    };
+    assert_eq!(r.results[0].error_code, 0);
+    let ResponseKind::CreatePartitions(r) = node.call(CONN, 3, grow) else {
+        panic!()
+    };
+    assert_eq!(
+        r.results[0].error_code,
+        ResponseError::InvalidPartitions.code()
+    );
+    let alter = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        incremental_alter_configs_request::AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("t"))
+            .with_configs(vec![
+                incremental_alter_configs_request::AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str("retention.ms"))
+                    .with_config_operation(0)
+                    .with_value(Some(StrBytes::from_static_str("1234"))),
+            ]),
+    ]);
+    let ResponseKind::IncrementalAlterConfigs(r) = node.call(CONN, 1, alter) else {
+        panic!()
+    };
+    assert_eq!(r.responses[0].error_code, 0);
+    let mut node = node.crash_and_restart();
+    let describe = DescribeConfigsRequest::default().with_resources(vec![
+        describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("t"))
+            .with_configuration_keys(Some(vec![StrBytes::from_static_str("retention.ms")])),
+    ]);
+    let ResponseKind::DescribeConfigs(r) = node.call(CONN, 4, describe) else {
+        panic!()
+    };
+    let entry = &r.results[0].configs[0];
+    assert_eq!(
+        (entry.value.as_deref(), entry.config_source),
+        (Some("1234"), 1),
+        "config survived the crash"
+    );
+    let ResponseKind::Metadata(m) =
+        node.call(CONN, 12, MetadataRequest::default().with_topics(None))
+    else {
+        panic!()
+    };
+    assert_eq!(m.topics[0].partitions.len(), 3);
+    let delete = DeleteTopicsRequest::default().with_topic_names(vec![topic("t")]);
+    let ResponseKind::DeleteTopics(r) = node.call(CONN, 4, delete.clone()) else {
+        panic!()
+    };
+    assert_eq!(r.responses[0].error_code, 0);
+    let ResponseKind::DeleteTopics(r) = node.call(CONN, 4, delete) else {
+        panic!()
+    };
+    assert_eq!(
+        r.responses[0].error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    assert!(node.disk.log_files().is_empty(), "partition files are gone");
+}
+
+#[test]
+fn metadata_auto_creates_with_the_default_partition_count() {
+    let mut config = spool_core::config::BrokerConfig::single_node("127.0.0.1", 9092);
+    config.num_partitions = 4;
+    let mut node = Node::new(config);
+    let req = MetadataRequest::default()
+        .with_allow_auto_topic_creation(true)
+        .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+        )
+        .with_name(Some(topic("auto")))]));
+    let ResponseKind::Metadata(m) = node.call(CONN, 12, req.clone()) else {
+        panic!()
+    };
+    assert_eq!(
+        m.topics[0].error_code,
+        ResponseError::LeaderNotAvailable.code(),
+        "retriable while the creation is made durable"
+    );
+    let ResponseKind::Metadata(m) = node.call(CONN, 12, req) else {
+        panic!()
+    };
+    assert_eq!(m.topics[0].error_code, 0);
+    assert_eq!(m.topics[0].partitions.len(), 4);
+}

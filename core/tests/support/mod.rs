@@ -1,0 +1,299 @@
+//! Drives a Broker over MemDisk with encoded requests, as a driver would, with no I/O or clock.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use spool_core::codec;
+use spool_core::config::BrokerConfig;
+use spool_core::loader;
+use spool_core::mem_disk::MemDisk;
+use spool_core::storage::{Completion, StorageOp};
+use spool_core::{Action, Broker, ConnId};
+
+pub struct Node {
+    pub broker: Broker,
+    pub disk: MemDisk,
+    pub config: BrokerConfig,
+    pub now: i64,
+    pub responses: BTreeMap<ConnId, VecDeque<Bytes>>,
+    pub closed: BTreeSet<ConnId>,
+    /// While set, fsyncs wait in `held` instead of completing.
+    pub hold_syncs: bool,
+    pub held: Vec<StorageOp>,
+    pub syncs_issued: usize,
+    next_correlation: i32,
+}
+
+pub const START_MS: i64 = 1_700_000_000_000;
+
+impl Node {
+    pub fn new(config: BrokerConfig) -> Self {
+        Self::boot(config, MemDisk::new(), START_MS)
+    }
+
+    fn boot(config: BrokerConfig, mut disk: MemDisk, now: i64) -> Self {
+        let (state, repairs) = loader::load(&mut disk, config.node_id, 4096, || {
+            "test-cluster".to_string()
+        })
+        .expect("load");
+        disk.apply_repairs(&repairs);
+        let broker = Broker::new(config.clone(), state, now);
+        let mut node = Node {
+            broker,
+            disk,
+            config,
+            now,
+            responses: BTreeMap::new(),
+            closed: BTreeSet::new(),
+            hold_syncs: false,
+            held: Vec::new(),
+            syncs_issued: 0,
+            next_correlation: 1,
+        };
+        node.run();
+        node
+    }
+
+    pub fn single() -> Self {
+        Self::new(BrokerConfig::single_node("127.0.0.1", 9092))
+    }
+
+    /// Power loss: unsynced writes are gone; the node restarts and recovers.
+    pub fn crash_and_restart(self) -> Self {
+        let mut disk = self.disk;
+        disk.crash(&mut |_| 0);
+        Self::boot(self.config, disk, self.now)
+    }
+
+    pub fn clean_restart(mut self) -> Self {
+        self.hold_syncs = false;
+        self.release_syncs();
+        self.broker.handle_shutdown();
+        let done = self.run();
+        assert!(done, "shutdown completes once everything is synced");
+        let mut disk = self.disk;
+        disk.mark_clean_shutdown();
+        Self::boot(self.config, disk, self.now)
+    }
+
+    /// Executes actions until none are left. Returns true if shutdown completed.
+    pub fn run(&mut self) -> bool {
+        let mut done = false;
+        while let Some(action) = self.broker.poll_action() {
+            match action {
+                Action::Send { conn, frame } => {
+                    self.responses.entry(conn).or_default().push_back(frame)
+                }
+                Action::Close { conn, .. } => {
+                    self.closed.insert(conn);
+                }
+                Action::ShutdownComplete => done = true,
+                Action::Storage(op) => {
+                    if matches!(op, StorageOp::Sync { .. }) {
+                        self.syncs_issued += 1;
+                        if self.hold_syncs {
+                            self.held.push(op);
+                            continue;
+                        }
+                    }
+                    if let Some(c) = self.disk.execute(op) {
+                        self.broker.handle_completion(self.now, c);
+                    }
+                }
+            }
+        }
+        done
+    }
+
+    pub fn release_syncs(&mut self) {
+        for op in std::mem::take(&mut self.held) {
+            let c: Completion = self.disk.execute(op).expect("sync completes");
+            self.broker.handle_completion(self.now, c);
+        }
+        self.run();
+    }
+
+    pub fn advance(&mut self, ms: i64) {
+        self.now += ms;
+        self.broker.handle_tick(self.now);
+        self.run();
+    }
+
+    /// Sends a request; returns its correlation id.
+    pub fn send<R: kafka_protocol::protocol::Request + Into<RequestKind>>(
+        &mut self,
+        conn: ConnId,
+        version: i16,
+        body: R,
+    ) -> i32 {
+        let correlation = self.next_correlation;
+        self.next_correlation += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation)
+            .with_client_id(Some(StrBytes::from_static_str("test")));
+        let frame = codec::encode_request(&header, &body.into()).expect("encode request");
+        self.broker.handle_frame(self.now, conn, frame.slice(4..));
+        self.run();
+        correlation
+    }
+
+    /// Takes the next response on `conn`, if one was sent.
+    pub fn take<R: kafka_protocol::protocol::Request>(
+        &mut self,
+        conn: ConnId,
+        version: i16,
+    ) -> Option<(i32, ResponseKind)> {
+        let frame = self.responses.get_mut(&conn)?.pop_front()?;
+        let key = ApiKey::try_from(R::KEY).expect("key");
+        Some(codec::decode_response(key, version, frame.slice(4..)).expect("decode response"))
+    }
+
+    /// Request and its immediate response.
+    pub fn call<R: kafka_protocol::protocol::Request + Into<RequestKind>>(
+        &mut self,
+        conn: ConnId,
+        version: i16,
+        body: R,
+    ) -> ResponseKind {
+        let correlation = self.send(conn, version, body);
+        let (got, response) = self
+            .take::<R>(conn, version)
+            .unwrap_or_else(|| panic!("no response to api {} v{version}", R::KEY));
+        assert_eq!(got, correlation);
+        response
+    }
+}
+
+pub fn topic(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+pub fn records(values: &[&str], producer: Option<(i64, i16, i32)>, timestamp: i64) -> Bytes {
+    let (producer_id, producer_epoch, base_sequence) = producer.unwrap_or((-1, -1, -1));
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id,
+            producer_epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: base_sequence + i as i32,
+            timestamp: timestamp + i as i64,
+            key: Some(Bytes::from(format!("k{i}"))),
+            value: Some(Bytes::from(v.to_string())),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
+
+pub fn produce_request(
+    topic_name: &str,
+    partition: i32,
+    acks: i16,
+    batch: Bytes,
+) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![produce_request::TopicProduceData::default()
+            .with_name(topic(topic_name))
+            .with_partition_data(vec![
+                produce_request::PartitionProduceData::default()
+                    .with_index(partition)
+                    .with_records(Some(batch)),
+            ])])
+}
+
+pub fn fetch_request(
+    topic_name: &str,
+    partition: i32,
+    offset: i64,
+    max_wait_ms: i32,
+) -> FetchRequest {
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(50 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![fetch_request::FetchTopic::default()
+            .with_topic(topic(topic_name))
+            .with_partitions(vec![fetch_request::FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_current_leader_epoch(-1)
+                .with_partition_max_bytes(1 << 20)])])
+}
+
+pub fn create_topic(name: &str, partitions: i32, configs: &[(&str, &str)]) -> CreateTopicsRequest {
+    CreateTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![create_topics_request::CreatableTopic::default()
+            .with_name(topic(name))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1)
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(k, v)| {
+                        create_topics_request::CreatableTopicConfig::default()
+                            .with_name(StrBytes::from_string(k.to_string()))
+                            .with_value(Some(StrBytes::from_string(v.to_string())))
+                    })
+                    .collect(),
+            )])
+}
+
+pub fn produce_partition(r: &ResponseKind) -> &produce_response::PartitionProduceResponse {
+    match r {
+        ResponseKind::Produce(p) => &p.responses[0].partition_responses[0],
+        other => panic!("not a produce response: {other:?}"),
+    }
+}
+
+pub fn fetch_partition(r: &ResponseKind) -> &fetch_response::PartitionData {
+    match r {
+        ResponseKind::Fetch(f) => &f.responses[0].partitions[0],
+        other => panic!("not a fetch response: {other:?}"),
+    }
+}
+
+/// (offset, value) of every record in fetched bytes.
+pub fn decode_values(bytes: &Bytes) -> Vec<(i64, String)> {
+    let mut buf = bytes.clone();
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let set = RecordBatchDecoder::decode(&mut buf).expect("fetched batches decode");
+        for r in set.records {
+            out.push((
+                r.offset,
+                String::from_utf8(r.value.unwrap_or_default().to_vec()).unwrap(),
+            ));
+        }
+    }
+    out
+}

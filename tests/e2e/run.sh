@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Runs the end-to-end suite with the venv made by install.sh. Extra args go to pytest.
+#   SPOOL_BIN  broker binary (default: <repo>/target/release/spool)
+set -euo pipefail
+E2E_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$E2E_DIR/../.." && pwd)"
+E2E_VENV="${E2E_VENV:-$REPO_ROOT/target/e2e-venv}"
+exec "$E2E_VENV/bin/python" -m pytest "$E2E_DIR" "$@"
