@@ -8,18 +8,21 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use spool_core::storage::{Completion, MetaFile, SegmentFile, StorageError, StorageOp};
+use spool_core::storage::{Completion, SegmentFile, StorageError, StorageOp};
+use spool_core::LoadedState;
 use tokio::sync::mpsc;
+
+use crate::storage::Storage;
 
 /// Handles kept open at most; beyond this the cache is emptied (reopening is cheap).
 const MAX_OPEN_FILES: usize = 1024;
 
-pub struct Disk {
+/// The data directory on real files.
+pub struct FileStorage {
     root: PathBuf,
     files: HashMap<PathBuf, File>,
     /// Directories that gained a file since their last fsync.
     dirty_dirs: BTreeSet<PathBuf>,
-    completions: mpsc::UnboundedSender<Completion>,
 }
 
 fn storage_error(what: &str, path: &Path, e: io::Error) -> StorageError {
@@ -42,13 +45,32 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     fsync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
-impl Disk {
-    pub fn new(root: PathBuf, completions: mpsc::UnboundedSender<Completion>) -> Self {
-        Disk {
+impl Storage for FileStorage {
+    fn load(&mut self, node_id: i32, index_interval: u64) -> anyhow::Result<LoadedState> {
+        crate::load::load(&self.root, node_id, index_interval, || {
+            format!("spool-{:016x}", rand::random::<u64>())
+        })
+    }
+
+    fn execute(
+        &mut self,
+        op: StorageOp,
+        completions: &mpsc::UnboundedSender<Completion>,
+    ) -> Option<Completion> {
+        self.execute_op(op, completions)
+    }
+
+    fn mark_clean_shutdown(&mut self) -> anyhow::Result<()> {
+        crate::load::write_clean_shutdown_marker(&self.root)
+    }
+}
+
+impl FileStorage {
+    pub fn new(root: PathBuf) -> Self {
+        FileStorage {
             root,
             files: HashMap::new(),
             dirty_dirs: BTreeSet::new(),
-            completions,
         }
     }
 
@@ -82,7 +104,11 @@ impl Disk {
     }
 
     /// Carries out one operation. Inline results are returned; the rest arrive on the channel.
-    pub fn execute(&mut self, op: StorageOp) -> Option<Completion> {
+    fn execute_op(
+        &mut self,
+        op: StorageOp,
+        completions: &mpsc::UnboundedSender<Completion>,
+    ) -> Option<Completion> {
         match op {
             StorageOp::Write {
                 id,
@@ -131,7 +157,7 @@ impl Disk {
                     }
                 }
                 let dirs: Vec<PathBuf> = std::mem::take(&mut self.dirty_dirs).into_iter().collect();
-                let tx = self.completions.clone();
+                let tx = completions.clone();
                 tokio::task::spawn_blocking(move || {
                     let result = handles
                         .iter()
@@ -169,7 +195,7 @@ impl Disk {
             }
             StorageOp::WriteMeta { id, file, data } => {
                 let path = self.root.join(file.file_name());
-                let tx = self.completions.clone();
+                let tx = completions.clone();
                 tokio::task::spawn_blocking(move || {
                     let result =
                         write_atomic(&path, &data).map_err(|e| storage_error("write", &path, e));
@@ -178,10 +204,6 @@ impl Disk {
                 None
             }
         }
-    }
-
-    pub fn meta_path(&self, file: MetaFile) -> PathBuf {
-        self.root.join(file.file_name())
     }
 }
 

@@ -1,6 +1,8 @@
 //! The production driver of Spool's core: a tokio event loop that feeds the broker state machine
-//! with connection frames, storage completions and time, and carries out what it asks for.
+//! with connection frames, storage completions and time, and carries out what it asks for. The
+//! same loop runs under madsim (`--cfg madsim`) with a simulated disk behind [`storage::Storage`].
 
 pub mod disk;
 pub mod load;
 pub mod server;
+pub mod storage;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use spool_core::config::{BrokerConfig, Durability};
+use spool_runtime::disk::FileStorage;
 use spool_runtime::server::{serve, ServerOptions};
 use tokio::sync::oneshot;
 
@@ -122,11 +123,8 @@ fn run_serve(args: ServeArgs) -> Result<()> {
             let _ = stop_tx.send(());
         });
         serve(
-            ServerOptions {
-                listen,
-                data_dir: args.data_dir,
-                broker,
-            },
+            ServerOptions { listen, broker },
+            FileStorage::new(args.data_dir),
             stop_rx,
             None,
         )

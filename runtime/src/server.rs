@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
@@ -15,8 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::disk::Disk;
-use crate::load;
+use crate::storage::Storage;
 
 /// Inputs to the event loop from connection tasks.
 enum Event {
@@ -27,7 +25,6 @@ enum Event {
 
 pub struct ServerOptions {
     pub listen: SocketAddr,
-    pub data_dir: PathBuf,
     pub broker: BrokerConfig,
 }
 
@@ -38,8 +35,9 @@ pub fn now_ms() -> i64 {
 }
 
 /// Runs a broker until `shutdown` fires, then shuts down cleanly.
-pub async fn serve(
+pub async fn serve<S: Storage>(
     options: ServerOptions,
+    storage: S,
     shutdown: oneshot::Receiver<()>,
     ready: Option<oneshot::Sender<SocketAddr>>,
 ) -> Result<()> {
@@ -49,13 +47,10 @@ pub async fn serve(
     let local = listener.local_addr()?;
     let interval = options.broker.topic_defaults.index_interval_bytes as u64;
     let node_id = options.broker.node_id;
-    let data_dir = options.data_dir.clone();
-    let loaded = tokio::task::spawn_blocking(move || {
-        load::load(&data_dir, node_id, interval, || {
-            format!("spool-{:016x}", rand::random::<u64>())
-        })
-    })
-    .await??;
+    let mut storage = storage;
+    let (loaded, storage) =
+        tokio::task::spawn_blocking(move || storage.load(node_id, interval).map(|l| (l, storage)))
+            .await??;
     let max_frame = options.broker.max_request_bytes;
     let broker = Broker::new(options.broker, loaded, now_ms());
     tracing::info!(address = %local, cluster = broker.cluster_id(), "spool broker listening");
@@ -64,7 +59,7 @@ pub async fn serve(
     }
     let (events_tx, events_rx) = mpsc::channel::<Event>(4096);
     let accept = tokio::spawn(accept_loop(listener, events_tx, max_frame));
-    let result = event_loop(broker, options.data_dir, events_rx, shutdown).await;
+    let result = event_loop(broker, storage, events_rx, shutdown).await;
     accept.abort();
     result
 }
@@ -95,7 +90,7 @@ async fn connection(
     events: mpsc::Sender<Event>,
     max_frame: usize,
 ) {
-    let (mut reader, writer) = stream.into_split();
+    let (mut reader, writer) = tokio::io::split(stream);
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
     if events.send(Event::Connected(conn, out_tx)).await.is_err() {
         return;
@@ -145,19 +140,18 @@ async fn connection(
     let _ = write_task.await;
 }
 
-async fn event_loop(
+async fn event_loop<S: Storage>(
     mut broker: Broker,
-    data_dir: PathBuf,
+    mut storage: S,
     mut events: mpsc::Receiver<Event>,
     mut shutdown: oneshot::Receiver<()>,
 ) -> Result<()> {
     let (completions_tx, mut completions) = mpsc::unbounded_channel::<Completion>();
-    let mut disk = Disk::new(data_dir.clone(), completions_tx);
     let mut writers: HashMap<ConnId, mpsc::UnboundedSender<Bytes>> = HashMap::new();
     let mut shutting_down = false;
     loop {
-        if drain_actions(&mut broker, &mut disk, &mut writers) {
-            load::write_clean_shutdown_marker(&data_dir)?;
+        if drain_actions(&mut broker, &mut storage, &completions_tx, &mut writers) {
+            storage.mark_clean_shutdown()?;
             tracing::info!("clean shutdown complete");
             return Ok(());
         }
@@ -212,9 +206,10 @@ fn handle_event(
 }
 
 /// Carries out every queued action. Returns true once the broker reports a finished shutdown.
-fn drain_actions(
+fn drain_actions<S: Storage>(
     broker: &mut Broker,
-    disk: &mut Disk,
+    storage: &mut S,
+    completions: &mpsc::UnboundedSender<Completion>,
     writers: &mut HashMap<ConnId, mpsc::UnboundedSender<Bytes>>,
 ) -> bool {
     let mut done = false;
@@ -232,7 +227,7 @@ fn drain_actions(
                 writers.remove(&conn);
             }
             Action::Storage(op) => {
-                if let Some(completion) = disk.execute(op) {
+                if let Some(completion) = storage.execute(op, completions) {
                     broker.handle_completion(now_ms(), completion);
                 }
             }

@@ -111,7 +111,8 @@ def test_acked_messages_survive_kill9(broker):
     assert not dups, f"duplicates after crash and retry: {dups[:20]}"
     assert values == sorted(values), "messages out of send order after crash"
     lost = sorted(set(acked) - set(values))
-    assert not lost, f"{len(lost)} acknowledged messages lost by kill -9, e.g. {lost[:20]}"
+    assert not lost, (f"{len(lost)} acknowledged messages lost by kill -9, e.g. {lost[:20]} "
+                      f"(killed after {acked_at_kill} acks, {produced_at_kill} produced)")
     assert acked == sorted(acked), "delivery reports out of order"
 
     # With an idempotent producer and a long message timeout, everything gets through once the

@@ -1,1 +1,49 @@
-fn main() {}
+//! `cargo xtask <command>`: the project's automation, in Rust so it runs wherever cargo does.
+
+mod test;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Spool project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what the test suites need (apt, pip, npm; idempotent) and run every suite.
+    Test(test::TestArgs),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Test(args) => test::run(args),
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
+}
+
+/// Runs a command from the workspace root, failing with its name if it fails.
+pub fn run_cmd(program: &str, args: &[&str], envs: &[(&str, String)]) -> Result<()> {
+    eprintln!("xtask: $ {program} {}", args.join(" "));
+    let status = std::process::Command::new(program)
+        .args(args)
+        .envs(envs.iter().map(|(k, v)| (*k, v)))
+        .current_dir(root())
+        .status()?;
+    anyhow::ensure!(
+        status.success(),
+        "`{program} {}` failed with {status}",
+        args.join(" ")
+    );
+    Ok(())
+}

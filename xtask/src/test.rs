@@ -1,0 +1,76 @@
+//! `cargo xtask test`: installs the test prerequisites and runs every suite in turn.
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use clap::{Args, ValueEnum};
+
+use crate::{root, run_cmd};
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
+pub enum Suite {
+    /// Unit, property and in-process integration tests (cargo test --workspace).
+    Cargo,
+    /// The real spool binary driven by real Kafka clients.
+    E2e,
+}
+
+#[derive(Args)]
+pub struct TestArgs {
+    /// Run only these suites (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Suite>,
+    /// Do not install prerequisites (they are already there).
+    #[arg(long)]
+    skip_install: bool,
+}
+
+pub fn run(args: TestArgs) -> Result<()> {
+    let suites: Vec<Suite> = if args.only.is_empty() {
+        Suite::value_variants().to_vec()
+    } else {
+        args.only.clone()
+    };
+    let wants = |s: Suite| suites.contains(&s);
+    if !args.skip_install && wants(Suite::E2e) {
+        run_cmd("bash", &["tests/e2e/install.sh"], &[])?;
+    }
+    let mut failed = Vec::new();
+    let mut passed = 0;
+    for suite in &suites {
+        let started = Instant::now();
+        let result = match suite {
+            Suite::Cargo => run_cmd("cargo", &["test", "--workspace", "--release"], &[]),
+            Suite::E2e => e2e(),
+        };
+        eprintln!(
+            "xtask: suite {suite:?} {} in {:.0?}",
+            if result.is_ok() { "passed" } else { "FAILED" },
+            started.elapsed()
+        );
+        match result {
+            Ok(()) => passed += 1,
+            Err(e) => {
+                eprintln!("xtask: {e:#}");
+                failed.push(*suite);
+            }
+        }
+    }
+    println!("suites: {passed} passed, {} failed", failed.len());
+    if !failed.is_empty() {
+        bail!("failed suites: {failed:?}");
+    }
+    Ok(())
+}
+
+fn e2e() -> Result<()> {
+    run_cmd("cargo", &["build", "--release", "--bin", "spool"], &[])?;
+    let venv = std::env::var("E2E_VENV")
+        .unwrap_or_else(|_| root().join("target/e2e-venv").display().to_string());
+    let spool = root().join("target/release/spool").display().to_string();
+    run_cmd(
+        &format!("{venv}/bin/python"),
+        &["-m", "pytest", "tests/e2e"],
+        &[("SPOOL_BIN", spool)],
+    )
+}
