@@ -104,6 +104,7 @@ impl FileStorage {
     }
 
     /// Carries out one operation. Inline results are returned; the rest arrive on the channel.
+    #[cfg_attr(madsim, allow(deprecated))]
     fn execute_op(
         &mut self,
         op: StorageOp,

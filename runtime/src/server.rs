@@ -48,9 +48,13 @@ pub async fn serve<S: Storage>(
     let interval = options.broker.topic_defaults.index_interval_bytes as u64;
     let node_id = options.broker.node_id;
     let mut storage = storage;
+    // Loading reads whole files: off the event loop in production, inline in simulation.
+    #[cfg(not(madsim))]
     let (loaded, storage) =
         tokio::task::spawn_blocking(move || storage.load(node_id, interval).map(|l| (l, storage)))
             .await??;
+    #[cfg(madsim)]
+    let loaded = storage.load(node_id, interval)?;
     let max_frame = options.broker.max_request_bytes;
     let broker = Broker::new(options.broker, loaded, now_ms());
     tracing::info!(address = %local, cluster = broker.cluster_id(), "spool broker listening");

@@ -1,5 +1,6 @@
 //! `cargo xtask <command>`: the project's automation, in Rust so it runs wherever cargo does.
 
+mod sim;
 mod test;
 
 use anyhow::Result;
@@ -16,11 +17,15 @@ struct Cli {
 enum Command {
     /// Install what the test suites need (apt, pip, npm; idempotent) and run every suite.
     Test(test::TestArgs),
+    /// Deterministic simulation: replay a seed, fuzz many, replay the corpus.
+    #[command(subcommand)]
+    Sim(sim::SimCommand),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Test(args) => test::run(args),
+        Command::Sim(command) => sim::run(command),
     }
 }
 

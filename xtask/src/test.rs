@@ -13,6 +13,8 @@ pub enum Suite {
     Cargo,
     /// The real spool binary driven by real Kafka clients.
     E2e,
+    /// Seeded simulation: the corpus, a batch of fresh seeds, and the canary.
+    Sim,
 }
 
 #[derive(Args)]
@@ -42,6 +44,7 @@ pub fn run(args: TestArgs) -> Result<()> {
         let result = match suite {
             Suite::Cargo => run_cmd("cargo", &["test", "--workspace", "--release"], &[]),
             Suite::E2e => e2e(),
+            Suite::Sim => sim(),
         };
         eprintln!(
             "xtask: suite {suite:?} {} in {:.0?}",
@@ -73,4 +76,11 @@ fn e2e() -> Result<()> {
         &["-m", "pytest", "tests/e2e"],
         &[("SPOOL_BIN", spool)],
     )
+}
+
+fn sim() -> Result<()> {
+    use crate::sim::{run, FuzzArgs, SimCommand};
+    run(SimCommand::Corpus)?;
+    run(SimCommand::Fuzz(FuzzArgs::new(1, 300, false)))?;
+    run(SimCommand::Fuzz(FuzzArgs::new(1, 50, true)))
 }

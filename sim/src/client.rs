@@ -1,0 +1,76 @@
+//! A minimal Kafka wire client over simulated TCP, using the same codec as the broker.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
+use kafka_protocol::protocol::{Request, StrBytes};
+use spool_core::codec;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub struct Client {
+    stream: TcpStream,
+    correlation: i32,
+    timeout: Duration,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Client, String> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|e| format!("connect: {e}"))?;
+        Ok(Client {
+            stream,
+            correlation: 0,
+            timeout,
+        })
+    }
+
+    /// One request and its response, or an error on timeout, a broken connection or a bad frame.
+    pub async fn call<R: Request + Into<RequestKind>>(
+        &mut self,
+        version: i16,
+        body: R,
+    ) -> Result<ResponseKind, String> {
+        self.correlation += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(StrBytes::from_static_str("sim")));
+        let frame = codec::encode_request(&header, &body.into())?;
+        let correlation = self.correlation;
+        let exchange = async {
+            self.stream
+                .write_all(&frame)
+                .await
+                .map_err(|e| format!("write: {e}"))?;
+            self.stream
+                .flush()
+                .await
+                .map_err(|e| format!("flush: {e}"))?;
+            let size = self
+                .stream
+                .read_i32()
+                .await
+                .map_err(|e| format!("read: {e}"))?;
+            let mut buf = BytesMut::zeroed(size.max(0) as usize);
+            self.stream
+                .read_exact(&mut buf)
+                .await
+                .map_err(|e| format!("read: {e}"))?;
+            let key = ApiKey::try_from(R::KEY).map_err(|_| "unknown key".to_string())?;
+            let (got, response) = codec::decode_response(key, version, buf.freeze())?;
+            if got != correlation {
+                return Err(format!("correlation id {got}, expected {correlation}"));
+            }
+            Ok(response)
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| "request timed out".to_string())?
+    }
+}
