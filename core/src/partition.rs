@@ -241,8 +241,30 @@ impl PartitionLog {
         } else {
             -1
         };
+        let total_len: usize = batches.iter().map(|b| b.len()).sum();
+        let record_count: i64 = batches
+            .iter()
+            .map(|b| Batch::parse(b).expect("validated").last_offset_delta() as i64 + 1)
+            .sum();
         let first_offset = self.log_end_offset();
-        let mut written = BytesMut::with_capacity(batches.iter().map(|b| b.len()).sum());
+        let last_offset = first_offset + record_count - 1;
+        if batches.len() > 1 {
+            // Several batches from one producer must be in sequence; check them all before
+            // changing any state.
+            let mut trial = self.producers.clone();
+            for b in &batches {
+                let b = Batch::parse(b).expect("validated");
+                if b.base_sequence() >= 0 && trial.check(&b) != SequenceCheck::Append {
+                    return Err(AppendError::OutOfOrder(
+                        "batches within one produce are out of sequence".to_string(),
+                    ));
+                }
+                trial.record(&b);
+            }
+        }
+        // Roll first, so a snapshot taken at the new base holds only earlier batches.
+        self.maybe_roll(total_len as u64, last_offset, now_ms, ops);
+        let mut written = BytesMut::with_capacity(total_len);
         let mut next = first_offset;
         for mut b in batches {
             let delta = Batch::parse(&b).expect("validated").last_offset_delta() as i64;
@@ -250,20 +272,12 @@ impl PartitionLog {
             if log_append_time >= 0 {
                 batch::set_log_append_time(&mut b, now_ms);
             }
-            let stamped = Batch::parse(&b).expect("stamped batch parses");
-            if stamped.base_sequence() >= 0
-                && !matches!(self.producers.check(&stamped), SequenceCheck::Append)
-            {
-                return Err(AppendError::OutOfOrder(
-                    "out of order batches within one produce".to_string(),
-                ));
-            }
-            self.producers.record(&stamped);
+            self.producers
+                .record(&Batch::parse(&b).expect("stamped batch parses"));
             next += delta + 1;
             written.extend_from_slice(&b);
         }
-        let last_offset = next - 1;
-        self.maybe_roll(written.len() as u64, last_offset, now_ms, ops);
+        debug_assert_eq!(next - 1, last_offset);
         let position = self.active().size;
         let max_ts = Batches::new(&written, false)
             .map(|(_, b)| b.max_timestamp())

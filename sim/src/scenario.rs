@@ -34,6 +34,7 @@ struct Params {
     crashes: usize,
     fsync_latency_ms: u64,
     max_torn_sectors: usize,
+    segment_bytes: u32,
 }
 
 impl Params {
@@ -45,6 +46,11 @@ impl Params {
             crashes: rng.gen_range(0..5),
             fsync_latency_ms: rng.gen_range(1..20),
             max_torn_sectors: rng.gen_range(0..4),
+            segment_bytes: if rng.gen_bool(0.5) {
+                rng.gen_range(200..4000)
+            } else {
+                1 << 30
+            },
         }
     }
 }
