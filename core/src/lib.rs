@@ -7,6 +7,7 @@ pub mod batch;
 pub mod broker;
 pub mod codec;
 pub mod config;
+pub mod group;
 pub mod index;
 pub mod loader;
 pub mod mem_disk;

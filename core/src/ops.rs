@@ -38,6 +38,8 @@ pub enum Purpose {
     FetchRead { fetch: u64, slot: usize },
     /// A read while searching a partition for a timestamp (ListOffsets).
     TimeSearchRead { request: u64, slot: usize },
+    /// A read of the group coordinator's log while loading it.
+    GroupLoadRead,
     /// The cluster metadata file.
     Meta,
     /// The log-start-offset checkpoint.

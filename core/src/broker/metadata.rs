@@ -7,8 +7,7 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{
     ApiVersionsResponse, BrokerId, DescribeClusterRequest, DescribeClusterResponse,
-    FindCoordinatorRequest, FindCoordinatorResponse, MetadataRequest, MetadataResponse,
-    ResponseKind, TopicName,
+    MetadataRequest, MetadataResponse, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -131,6 +130,7 @@ impl Broker {
         MetadataResponseTopic::default()
             .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
             .with_topic_id(topic.id)
+            .with_is_internal(name.starts_with("__"))
             .with_partitions(partitions)
     }
 
@@ -149,22 +149,6 @@ impl Broker {
                 .with_host(host)
                 .with_port(port)]);
         self.respond(ctx, ResponseKind::DescribeCluster(response));
-    }
-
-    /// Groups and transactions are not served yet: say so with a retriable error rather than
-    /// pointing clients at APIs we do not answer.
-    pub(crate) fn handle_find_coordinator(
-        &mut self,
-        ctx: RequestCtx,
-        _request: FindCoordinatorRequest,
-    ) {
-        let message = "consumer groups and transactions are not supported by this broker yet";
-        let response = FindCoordinatorResponse::default()
-            .with_error_code(ResponseError::CoordinatorNotAvailable.code())
-            .with_error_message(Some(StrBytes::from_static_str(message)))
-            .with_node_id(BrokerId(-1))
-            .with_port(-1);
-        self.respond(ctx, ResponseKind::FindCoordinator(response));
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod admin;
 mod fetch;
+mod groups;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -19,14 +20,17 @@ use uuid::Uuid;
 
 use crate::codec::{self, DecodeFailure};
 use crate::config::{BrokerConfig, TopicConfig};
+use crate::group::{GroupConfig, GroupCoordinator, PersistId};
 use crate::meta::{ClusterMeta, MetaChange};
 use crate::ops::{Action, ConnId, Ops, Purpose};
 use crate::partition::PartitionLog;
+use crate::partition::ReadPlan;
 use crate::producer_state::ProducerStates;
 use crate::recovery::RecoveredSegment;
 use crate::storage::{Completion, MetaFile, OpId, TopicPartition};
 
 pub use fetch::FetchState;
+pub use groups::OFFSETS_TOPIC;
 
 /// A partition as recovery left it on disk.
 #[derive(Debug, Default)]
@@ -98,6 +102,16 @@ pub struct Broker {
     pub(crate) fetches: BTreeMap<u64, FetchState>,
     pub(crate) time_searches: BTreeMap<u64, list_offsets::TimeSearch>,
     next_retention_check_ms: i64,
+    pub(crate) groups: GroupCoordinator,
+    /// JoinGroup / SyncGroup requests waiting for the coordinator, by token.
+    pub(crate) group_waiters: BTreeMap<u64, RequestCtx>,
+    /// OffsetCommit / OffsetDelete answers waiting for their records to be durable.
+    pub(crate) commit_waiters: BTreeMap<PersistId, (RequestCtx, ResponseKind)>,
+    /// (last offset, persist) of coordinator records waiting for the high watermark.
+    pub(crate) group_persists: BTreeSet<(i64, PersistId)>,
+    /// The offset and read in flight while loading the coordinator's log.
+    pub(crate) group_load: Option<(i64, ReadPlan)>,
+    pub(crate) loaded_at_ms: i64,
     log_start_dirty: bool,
     log_start_write_in_flight: bool,
     shutting_down: bool,
@@ -153,6 +167,12 @@ impl Broker {
         let next_producer_id = meta.producer_id_block_end;
         let mut broker = Broker {
             next_retention_check_ms: now_ms + config.retention_check_interval_ms,
+            groups: GroupCoordinator::new(GroupConfig::default(), now_ms),
+            group_waiters: BTreeMap::new(),
+            commit_waiters: BTreeMap::new(),
+            group_persists: BTreeSet::new(),
+            group_load: None,
+            loaded_at_ms: now_ms,
             config,
             topics,
             ops: Ops::default(),
@@ -179,6 +199,22 @@ impl Broker {
             },
             None,
         );
+        if broker.topics.contains_key(OFFSETS_TOPIC) {
+            broker.start_group_load(now_ms);
+        } else {
+            // Committed offsets are kept forever; empty groups' offsets expire by themselves.
+            let configs = [("retention.ms".to_string(), "-1".to_string())]
+                .into_iter()
+                .collect();
+            let id = broker.desired_meta.new_topic_id(OFFSETS_TOPIC).to_string();
+            let meta = crate::meta::TopicMeta {
+                name: OFFSETS_TOPIC.to_string(),
+                id,
+                partitions: 1,
+                configs,
+            };
+            broker.queue_meta(MetaChange::CreateTopic(meta), None);
+        }
         broker
     }
 
@@ -212,9 +248,14 @@ impl Broker {
     /// The earliest time at which `handle_tick` has work to do.
     pub fn next_deadline(&self) -> Option<i64> {
         let fetch = self.fetches.values().filter_map(|f| f.parked_until()).min();
-        Some(fetch.map_or(self.next_retention_check_ms, |f| {
-            f.min(self.next_retention_check_ms)
-        }))
+        [
+            fetch,
+            self.groups.next_deadline(),
+            Some(self.next_retention_check_ms),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub fn handle_connect(&mut self, conn: ConnId) {
@@ -258,6 +299,12 @@ impl Broker {
             }
         };
         let version = decoded.header.request_api_version;
+        let client_id = decoded
+            .header
+            .client_id
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default();
         let ctx = self.begin(conn, decoded.header.correlation_id, version);
         tracing::trace!(conn, api = ?decoded.api_key, version, "request");
         if self.shutting_down && decoded.api_key != ApiKey::ApiVersions {
@@ -286,6 +333,16 @@ impl Broker {
             }
             RequestKind::DeleteRecords(r) => self.handle_delete_records(ctx, r),
             RequestKind::InitProducerId(r) => self.handle_init_producer_id(ctx, r),
+            RequestKind::JoinGroup(r) => self.handle_join_group(now_ms, ctx, client_id, r),
+            RequestKind::SyncGroup(r) => self.handle_sync_group(now_ms, ctx, r),
+            RequestKind::Heartbeat(r) => self.handle_heartbeat(now_ms, ctx, r),
+            RequestKind::LeaveGroup(r) => self.handle_leave_group(now_ms, ctx, r),
+            RequestKind::OffsetCommit(r) => self.handle_offset_commit(now_ms, ctx, r),
+            RequestKind::OffsetFetch(r) => self.handle_offset_fetch(ctx, r),
+            RequestKind::DescribeGroups(r) => self.handle_describe_groups(ctx, r),
+            RequestKind::ListGroups(r) => self.handle_list_groups(ctx, r),
+            RequestKind::DeleteGroups(r) => self.handle_delete_groups(now_ms, ctx, r),
+            RequestKind::OffsetDelete(r) => self.handle_offset_delete(now_ms, ctx, r),
             other => {
                 // Unreachable while codec::decode_request only admits served keys; kept total.
                 self.close(
@@ -324,6 +381,9 @@ impl Broker {
                     self.on_high_watermark(now_ms, &tp);
                 } else if self.partition(&tp).is_some_and(|p| p.failed.is_some()) {
                     self.fail_produce_waits(&tp);
+                    if &*tp.topic == OFFSETS_TOPIC {
+                        self.release_group_persists(now_ms);
+                    }
                 }
                 self.check_shutdown();
             }
@@ -332,6 +392,9 @@ impl Broker {
             }
             (Purpose::TimeSearchRead { request, slot }, Completion::Read { result, .. }) => {
                 self.on_time_search_read(request, slot, result)
+            }
+            (Purpose::GroupLoadRead, Completion::Read { result, .. }) => {
+                self.on_group_load_read(now_ms, result)
             }
             (Purpose::Meta, Completion::MetaWritten { result, .. }) => {
                 self.on_meta_written(now_ms, result.map_err(|e| e.0))
@@ -358,6 +421,8 @@ impl Broker {
     /// Time passed: expire long-poll fetches, apply retention.
     pub fn handle_tick(&mut self, now_ms: i64) {
         self.expire_fetches(now_ms);
+        self.groups.tick(now_ms);
+        self.pump_groups(now_ms);
         if now_ms >= self.next_retention_check_ms {
             self.next_retention_check_ms = now_ms + self.config.retention_check_interval_ms;
             let mut moved = false;
@@ -558,6 +623,9 @@ impl Broker {
                         overrides: t.configs.clone(),
                     },
                 );
+                if t.name == OFFSETS_TOPIC {
+                    self.start_group_load(now_ms);
+                }
             }
             MetaChange::DeleteTopic(name) => {
                 if let Some(topic) = self.topics.remove(name.as_str()) {
@@ -682,6 +750,9 @@ impl Broker {
 
     /// The high watermark of `tp` moved: answer produces it covers and wake fetches on it.
     fn on_high_watermark(&mut self, now_ms: i64, tp: &TopicPartition) {
+        if &*tp.topic == OFFSETS_TOPIC {
+            self.release_group_persists(now_ms);
+        }
         self.release_produce_waits(tp);
         self.wake_fetches(now_ms, tp);
     }

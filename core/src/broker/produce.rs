@@ -61,6 +61,12 @@ impl Broker {
                         ResponseError::InvalidRequiredAcks,
                         Some(format!("acks={acks} is not one of -1, 0, 1")),
                     ))
+                } else if name.0.as_str() == super::OFFSETS_TOPIC {
+                    Err(refuse(
+                        pd.index,
+                        ResponseError::InvalidTopicException,
+                        Some("cannot produce to an internal topic".into()),
+                    ))
                 } else if request.transactional_id.is_some() {
                     Err(refuse(
                         pd.index,

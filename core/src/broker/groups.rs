@@ -1,0 +1,835 @@
+//! Consumer-group APIs: the glue between the wire, the group coordinator state machine and its
+//! internal log (`__consumer_offsets`, written through the same storage path as user data).
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use kafka_protocol::ResponseError;
+
+use super::{Broker, RequestCtx};
+use crate::group::records::{Committed, GroupRecord};
+use crate::group::{JoinArgs, JoinResult, Output, PersistId, SyncArgs, SyncResult};
+use crate::ops::Purpose;
+use crate::partition::{trim_fetched, ReadPlan};
+use crate::storage::{StorageError, TopicPartition};
+
+/// The internal topic holding committed offsets and group metadata.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+const LOAD_CHUNK: usize = 4 << 20;
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+fn opt(v: &Option<StrBytes>) -> Option<String> {
+    v.as_ref().map(|x| x.to_string())
+}
+
+fn offsets_tp() -> TopicPartition {
+    TopicPartition::new(OFFSETS_TOPIC, 0)
+}
+
+impl Broker {
+    pub(crate) fn handle_find_coordinator(
+        &mut self,
+        ctx: RequestCtx,
+        request: FindCoordinatorRequest,
+    ) {
+        let (node_id, host, port) = (
+            BrokerId(self.config.node_id),
+            s(&self.config.advertised_host),
+            self.config.advertised_port,
+        );
+        let answer = |key_type: i8| -> (i16, Option<&'static str>) {
+            if key_type == 0 {
+                (0, None)
+            } else {
+                (
+                    ResponseError::CoordinatorNotAvailable.code(),
+                    Some("transactions are not supported by this broker yet"),
+                )
+            }
+        };
+        let response = if ctx.version >= 4 {
+            let coordinators = request
+                .coordinator_keys
+                .iter()
+                .map(|key| {
+                    let (error, message) = answer(request.key_type);
+                    let c = Coordinator::default()
+                        .with_key(key.clone())
+                        .with_error_code(error)
+                        .with_error_message(message.map(StrBytes::from_static_str));
+                    if error == 0 {
+                        c.with_node_id(node_id)
+                            .with_host(host.clone())
+                            .with_port(port)
+                    } else {
+                        c.with_node_id(BrokerId(-1)).with_port(-1)
+                    }
+                })
+                .collect();
+            FindCoordinatorResponse::default().with_coordinators(coordinators)
+        } else {
+            let (error, message) = answer(request.key_type);
+            let r = FindCoordinatorResponse::default()
+                .with_error_code(error)
+                .with_error_message(message.map(StrBytes::from_static_str));
+            if error == 0 {
+                r.with_node_id(node_id).with_host(host).with_port(port)
+            } else {
+                r.with_node_id(BrokerId(-1)).with_port(-1)
+            }
+        };
+        self.respond(ctx, ResponseKind::FindCoordinator(response));
+    }
+
+    fn group_token(&mut self, ctx: RequestCtx) -> u64 {
+        let token = self.next_request_id;
+        self.next_request_id += 1;
+        self.group_waiters.insert(token, ctx);
+        token
+    }
+
+    pub(crate) fn handle_join_group(
+        &mut self,
+        now_ms: i64,
+        ctx: RequestCtx,
+        client_id: String,
+        r: JoinGroupRequest,
+    ) {
+        let token = self.group_token(ctx);
+        let args = JoinArgs {
+            group: r.group_id.0.to_string(),
+            member_id: r.member_id.to_string(),
+            instance_id: opt(&r.group_instance_id),
+            client_id,
+            client_host: "/127.0.0.1".to_string(),
+            session_timeout_ms: r.session_timeout_ms,
+            // v0 has no rebalance timeout: it is the session timeout.
+            rebalance_timeout_ms: if ctx.version >= 1 {
+                r.rebalance_timeout_ms
+            } else {
+                r.session_timeout_ms
+            },
+            protocol_type: r.protocol_type.to_string(),
+            protocols: r
+                .protocols
+                .into_iter()
+                .map(|p| (p.name.to_string(), p.metadata))
+                .collect(),
+            require_known_member_id: ctx.version >= 4,
+        };
+        self.groups.join(token, args, now_ms);
+        self.pump_groups(now_ms);
+    }
+
+    pub(crate) fn handle_sync_group(&mut self, now_ms: i64, ctx: RequestCtx, r: SyncGroupRequest) {
+        let token = self.group_token(ctx);
+        let args = SyncArgs {
+            group: r.group_id.0.to_string(),
+            generation: r.generation_id,
+            member_id: r.member_id.to_string(),
+            instance_id: opt(&r.group_instance_id),
+            protocol_type: opt(&r.protocol_type),
+            protocol_name: opt(&r.protocol_name),
+            assignments: r
+                .assignments
+                .into_iter()
+                .map(|a| (a.member_id.to_string(), a.assignment))
+                .collect(),
+        };
+        self.groups.sync(token, args, now_ms);
+        self.pump_groups(now_ms);
+    }
+
+    pub(crate) fn handle_heartbeat(&mut self, now_ms: i64, ctx: RequestCtx, r: HeartbeatRequest) {
+        let error = self.groups.heartbeat(
+            r.group_id.0.as_str(),
+            r.generation_id,
+            r.member_id.as_str(),
+            r.group_instance_id.as_deref(),
+            now_ms,
+        );
+        self.respond(
+            ctx,
+            ResponseKind::Heartbeat(HeartbeatResponse::default().with_error_code(error)),
+        );
+        self.pump_groups(now_ms);
+    }
+
+    pub(crate) fn handle_leave_group(
+        &mut self,
+        now_ms: i64,
+        ctx: RequestCtx,
+        r: LeaveGroupRequest,
+    ) {
+        let members: Vec<(String, Option<String>)> = if ctx.version >= 3 {
+            r.members
+                .iter()
+                .map(|m| (m.member_id.to_string(), opt(&m.group_instance_id)))
+                .collect()
+        } else {
+            vec![(r.member_id.to_string(), None)]
+        };
+        let (error, errors) = self.groups.leave(r.group_id.0.as_str(), &members, now_ms);
+        let mut response = LeaveGroupResponse::default();
+        if ctx.version >= 3 {
+            response.error_code = error;
+            response.members = members
+                .iter()
+                .zip(errors.iter().chain(std::iter::repeat(&error)))
+                .map(|((m, i), e)| {
+                    MemberResponse::default()
+                        .with_member_id(s(m))
+                        .with_group_instance_id(i.as_deref().map(s))
+                        .with_error_code(*e)
+                })
+                .collect();
+        } else {
+            response.error_code = if error != 0 {
+                error
+            } else {
+                errors.first().copied().unwrap_or(0)
+            };
+        }
+        self.respond(ctx, ResponseKind::LeaveGroup(response));
+        self.pump_groups(now_ms);
+    }
+
+    pub(crate) fn handle_offset_commit(
+        &mut self,
+        now_ms: i64,
+        ctx: RequestCtx,
+        r: OffsetCommitRequest,
+    ) {
+        let max_metadata = self.groups.config.max_metadata_bytes;
+        let mut accepted = Vec::new();
+        let mut topics = Vec::new();
+        for t in &r.topics {
+            let mut partitions = Vec::new();
+            for p in &t.partitions {
+                let metadata = p.committed_metadata.as_ref().map(|m| m.to_string());
+                let error = if metadata.as_ref().is_some_and(|m| m.len() > max_metadata) {
+                    ResponseError::OffsetMetadataTooLarge.code()
+                } else if self
+                    .partition(&TopicPartition::new(t.name.0.as_str(), p.partition_index))
+                    .is_none()
+                {
+                    ResponseError::UnknownTopicOrPartition.code()
+                } else {
+                    accepted.push((
+                        (t.name.0.to_string(), p.partition_index),
+                        Committed {
+                            offset: p.committed_offset,
+                            leader_epoch: p.committed_leader_epoch,
+                            metadata,
+                            commit_ms: now_ms,
+                        },
+                    ));
+                    0
+                };
+                partitions.push(
+                    OffsetCommitResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(error),
+                );
+            }
+            topics.push(
+                OffsetCommitResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(partitions),
+            );
+        }
+        let mut response = OffsetCommitResponse::default().with_topics(topics);
+        if accepted.is_empty() {
+            self.respond(ctx, ResponseKind::OffsetCommit(response));
+            return;
+        }
+        let generation = if ctx.version >= 1 {
+            r.generation_id_or_member_epoch
+        } else {
+            -1
+        };
+        match self.groups.commit(
+            r.group_id.0.as_str(),
+            generation,
+            r.member_id.as_str(),
+            r.group_instance_id.as_deref(),
+            accepted,
+            now_ms,
+        ) {
+            Ok(id) => {
+                self.commit_waiters
+                    .insert(id, (ctx, ResponseKind::OffsetCommit(response)));
+                self.pump_groups(now_ms);
+            }
+            Err(e) => {
+                for t in &mut response.topics {
+                    for p in &mut t.partitions {
+                        if p.error_code == 0 {
+                            p.error_code = e.code();
+                        }
+                    }
+                }
+                self.respond(ctx, ResponseKind::OffsetCommit(response));
+            }
+        }
+    }
+
+    fn fetch_offsets_of(
+        &self,
+        group: &str,
+        topics: Option<Vec<(TopicName, Vec<i32>)>>,
+    ) -> (i16, Vec<(TopicName, Vec<(i32, i64, i32, Option<String>)>)>) {
+        if self.groups.is_loading() {
+            return (ResponseError::CoordinatorLoadInProgress.code(), Vec::new());
+        }
+        let wanted: Vec<(TopicName, Vec<i32>)> = match topics {
+            Some(t) => t,
+            None => {
+                // Every committed offset of the group, topic by topic.
+                let mut all: std::collections::BTreeMap<String, Vec<i32>> = Default::default();
+                if let Some(g) = self.groups.group(group) {
+                    for (t, p) in g.offsets.keys() {
+                        all.entry(t.clone()).or_default().push(*p);
+                    }
+                }
+                all.into_iter()
+                    .map(|(t, ps)| (TopicName(s(&t)), ps))
+                    .collect()
+            }
+        };
+        let result = wanted
+            .into_iter()
+            .map(|(name, partitions)| {
+                let rows = partitions
+                    .into_iter()
+                    .map(|p| match self.groups.committed(group, name.0.as_str(), p) {
+                        Some(c) => (p, c.offset, c.leader_epoch, c.metadata.clone()),
+                        None => (p, -1, -1, Some(String::new())),
+                    })
+                    .collect();
+                (name, rows)
+            })
+            .collect();
+        (0, result)
+    }
+
+    pub(crate) fn handle_offset_fetch(&mut self, ctx: RequestCtx, r: OffsetFetchRequest) {
+        let mut response = OffsetFetchResponse::default();
+        if ctx.version >= 8 {
+            response.groups = r
+                .groups
+                .into_iter()
+                .map(|g| {
+                    let topics = g.topics.map(|ts| {
+                        ts.into_iter()
+                            .map(|t| (t.name, t.partition_indexes))
+                            .collect()
+                    });
+                    let (error, rows) = self.fetch_offsets_of(g.group_id.0.as_str(), topics);
+                    let topics = rows
+                        .into_iter()
+                        .map(|(name, parts)| {
+                            let partitions = parts
+                                .into_iter()
+                                .map(|(p, o, e, m)| {
+                                    OffsetFetchResponsePartitions::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(o)
+                                        .with_committed_leader_epoch(e)
+                                        .with_metadata(m.map(|m| s(&m)))
+                                })
+                                .collect();
+                            OffsetFetchResponseTopics::default()
+                                .with_name(name)
+                                .with_partitions(partitions)
+                        })
+                        .collect();
+                    OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id)
+                        .with_error_code(error)
+                        .with_topics(topics)
+                })
+                .collect();
+        } else {
+            let topics = r.topics.map(|ts| {
+                ts.into_iter()
+                    .map(|t| (t.name, t.partition_indexes))
+                    .collect()
+            });
+            let (error, rows) = self.fetch_offsets_of(r.group_id.0.as_str(), topics);
+            response.error_code = error;
+            response.topics = rows
+                .into_iter()
+                .map(|(name, parts)| {
+                    let partitions = parts
+                        .into_iter()
+                        .map(|(p, o, e, m)| {
+                            let row = OffsetFetchResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(o)
+                                .with_metadata(m.map(|m| s(&m)));
+                            let row = if ctx.version >= 5 {
+                                row.with_committed_leader_epoch(e)
+                            } else {
+                                row
+                            };
+                            // Before v2 there is no top-level error: each partition carries it.
+                            if ctx.version < 2 {
+                                row.with_error_code(error)
+                            } else {
+                                row
+                            }
+                        })
+                        .collect();
+                    OffsetFetchResponseTopic::default()
+                        .with_name(name)
+                        .with_partitions(partitions)
+                })
+                .collect();
+        }
+        self.respond(ctx, ResponseKind::OffsetFetch(response));
+    }
+
+    pub(crate) fn handle_describe_groups(&mut self, ctx: RequestCtx, r: DescribeGroupsRequest) {
+        let loading = self.groups.is_loading();
+        let groups = r
+            .groups
+            .into_iter()
+            .map(|id| {
+                let described = DescribedGroup::default().with_group_id(id.clone());
+                if loading {
+                    return described
+                        .with_error_code(ResponseError::CoordinatorLoadInProgress.code());
+                }
+                match self.groups.group(id.0.as_str()) {
+                    None => described.with_group_state(StrBytes::from_static_str("Dead")),
+                    Some(g) => {
+                        let protocol = g.protocol.clone().unwrap_or_default();
+                        let members = g
+                            .members
+                            .values()
+                            .map(|m| {
+                                let mut member = DescribedGroupMember::default()
+                                    .with_member_id(s(&m.member_id))
+                                    .with_client_id(s(&m.client_id))
+                                    .with_client_host(s(&m.client_host))
+                                    .with_member_metadata(
+                                        m.protocols
+                                            .iter()
+                                            .find(|(n, _)| *n == protocol)
+                                            .map(|(_, b)| b.clone())
+                                            .unwrap_or_default(),
+                                    )
+                                    .with_member_assignment(m.assignment.clone());
+                                if ctx.version >= 4 {
+                                    member = member
+                                        .with_group_instance_id(m.instance_id.as_deref().map(s));
+                                }
+                                member
+                            })
+                            .collect();
+                        described
+                            .with_group_state(StrBytes::from_static_str(g.state.name()))
+                            .with_protocol_type(s(g.protocol_type.as_deref().unwrap_or("")))
+                            .with_protocol_data(s(&protocol))
+                            .with_members(members)
+                    }
+                }
+            })
+            .collect();
+        self.respond(
+            ctx,
+            ResponseKind::DescribeGroups(DescribeGroupsResponse::default().with_groups(groups)),
+        );
+    }
+
+    pub(crate) fn handle_list_groups(&mut self, ctx: RequestCtx, r: ListGroupsRequest) {
+        if self.groups.is_loading() {
+            let response = ListGroupsResponse::default()
+                .with_error_code(ResponseError::CoordinatorLoadInProgress.code());
+            return self.respond(ctx, ResponseKind::ListGroups(response));
+        }
+        let wanted_states: Vec<String> = r.states_filter.iter().map(|x| x.to_lowercase()).collect();
+        let wanted_types: Vec<String> = r.types_filter.iter().map(|x| x.to_lowercase()).collect();
+        let groups = self
+            .groups
+            .groups()
+            .filter(|g| {
+                wanted_states.is_empty() || wanted_states.contains(&g.state.name().to_lowercase())
+            })
+            .filter(|_| wanted_types.is_empty() || wanted_types.contains(&"classic".to_string()))
+            .map(|g| {
+                let mut listed = ListedGroup::default()
+                    .with_group_id(GroupId(s(&g.id)))
+                    .with_protocol_type(s(g.protocol_type.as_deref().unwrap_or("")));
+                if ctx.version >= 4 {
+                    listed = listed.with_group_state(StrBytes::from_static_str(g.state.name()));
+                }
+                if ctx.version >= 5 {
+                    listed = listed.with_group_type(StrBytes::from_static_str("classic"));
+                }
+                listed
+            })
+            .collect();
+        self.respond(
+            ctx,
+            ResponseKind::ListGroups(ListGroupsResponse::default().with_groups(groups)),
+        );
+    }
+
+    pub(crate) fn handle_delete_groups(
+        &mut self,
+        now_ms: i64,
+        ctx: RequestCtx,
+        r: DeleteGroupsRequest,
+    ) {
+        let results = r
+            .groups_names
+            .into_iter()
+            .map(|g| {
+                let error = self.groups.delete_group(g.0.as_str());
+                delete_groups_response::DeletableGroupResult::default()
+                    .with_group_id(g)
+                    .with_error_code(error)
+            })
+            .collect();
+        self.respond(
+            ctx,
+            ResponseKind::DeleteGroups(DeleteGroupsResponse::default().with_results(results)),
+        );
+        self.pump_groups(now_ms);
+    }
+
+    pub(crate) fn handle_offset_delete(
+        &mut self,
+        now_ms: i64,
+        ctx: RequestCtx,
+        r: OffsetDeleteRequest,
+    ) {
+        let partitions: Vec<(String, i32)> = r
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(move |p| (t.name.0.to_string(), p.partition_index))
+            })
+            .collect();
+        let outcome = self
+            .groups
+            .delete_offsets(r.group_id.0.as_str(), partitions);
+        let per_partition = match &outcome {
+            Err(ResponseError::GroupSubscribedToTopic) => {
+                ResponseError::GroupSubscribedToTopic.code()
+            }
+            _ => 0,
+        };
+        let topics = r
+            .topics
+            .into_iter()
+            .map(|t| {
+                let partitions = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        OffsetDeleteResponsePartition::default()
+                            .with_partition_index(p.partition_index)
+                            .with_error_code(per_partition)
+                    })
+                    .collect();
+                OffsetDeleteResponseTopic::default()
+                    .with_name(t.name)
+                    .with_partitions(partitions)
+            })
+            .collect();
+        let mut response = OffsetDeleteResponse::default().with_topics(topics);
+        match outcome {
+            Ok(Some(id)) => {
+                self.commit_waiters
+                    .insert(id, (ctx, ResponseKind::OffsetDelete(response)));
+                self.pump_groups(now_ms);
+            }
+            Ok(None) | Err(ResponseError::GroupSubscribedToTopic) => {
+                self.respond(ctx, ResponseKind::OffsetDelete(response))
+            }
+            Err(e) => {
+                response.error_code = e.code();
+                response.topics.clear();
+                self.respond(ctx, ResponseKind::OffsetDelete(response));
+            }
+        }
+    }
+
+    // ---- coordinator outputs and the internal log ----
+
+    /// Carries out what the coordinator asked for: answers and appends to its log.
+    pub(crate) fn pump_groups(&mut self, now_ms: i64) {
+        while let Some(output) = self.groups.poll_output() {
+            match output {
+                Output::Join(token, result) => {
+                    if let Some(ctx) = self.group_waiters.remove(&token) {
+                        let body = join_response(ctx.version, result);
+                        self.respond(ctx, ResponseKind::JoinGroup(body));
+                    }
+                }
+                Output::Sync(token, result) => {
+                    if let Some(ctx) = self.group_waiters.remove(&token) {
+                        self.respond(ctx, ResponseKind::SyncGroup(sync_response(result)));
+                    }
+                }
+                Output::Persist(id, records) => self.append_group_records(now_ms, id, records),
+            }
+        }
+    }
+
+    fn append_group_records(&mut self, now_ms: i64, id: PersistId, records: Vec<GroupRecord>) {
+        let batch = encode_group_batch(&records, now_ms);
+        let durability = self.config.durability;
+        let tp = offsets_tp();
+        let appended = match self
+            .topics
+            .get_mut(OFFSETS_TOPIC)
+            .and_then(|t| t.partitions.get_mut(0))
+        {
+            Some(log) => log
+                .append(&batch, now_ms, durability, &mut self.ops)
+                .map_err(|e| format!("{e:?}")),
+            None => Err("the offsets topic does not exist yet".to_string()),
+        };
+        match appended {
+            Ok(a) => {
+                let hw = self.partition(&tp).map_or(0, |p| p.high_watermark());
+                if hw > a.last_offset {
+                    self.on_group_persisted(now_ms, id, true);
+                } else {
+                    self.group_persists.insert((a.last_offset, id));
+                }
+            }
+            Err(e) => {
+                tracing::error!("could not append group records: {e}");
+                self.on_group_persisted(now_ms, id, false);
+            }
+        }
+    }
+
+    fn on_group_persisted(&mut self, now_ms: i64, id: PersistId, ok: bool) {
+        self.groups.persisted(id, ok, now_ms);
+        if let Some((ctx, mut body)) = self.commit_waiters.remove(&id) {
+            if !ok {
+                if let ResponseKind::OffsetCommit(r) = &mut body {
+                    for p in r.topics.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+                        p.error_code = ResponseError::CoordinatorNotAvailable.code();
+                    }
+                }
+            }
+            self.respond(ctx, body);
+        }
+        self.pump_groups(now_ms);
+    }
+
+    /// The offsets partition's high watermark moved (or it failed): finish covered persists.
+    pub(crate) fn release_group_persists(&mut self, now_ms: i64) {
+        let tp = offsets_tp();
+        let (hw, failed) = self
+            .partition(&tp)
+            .map_or((0, true), |p| (p.high_watermark(), p.failed.is_some()));
+        let done: Vec<(i64, PersistId)> = self
+            .group_persists
+            .iter()
+            .filter(|(last, _)| failed || *last < hw)
+            .cloned()
+            .collect();
+        for key in done {
+            self.group_persists.remove(&key);
+            self.on_group_persisted(now_ms, key.1, !failed);
+        }
+    }
+
+    // ---- loading the coordinator from its log at start ----
+
+    /// Starts replaying the offsets log, or declares the coordinator loaded if there is none.
+    pub(crate) fn start_group_load(&mut self, now_ms: i64) {
+        let start = self
+            .partition(&offsets_tp())
+            .map(|p| (p.log_start_offset, p.high_watermark()));
+        match start {
+            Some((from, hw)) if from < hw => self.read_group_log(from),
+            _ => self.groups.finish_loading(now_ms),
+        }
+    }
+
+    fn read_group_log(&mut self, offset: i64) {
+        let Some(log) = self.partition(&offsets_tp()) else {
+            return;
+        };
+        match log.plan_read(offset, LOAD_CHUNK) {
+            Ok(Some(plan)) => {
+                self.group_load = Some((offset, plan.clone()));
+                self.ops
+                    .read(Purpose::GroupLoadRead, plan.file, plan.position, plan.len);
+            }
+            _ => {
+                self.group_load = None;
+                self.groups.finish_loading(self.loaded_at_ms);
+            }
+        }
+    }
+
+    pub(crate) fn on_group_load_read(&mut self, now_ms: i64, result: Result<Bytes, StorageError>) {
+        let Some((offset, plan)) = self.group_load.take() else {
+            return;
+        };
+        let bytes = match result {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("reading the offsets log failed: {e}; groups start empty");
+                self.groups.finish_loading(now_ms);
+                return;
+            }
+        };
+        let records = match trim_fetched(&bytes, offset, LOAD_CHUNK) {
+            Ok(r) => r,
+            Err((skip, len)) => {
+                let plan = ReadPlan {
+                    position: plan.position + skip as u64,
+                    len,
+                    ..plan
+                };
+                self.group_load = Some((offset, plan.clone()));
+                self.ops
+                    .read(Purpose::GroupLoadRead, plan.file, plan.position, plan.len);
+                return;
+            }
+        };
+        let mut next = offset;
+        let mut buf = records;
+        while !buf.is_empty() {
+            let Ok(set) = RecordBatchDecoder::decode(&mut buf) else {
+                tracing::error!(
+                    offset = next,
+                    "undecodable batch in the offsets log; stopping the load there"
+                );
+                break;
+            };
+            for r in set.records {
+                next = next.max(r.offset + 1);
+                if r.offset < offset {
+                    continue;
+                }
+                if let Some(key) = &r.key {
+                    if let Some(record) = GroupRecord::decode(key, r.value.as_deref()) {
+                        self.groups.load(record, now_ms);
+                    }
+                }
+            }
+        }
+        let hw = self
+            .partition(&offsets_tp())
+            .map_or(0, |p| p.high_watermark());
+        if next >= hw || next == offset {
+            self.groups.finish_loading(now_ms);
+            tracing::info!(
+                groups = self.groups.groups().count(),
+                "group coordinator loaded"
+            );
+        } else {
+            self.read_group_log(next);
+        }
+    }
+}
+
+fn join_response(version: i16, r: JoinResult) -> JoinGroupResponse {
+    let mut response = JoinGroupResponse::default()
+        .with_error_code(r.error)
+        .with_generation_id(r.generation)
+        .with_protocol_name(Some(s(r.protocol_name.as_deref().unwrap_or(""))))
+        .with_leader(s(&r.leader))
+        .with_member_id(s(&r.member_id))
+        .with_members(
+            r.members
+                .into_iter()
+                .map(|(id, instance, metadata)| {
+                    let m = JoinGroupResponseMember::default()
+                        .with_member_id(s(&id))
+                        .with_metadata(metadata);
+                    if version >= 5 {
+                        m.with_group_instance_id(instance.as_deref().map(s))
+                    } else {
+                        m
+                    }
+                })
+                .collect(),
+        );
+    if version >= 7 {
+        response.protocol_type = r.protocol_type.as_deref().map(s);
+        if r.protocol_name.is_none() {
+            response.protocol_name = None;
+        }
+    }
+    response
+}
+
+fn sync_response(r: SyncResult) -> SyncGroupResponse {
+    SyncGroupResponse::default()
+        .with_error_code(r.error)
+        .with_protocol_type(r.protocol_type.as_deref().map(s))
+        .with_protocol_name(r.protocol_name.as_deref().map(s))
+        .with_assignment(r.assignment)
+}
+
+fn encode_group_batch(records: &[GroupRecord], now_ms: i64) -> Bytes {
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let (key, value) = r.encode();
+            Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: -1 + i as i32,
+                timestamp: now_ms,
+                key: Some(key),
+                value,
+                headers: Default::default(),
+            }
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("group records encode");
+    buf.freeze()
+}
