@@ -753,3 +753,196 @@ fn metadata_auto_creates_with_the_default_partition_count() {
     assert_eq!(m.topics[0].error_code, 0);
     assert_eq!(m.topics[0].partitions.len(), 4);
 }
+
+fn join(node: &mut Node, member: &str) -> JoinGroupResponse {
+    let req = JoinGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("g")))
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(10_000)
+        .with_member_id(StrBytes::from_string(member.to_string()))
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+        )
+        .with_name(StrBytes::from_static_str("range"))
+        .with_metadata(bytes::Bytes::from_static(b"sub"))]);
+    let correlation = node.send(CONN, 7, req);
+    node.advance(3_000);
+    let (got, r) = node
+        .take::<JoinGroupRequest>(CONN, 7)
+        .expect("join answered");
+    assert_eq!(got, correlation);
+    let ResponseKind::JoinGroup(r) = r else {
+        panic!()
+    };
+    r
+}
+
+fn commit(node: &mut Node, generation: i32, member: &str, offset: i64) -> i16 {
+    let req = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("g")))
+        .with_generation_id_or_member_epoch(generation)
+        .with_member_id(StrBytes::from_string(member.to_string()))
+        .with_topics(vec![
+            offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(topic("t"))
+                .with_partitions(vec![
+                    offset_commit_request::OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(offset)
+                        .with_committed_metadata(Some(StrBytes::from_static_str("where I was"))),
+                ]),
+        ]);
+    let ResponseKind::OffsetCommit(r) = node.call(CONN, 8, req) else {
+        panic!()
+    };
+    r.topics[0].partitions[0].error_code
+}
+
+fn committed(node: &mut Node) -> (i64, Option<String>) {
+    let req = OffsetFetchRequest::default().with_groups(vec![
+        offset_fetch_request::OffsetFetchRequestGroup::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_topics(None),
+    ]);
+    let ResponseKind::OffsetFetch(r) = node.call(CONN, 8, req) else {
+        panic!()
+    };
+    let g = &r.groups[0];
+    assert_eq!(g.error_code, 0);
+    g.topics.first().map_or((-1, None), |t| {
+        (
+            t.partitions[0].committed_offset,
+            t.partitions[0].metadata.as_ref().map(|m| m.to_string()),
+        )
+    })
+}
+
+#[test]
+fn a_group_forms_commits_and_survives_a_crash() {
+    let mut node = Node::single();
+    create(&mut node, "t", 1, &[]);
+    let ResponseKind::FindCoordinator(fc) = node.call(
+        CONN,
+        3,
+        FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g")),
+    ) else {
+        panic!()
+    };
+    assert_eq!((fc.error_code, fc.node_id.0), (0, 1));
+    let first = join(&mut node, "");
+    assert_eq!(first.error_code, ResponseError::MemberIdRequired.code());
+    let joined = join(&mut node, first.member_id.as_str());
+    assert_eq!((joined.error_code, joined.generation_id), (0, 1));
+    assert_eq!(joined.leader, joined.member_id, "the only member leads");
+    let member = joined.member_id.to_string();
+    let sync = SyncGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("g")))
+        .with_generation_id(1)
+        .with_member_id(StrBytes::from_string(member.clone()))
+        .with_assignments(vec![
+            sync_group_request::SyncGroupRequestAssignment::default()
+                .with_member_id(StrBytes::from_string(member.clone()))
+                .with_assignment(bytes::Bytes::from_static(b"mine")),
+        ]);
+    let ResponseKind::SyncGroup(s) = node.call(CONN, 3, sync) else {
+        panic!()
+    };
+    assert_eq!((s.error_code, &s.assignment[..]), (0, &b"mine"[..]));
+    assert_eq!(
+        commit(&mut node, 0, &member, 5),
+        ResponseError::IllegalGeneration.code(),
+        "a stale generation is fenced"
+    );
+    // The commit is answered only once its record is durable.
+    node.hold_syncs = true;
+    let req_commit = node.send(
+        CONN,
+        8,
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_generation_id_or_member_epoch(1)
+            .with_member_id(StrBytes::from_string(member.clone()))
+            .with_topics(vec![
+                offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(topic("t"))
+                    .with_partitions(vec![
+                        offset_commit_request::OffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(7),
+                    ]),
+            ]),
+    );
+    assert!(
+        node.take::<OffsetCommitRequest>(CONN, 8).is_none(),
+        "not answered before fsync"
+    );
+    node.hold_syncs = false;
+    node.release_syncs();
+    assert_eq!(
+        node.take::<OffsetCommitRequest>(CONN, 8)
+            .expect("answered after fsync")
+            .0,
+        req_commit
+    );
+    assert_eq!(commit(&mut node, 1, &member, 42), 0);
+    assert_eq!(committed(&mut node), (42, Some("where I was".to_string())));
+    // A crash: the group and its offsets come back from the internal log.
+    let mut node = node.crash_and_restart();
+    assert_eq!(committed(&mut node), (42, Some("where I was".to_string())));
+    let hb = HeartbeatRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("g")))
+        .with_generation_id(1)
+        .with_member_id(StrBytes::from_string(member.clone()));
+    let ResponseKind::Heartbeat(h) = node.call(CONN, 3, hb) else {
+        panic!()
+    };
+    assert_eq!(h.error_code, 0, "the restored member keeps its generation");
+    let describe =
+        DescribeGroupsRequest::default().with_groups(vec![GroupId(StrBytes::from_static_str("g"))]);
+    let ResponseKind::DescribeGroups(d) = node.call(CONN, 5, describe) else {
+        panic!()
+    };
+    assert_eq!(
+        (d.groups[0].group_state.as_str(), d.groups[0].members.len()),
+        ("Stable", 1)
+    );
+    assert_eq!(&d.groups[0].members[0].member_assignment[..], b"mine");
+    // The member leaves; the empty group can be deleted, and its offsets go with it.
+    let leave = LeaveGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("g")))
+        .with_members(vec![leave_group_request::MemberIdentity::default()
+            .with_member_id(StrBytes::from_string(member))]);
+    let ResponseKind::LeaveGroup(l) = node.call(CONN, 4, leave) else {
+        panic!()
+    };
+    assert_eq!((l.error_code, l.members[0].error_code), (0, 0));
+    let ResponseKind::DeleteGroups(del) = node.call(
+        CONN,
+        2,
+        DeleteGroupsRequest::default()
+            .with_groups_names(vec![GroupId(StrBytes::from_static_str("g"))]),
+    ) else {
+        panic!()
+    };
+    assert_eq!(del.results[0].error_code, 0);
+    let mut node = node.crash_and_restart();
+    assert_eq!(
+        committed(&mut node),
+        (-1, None),
+        "a deleted group stays deleted after a restart"
+    );
+}
+
+#[test]
+fn clients_cannot_write_to_the_offsets_topic() {
+    let mut node = Node::single();
+    let r = node.call(
+        CONN,
+        9,
+        produce_request("__consumer_offsets", 0, 1, records(&["x"], None, START_MS)),
+    );
+    assert_eq!(
+        produce_partition(&r).error_code,
+        ResponseError::InvalidTopicException.code()
+    );
+}

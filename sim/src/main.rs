@@ -18,7 +18,8 @@ fn main() {
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,madsim=error".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -43,6 +43,9 @@ fn opt(v: &Option<StrBytes>) -> Option<String> {
     v.as_ref().map(|x| x.to_string())
 }
 
+/// Committed offsets of one topic: (partition, offset, leader epoch, metadata).
+type TopicOffsets = (TopicName, Vec<(i32, i64, i32, Option<String>)>);
+
 fn offsets_tp() -> TopicPartition {
     TopicPartition::new(OFFSETS_TOPIC, 0)
 }
@@ -299,7 +302,7 @@ impl Broker {
         &self,
         group: &str,
         topics: Option<Vec<(TopicName, Vec<i32>)>>,
-    ) -> (i16, Vec<(TopicName, Vec<(i32, i64, i32, Option<String>)>)>) {
+    ) -> (i16, Vec<TopicOffsets>) {
         if self.groups.is_loading() {
             return (ResponseError::CoordinatorLoadInProgress.code(), Vec::new());
         }
