@@ -2,6 +2,8 @@
 //! with connection frames, storage completions and time, and carries out what it asks for. The
 //! same loop runs under madsim (`--cfg madsim`) with a simulated disk behind [`storage::Storage`].
 
+pub mod cli;
+pub mod client;
 pub mod disk;
 pub mod load;
 pub mod server;

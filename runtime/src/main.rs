@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use spool_core::config::{BrokerConfig, Durability};
+use spool_runtime::cli::{self, Output};
 use spool_runtime::disk::FileStorage;
 use spool_runtime::server::{serve, ServerOptions};
 use tokio::sync::oneshot;
@@ -62,6 +63,38 @@ struct ServeArgs {
 enum Command {
     /// Run a broker.
     Serve(ServeArgs),
+    /// Inspect consumer groups (on any Kafka-compatible broker).
+    Group(GroupArgs),
+}
+
+#[derive(clap::Args)]
+struct ClientArgs {
+    /// A broker to start from.
+    #[arg(
+        long,
+        env = "SPOOL_BOOTSTRAP",
+        default_value = "127.0.0.1:9092",
+        global = true
+    )]
+    bootstrap_server: String,
+    #[arg(long, value_enum, default_value = "table", global = true)]
+    output: Output,
+}
+
+#[derive(clap::Args)]
+struct GroupArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    command: GroupCommand,
+}
+
+#[derive(Subcommand)]
+enum GroupCommand {
+    /// Every group the broker coordinates, with its state.
+    List,
+    /// Members, assignments, committed offsets, log end offsets and lag of one group.
+    Describe { group: String },
 }
 
 fn resolve(addr: &str) -> Result<SocketAddr> {
@@ -94,6 +127,35 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => run_serve(args),
+        Command::Group(args) => run_client(async move {
+            let ClientArgs {
+                bootstrap_server,
+                output,
+            } = args.client;
+            match args.command {
+                GroupCommand::List => cli::group::list(&bootstrap_server, output).await,
+                GroupCommand::Describe { group } => {
+                    cli::group::describe(&bootstrap_server, &group, output).await
+                }
+            }
+        }),
+    }
+}
+
+/// Runs a client command: its output on stdout, or its error on stderr with exit code 1.
+fn run_client(command: impl std::future::Future<Output = Result<String>>) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match runtime.block_on(command) {
+        Ok(text) => {
+            print!("{text}");
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
     }
 }
 

@@ -2,8 +2,6 @@
 //! does); a normal build only explains that.
 
 #[cfg(madsim)]
-mod client;
-#[cfg(madsim)]
 mod disk;
 #[cfg(madsim)]
 mod scenario;

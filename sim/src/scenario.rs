@@ -20,8 +20,8 @@ use spool_core::config::BrokerConfig;
 use spool_core::mem_disk::MemDisk;
 use spool_runtime::server::{serve, ServerOptions};
 
-use crate::client::Client;
 use crate::disk::{SharedDisk, SimStorage};
+use spool_runtime::client::Client;
 
 const BROKER_IP: &str = "10.0.0.1";
 const TOPIC: &str = "events";

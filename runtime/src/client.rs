@@ -1,4 +1,5 @@
-//! A minimal Kafka wire client over simulated TCP, using the same codec as the broker.
+//! A small Kafka wire client over TCP using the broker's own codec: the CLI's transport, and the
+//! simulator's clients (under madsim the same code runs over simulated TCP).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,6 +15,7 @@ pub struct Client {
     stream: TcpStream,
     correlation: i32,
     timeout: Duration,
+    client_id: &'static str,
 }
 
 impl Client {
@@ -26,7 +28,13 @@ impl Client {
             stream,
             correlation: 0,
             timeout,
+            client_id: "spool",
         })
+    }
+
+    pub fn with_client_id(mut self, client_id: &'static str) -> Self {
+        self.client_id = client_id;
+        self
     }
 
     /// One request and its response, or an error on timeout, a broken connection or a bad frame.
@@ -40,7 +48,7 @@ impl Client {
             .with_request_api_key(R::KEY)
             .with_request_api_version(version)
             .with_correlation_id(self.correlation)
-            .with_client_id(Some(StrBytes::from_static_str("sim")));
+            .with_client_id(Some(StrBytes::from_static_str(self.client_id)));
         let frame = codec::encode_request(&header, &body.into())?;
         let correlation = self.correlation;
         let exchange = async {

@@ -1,0 +1,85 @@
+//! The client side of the `spool` binary: commands that talk to any Kafka-compatible broker over
+//! the wire protocol (`spool group ...`).
+
+pub mod group;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::ValueEnum;
+use kafka_protocol::messages::{FindCoordinatorRequest, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::client::Client;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// One JSON document for scripts.
+    Json,
+}
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn resolve(addr: &str) -> Result<SocketAddr> {
+    addr.to_socket_addrs()
+        .with_context(|| format!("cannot resolve {addr}"))?
+        .next()
+        .ok_or_else(|| anyhow!("{addr} resolves to no address"))
+}
+
+pub async fn connect(addr: &str) -> Result<Client> {
+    let socket = resolve(addr)?;
+    Client::connect(socket, TIMEOUT)
+        .await
+        .map_err(|e| anyhow!("cannot reach the broker at {addr}: {e}"))
+}
+
+pub async fn call<R>(client: &mut Client, version: i16, body: R) -> Result<ResponseKind>
+where
+    R: kafka_protocol::protocol::Request + Into<kafka_protocol::messages::RequestKind>,
+{
+    client
+        .call(version, body)
+        .await
+        .map_err(|e| anyhow!("request failed: {e}"))
+}
+
+/// Connects to the group's coordinator (which may not be the bootstrap broker).
+pub async fn coordinator(bootstrap: &str, group: &str) -> Result<Client> {
+    let mut client = connect(bootstrap).await?;
+    let request =
+        FindCoordinatorRequest::default().with_key(StrBytes::from_string(group.to_string()));
+    let ResponseKind::FindCoordinator(r) = call(&mut client, 3, request).await? else {
+        bail!("unexpected answer to FindCoordinator")
+    };
+    if r.error_code != 0 {
+        bail!(
+            "the broker has no coordinator for group {group}: error {} {}",
+            r.error_code,
+            r.error_message.as_deref().unwrap_or("")
+        );
+    }
+    let address = format!("{}:{}", r.host.as_str(), r.port);
+    if resolve(&address).ok() == resolve(bootstrap).ok() {
+        return Ok(client);
+    }
+    connect(&address).await
+}
+
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING);
+    t.set_header(header.iter().copied());
+    for row in rows {
+        t.add_row(row);
+    }
+    let mut out = String::new();
+    for line in t.to_string().lines() {
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
