@@ -16,21 +16,11 @@ pub struct ServedApi {
 }
 
 const fn api(key: ApiKey, min: i16, max: i16) -> ServedApi {
-    ServedApi {
-        key,
-        advertised_min: min,
-        max,
-        served_min: min,
-    }
+    ServedApi { key, advertised_min: min, max, served_min: min }
 }
 
 pub const SERVED_APIS: &[ServedApi] = &[
-    ServedApi {
-        key: ApiKey::Produce,
-        advertised_min: 0,
-        max: 12,
-        served_min: 3,
-    },
+    ServedApi { key: ApiKey::Produce, advertised_min: 0, max: 12, served_min: 3 },
     api(ApiKey::Fetch, 4, 17),
     api(ApiKey::ListOffsets, 1, 10),
     api(ApiKey::Metadata, 0, 13),
@@ -76,11 +66,7 @@ mod tests {
     fn every_served_version_is_one_the_codec_can_decode() {
         for api in SERVED_APIS {
             let codec = api.key.valid_versions();
-            assert!(
-                api.served_min >= codec.min && api.max <= codec.max,
-                "{:?}",
-                api.key
-            );
+            assert!(api.served_min >= codec.min && api.max <= codec.max, "{:?}", api.key);
             assert!(api.advertised_min <= api.served_min);
         }
     }
@@ -99,10 +85,7 @@ mod tests {
             (ApiKey::InitProducerId, 0),
         ] {
             let api = served(key).expect("served");
-            assert!(
-                api.advertised_min <= version && version <= api.max,
-                "{key:?} {version}"
-            );
+            assert!(api.advertised_min <= version && version <= api.max, "{key:?} {version}");
         }
     }
 }

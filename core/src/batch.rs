@@ -45,10 +45,7 @@ impl std::fmt::Display for BatchError {
             BatchError::Malformed(why) => write!(f, "malformed record batch: {why}"),
             BatchError::UnsupportedMagic(m) => write!(f, "unsupported record batch magic {m}"),
             BatchError::CrcMismatch { stored, computed } => {
-                write!(
-                    f,
-                    "record batch CRC mismatch: stored {stored:#010x}, computed {computed:#010x}"
-                )
+                write!(f, "record batch CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")
             }
         }
     }
@@ -94,21 +91,15 @@ impl<'a> Batch<'a> {
             return Err(BatchError::Malformed("batch length below header size"));
         }
         if total > buf.len() {
-            return Err(BatchError::Malformed(
-                "batch length runs past the end of the data",
-            ));
+            return Err(BatchError::Malformed("batch length runs past the end of the data"));
         }
         let magic = buf[MAGIC] as i8;
         if magic != 2 {
             return Err(BatchError::UnsupportedMagic(magic));
         }
-        let batch = Batch {
-            bytes: &buf[..total],
-        };
+        let batch = Batch { bytes: &buf[..total] };
         if batch.records_count() < 0 || batch.last_offset_delta() < 0 {
-            return Err(BatchError::Malformed(
-                "negative record count or offset delta",
-            ));
+            return Err(BatchError::Malformed("negative record count or offset delta"));
         }
         Ok(batch)
     }
@@ -118,10 +109,7 @@ impl<'a> Batch<'a> {
         let batch = Batch::parse(buf)?;
         let computed = batch.compute_crc();
         if computed != batch.stored_crc() {
-            return Err(BatchError::CrcMismatch {
-                stored: batch.stored_crc(),
-                computed,
-            });
+            return Err(BatchError::CrcMismatch { stored: batch.stored_crc(), computed });
         }
         Ok(batch)
     }
@@ -211,12 +199,7 @@ pub struct Batches<'a> {
 
 impl<'a> Batches<'a> {
     pub fn new(buf: &'a [u8], check_crc: bool) -> Self {
-        Batches {
-            buf,
-            position: 0,
-            check_crc,
-            stop: None,
-        }
+        Batches { buf, position: 0, check_crc, stop: None }
     }
     /// Bytes consumed by whole batches so far.
     pub fn position(&self) -> usize {
@@ -242,11 +225,7 @@ impl<'a> Iterator for Batches<'a> {
             None if rest.len() < LOG_OVERHEAD => return None,
             _ => {}
         }
-        let parsed = if self.check_crc {
-            Batch::validate(rest)
-        } else {
-            Batch::parse(rest)
-        };
+        let parsed = if self.check_crc { Batch::validate(rest) } else { Batch::parse(rest) };
         match parsed {
             Ok(batch) => {
                 let at = self.position;
@@ -264,22 +243,15 @@ impl<'a> Iterator for Batches<'a> {
 /// Rewrites the fields the leader owns: baseOffset and partitionLeaderEpoch, which the CRC does not
 /// cover, so the stored CRC stays valid.
 pub fn stamp(batch: &mut [u8], base_offset: i64, leader_epoch: i32) {
-    assert!(
-        batch.len() >= HEADER_LEN,
-        "stamp needs a whole batch header"
-    );
+    assert!(batch.len() >= HEADER_LEN, "stamp needs a whole batch header");
     batch[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());
-    batch[PARTITION_LEADER_EPOCH..PARTITION_LEADER_EPOCH + 4]
-        .copy_from_slice(&leader_epoch.to_be_bytes());
+    batch[PARTITION_LEADER_EPOCH..PARTITION_LEADER_EPOCH + 4].copy_from_slice(&leader_epoch.to_be_bytes());
 }
 
 /// For LogAppendTime topics: sets the timestamp type bit and maxTimestamp, which the CRC covers,
 /// so the CRC is recomputed.
 pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
-    assert!(
-        batch.len() >= HEADER_LEN,
-        "set_log_append_time needs a whole batch header"
-    );
+    assert!(batch.len() >= HEADER_LEN, "set_log_append_time needs a whole batch header");
     let attributes = i16_at(batch, ATTRIBUTES) | ATTR_LOG_APPEND_TIME;
     batch[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
     batch[MAX_TIMESTAMP..MAX_TIMESTAMP + 8].copy_from_slice(&now_ms.to_be_bytes());
@@ -307,9 +279,7 @@ pub fn split_produce_records(records: &Bytes) -> Result<Vec<BytesMut>, BatchErro
 pub(crate) mod test_batches {
     //! Builds real batches with the kafka-protocol encoder, the same bytes clients send.
     use bytes::{Bytes, BytesMut};
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
     pub fn batch_with(
         count: usize,
@@ -337,10 +307,7 @@ pub(crate) mod test_batches {
             })
             .collect();
         let mut buf = BytesMut::new();
-        let options = RecordEncodeOptions {
-            version: 2,
-            compression,
-        };
+        let options = RecordEncodeOptions { version: 2, compression };
         RecordBatchEncoder::encode(&mut buf, &records, &options).expect("encode batch");
         buf.freeze()
     }
@@ -374,31 +341,19 @@ mod tests {
         let mut owned = batch(2).to_vec();
         let last = owned.len() - 1;
         owned[last] ^= 0x01;
-        assert!(matches!(
-            Batch::validate(&owned),
-            Err(BatchError::CrcMismatch { .. })
-        ));
+        assert!(matches!(Batch::validate(&owned), Err(BatchError::CrcMismatch { .. })));
     }
 
     #[test]
     fn wrong_magic_and_bad_lengths_are_refused() {
         let mut owned = batch(1).to_vec();
         owned[MAGIC] = 1;
-        assert_eq!(
-            Batch::validate(&owned).unwrap_err(),
-            BatchError::UnsupportedMagic(1)
-        );
+        assert_eq!(Batch::validate(&owned).unwrap_err(), BatchError::UnsupportedMagic(1));
         let owned = batch(1).to_vec();
-        assert!(matches!(
-            Batch::validate(&owned[..owned.len() - 1]),
-            Err(BatchError::Malformed(_))
-        ));
+        assert!(matches!(Batch::validate(&owned[..owned.len() - 1]), Err(BatchError::Malformed(_))));
         let mut long = batch(1).to_vec();
         long[BATCH_LENGTH..BATCH_LENGTH + 4].copy_from_slice(&5i32.to_be_bytes());
-        assert!(matches!(
-            Batch::validate(&long),
-            Err(BatchError::Malformed(_))
-        ));
+        assert!(matches!(Batch::validate(&long), Err(BatchError::Malformed(_))));
     }
 
     #[test]

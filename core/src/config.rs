@@ -92,14 +92,10 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
 ];
 
 fn parse_i64(key: &str, value: &str, min: i64) -> Result<i64, String> {
-    let parsed: i64 = value
-        .trim()
-        .parse()
-        .map_err(|_| format!("Invalid value {value} for configuration {key}: not a number"))?;
+    let parsed: i64 =
+        value.trim().parse().map_err(|_| format!("Invalid value {value} for configuration {key}: not a number"))?;
     if parsed < min {
-        return Err(format!(
-            "Invalid value {value} for configuration {key}: must be at least {min}"
-        ));
+        return Err(format!("Invalid value {value} for configuration {key}: must be at least {min}"));
     }
     Ok(parsed)
 }
@@ -107,10 +103,7 @@ fn parse_i64(key: &str, value: &str, min: i64) -> Result<i64, String> {
 impl TopicConfig {
     /// Applies the overrides on top of `defaults`, refusing unknown keys and bad values with a
     /// message fit for an INVALID_CONFIG answer.
-    pub fn resolve(
-        defaults: &TopicConfig,
-        overrides: &BTreeMap<String, String>,
-    ) -> Result<TopicConfig, String> {
+    pub fn resolve(defaults: &TopicConfig, overrides: &BTreeMap<String, String>) -> Result<TopicConfig, String> {
         let mut config = defaults.clone();
         for (key, value) in overrides {
             match key.as_str() {
@@ -150,9 +143,7 @@ impl TopicConfig {
                 }
                 "min.insync.replicas" => {
                     if parse_i64(key, value, 1)? != 1 {
-                        return Err(
-                            "min.insync.replicas must be 1 on a single-node broker".to_string()
-                        );
+                        return Err("min.insync.replicas must be 1 on a single-node broker".to_string());
                     }
                 }
                 _ => return Err(format!("Unknown topic config name: {key}")),
@@ -187,20 +178,13 @@ mod tests {
     use super::*;
 
     fn overrides(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
     fn overrides_apply_and_bad_input_is_explained() {
         let d = TopicConfig::default();
-        let c = TopicConfig::resolve(
-            &d,
-            &overrides(&[("retention.ms", "1000"), ("segment.bytes", "4096")]),
-        )
-        .unwrap();
+        let c = TopicConfig::resolve(&d, &overrides(&[("retention.ms", "1000"), ("segment.bytes", "4096")])).unwrap();
         assert_eq!((c.retention_ms, c.segment_bytes), (1000, 4096));
         assert_eq!(c.value_of("retention.ms").as_deref(), Some("1000"));
         let e = TopicConfig::resolve(&d, &overrides(&[("no.such.key", "1")])).unwrap_err();

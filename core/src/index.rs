@@ -17,11 +17,7 @@ pub struct SegmentIndex {
 
 impl SegmentIndex {
     pub fn new() -> Self {
-        SegmentIndex {
-            max_timestamp: -1,
-            offset_of_max_timestamp: -1,
-            ..Default::default()
-        }
+        SegmentIndex { max_timestamp: -1, offset_of_max_timestamp: -1, ..Default::default() }
     }
 
     /// Accounts for one append (Kafka's LogSegment.append rule): an entry maps the append's largest
@@ -35,10 +31,7 @@ impl SegmentIndex {
         max_ts: i64,
         interval: u64,
     ) {
-        assert!(
-            last_offset >= base_offset,
-            "appended offset {last_offset} below segment base {base_offset}"
-        );
+        assert!(last_offset >= base_offset, "appended offset {last_offset} below segment base {base_offset}");
         if max_ts > self.max_timestamp {
             self.max_timestamp = max_ts;
             self.offset_of_max_timestamp = last_offset;
@@ -46,16 +39,8 @@ impl SegmentIndex {
         if self.bytes_since_entry > interval || self.offsets.is_empty() {
             let rel = (last_offset - base_offset) as u32;
             self.offsets.push((rel, position as u32));
-            if self.max_timestamp >= 0
-                && self
-                    .times
-                    .last()
-                    .is_none_or(|&(ts, _)| self.max_timestamp > ts)
-            {
-                self.times.push((
-                    self.max_timestamp,
-                    (self.offset_of_max_timestamp - base_offset) as u32,
-                ));
+            if self.max_timestamp >= 0 && self.times.last().is_none_or(|&(ts, _)| self.max_timestamp > ts) {
+                self.times.push((self.max_timestamp, (self.offset_of_max_timestamp - base_offset) as u32));
             }
             self.bytes_since_entry = 0;
         }
@@ -67,11 +52,7 @@ impl SegmentIndex {
     pub fn lookup(&self, base_offset: i64, offset: i64) -> (u64, Option<u64>) {
         let rel = offset.saturating_sub(base_offset).clamp(0, u32::MAX as i64) as u32;
         let after = self.offsets.partition_point(|&(o, _)| o <= rel);
-        let start = if after == 0 {
-            0
-        } else {
-            self.offsets[after - 1].1 as u64
-        };
+        let start = if after == 0 { 0 } else { self.offsets[after - 1].1 as u64 };
         let next = self.offsets.get(after).map(|&(_, p)| p as u64);
         (start, next)
     }
@@ -107,10 +88,7 @@ impl SegmentIndex {
     /// Loads index files written at roll or shutdown; None if they do not fit the log (torn,
     /// stale or corrupt), in which case the segment is rescanned.
     pub fn decode(offsets: &[u8], times: &[u8], log_size: u64) -> Option<SegmentIndex> {
-        if !offsets.len().is_multiple_of(8)
-            || !times.len().is_multiple_of(12)
-            || (offsets.is_empty() && log_size > 0)
-        {
+        if !offsets.len().is_multiple_of(8) || !times.len().is_multiple_of(12) || (offsets.is_empty() && log_size > 0) {
             return None;
         }
         let mut index = SegmentIndex::new();
@@ -151,27 +129,17 @@ mod tests {
         let mut index = SegmentIndex::new();
         // Ten appends of 100 bytes, 3 offsets each, entry every >250 bytes.
         for i in 0..10u64 {
-            index.on_append(
-                100,
-                100 + 3 * i as i64 + 2,
-                i * 100,
-                100,
-                1000 + i as i64,
-                250,
-            );
+            index.on_append(100, 100 + 3 * i as i64 + 2, i * 100, 100, 1000 + i as i64, 250);
         }
         assert_eq!(index.offsets, vec![(2, 0), (11, 300), (20, 600), (29, 900)]);
         assert_eq!(index.lookup(100, 100), (0, Some(0)));
         assert_eq!(index.lookup(100, 112), (300, Some(600)));
         assert_eq!(index.lookup(100, 200), (900, None));
         assert_eq!(index.lookup_time(100, 1004), 100 + 11);
-        let decoded =
-            SegmentIndex::decode(&index.encode_offsets(), &index.encode_times(), 1000).unwrap();
+        let decoded = SegmentIndex::decode(&index.encode_offsets(), &index.encode_times(), 1000).unwrap();
         assert_eq!(decoded.offsets, index.offsets);
         assert_eq!(decoded.times, index.times);
-        assert!(
-            SegmentIndex::decode(&index.encode_offsets(), &index.encode_times(), 800).is_none()
-        );
+        assert!(SegmentIndex::decode(&index.encode_offsets(), &index.encode_times(), 800).is_none());
         assert!(SegmentIndex::decode(&index.encode_offsets()[..7], &[], 1000).is_none());
     }
 }

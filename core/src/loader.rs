@@ -40,34 +40,22 @@ pub fn load(
         Some(bytes) => {
             let meta = ClusterMeta::decode(&bytes)?;
             if meta.node_id != node_id {
-                return Err(format!(
-                    "the data directory belongs to node {}, not node {node_id}",
-                    meta.node_id
-                ));
+                return Err(format!("the data directory belongs to node {}, not node {node_id}", meta.node_id));
             }
             meta
         }
         None => ClusterMeta::new(new_cluster_id(), node_id),
     };
     let clean = dir.clean_shutdown();
-    let log_starts = dir
-        .read_meta(MetaFile::LogStartOffsets)
-        .map(|b| decode_log_starts(&b))
-        .unwrap_or_default();
-    tracing::info!(
-        clean,
-        topics = meta.topics.len(),
-        "loading the data directory"
-    );
+    let log_starts = dir.read_meta(MetaFile::LogStartOffsets).map(|b| decode_log_starts(&b)).unwrap_or_default();
+    tracing::info!(clean, topics = meta.topics.len(), "loading the data directory");
     let mut partitions = BTreeMap::new();
     let mut repairs = Vec::new();
     for topic in &meta.topics {
         for p in 0..topic.partitions {
             let tp = TopicPartition::new(&topic.name, p);
             let log_start = log_starts.get(&tp.dir_name()).copied().unwrap_or(0);
-            if let Some(loaded) =
-                load_partition(dir, &tp, clean, index_interval, log_start, &mut repairs)
-            {
+            if let Some(loaded) = load_partition(dir, &tp, clean, index_interval, log_start, &mut repairs) {
                 partitions.insert(tp, loaded);
             }
         }
@@ -95,33 +83,20 @@ fn load_partition(
         let index = if log_size == 0 {
             Some(SegmentIndex::new())
         } else {
-            let offsets = dir
-                .read(&file(base, FileKind::OffsetIndex))
-                .unwrap_or_default();
-            let times = dir
-                .read(&file(base, FileKind::TimeIndex))
-                .unwrap_or_default();
+            let offsets = dir.read(&file(base, FileKind::OffsetIndex)).unwrap_or_default();
+            let times = dir.read(&file(base, FileKind::TimeIndex)).unwrap_or_default();
             SegmentIndex::decode(&offsets, &times, log_size)
         };
-        segments.push(SegmentOnDisk {
-            base_offset: base,
-            log_size,
-            index,
-        });
+        segments.push(SegmentOnDisk { base_offset: base, log_size, index });
     }
     // The newest readable producer snapshot recovery can replay forward from. After a crash only
     // snapshots up to the active segment's base are trusted: later ones describe lost data.
     let active_base = *bases.last().expect("not empty");
     let mut snapshots = dir.list(tp, FileKind::ProducerSnapshot);
     snapshots.sort_unstable();
-    let snapshot = snapshots
-        .into_iter()
-        .rev()
-        .filter(|&at| clean || at <= active_base)
-        .find_map(|at| {
-            ProducerStates::decode_snapshot(&dir.read(&file(at, FileKind::ProducerSnapshot))?)
-                .map(|s| (at, s))
-        });
+    let snapshot = snapshots.into_iter().rev().filter(|&at| clean || at <= active_base).find_map(|at| {
+        ProducerStates::decode_snapshot(&dir.read(&file(at, FileKind::ProducerSnapshot))?).map(|s| (at, s))
+    });
     let recovery = recover_partition(segments, clean, index_interval, snapshot, &mut |base| {
         dir.read(&file(base, FileKind::Log)).unwrap_or_default()
     });
@@ -136,9 +111,5 @@ fn load_partition(
             repairs.push(Repair::Delete(file(base, kind)));
         }
     }
-    Some(LoadedPartition {
-        segments: recovery.segments,
-        producers: recovery.producers,
-        log_start_offset: log_start,
-    })
+    Some(LoadedPartition { segments: recovery.segments, producers: recovery.producers, log_start_offset: log_start })
 }

@@ -7,9 +7,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use crate::loader::{DataDir, Repair};
-use crate::storage::{
-    Completion, FileKind, MetaFile, SegmentFile, StorageError, StorageOp, TopicPartition,
-};
+use crate::storage::{Completion, FileKind, MetaFile, SegmentFile, StorageError, StorageOp, TopicPartition};
 
 #[derive(Clone, Debug, Default)]
 struct FileState {
@@ -39,12 +37,7 @@ impl MemDisk {
     /// Carries out one operation at once and returns its completion, if it has one.
     pub fn execute(&mut self, op: StorageOp) -> Option<Completion> {
         match op {
-            StorageOp::Write {
-                id,
-                file,
-                position,
-                data,
-            } => {
+            StorageOp::Write { id, file, position, data } => {
                 let f = self.files.entry(file.clone()).or_default();
                 let position = position as usize;
                 if position == 0 && file.kind != FileKind::Log {
@@ -70,22 +63,14 @@ impl MemDisk {
                 }
                 Some(Completion::Synced { id, result: Ok(()) })
             }
-            StorageOp::Read {
-                id,
-                file,
-                position,
-                len,
-            } => {
+            StorageOp::Read { id, file, position, len } => {
                 let result = match self.files.get(&file) {
                     Some(f) => {
                         let start = (position as usize).min(f.current.len());
                         let end = (start + len).min(f.current.len());
                         Ok(Bytes::copy_from_slice(&f.current[start..end]))
                     }
-                    None => Err(StorageError(format!(
-                        "{} does not exist",
-                        file.relative_path()
-                    ))),
+                    None => Err(StorageError(format!("{} does not exist", file.relative_path()))),
                 };
                 Some(Completion::Read { id, result })
             }
@@ -124,8 +109,7 @@ impl MemDisk {
             f.durable = survived;
         }
         // Files never synced at all disappear.
-        self.files
-            .retain(|_, f| !f.current.is_empty() || !f.durable.is_empty());
+        self.files.retain(|_, f| !f.current.is_empty() || !f.durable.is_empty());
         lost
     }
 
@@ -163,11 +147,7 @@ impl MemDisk {
     }
 
     pub fn log_files(&self) -> Vec<SegmentFile> {
-        self.files
-            .keys()
-            .filter(|f| f.kind == FileKind::Log)
-            .cloned()
-            .collect()
+        self.files.keys().filter(|f| f.kind == FileKind::Log).cloned().collect()
     }
 
     pub fn file_len(&self, file: &SegmentFile) -> usize {
@@ -183,11 +163,7 @@ impl DataDir for MemDisk {
         self.clean_marker
     }
     fn list(&mut self, tp: &TopicPartition, kind: FileKind) -> Vec<i64> {
-        self.files
-            .keys()
-            .filter(|f| &f.tp == tp && f.kind == kind)
-            .map(|f| f.base_offset)
-            .collect()
+        self.files.keys().filter(|f| &f.tp == tp && f.kind == kind).map(|f| f.base_offset).collect()
     }
     fn size(&mut self, file: &SegmentFile) -> u64 {
         self.file_len(file) as u64

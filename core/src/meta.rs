@@ -31,29 +31,14 @@ pub struct ClusterMeta {
 pub enum MetaChange {
     CreateTopic(TopicMeta),
     DeleteTopic(String),
-    SetPartitions {
-        topic: String,
-        count: i32,
-    },
-    SetConfigs {
-        topic: String,
-        configs: BTreeMap<String, String>,
-    },
-    ProducerIdBlock {
-        end: i64,
-    },
+    SetPartitions { topic: String, count: i32 },
+    SetConfigs { topic: String, configs: BTreeMap<String, String> },
+    ProducerIdBlock { end: i64 },
 }
 
 impl ClusterMeta {
     pub fn new(cluster_id: String, node_id: i32) -> Self {
-        ClusterMeta {
-            version: 1,
-            cluster_id,
-            node_id,
-            producer_id_block_end: 0,
-            epoch: 0,
-            topics: Vec::new(),
-        }
+        ClusterMeta { version: 1, cluster_id, node_id, producer_id_block_end: 0, epoch: 0, topics: Vec::new() }
     }
 
     pub fn topic(&self, name: &str) -> Option<&TopicMeta> {
@@ -79,9 +64,7 @@ impl ClusterMeta {
                     t.configs = configs.clone();
                 }
             }
-            MetaChange::ProducerIdBlock { end } => {
-                self.producer_id_block_end = self.producer_id_block_end.max(*end)
-            }
+            MetaChange::ProducerIdBlock { end } => self.producer_id_block_end = self.producer_id_block_end.max(*end),
         }
     }
 
@@ -97,14 +80,7 @@ impl ClusterMeta {
     /// id, the name and the metadata epoch at creation.
     pub fn new_topic_id(&self, name: &str) -> uuid::Uuid {
         let mut h: u128 = 0x6c62272e07bb014262b821756295c58d;
-        for byte in self
-            .cluster_id
-            .bytes()
-            .chain([0])
-            .chain(name.bytes())
-            .chain([0])
-            .chain(self.epoch.to_be_bytes())
-        {
+        for byte in self.cluster_id.bytes().chain([0]).chain(name.bytes()).chain([0]).chain(self.epoch.to_be_bytes()) {
             h ^= byte as u128;
             h = h.wrapping_mul(0x0000000001000000000000000000013B);
         }
@@ -129,19 +105,12 @@ mod tests {
             partitions: 3,
             configs: BTreeMap::new(),
         }));
-        meta.apply(&MetaChange::SetPartitions {
-            topic: "t".into(),
-            count: 5,
-        });
+        meta.apply(&MetaChange::SetPartitions { topic: "t".into(), count: 5 });
         meta.apply(&MetaChange::ProducerIdBlock { end: 1000 });
         let back = ClusterMeta::decode(&meta.encode()).unwrap();
         assert_eq!(back, meta);
         assert_eq!(back.topic("t").unwrap().partitions, 5);
-        assert_ne!(
-            meta.new_topic_id("t"),
-            id,
-            "a recreated topic gets a new id"
-        );
+        assert_ne!(meta.new_topic_id("t"), id, "a recreated topic gets a new id");
         assert!(ClusterMeta::decode(b"{").is_err());
     }
 }

@@ -75,42 +75,28 @@ impl Ops {
     }
     pub fn write(&mut self, file: SegmentFile, position: u64, data: Bytes) -> OpId {
         let id = self.id(Purpose::PartitionWrite(file.tp.clone()));
-        self.queue.push_back(Action::Storage(StorageOp::Write {
-            id,
-            file,
-            position,
-            data,
-        }));
+        self.queue.push_back(Action::Storage(StorageOp::Write { id, file, position, data }));
         id
     }
     pub fn sync(&mut self, tp: &TopicPartition, files: Vec<SegmentFile>) -> OpId {
         let id = self.id(Purpose::PartitionSync(tp.clone()));
-        self.queue
-            .push_back(Action::Storage(StorageOp::Sync { id, files }));
+        self.queue.push_back(Action::Storage(StorageOp::Sync { id, files }));
         id
     }
     pub fn read(&mut self, purpose: Purpose, file: SegmentFile, position: u64, len: usize) -> OpId {
         let id = self.id(purpose);
-        self.queue.push_back(Action::Storage(StorageOp::Read {
-            id,
-            file,
-            position,
-            len,
-        }));
+        self.queue.push_back(Action::Storage(StorageOp::Read { id, file, position, len }));
         id
     }
     pub fn write_meta(&mut self, purpose: Purpose, file: MetaFile, data: Bytes) -> OpId {
         let id = self.id(purpose);
-        self.queue
-            .push_back(Action::Storage(StorageOp::WriteMeta { id, file, data }));
+        self.queue.push_back(Action::Storage(StorageOp::WriteMeta { id, file, data }));
         id
     }
     pub fn delete(&mut self, file: SegmentFile) {
-        self.queue
-            .push_back(Action::Storage(StorageOp::Delete { file }));
+        self.queue.push_back(Action::Storage(StorageOp::Delete { file }));
     }
     pub fn delete_partition(&mut self, tp: TopicPartition) {
-        self.queue
-            .push_back(Action::Storage(StorageOp::DeletePartition { tp }));
+        self.queue.push_back(Action::Storage(StorageOp::DeletePartition { tp }));
     }
 }

@@ -27,13 +27,7 @@ pub struct Segment {
 
 impl Segment {
     fn empty(base_offset: i64, now_ms: i64) -> Self {
-        Segment {
-            base_offset,
-            size: 0,
-            next_offset: base_offset,
-            index: SegmentIndex::new(),
-            created_ms: now_ms,
-        }
+        Segment { base_offset, size: 0, next_offset: base_offset, index: SegmentIndex::new(), created_ms: now_ms }
     }
     /// Largest timestamp for retention; a segment without timestamps ages from its creation.
     fn retention_timestamp(&self) -> i64 {
@@ -108,11 +102,7 @@ impl PartitionLog {
             log_start_offset: 0,
             leader_epoch: 0,
             producers: ProducerStates::default(),
-            durable: LogPoint {
-                offset: 0,
-                segment_base: 0,
-                position: 0,
-            },
+            durable: LogPoint { offset: 0, segment_base: 0, position: 0 },
             unsynced: BTreeSet::new(),
             sync_in_flight: None,
             failed: None,
@@ -142,11 +132,7 @@ impl PartitionLog {
             segments.push(Segment::empty(log_start_offset.max(0), now_ms));
         }
         let last = segments.last().expect("at least one segment");
-        let durable = LogPoint {
-            offset: last.next_offset,
-            segment_base: last.base_offset,
-            position: last.size,
-        };
+        let durable = LogPoint { offset: last.next_offset, segment_base: last.base_offset, position: last.size };
         let log_start_offset = log_start_offset.clamp(segments[0].base_offset, durable.offset);
         PartitionLog {
             tp,
@@ -173,9 +159,7 @@ impl PartitionLog {
         self.segments.iter().map(|s| s.size).sum()
     }
     fn active(&self) -> &Segment {
-        self.segments
-            .last()
-            .expect("a log always has an active segment")
+        self.segments.last().expect("a log always has an active segment")
     }
     fn file(&self, base_offset: i64, kind: FileKind) -> SegmentFile {
         SegmentFile::new(&self.tp, base_offset, kind)
@@ -194,14 +178,10 @@ impl PartitionLog {
         if let Some(why) = &self.failed {
             return Err(AppendError::Offline(why.clone()));
         }
-        let batches = batch::split_produce_records(records)
-            .map_err(|e| AppendError::Corrupt(e.to_string()))?;
+        let batches = batch::split_produce_records(records).map_err(|e| AppendError::Corrupt(e.to_string()))?;
         for b in &batches {
             if b.len() as i64 > self.config.max_message_bytes {
-                return Err(AppendError::TooLarge {
-                    size: b.len(),
-                    max: self.config.max_message_bytes,
-                });
+                return Err(AppendError::TooLarge { size: b.len(), max: self.config.max_message_bytes });
             }
         }
         // Retries of an appended batch are answered with its original offsets (clients send one
@@ -209,16 +189,8 @@ impl PartitionLog {
         if batches.len() == 1 {
             let first = Batch::parse(&batches[0]).expect("validated");
             match self.producers.check(&first) {
-                SequenceCheck::Duplicate(BatchMeta {
-                    base_offset,
-                    last_offset,
-                    ..
-                }) => {
-                    return Ok(Appended {
-                        base_offset,
-                        last_offset,
-                        log_append_time: -1,
-                    });
+                SequenceCheck::Duplicate(BatchMeta { base_offset, last_offset, .. }) => {
+                    return Ok(Appended { base_offset, last_offset, log_append_time: -1 });
                 }
                 SequenceCheck::FencedEpoch { current } => {
                     return Err(AppendError::FencedEpoch(format!(
@@ -236,16 +208,10 @@ impl PartitionLog {
                 SequenceCheck::Append => {}
             }
         }
-        let log_append_time = if self.config.timestamp_type == TimestampType::LogAppendTime {
-            now_ms
-        } else {
-            -1
-        };
+        let log_append_time = if self.config.timestamp_type == TimestampType::LogAppendTime { now_ms } else { -1 };
         let total_len: usize = batches.iter().map(|b| b.len()).sum();
-        let record_count: i64 = batches
-            .iter()
-            .map(|b| Batch::parse(b).expect("validated").last_offset_delta() as i64 + 1)
-            .sum();
+        let record_count: i64 =
+            batches.iter().map(|b| Batch::parse(b).expect("validated").last_offset_delta() as i64 + 1).sum();
         let first_offset = self.log_end_offset();
         let last_offset = first_offset + record_count - 1;
         if batches.len() > 1 {
@@ -255,9 +221,7 @@ impl PartitionLog {
             for b in &batches {
                 let b = Batch::parse(b).expect("validated");
                 if b.base_sequence() >= 0 && trial.check(&b) != SequenceCheck::Append {
-                    return Err(AppendError::OutOfOrder(
-                        "batches within one produce are out of sequence".to_string(),
-                    ));
+                    return Err(AppendError::OutOfOrder("batches within one produce are out of sequence".to_string()));
                 }
                 trial.record(&b);
             }
@@ -272,27 +236,16 @@ impl PartitionLog {
             if log_append_time >= 0 {
                 batch::set_log_append_time(&mut b, now_ms);
             }
-            self.producers
-                .record(&Batch::parse(&b).expect("stamped batch parses"));
+            self.producers.record(&Batch::parse(&b).expect("stamped batch parses"));
             next += delta + 1;
             written.extend_from_slice(&b);
         }
         debug_assert_eq!(next - 1, last_offset);
         let position = self.active().size;
-        let max_ts = Batches::new(&written, false)
-            .map(|(_, b)| b.max_timestamp())
-            .max()
-            .unwrap_or(-1);
+        let max_ts = Batches::new(&written, false).map(|(_, b)| b.max_timestamp()).max().unwrap_or(-1);
         let interval = self.config.index_interval_bytes as u64;
         let seg = self.segments.last_mut().expect("active segment");
-        seg.index.on_append(
-            seg.base_offset,
-            last_offset,
-            position,
-            written.len() as u64,
-            max_ts,
-            interval,
-        );
+        seg.index.on_append(seg.base_offset, last_offset, position, written.len() as u64, max_ts, interval);
         seg.size += written.len() as u64;
         seg.next_offset = next;
         let base = seg.base_offset;
@@ -300,18 +253,11 @@ impl PartitionLog {
         self.unsynced.insert(file.clone());
         ops.write(file, position, written.freeze());
         if durability == Durability::Relaxed {
-            self.durable = LogPoint {
-                offset: next,
-                segment_base: self.active().base_offset,
-                position: self.active().size,
-            };
+            self.durable =
+                LogPoint { offset: next, segment_base: self.active().base_offset, position: self.active().size };
         }
         self.maybe_sync(ops);
-        Ok(Appended {
-            base_offset: first_offset,
-            last_offset,
-            log_append_time,
-        })
+        Ok(Appended { base_offset: first_offset, last_offset, log_append_time })
     }
 
     /// Starts a new segment when the active one is full, too old, or the offsets would not fit
@@ -330,10 +276,9 @@ impl PartitionLog {
     fn roll(&mut self, now_ms: i64, ops: &mut Ops) {
         let sealed = self.active().clone();
         let new_base = sealed.next_offset;
-        for (kind, data) in [
-            (FileKind::OffsetIndex, sealed.index.encode_offsets()),
-            (FileKind::TimeIndex, sealed.index.encode_times()),
-        ] {
+        for (kind, data) in
+            [(FileKind::OffsetIndex, sealed.index.encode_offsets()), (FileKind::TimeIndex, sealed.index.encode_times())]
+        {
             let file = self.file(sealed.base_offset, kind);
             self.unsynced.insert(file.clone());
             ops.write(file, 0, Bytes::from(data));
@@ -343,11 +288,7 @@ impl PartitionLog {
         ops.write(snapshot, 0, Bytes::from(self.producers.encode_snapshot()));
         self.segments.push(Segment::empty(new_base, now_ms));
         if self.durable.offset == new_base && self.durable.segment_base == sealed.base_offset {
-            self.durable = LogPoint {
-                offset: new_base,
-                segment_base: new_base,
-                position: 0,
-            };
+            self.durable = LogPoint { offset: new_base, segment_base: new_base, position: 0 };
         }
     }
 
@@ -406,10 +347,9 @@ impl PartitionLog {
             return;
         }
         let active = self.active().clone();
-        for (kind, data) in [
-            (FileKind::OffsetIndex, active.index.encode_offsets()),
-            (FileKind::TimeIndex, active.index.encode_times()),
-        ] {
+        for (kind, data) in
+            [(FileKind::OffsetIndex, active.index.encode_offsets()), (FileKind::TimeIndex, active.index.encode_times())]
+        {
             let file = self.file(active.base_offset, kind);
             self.unsynced.insert(file.clone());
             ops.write(file, 0, Bytes::from(data));
@@ -422,21 +362,14 @@ impl PartitionLog {
 
     /// Plans the read for a fetch at `offset`. Ok(None): nothing to return yet (at or past the
     /// high watermark). Err: the offset is outside the log.
-    pub fn plan_read(
-        &self,
-        offset: i64,
-        max_bytes: usize,
-    ) -> Result<Option<ReadPlan>, OffsetOutOfRange> {
+    pub fn plan_read(&self, offset: i64, max_bytes: usize) -> Result<Option<ReadPlan>, OffsetOutOfRange> {
         if offset < self.log_start_offset || offset > self.log_end_offset() {
             return Err(OffsetOutOfRange);
         }
         if offset >= self.high_watermark() {
             return Ok(None);
         }
-        let mut at = self
-            .segments
-            .partition_point(|s| s.base_offset <= offset)
-            .saturating_sub(1);
+        let mut at = self.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
         while at + 1 < self.segments.len() && self.segments[at].next_offset <= offset {
             at += 1;
         }
@@ -453,14 +386,8 @@ impl PartitionLog {
             return Ok(None);
         }
         let reach = next_entry.unwrap_or(end).min(end) - position;
-        let len = (reach as usize)
-            .saturating_add(max_bytes)
-            .min((end - position) as usize);
-        Ok(Some(ReadPlan {
-            file: self.file(seg.base_offset, FileKind::Log),
-            position,
-            len,
-        }))
+        let len = (reach as usize).saturating_add(max_bytes).min((end - position) as usize);
+        Ok(Some(ReadPlan { file: self.file(seg.base_offset, FileKind::Log), position, len }))
     }
 
     /// Durable byte ranges after `offset`, for a fetch's min_bytes check (approximate).
@@ -473,11 +400,7 @@ impl PartitionLog {
 
     /// Raises the log start offset (DeleteRecords) and drops segments wholly below it.
     /// Returns the new log start offset.
-    pub fn advance_log_start(
-        &mut self,
-        offset: i64,
-        ops: &mut Ops,
-    ) -> Result<i64, OffsetOutOfRange> {
+    pub fn advance_log_start(&mut self, offset: i64, ops: &mut Ops) -> Result<i64, OffsetOutOfRange> {
         if offset > self.high_watermark() || offset < 0 {
             return Err(OffsetOutOfRange);
         }
@@ -492,12 +415,7 @@ impl PartitionLog {
     }
 
     fn delete_segment_files(&self, base_offset: i64, ops: &mut Ops) {
-        for kind in [
-            FileKind::Log,
-            FileKind::OffsetIndex,
-            FileKind::TimeIndex,
-            FileKind::ProducerSnapshot,
-        ] {
+        for kind in [FileKind::Log, FileKind::OffsetIndex, FileKind::TimeIndex, FileKind::ProducerSnapshot] {
             ops.delete(self.file(base_offset, kind));
         }
     }
@@ -523,10 +441,9 @@ impl PartitionLog {
         while self.segments.len() > 1 {
             let oldest = &self.segments[0];
             let durable = oldest.next_offset <= self.high_watermark();
-            let by_time = self.config.retention_ms >= 0
-                && now_ms - oldest.retention_timestamp() > self.config.retention_ms;
-            let by_size = self.config.retention_bytes >= 0
-                && total - oldest.size as i64 >= self.config.retention_bytes;
+            let by_time =
+                self.config.retention_ms >= 0 && now_ms - oldest.retention_timestamp() > self.config.retention_ms;
+            let by_size = self.config.retention_bytes >= 0 && total - oldest.size as i64 >= self.config.retention_bytes;
             if !durable || !(by_time || by_size) {
                 break;
             }
@@ -540,25 +457,15 @@ impl PartitionLog {
 
     /// First segment that may hold a record with timestamp >= `ts`, and where to start reading.
     pub fn plan_time_search(&self, ts: i64) -> Option<ReadPlan> {
-        let seg = self
-            .segments
-            .iter()
-            .find(|s| s.index.max_timestamp >= ts && s.base_offset < self.high_watermark())?;
+        let seg =
+            self.segments.iter().find(|s| s.index.max_timestamp >= ts && s.base_offset < self.high_watermark())?;
         let from = seg.index.lookup_time(seg.base_offset, ts);
         let (position, _) = seg.index.lookup(seg.base_offset, from);
-        let end = if seg.base_offset == self.durable.segment_base {
-            self.durable.position
-        } else {
-            seg.size
-        };
+        let end = if seg.base_offset == self.durable.segment_base { self.durable.position } else { seg.size };
         if position >= end {
             return None;
         }
-        Some(ReadPlan {
-            file: self.file(seg.base_offset, FileKind::Log),
-            position,
-            len: (end - position) as usize,
-        })
+        Some(ReadPlan { file: self.file(seg.base_offset, FileKind::Log), position, len: (end - position) as usize })
     }
 
     /// Offset and timestamp of the record with the largest timestamp (ListOffsets -3), at batch
@@ -566,10 +473,7 @@ impl PartitionLog {
     pub fn max_timestamp(&self) -> Option<(i64, i64)> {
         self.segments
             .iter()
-            .filter(|s| {
-                s.index.max_timestamp >= 0
-                    && s.index.offset_of_max_timestamp < self.high_watermark()
-            })
+            .filter(|s| s.index.max_timestamp >= 0 && s.index.offset_of_max_timestamp < self.high_watermark())
             .max_by_key(|s| s.index.max_timestamp)
             .map(|s| (s.index.offset_of_max_timestamp, s.index.max_timestamp))
     }
@@ -579,11 +483,7 @@ impl PartitionLog {
 /// the first wanted batch whole even past `max_bytes` (KIP-74), and then as many whole batches as
 /// fit. Err(len) asks for a re-read of `len` bytes from `skip` because the first wanted batch was
 /// cut short.
-pub fn trim_fetched(
-    bytes: &Bytes,
-    fetch_offset: i64,
-    max_bytes: usize,
-) -> Result<Bytes, (usize, usize)> {
+pub fn trim_fetched(bytes: &Bytes, fetch_offset: i64, max_bytes: usize) -> Result<Bytes, (usize, usize)> {
     let mut start = None;
     let mut end = 0;
     let mut position = 0;
@@ -603,9 +503,7 @@ pub fn trim_fetched(
         }
         let last_offset = i64::from_be_bytes(rest[0..8].try_into().expect("8 bytes"))
             + i32::from_be_bytes(
-                rest[batch::LAST_OFFSET_DELTA..batch::LAST_OFFSET_DELTA + 4]
-                    .try_into()
-                    .expect("4 bytes"),
+                rest[batch::LAST_OFFSET_DELTA..batch::LAST_OFFSET_DELTA + 4].try_into().expect("4 bytes"),
             ) as i64;
         if last_offset < fetch_offset {
             position += total;

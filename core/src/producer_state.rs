@@ -73,35 +73,23 @@ impl ProducerStates {
             return SequenceCheck::Append;
         };
         if epoch < entry.epoch {
-            return SequenceCheck::FencedEpoch {
-                current: entry.epoch,
-            };
+            return SequenceCheck::FencedEpoch { current: entry.epoch };
         }
         if epoch > entry.epoch {
             // A bumped epoch restarts the sequence at 0.
             return if first == 0 {
                 SequenceCheck::Append
             } else {
-                SequenceCheck::OutOfOrder {
-                    expected: 0,
-                    got: first,
-                }
+                SequenceCheck::OutOfOrder { expected: 0, got: first }
             };
         }
-        if let Some(dup) = entry
-            .batches
-            .iter()
-            .find(|b| b.first_seq == first && b.last_seq == last)
-        {
+        if let Some(dup) = entry.batches.iter().find(|b| b.first_seq == first && b.last_seq == last) {
             return SequenceCheck::Duplicate(*dup);
         }
         match entry.batches.back() {
             None => SequenceCheck::Append,
             Some(previous) if first == next_seq(previous.last_seq) => SequenceCheck::Append,
-            Some(previous) => SequenceCheck::OutOfOrder {
-                expected: next_seq(previous.last_seq),
-                got: first,
-            },
+            Some(previous) => SequenceCheck::OutOfOrder { expected: next_seq(previous.last_seq), got: first },
         }
     }
 
@@ -118,10 +106,7 @@ impl ProducerStates {
             base_offset: batch.base_offset(),
             last_offset: batch.last_offset(),
         };
-        let entry = self.entries.entry(producer_id).or_insert(ProducerEntry {
-            epoch,
-            batches: VecDeque::new(),
-        });
+        let entry = self.entries.entry(producer_id).or_insert(ProducerEntry { epoch, batches: VecDeque::new() });
         if epoch != entry.epoch {
             entry.epoch = epoch;
             entry.batches.clear();
@@ -239,23 +224,11 @@ mod tests {
         let b = idempotent(1, 7, 1, 0, 0);
         states.record(&Batch::validate(&b).unwrap());
         let gap = idempotent(1, 7, 1, 5, 0);
-        assert_eq!(
-            states.check(&Batch::validate(&gap).unwrap()),
-            SequenceCheck::OutOfOrder {
-                expected: 1,
-                got: 5
-            }
-        );
+        assert_eq!(states.check(&Batch::validate(&gap).unwrap()), SequenceCheck::OutOfOrder { expected: 1, got: 5 });
         let old = idempotent(1, 7, 0, 1, 0);
-        assert_eq!(
-            states.check(&Batch::validate(&old).unwrap()),
-            SequenceCheck::FencedEpoch { current: 1 }
-        );
+        assert_eq!(states.check(&Batch::validate(&old).unwrap()), SequenceCheck::FencedEpoch { current: 1 });
         let bumped = idempotent(1, 7, 2, 0, 0);
-        assert_eq!(
-            states.check(&Batch::validate(&bumped).unwrap()),
-            SequenceCheck::Append
-        );
+        assert_eq!(states.check(&Batch::validate(&bumped).unwrap()), SequenceCheck::Append);
     }
 
     #[test]
@@ -270,9 +243,6 @@ mod tests {
         let mut bad = snapshot.clone();
         *bad.last_mut().unwrap() ^= 1;
         assert_eq!(ProducerStates::decode_snapshot(&bad), None);
-        assert_eq!(
-            ProducerStates::decode_snapshot(&snapshot[..snapshot.len() - 3]),
-            None
-        );
+        assert_eq!(ProducerStates::decode_snapshot(&snapshot[..snapshot.len() - 3]), None);
     }
 }

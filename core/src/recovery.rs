@@ -63,8 +63,7 @@ pub fn scan_segment(
     let mut stop = None;
     let mut valid_len = 0u64;
     for (position, batch) in batches.by_ref() {
-        if batch.base_offset() < next_offset || batch.last_offset() - base_offset > u32::MAX as i64
-        {
+        if batch.base_offset() < next_offset || batch.last_offset() - base_offset > u32::MAX as i64 {
             stop = Some(format!(
                 "batch at position {position} has offset {} where {next_offset} or more was expected",
                 batch.base_offset()
@@ -89,17 +88,9 @@ pub fn scan_segment(
         stop = batches.stop_reason().map(|e| e.to_string());
     }
     if stop.is_none() && (valid_len as usize) < bytes.len() {
-        stop = Some(format!(
-            "partial batch in the last {} bytes",
-            bytes.len() - valid_len as usize
-        ));
+        stop = Some(format!("partial batch in the last {} bytes", bytes.len() - valid_len as usize));
     }
-    SegmentScan {
-        valid_len,
-        next_offset,
-        index,
-        stop,
-    }
+    SegmentScan { valid_len, next_offset, index, stop }
 }
 
 /// Recovers one partition. `clean` means the clean-shutdown marker was present, so CRCs are not
@@ -115,10 +106,7 @@ pub fn recover_partition(
     let mut out = PartitionRecovery::default();
     let (replay_from, producers) = match snapshot {
         Some((offset, states)) => (offset, states),
-        None => (
-            segments.first().map_or(0, |s| s.base_offset),
-            ProducerStates::default(),
-        ),
+        None => (segments.first().map_or(0, |s| s.base_offset), ProducerStates::default()),
     };
     out.producers = producers;
     let count = segments.len();
@@ -130,10 +118,8 @@ pub fn recover_partition(
             continue;
         }
         if seg.base_offset < expected_base {
-            out.notes.push(format!(
-                "segment {} overlaps the one before it; deleting it and later ones",
-                seg.base_offset
-            ));
+            out.notes
+                .push(format!("segment {} overlaps the one before it; deleting it and later ones", seg.base_offset));
             out.delete.push(seg.base_offset);
             cut = true;
             continue;
@@ -144,19 +130,10 @@ pub fn recover_partition(
         let needs_walk = is_last || end_if_sealed.is_some_and(|end| end > replay_from);
         if full_check || needs_walk {
             let bytes = read_log(seg.base_offset);
-            let scan = scan_segment(
-                &bytes,
-                seg.base_offset,
-                full_check,
-                index_interval,
-                replay_from,
-                &mut out.producers,
-            );
+            let scan =
+                scan_segment(&bytes, seg.base_offset, full_check, index_interval, replay_from, &mut out.producers);
             if let Some(why) = &scan.stop {
-                out.notes.push(format!(
-                    "segment {}: {why}; truncating to {} bytes",
-                    seg.base_offset, scan.valid_len
-                ));
+                out.notes.push(format!("segment {}: {why}; truncating to {} bytes", seg.base_offset, scan.valid_len));
                 out.truncate = Some((seg.base_offset, scan.valid_len));
                 cut = true;
             }
@@ -210,11 +187,7 @@ mod tests {
     }
 
     fn recover_single(log: &[u8], clean: bool) -> PartitionRecovery {
-        let seg = SegmentOnDisk {
-            base_offset: 0,
-            log_size: log.len() as u64,
-            index: None,
-        };
+        let seg = SegmentOnDisk { base_offset: 0, log_size: log.len() as u64, index: None };
         recover_partition(vec![seg], clean, 4096, None, &mut |_| log.to_vec())
     }
 
@@ -234,16 +207,8 @@ mod tests {
         bad[ends[0].0 + 40] ^= 0xff;
         let second = log_of(&[1]).0;
         let segments = vec![
-            SegmentOnDisk {
-                base_offset: 0,
-                log_size: bad.len() as u64,
-                index: None,
-            },
-            SegmentOnDisk {
-                base_offset: 4,
-                log_size: second.len() as u64,
-                index: None,
-            },
+            SegmentOnDisk { base_offset: 0, log_size: bad.len() as u64, index: None },
+            SegmentOnDisk { base_offset: 4, log_size: second.len() as u64, index: None },
         ];
         let r = recover_partition(segments, false, 4096, None, &mut |base| {
             if base == 0 {

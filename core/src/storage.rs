@@ -17,10 +17,7 @@ pub struct TopicPartition {
 
 impl TopicPartition {
     pub fn new(topic: &str, partition: i32) -> Self {
-        TopicPartition {
-            topic: Arc::from(topic),
-            partition,
-        }
+        TopicPartition { topic: Arc::from(topic), partition }
     }
     /// Directory name of the partition, as Kafka names it.
     pub fn dir_name(&self) -> String {
@@ -63,20 +60,11 @@ pub struct SegmentFile {
 
 impl SegmentFile {
     pub fn new(tp: &TopicPartition, base_offset: i64, kind: FileKind) -> Self {
-        SegmentFile {
-            tp: tp.clone(),
-            base_offset,
-            kind,
-        }
+        SegmentFile { tp: tp.clone(), base_offset, kind }
     }
     /// Path relative to the data directory.
     pub fn relative_path(&self) -> String {
-        format!(
-            "{}/{:020}.{}",
-            self.tp.dir_name(),
-            self.base_offset,
-            self.kind.extension()
-        )
+        format!("{}/{:020}.{}", self.tp.dir_name(), self.base_offset, self.kind.extension())
     }
 }
 
@@ -101,31 +89,17 @@ impl MetaFile {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StorageOp {
     /// Write `data` at `position`, creating the file if needed. Not durable until a `Sync`.
-    Write {
-        id: OpId,
-        file: SegmentFile,
-        position: u64,
-        data: Bytes,
-    },
+    Write { id: OpId, file: SegmentFile, position: u64, data: Bytes },
     /// Make every earlier write to these files durable, in order.
     Sync { id: OpId, files: Vec<SegmentFile> },
     /// Read up to `len` bytes at `position` (fewer at end of file).
-    Read {
-        id: OpId,
-        file: SegmentFile,
-        position: u64,
-        len: usize,
-    },
+    Read { id: OpId, file: SegmentFile, position: u64, len: usize },
     /// Remove one segment file; its absence is not an error.
     Delete { file: SegmentFile },
     /// Remove a partition's directory and everything in it.
     DeletePartition { tp: TopicPartition },
     /// Replace a metadata file atomically and durably.
-    WriteMeta {
-        id: OpId,
-        file: MetaFile,
-        data: Bytes,
-    },
+    WriteMeta { id: OpId, file: MetaFile, data: Bytes },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -139,22 +113,10 @@ impl std::fmt::Display for StorageError {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Completion {
-    Written {
-        id: OpId,
-        result: Result<(), StorageError>,
-    },
-    Synced {
-        id: OpId,
-        result: Result<(), StorageError>,
-    },
-    Read {
-        id: OpId,
-        result: Result<Bytes, StorageError>,
-    },
-    MetaWritten {
-        id: OpId,
-        result: Result<(), StorageError>,
-    },
+    Written { id: OpId, result: Result<(), StorageError> },
+    Synced { id: OpId, result: Result<(), StorageError> },
+    Read { id: OpId, result: Result<Bytes, StorageError> },
+    MetaWritten { id: OpId, result: Result<(), StorageError> },
 }
 
 impl Completion {

@@ -34,13 +34,10 @@ fn every_served_version_of_every_api_gets_an_answer() {
             conn += 1;
             let key = api.key;
             let body: RequestKind = match key {
-                ApiKey::Produce => {
-                    produce_request("t", 0, 1, records(&["v"], None, START_MS)).into()
+                ApiKey::Produce => produce_request("t", 0, 1, records(&["v"], None, START_MS)).into(),
+                ApiKey::Fetch if version >= 13 => {
+                    FetchRequest::default().with_replica_id(BrokerId(-1)).with_max_bytes(1024).into()
                 }
-                ApiKey::Fetch if version >= 13 => FetchRequest::default()
-                    .with_replica_id(BrokerId(-1))
-                    .with_max_bytes(1024)
-                    .into(),
                 ApiKey::Fetch => fetch_request("t", 0, 0, 0).into(),
                 _ => default_request(key),
             };
@@ -51,18 +48,13 @@ fn every_served_version_of_every_api_gets_an_answer() {
             let frame = spool_core::codec::encode_request(&header, &body).expect("encode");
             node.broker.handle_frame(node.now, conn, frame.slice(4..));
             node.run();
-            assert!(
-                !node.closed.contains(&conn),
-                "{key:?} v{version} closed the connection"
-            );
+            assert!(!node.closed.contains(&conn), "{key:?} v{version} closed the connection");
             let frame = node
                 .responses
                 .get_mut(&conn)
                 .and_then(|q| q.pop_front())
                 .unwrap_or_else(|| panic!("{key:?} v{version}: no answer"));
-            let (correlation, _) =
-                spool_core::codec::decode_response(key, version, frame.slice(4..))
-                    .expect("decodes");
+            let (correlation, _) = spool_core::codec::decode_response(key, version, frame.slice(4..)).expect("decodes");
             assert_eq!(correlation, 7);
         }
     }
@@ -125,44 +117,25 @@ fn a_too_new_api_versions_gets_unsupported_version_with_our_range() {
     node.broker.handle_frame(node.now, CONN, frame.freeze());
     node.run();
     let raw = node.responses.get_mut(&CONN).unwrap().pop_front().unwrap();
-    let (correlation, body) =
-        spool_core::codec::decode_response(ApiKey::ApiVersions, 0, raw.slice(4..)).unwrap();
+    let (correlation, body) = spool_core::codec::decode_response(ApiKey::ApiVersions, 0, raw.slice(4..)).unwrap();
     assert_eq!(correlation, 42);
-    let ResponseKind::ApiVersions(body) = body else {
-        panic!()
-    };
+    let ResponseKind::ApiVersions(body) = body else { panic!() };
     assert_eq!(body.error_code, ResponseError::UnsupportedVersion.code());
-    let own = body
-        .api_keys
-        .iter()
-        .find(|k| k.api_key == 18)
-        .expect("lists ApiVersions");
+    let own = body.api_keys.iter().find(|k| k.api_key == 18).expect("lists ApiVersions");
     assert_eq!((own.min_version, own.max_version), (0, 4));
 }
 
 #[test]
 fn unknown_api_keys_and_garbage_close_the_connection_without_panicking() {
     let mut node = Node::single();
-    node.broker.handle_frame(
-        node.now,
-        5,
-        bytes::Bytes::from_static(&[0x7f, 0x7f, 0, 0, 0, 0, 0, 1]),
-    );
+    node.broker.handle_frame(node.now, 5, bytes::Bytes::from_static(&[0x7f, 0x7f, 0, 0, 0, 0, 0, 1]));
     node.run();
     assert!(node.closed.contains(&5));
-    node.broker.handle_frame(
-        node.now,
-        6,
-        bytes::Bytes::from_static(&[0, 0, 9, 0, 0, 0, 0, 1, 0xff]),
-    );
+    node.broker.handle_frame(node.now, 6, bytes::Bytes::from_static(&[0, 0, 9, 0, 0, 0, 0, 1, 0xff]));
     node.run();
     assert!(node.closed.contains(&6));
     // Produce v0-2 is advertised (for old librdkafka) but refused.
-    node.broker.handle_frame(
-        node.now,
-        7,
-        bytes::Bytes::from_static(&[0, 0, 0, 2, 0, 0, 0, 1, 0, 0]),
-    );
+    node.broker.handle_frame(node.now, 7, bytes::Bytes::from_static(&[0, 0, 0, 2, 0, 0, 0, 1, 0, 0]));
     node.run();
     assert!(node.closed.contains(&7));
 }
@@ -172,54 +145,26 @@ fn acks_all_is_answered_only_after_fsync_and_syncs_are_shared() {
     let mut node = Node::single();
     create(&mut node, "t", 1, &[]);
     node.hold_syncs = true;
-    let first = node.send(
-        CONN,
-        9,
-        produce_request("t", 0, -1, records(&["a", "b"], None, START_MS)),
-    );
-    let second = node.send(
-        2,
-        9,
-        produce_request("t", 0, -1, records(&["c"], None, START_MS)),
-    );
-    assert!(
-        node.take::<ProduceRequest>(CONN, 9).is_none(),
-        "answered before fsync"
-    );
-    assert_eq!(
-        node.held.len(),
-        1,
-        "the second produce rides the next sync, not its own concurrent one"
-    );
+    let first = node.send(CONN, 9, produce_request("t", 0, -1, records(&["a", "b"], None, START_MS)));
+    let second = node.send(2, 9, produce_request("t", 0, -1, records(&["c"], None, START_MS)));
+    assert!(node.take::<ProduceRequest>(CONN, 9).is_none(), "answered before fsync");
+    assert_eq!(node.held.len(), 1, "the second produce rides the next sync, not its own concurrent one");
     // Nothing is visible to consumers before it is durable.
     let f = node.call(3, 12, fetch_request("t", 0, 0, 0));
     assert_eq!(fetch_partition(&f).high_watermark, 0);
     node.release_syncs();
-    let (c1, r1) = node
-        .take::<ProduceRequest>(CONN, 9)
-        .expect("answered after fsync");
+    let (c1, r1) = node.take::<ProduceRequest>(CONN, 9).expect("answered after fsync");
     assert_eq!((c1, produce_partition(&r1).base_offset), (first, 0));
-    assert!(
-        node.take::<ProduceRequest>(2, 9).is_none(),
-        "the second write is not durable yet"
-    );
-    assert_eq!(
-        node.held.len(),
-        1,
-        "its group commit started when the first finished"
-    );
+    assert!(node.take::<ProduceRequest>(2, 9).is_none(), "the second write is not durable yet");
+    assert_eq!(node.held.len(), 1, "its group commit started when the first finished");
     node.release_syncs();
-    let (c2, r2) = node
-        .take::<ProduceRequest>(2, 9)
-        .expect("second answered after its sync");
+    let (c2, r2) = node.take::<ProduceRequest>(2, 9).expect("second answered after its sync");
     assert_eq!((c2, produce_partition(&r2).base_offset), (second, 2));
     let f = node.call(3, 12, fetch_request("t", 0, 0, 0));
     let p = fetch_partition(&f);
     assert_eq!(p.high_watermark, 3);
-    let values: Vec<_> = decode_values(p.records.as_ref().unwrap())
-        .into_iter()
-        .map(|(o, v)| format!("{o}:{v}"))
-        .collect();
+    let values: Vec<_> =
+        decode_values(p.records.as_ref().unwrap()).into_iter().map(|(o, v)| format!("{o}:{v}")).collect();
     assert_eq!(values, ["0:a", "1:b", "2:c"]);
 }
 
@@ -227,15 +172,9 @@ fn acks_all_is_answered_only_after_fsync_and_syncs_are_shared() {
 fn acks_zero_gets_no_answer_but_later_requests_still_do() {
     let mut node = Node::single();
     create(&mut node, "t", 1, &[]);
-    node.send(
-        CONN,
-        9,
-        produce_request("t", 0, 0, records(&["a"], None, START_MS)),
-    );
+    node.send(CONN, 9, produce_request("t", 0, 0, records(&["a"], None, START_MS)));
     let c = node.send(CONN, 12, MetadataRequest::default());
-    let (got, _) = node
-        .take::<MetadataRequest>(CONN, 12)
-        .expect("metadata answered");
+    let (got, _) = node.take::<MetadataRequest>(CONN, 12).expect("metadata answered");
     assert_eq!(got, c);
     assert!(node.responses[&CONN].is_empty());
 }
@@ -245,16 +184,9 @@ fn responses_keep_request_order_on_a_connection() {
     let mut node = Node::single();
     create(&mut node, "t", 1, &[]);
     node.hold_syncs = true;
-    let produce = node.send(
-        CONN,
-        9,
-        produce_request("t", 0, -1, records(&["a"], None, START_MS)),
-    );
+    let produce = node.send(CONN, 9, produce_request("t", 0, -1, records(&["a"], None, START_MS)));
     let metadata = node.send(CONN, 12, MetadataRequest::default());
-    assert!(
-        node.responses.get(&CONN).is_none_or(|q| q.is_empty()),
-        "metadata must wait behind the produce"
-    );
+    assert!(node.responses.get(&CONN).is_none_or(|q| q.is_empty()), "metadata must wait behind the produce");
     node.release_syncs();
     assert_eq!(node.take::<ProduceRequest>(CONN, 9).unwrap().0, produce);
     assert_eq!(node.take::<MetadataRequest>(CONN, 12).unwrap().0, metadata);
@@ -268,35 +200,18 @@ fn corrupt_and_oversized_batches_are_refused_with_kafka_errors() {
     let last = bad.len() - 1;
     bad[last] ^= 0x40;
     let r = node.call(CONN, 9, produce_request("t", 0, 1, bad.into()));
-    assert_eq!(
-        produce_partition(&r).error_code,
-        ResponseError::CorruptMessage.code()
-    );
+    assert_eq!(produce_partition(&r).error_code, ResponseError::CorruptMessage.code());
     let big = records(&[&"x".repeat(300)], None, START_MS);
     let r = node.call(CONN, 9, produce_request("t", 0, 1, big));
-    assert_eq!(
-        produce_partition(&r).error_code,
-        ResponseError::MessageTooLarge.code()
-    );
-    let r = node.call(
-        CONN,
-        9,
-        produce_request("nope", 0, 1, records(&["a"], None, START_MS)),
-    );
+    assert_eq!(produce_partition(&r).error_code, ResponseError::MessageTooLarge.code());
+    let r = node.call(CONN, 9, produce_request("nope", 0, 1, records(&["a"], None, START_MS)));
     assert_eq!(
         produce_partition(&r).error_code,
         ResponseError::UnknownTopicOrPartition.code(),
         "auto-created later, retriable now"
     );
-    let r = node.call(
-        CONN,
-        9,
-        produce_request("t", 0, 7, records(&["a"], None, START_MS)),
-    );
-    assert_eq!(
-        produce_partition(&r).error_code,
-        ResponseError::InvalidRequiredAcks.code()
-    );
+    let r = node.call(CONN, 9, produce_request("t", 0, 7, records(&["a"], None, START_MS)));
+    assert_eq!(produce_partition(&r).error_code, ResponseError::InvalidRequiredAcks.code());
 }
 
 #[test]
@@ -306,72 +221,30 @@ fn idempotent_retries_get_the_original_offset_and_gaps_are_refused() {
     let ResponseKind::InitProducerId(pid) = node.call(
         CONN,
         4,
-        InitProducerIdRequest::default()
-            .with_transactional_id(None)
-            .with_transaction_timeout_ms(60_000),
+        InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(60_000),
     ) else {
         panic!()
     };
     assert_eq!(pid.error_code, 0);
     let id = pid.producer_id.0;
-    let first = node.call(
-        CONN,
-        9,
-        produce_request("t", 0, -1, records(&["a", "b"], Some((id, 0, 0)), START_MS)),
-    );
+    let first = node.call(CONN, 9, produce_request("t", 0, -1, records(&["a", "b"], Some((id, 0, 0)), START_MS)));
     assert_eq!(produce_partition(&first).base_offset, 0);
-    let next = node.call(
-        CONN,
-        9,
-        produce_request("t", 0, -1, records(&["c"], Some((id, 0, 2)), START_MS)),
-    );
+    let next = node.call(CONN, 9, produce_request("t", 0, -1, records(&["c"], Some((id, 0, 2)), START_MS)));
     assert_eq!(produce_partition(&next).base_offset, 2);
-    let retry = node.call(
-        CONN,
-        9,
-        produce_request("t", 0, -1, records(&["a", "b"], Some((id, 0, 0)), START_MS)),
-    );
-    assert_eq!(
-        (
-            produce_partition(&retry).error_code,
-            produce_partition(&retry).base_offset
-        ),
-        (0, 0)
-    );
-    let gap = node.call(
-        CONN,
-        9,
-        produce_request("t", 0, -1, records(&["z"], Some((id, 0, 9)), START_MS)),
-    );
-    assert_eq!(
-        produce_partition(&gap).error_code,
-        ResponseError::OutOfOrderSequenceNumber.code()
-    );
+    let retry = node.call(CONN, 9, produce_request("t", 0, -1, records(&["a", "b"], Some((id, 0, 0)), START_MS)));
+    assert_eq!((produce_partition(&retry).error_code, produce_partition(&retry).base_offset), (0, 0));
+    let gap = node.call(CONN, 9, produce_request("t", 0, -1, records(&["z"], Some((id, 0, 9)), START_MS)));
+    assert_eq!(produce_partition(&gap).error_code, ResponseError::OutOfOrderSequenceNumber.code());
     // Producer state survives a crash: the retry after restart is still a duplicate.
     let mut node = node.crash_and_restart();
-    let retry = node.call(
-        CONN,
-        9,
-        produce_request("t", 0, -1, records(&["c"], Some((id, 0, 2)), START_MS)),
-    );
-    assert_eq!(
-        (
-            produce_partition(&retry).error_code,
-            produce_partition(&retry).base_offset
-        ),
-        (0, 2)
-    );
-    let ResponseKind::InitProducerId(again) = node.call(
-        CONN,
-        4,
-        InitProducerIdRequest::default().with_transactional_id(None),
-    ) else {
+    let retry = node.call(CONN, 9, produce_request("t", 0, -1, records(&["c"], Some((id, 0, 2)), START_MS)));
+    assert_eq!((produce_partition(&retry).error_code, produce_partition(&retry).base_offset), (0, 2));
+    let ResponseKind::InitProducerId(again) =
+        node.call(CONN, 4, InitProducerIdRequest::default().with_transactional_id(None))
+    else {
         panic!()
     };
-    assert!(
-        again.producer_id.0 > id,
-        "producer ids are never reused across restarts"
-    );
+    assert!(again.producer_id.0 > id, "producer ids are never reused across restarts");
 }
 
 #[test]
@@ -380,19 +253,11 @@ fn a_crash_loses_only_what_was_never_acknowledged() {
     create(&mut node, "t", 1, &[("segment.bytes", "300")]);
     let mut acked = Vec::new();
     for i in 0..20 {
-        let r = node.call(
-            CONN,
-            9,
-            produce_request("t", 0, -1, records(&[&format!("m{i}")], None, START_MS + i)),
-        );
+        let r = node.call(CONN, 9, produce_request("t", 0, -1, records(&[&format!("m{i}")], None, START_MS + i)));
         acked.push(produce_partition(&r).base_offset);
     }
     node.hold_syncs = true;
-    node.send(
-        CONN,
-        9,
-        produce_request("t", 0, -1, records(&["lost"], None, START_MS)),
-    );
+    node.send(CONN, 9, produce_request("t", 0, -1, records(&["lost"], None, START_MS)));
     let mut node = node.crash_and_restart();
     let f = node.call(CONN, 12, fetch_request("t", 0, 0, 0));
     let p = fetch_partition(&f);
@@ -410,20 +275,9 @@ fn a_crash_loses_only_what_was_never_acknowledged() {
         }
     }
     let expected: Vec<_> = (0..20).map(|i| (i as i64, format!("m{i}"))).collect();
-    assert_eq!(
-        got, expected,
-        "every acknowledged record, in order, across rolled segments"
-    );
-    let r = node.call(
-        CONN,
-        9,
-        produce_request("t", 0, -1, records(&["after"], None, START_MS)),
-    );
-    assert_eq!(
-        produce_partition(&r).base_offset,
-        20,
-        "offsets continue where the durable log ended"
-    );
+    assert_eq!(got, expected, "every acknowledged record, in order, across rolled segments");
+    let r = node.call(CONN, 9, produce_request("t", 0, -1, records(&["after"], None, START_MS)));
+    assert_eq!(produce_partition(&r).base_offset, 20, "offsets continue where the durable log ended");
 }
 
 #[test]
@@ -431,23 +285,12 @@ fn a_clean_restart_keeps_everything_without_a_scan() {
     let mut node = Node::single();
     create(&mut node, "t", 2, &[]);
     for i in 0..5 {
-        node.call(
-            CONN,
-            9,
-            produce_request("t", i % 2, 1, records(&[&format!("m{i}")], None, START_MS)),
-        );
+        node.call(CONN, 9, produce_request("t", i % 2, 1, records(&[&format!("m{i}")], None, START_MS)));
     }
     let mut node = node.clean_restart();
     let f = node.call(CONN, 12, fetch_request("t", 0, 0, 0));
-    assert_eq!(
-        decode_values(fetch_partition(&f).records.as_ref().unwrap()).len(),
-        3
-    );
-    let ResponseKind::Metadata(m) =
-        node.call(CONN, 12, MetadataRequest::default().with_topics(None))
-    else {
-        panic!()
-    };
+    assert_eq!(decode_values(fetch_partition(&f).records.as_ref().unwrap()).len(), 3);
+    let ResponseKind::Metadata(m) = node.call(CONN, 12, MetadataRequest::default().with_topics(None)) else { panic!() };
     assert_eq!(user_topics(&m)[0].partitions.len(), 2);
 }
 
@@ -456,31 +299,17 @@ fn a_long_poll_fetch_is_answered_when_data_arrives_or_at_its_deadline() {
     let mut node = Node::single();
     create(&mut node, "t", 1, &[]);
     let waiting = node.send(2, 12, fetch_request("t", 0, 0, 5_000));
-    assert!(
-        node.take::<FetchRequest>(2, 12).is_none(),
-        "parked until data or deadline"
-    );
-    node.call(
-        CONN,
-        9,
-        produce_request("t", 0, 1, records(&["x"], None, START_MS)),
-    );
-    let (c, f) = node
-        .take::<FetchRequest>(2, 12)
-        .expect("woken by the produce");
+    assert!(node.take::<FetchRequest>(2, 12).is_none(), "parked until data or deadline");
+    node.call(CONN, 9, produce_request("t", 0, 1, records(&["x"], None, START_MS)));
+    let (c, f) = node.take::<FetchRequest>(2, 12).expect("woken by the produce");
     assert_eq!(c, waiting);
-    assert_eq!(
-        decode_values(fetch_partition(&f).records.as_ref().unwrap()),
-        vec![(0, "x".to_string())]
-    );
+    assert_eq!(decode_values(fetch_partition(&f).records.as_ref().unwrap()), vec![(0, "x".to_string())]);
     node.send(2, 12, fetch_request("t", 0, 1, 5_000));
     node.advance(4_999);
     assert!(node.take::<FetchRequest>(2, 12).is_none());
     assert_eq!(node.broker.next_deadline(), Some(node.now + 1));
     node.advance(1);
-    let (_, f) = node
-        .take::<FetchRequest>(2, 12)
-        .expect("answered at the deadline");
+    let (_, f) = node.take::<FetchRequest>(2, 12).expect("answered at the deadline");
     assert!(fetch_partition(&f).records.as_ref().unwrap().is_empty());
 }
 
@@ -489,30 +318,18 @@ fn fetch_out_of_range_and_unknown_partitions_have_errors() {
     let mut node = Node::single();
     create(&mut node, "t", 1, &[]);
     let f = node.call(CONN, 12, fetch_request("t", 0, 5, 0));
-    assert_eq!(
-        fetch_partition(&f).error_code,
-        ResponseError::OffsetOutOfRange.code()
-    );
+    assert_eq!(fetch_partition(&f).error_code, ResponseError::OffsetOutOfRange.code());
     let f = node.call(CONN, 12, fetch_request("t", 3, 0, 0));
-    assert_eq!(
-        fetch_partition(&f).error_code,
-        ResponseError::UnknownTopicOrPartition.code()
-    );
+    assert_eq!(fetch_partition(&f).error_code, ResponseError::UnknownTopicOrPartition.code());
 }
 
 fn list_offset(node: &mut Node, ts: i64) -> (i64, i64) {
-    let req = ListOffsetsRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
-            .with_name(topic("t"))
-            .with_partitions(vec![
-                list_offsets_request::ListOffsetsPartition::default()
-                    .with_partition_index(0)
-                    .with_timestamp(ts),
-            ])]);
-    let ResponseKind::ListOffsets(r) = node.call(CONN, 7, req) else {
-        panic!()
-    };
+    let req = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
+        list_offsets_request::ListOffsetsTopic::default().with_name(topic("t")).with_partitions(vec![
+            list_offsets_request::ListOffsetsPartition::default().with_partition_index(0).with_timestamp(ts),
+        ]),
+    ]);
+    let ResponseKind::ListOffsets(r) = node.call(CONN, 7, req) else { panic!() };
     let p = &r.topics[0].partitions[0];
     assert_eq!(p.error_code, 0);
     (p.offset, p.timestamp)
@@ -524,25 +341,13 @@ fn list_offsets_earliest_latest_by_time_and_max_timestamp() {
     create(&mut node, "t", 1, &[("segment.bytes", "400")]);
     for i in 0..10 {
         // Two records per batch, timestamps 1000*i and 1000*i+1.
-        node.call(
-            CONN,
-            9,
-            produce_request("t", 0, 1, records(&["a", "b"], None, 1000 * i)),
-        );
+        node.call(CONN, 9, produce_request("t", 0, 1, records(&["a", "b"], None, 1000 * i)));
     }
     assert_eq!(list_offset(&mut node, -2).0, 0);
     assert_eq!(list_offset(&mut node, -1).0, 20);
-    assert_eq!(
-        list_offset(&mut node, 5001),
-        (11, 5001),
-        "record-level: second record of the sixth batch"
-    );
+    assert_eq!(list_offset(&mut node, 5001), (11, 5001), "record-level: second record of the sixth batch");
     assert_eq!(list_offset(&mut node, 5002), (12, 6000));
-    assert_eq!(
-        list_offset(&mut node, 99_999),
-        (-1, -1),
-        "after every record"
-    );
+    assert_eq!(list_offset(&mut node, 99_999), (-1, -1), "after every record");
     assert_eq!(list_offset(&mut node, -3), (19, 9001));
 }
 
@@ -551,38 +356,20 @@ fn delete_records_and_retention_advance_the_log_start() {
     let mut config = spool_core::config::BrokerConfig::single_node("127.0.0.1", 9092);
     config.retention_check_interval_ms = 1000;
     let mut node = Node::new(config);
-    create(
-        &mut node,
-        "t",
-        1,
-        &[("segment.bytes", "200"), ("retention.ms", "60000")],
-    );
+    create(&mut node, "t", 1, &[("segment.bytes", "200"), ("retention.ms", "60000")]);
     for i in 0..10 {
-        node.call(
-            CONN,
-            9,
-            produce_request("t", 0, 1, records(&[&format!("m{i}")], None, node.now)),
-        );
+        node.call(CONN, 9, produce_request("t", 0, 1, records(&[&format!("m{i}")], None, node.now)));
     }
-    let req = DeleteRecordsRequest::default().with_topics(vec![
-        delete_records_request::DeleteRecordsTopic::default()
-            .with_name(topic("t"))
-            .with_partitions(vec![
-                delete_records_request::DeleteRecordsPartition::default()
-                    .with_partition_index(0)
-                    .with_offset(4),
-            ]),
-    ]);
-    let ResponseKind::DeleteRecords(r) = node.call(CONN, 2, req) else {
-        panic!()
-    };
+    let req = DeleteRecordsRequest::default().with_topics(vec![delete_records_request::DeleteRecordsTopic::default()
+        .with_name(topic("t"))
+        .with_partitions(vec![delete_records_request::DeleteRecordsPartition::default()
+            .with_partition_index(0)
+            .with_offset(4)])]);
+    let ResponseKind::DeleteRecords(r) = node.call(CONN, 2, req) else { panic!() };
     assert_eq!(r.topics[0].partitions[0].low_watermark, 4);
     assert_eq!(list_offset(&mut node, -2).0, 4);
     let f = node.call(CONN, 12, fetch_request("t", 0, 2, 0));
-    assert_eq!(
-        fetch_partition(&f).error_code,
-        ResponseError::OffsetOutOfRange.code()
-    );
+    assert_eq!(fetch_partition(&f).error_code, ResponseError::OffsetOutOfRange.code());
     // The log start survives a crash.
     let mut node = node.crash_and_restart();
     assert_eq!(list_offset(&mut node, -2).0, 4);
@@ -591,11 +378,7 @@ fn delete_records_and_retention_advance_the_log_start() {
     node.advance(1_000);
     assert_eq!(list_offset(&mut node, -2).0, 10);
     assert_eq!(list_offset(&mut node, -1).0, 10);
-    let r = node.call(
-        CONN,
-        9,
-        produce_request("t", 0, 1, records(&["new"], None, node.now)),
-    );
+    let r = node.call(CONN, 9, produce_request("t", 0, 1, records(&["new"], None, node.now)));
     assert_eq!(produce_partition(&r).base_offset, 10);
 }
 
@@ -603,58 +386,25 @@ fn delete_records_and_retention_advance_the_log_start() {
 fn create_topics_validates_like_kafka() {
     let mut node = Node::single();
     let check = |node: &mut Node, req: CreateTopicsRequest, expected: ResponseError| {
-        let ResponseKind::CreateTopics(r) = node.call(CONN, 7, req) else {
-            panic!()
-        };
-        assert_eq!(
-            r.topics[0].error_code,
-            expected.code(),
-            "{:?}",
-            r.topics[0].error_message
-        );
+        let ResponseKind::CreateTopics(r) = node.call(CONN, 7, req) else { panic!() };
+        assert_eq!(r.topics[0].error_code, expected.code(), "{:?}", r.topics[0].error_message);
         assert!(r.topics[0].error_message.is_some());
     };
-    check(
-        &mut node,
-        create_topic("bad name", 1, &[]),
-        ResponseError::InvalidTopicException,
-    );
-    check(
-        &mut node,
-        create_topic("t", 0, &[]),
-        ResponseError::InvalidPartitions,
-    );
-    check(
-        &mut node,
-        create_topic("t", 1, &[("retention.ms", "x")]),
-        ResponseError::InvalidConfig,
-    );
-    check(
-        &mut node,
-        create_topic("t", 1, &[("no.such", "1")]),
-        ResponseError::InvalidConfig,
-    );
+    check(&mut node, create_topic("bad name", 1, &[]), ResponseError::InvalidTopicException);
+    check(&mut node, create_topic("t", 0, &[]), ResponseError::InvalidPartitions);
+    check(&mut node, create_topic("t", 1, &[("retention.ms", "x")]), ResponseError::InvalidConfig);
+    check(&mut node, create_topic("t", 1, &[("no.such", "1")]), ResponseError::InvalidConfig);
     let mut rf3 = create_topic("t", 1, &[]);
     rf3.topics[0].replication_factor = 3;
     check(&mut node, rf3, ResponseError::InvalidReplicationFactor);
     let mut validate = create_topic("t", 2, &[]);
     validate.validate_only = true;
-    let ResponseKind::CreateTopics(r) = node.call(CONN, 7, validate) else {
-        panic!()
-    };
+    let ResponseKind::CreateTopics(r) = node.call(CONN, 7, validate) else { panic!() };
     assert_eq!(r.topics[0].error_code, 0);
-    let ResponseKind::Metadata(m) =
-        node.call(CONN, 12, MetadataRequest::default().with_topics(None))
-    else {
-        panic!()
-    };
+    let ResponseKind::Metadata(m) = node.call(CONN, 12, MetadataRequest::default().with_topics(None)) else { panic!() };
     assert!(user_topics(&m).is_empty(), "validate_only creates nothing");
     create(&mut node, "t", 2, &[]);
-    check(
-        &mut node,
-        create_topic("t", 1, &[]),
-        ResponseError::TopicAlreadyExists,
-    );
+    check(&mut node, create_topic("t", 1, &[]), ResponseError::TopicAlreadyExists);
 }
 
 #[test]
@@ -662,35 +412,22 @@ fn topics_can_grow_be_reconfigured_and_deleted() {
     let mut node = Node::single();
     create(&mut node, "t", 1, &[]);
     let grow = CreatePartitionsRequest::default().with_topics(vec![
-        create_partitions_request::CreatePartitionsTopic::default()
-            .with_name(topic("t"))
-            .with_count(3),
+        create_partitions_request::CreatePartitionsTopic::default().with_name(topic("t")).with_count(3),
     ]);
-    let ResponseKind::CreatePartitions(r) = node.call(CONN, 3, grow.clone()) else {
-        panic!()
-    };
+    let ResponseKind::CreatePartitions(r) = node.call(CONN, 3, grow.clone()) else { panic!() };
     assert_eq!(r.results[0].error_code, 0);
-    let ResponseKind::CreatePartitions(r) = node.call(CONN, 3, grow) else {
-        panic!()
-    };
-    assert_eq!(
-        r.results[0].error_code,
-        ResponseError::InvalidPartitions.code()
-    );
+    let ResponseKind::CreatePartitions(r) = node.call(CONN, 3, grow) else { panic!() };
+    assert_eq!(r.results[0].error_code, ResponseError::InvalidPartitions.code());
     let alter = IncrementalAlterConfigsRequest::default().with_resources(vec![
         incremental_alter_configs_request::AlterConfigsResource::default()
             .with_resource_type(2)
             .with_resource_name(StrBytes::from_static_str("t"))
-            .with_configs(vec![
-                incremental_alter_configs_request::AlterableConfig::default()
-                    .with_name(StrBytes::from_static_str("retention.ms"))
-                    .with_config_operation(0)
-                    .with_value(Some(StrBytes::from_static_str("1234"))),
-            ]),
+            .with_configs(vec![incremental_alter_configs_request::AlterableConfig::default()
+                .with_name(StrBytes::from_static_str("retention.ms"))
+                .with_config_operation(0)
+                .with_value(Some(StrBytes::from_static_str("1234")))]),
     ]);
-    let ResponseKind::IncrementalAlterConfigs(r) = node.call(CONN, 1, alter) else {
-        panic!()
-    };
+    let ResponseKind::IncrementalAlterConfigs(r) = node.call(CONN, 1, alter) else { panic!() };
     assert_eq!(r.responses[0].error_code, 0);
     let mut node = node.crash_and_restart();
     let describe = DescribeConfigsRequest::default().with_resources(vec![
@@ -699,33 +436,16 @@ fn topics_can_grow_be_reconfigured_and_deleted() {
             .with_resource_name(StrBytes::from_static_str("t"))
             .with_configuration_keys(Some(vec![StrBytes::from_static_str("retention.ms")])),
     ]);
-    let ResponseKind::DescribeConfigs(r) = node.call(CONN, 4, describe) else {
-        panic!()
-    };
+    let ResponseKind::DescribeConfigs(r) = node.call(CONN, 4, describe) else { panic!() };
     let entry = &r.results[0].configs[0];
-    assert_eq!(
-        (entry.value.as_deref(), entry.config_source),
-        (Some("1234"), 1),
-        "config survived the crash"
-    );
-    let ResponseKind::Metadata(m) =
-        node.call(CONN, 12, MetadataRequest::default().with_topics(None))
-    else {
-        panic!()
-    };
+    assert_eq!((entry.value.as_deref(), entry.config_source), (Some("1234"), 1), "config survived the crash");
+    let ResponseKind::Metadata(m) = node.call(CONN, 12, MetadataRequest::default().with_topics(None)) else { panic!() };
     assert_eq!(user_topics(&m)[0].partitions.len(), 3);
     let delete = DeleteTopicsRequest::default().with_topic_names(vec![topic("t")]);
-    let ResponseKind::DeleteTopics(r) = node.call(CONN, 4, delete.clone()) else {
-        panic!()
-    };
+    let ResponseKind::DeleteTopics(r) = node.call(CONN, 4, delete.clone()) else { panic!() };
     assert_eq!(r.responses[0].error_code, 0);
-    let ResponseKind::DeleteTopics(r) = node.call(CONN, 4, delete) else {
-        panic!()
-    };
-    assert_eq!(
-        r.responses[0].error_code,
-        ResponseError::UnknownTopicOrPartition.code()
-    );
+    let ResponseKind::DeleteTopics(r) = node.call(CONN, 4, delete) else { panic!() };
+    assert_eq!(r.responses[0].error_code, ResponseError::UnknownTopicOrPartition.code());
     assert!(node.disk.log_files().is_empty(), "partition files are gone");
 }
 
@@ -736,20 +456,14 @@ fn metadata_auto_creates_with_the_default_partition_count() {
     let mut node = Node::new(config);
     let req = MetadataRequest::default()
         .with_allow_auto_topic_creation(true)
-        .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
-        )
-        .with_name(Some(topic("auto")))]));
-    let ResponseKind::Metadata(m) = node.call(CONN, 12, req.clone()) else {
-        panic!()
-    };
+        .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default().with_name(Some(topic("auto")))]));
+    let ResponseKind::Metadata(m) = node.call(CONN, 12, req.clone()) else { panic!() };
     assert_eq!(
         m.topics[0].error_code,
         ResponseError::LeaderNotAvailable.code(),
         "retriable while the creation is made durable"
     );
-    let ResponseKind::Metadata(m) = node.call(CONN, 12, req) else {
-        panic!()
-    };
+    let ResponseKind::Metadata(m) = node.call(CONN, 12, req) else { panic!() };
     assert_eq!(m.topics[0].error_code, 0);
     assert_eq!(m.topics[0].partitions.len(), 4);
 }
@@ -761,19 +475,14 @@ fn join(node: &mut Node, member: &str) -> JoinGroupResponse {
         .with_rebalance_timeout_ms(10_000)
         .with_member_id(StrBytes::from_string(member.to_string()))
         .with_protocol_type(StrBytes::from_static_str("consumer"))
-        .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
-        )
-        .with_name(StrBytes::from_static_str("range"))
-        .with_metadata(bytes::Bytes::from_static(b"sub"))]);
+        .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default()
+            .with_name(StrBytes::from_static_str("range"))
+            .with_metadata(bytes::Bytes::from_static(b"sub"))]);
     let correlation = node.send(CONN, 7, req);
     node.advance(3_000);
-    let (got, r) = node
-        .take::<JoinGroupRequest>(CONN, 7)
-        .expect("join answered");
+    let (got, r) = node.take::<JoinGroupRequest>(CONN, 7).expect("join answered");
     assert_eq!(got, correlation);
-    let ResponseKind::JoinGroup(r) = r else {
-        panic!()
-    };
+    let ResponseKind::JoinGroup(r) = r else { panic!() };
     r
 }
 
@@ -782,38 +491,25 @@ fn commit(node: &mut Node, generation: i32, member: &str, offset: i64) -> i16 {
         .with_group_id(GroupId(StrBytes::from_static_str("g")))
         .with_generation_id_or_member_epoch(generation)
         .with_member_id(StrBytes::from_string(member.to_string()))
-        .with_topics(vec![
-            offset_commit_request::OffsetCommitRequestTopic::default()
-                .with_name(topic("t"))
-                .with_partitions(vec![
-                    offset_commit_request::OffsetCommitRequestPartition::default()
-                        .with_partition_index(0)
-                        .with_committed_offset(offset)
-                        .with_committed_metadata(Some(StrBytes::from_static_str("where I was"))),
-                ]),
-        ]);
-    let ResponseKind::OffsetCommit(r) = node.call(CONN, 8, req) else {
-        panic!()
-    };
+        .with_topics(vec![offset_commit_request::OffsetCommitRequestTopic::default()
+            .with_name(topic("t"))
+            .with_partitions(vec![offset_commit_request::OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(offset)
+                .with_committed_metadata(Some(StrBytes::from_static_str("where I was")))])]);
+    let ResponseKind::OffsetCommit(r) = node.call(CONN, 8, req) else { panic!() };
     r.topics[0].partitions[0].error_code
 }
 
 fn committed(node: &mut Node) -> (i64, Option<String>) {
-    let req = OffsetFetchRequest::default().with_groups(vec![
-        offset_fetch_request::OffsetFetchRequestGroup::default()
-            .with_group_id(GroupId(StrBytes::from_static_str("g")))
-            .with_topics(None),
-    ]);
-    let ResponseKind::OffsetFetch(r) = node.call(CONN, 8, req) else {
-        panic!()
-    };
+    let req = OffsetFetchRequest::default().with_groups(vec![offset_fetch_request::OffsetFetchRequestGroup::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("g")))
+        .with_topics(None)]);
+    let ResponseKind::OffsetFetch(r) = node.call(CONN, 8, req) else { panic!() };
     let g = &r.groups[0];
     assert_eq!(g.error_code, 0);
     g.topics.first().map_or((-1, None), |t| {
-        (
-            t.partitions[0].committed_offset,
-            t.partitions[0].metadata.as_ref().map(|m| m.to_string()),
-        )
+        (t.partitions[0].committed_offset, t.partitions[0].metadata.as_ref().map(|m| m.to_string()))
     })
 }
 
@@ -821,11 +517,9 @@ fn committed(node: &mut Node) -> (i64, Option<String>) {
 fn a_group_forms_commits_and_survives_a_crash() {
     let mut node = Node::single();
     create(&mut node, "t", 1, &[]);
-    let ResponseKind::FindCoordinator(fc) = node.call(
-        CONN,
-        3,
-        FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g")),
-    ) else {
+    let ResponseKind::FindCoordinator(fc) =
+        node.call(CONN, 3, FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g")))
+    else {
         panic!()
     };
     assert_eq!((fc.error_code, fc.node_id.0), (0, 1));
@@ -839,14 +533,10 @@ fn a_group_forms_commits_and_survives_a_crash() {
         .with_group_id(GroupId(StrBytes::from_static_str("g")))
         .with_generation_id(1)
         .with_member_id(StrBytes::from_string(member.clone()))
-        .with_assignments(vec![
-            sync_group_request::SyncGroupRequestAssignment::default()
-                .with_member_id(StrBytes::from_string(member.clone()))
-                .with_assignment(bytes::Bytes::from_static(b"mine")),
-        ]);
-    let ResponseKind::SyncGroup(s) = node.call(CONN, 3, sync) else {
-        panic!()
-    };
+        .with_assignments(vec![sync_group_request::SyncGroupRequestAssignment::default()
+            .with_member_id(StrBytes::from_string(member.clone()))
+            .with_assignment(bytes::Bytes::from_static(b"mine"))]);
+    let ResponseKind::SyncGroup(s) = node.call(CONN, 3, sync) else { panic!() };
     assert_eq!((s.error_code, &s.assignment[..]), (0, &b"mine"[..]));
     assert_eq!(
         commit(&mut node, 0, &member, 5),
@@ -862,28 +552,16 @@ fn a_group_forms_commits_and_survives_a_crash() {
             .with_group_id(GroupId(StrBytes::from_static_str("g")))
             .with_generation_id_or_member_epoch(1)
             .with_member_id(StrBytes::from_string(member.clone()))
-            .with_topics(vec![
-                offset_commit_request::OffsetCommitRequestTopic::default()
-                    .with_name(topic("t"))
-                    .with_partitions(vec![
-                        offset_commit_request::OffsetCommitRequestPartition::default()
-                            .with_partition_index(0)
-                            .with_committed_offset(7),
-                    ]),
-            ]),
+            .with_topics(vec![offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(topic("t"))
+                .with_partitions(vec![offset_commit_request::OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(7)])]),
     );
-    assert!(
-        node.take::<OffsetCommitRequest>(CONN, 8).is_none(),
-        "not answered before fsync"
-    );
+    assert!(node.take::<OffsetCommitRequest>(CONN, 8).is_none(), "not answered before fsync");
     node.hold_syncs = false;
     node.release_syncs();
-    assert_eq!(
-        node.take::<OffsetCommitRequest>(CONN, 8)
-            .expect("answered after fsync")
-            .0,
-        req_commit
-    );
+    assert_eq!(node.take::<OffsetCommitRequest>(CONN, 8).expect("answered after fsync").0, req_commit);
     assert_eq!(commit(&mut node, 1, &member, 42), 0);
     assert_eq!(committed(&mut node), (42, Some("where I was".to_string())));
     // A crash: the group and its offsets come back from the internal log.
@@ -893,56 +571,33 @@ fn a_group_forms_commits_and_survives_a_crash() {
         .with_group_id(GroupId(StrBytes::from_static_str("g")))
         .with_generation_id(1)
         .with_member_id(StrBytes::from_string(member.clone()));
-    let ResponseKind::Heartbeat(h) = node.call(CONN, 3, hb) else {
-        panic!()
-    };
+    let ResponseKind::Heartbeat(h) = node.call(CONN, 3, hb) else { panic!() };
     assert_eq!(h.error_code, 0, "the restored member keeps its generation");
-    let describe =
-        DescribeGroupsRequest::default().with_groups(vec![GroupId(StrBytes::from_static_str("g"))]);
-    let ResponseKind::DescribeGroups(d) = node.call(CONN, 5, describe) else {
-        panic!()
-    };
-    assert_eq!(
-        (d.groups[0].group_state.as_str(), d.groups[0].members.len()),
-        ("Stable", 1)
-    );
+    let describe = DescribeGroupsRequest::default().with_groups(vec![GroupId(StrBytes::from_static_str("g"))]);
+    let ResponseKind::DescribeGroups(d) = node.call(CONN, 5, describe) else { panic!() };
+    assert_eq!((d.groups[0].group_state.as_str(), d.groups[0].members.len()), ("Stable", 1));
     assert_eq!(&d.groups[0].members[0].member_assignment[..], b"mine");
     // The member leaves; the empty group can be deleted, and its offsets go with it.
-    let leave = LeaveGroupRequest::default()
-        .with_group_id(GroupId(StrBytes::from_static_str("g")))
-        .with_members(vec![leave_group_request::MemberIdentity::default()
-            .with_member_id(StrBytes::from_string(member))]);
-    let ResponseKind::LeaveGroup(l) = node.call(CONN, 4, leave) else {
-        panic!()
-    };
+    let leave = LeaveGroupRequest::default().with_group_id(GroupId(StrBytes::from_static_str("g"))).with_members(vec![
+        leave_group_request::MemberIdentity::default().with_member_id(StrBytes::from_string(member)),
+    ]);
+    let ResponseKind::LeaveGroup(l) = node.call(CONN, 4, leave) else { panic!() };
     assert_eq!((l.error_code, l.members[0].error_code), (0, 0));
     let ResponseKind::DeleteGroups(del) = node.call(
         CONN,
         2,
-        DeleteGroupsRequest::default()
-            .with_groups_names(vec![GroupId(StrBytes::from_static_str("g"))]),
+        DeleteGroupsRequest::default().with_groups_names(vec![GroupId(StrBytes::from_static_str("g"))]),
     ) else {
         panic!()
     };
     assert_eq!(del.results[0].error_code, 0);
     let mut node = node.crash_and_restart();
-    assert_eq!(
-        committed(&mut node),
-        (-1, None),
-        "a deleted group stays deleted after a restart"
-    );
+    assert_eq!(committed(&mut node), (-1, None), "a deleted group stays deleted after a restart");
 }
 
 #[test]
 fn clients_cannot_write_to_the_offsets_topic() {
     let mut node = Node::single();
-    let r = node.call(
-        CONN,
-        9,
-        produce_request("__consumer_offsets", 0, 1, records(&["x"], None, START_MS)),
-    );
-    assert_eq!(
-        produce_partition(&r).error_code,
-        ResponseError::InvalidTopicException.code()
-    );
+    let r = node.call(CONN, 9, produce_request("__consumer_offsets", 0, 1, records(&["x"], None, START_MS)));
+    assert_eq!(produce_partition(&r).error_code, ResponseError::InvalidTopicException.code());
 }

@@ -57,9 +57,7 @@ fn assign(members: &[String]) -> Vec<(String, Bytes)> {
         .iter()
         .enumerate()
         .map(|(i, m)| {
-            let mine: Vec<i32> = (0..PARTITIONS)
-                .filter(|p| *p as usize % sorted.len() == i)
-                .collect();
+            let mine: Vec<i32> = (0..PARTITIONS).filter(|p| *p as usize % sorted.len() == i).collect();
             let mut b = vec![0u8, 0, 0, 0, 0, 1, 0, 1, b't'];
             b.extend_from_slice(&(mine.len() as i32).to_be_bytes());
             for p in mine {
@@ -83,21 +81,11 @@ struct World {
 
 impl World {
     fn new() -> Self {
-        let config = GroupConfig {
-            initial_rebalance_delay_ms: 3000,
-            min_session_timeout_ms: 1000,
-            ..Default::default()
-        };
+        let config =
+            GroupConfig { initial_rebalance_delay_ms: 3000, min_session_timeout_ms: 1000, ..Default::default() };
         let mut c = GroupCoordinator::new(config, 0);
         c.finish_loading(0);
-        World {
-            c,
-            now: 0,
-            members: Vec::new(),
-            next_token: 0,
-            tokens: BTreeMap::new(),
-            owned: BTreeMap::new(),
-        }
+        World { c, now: 0, members: Vec::new(), next_token: 0, tokens: BTreeMap::new(), owned: BTreeMap::new() }
     }
 
     fn token(&mut self, member: usize, is_join: bool) -> u64 {
@@ -129,11 +117,7 @@ impl World {
         if m.generation < 0 || m.id.is_empty() {
             return;
         }
-        let assignments = if m.leader {
-            assign(&m.members)
-        } else {
-            Vec::new()
-        };
+        let assignments = if m.leader { assign(&m.members) } else { Vec::new() };
         let args = SyncArgs {
             group: GROUP.into(),
             generation: m.generation,
@@ -173,15 +157,11 @@ impl World {
                     let m = &mut self.members[i];
                     if r.error == 0 {
                         m.synced = true;
-                        let parts: BTreeSet<i32> =
-                            spool_core::group::decode_consumer_assignment(&r.assignment)
-                                .into_iter()
-                                .map(|(_, p)| p)
-                                .collect();
-                        self.owned
-                            .entry(m.generation)
-                            .or_default()
-                            .insert(m.id.clone(), parts);
+                        let parts: BTreeSet<i32> = spool_core::group::decode_consumer_assignment(&r.assignment)
+                            .into_iter()
+                            .map(|(_, p)| p)
+                            .collect();
+                        self.owned.entry(m.generation).or_default().insert(m.id.clone(), parts);
                     } else {
                         m.synced = false;
                         if r.error == ResponseError::UnknownMemberId.code() {
@@ -202,10 +182,7 @@ impl World {
         match *op {
             Op::NewMember => {
                 if self.members.len() < 8 {
-                    self.members.push(Member {
-                        generation: -1,
-                        ..Default::default()
-                    });
+                    self.members.push(Member { generation: -1, ..Default::default() });
                     let i = self.members.len() - 1;
                     self.join(i);
                 }
@@ -229,30 +206,16 @@ impl World {
             }
             Op::Commit(i) if self.live(i) && !self.members[i].id.is_empty() => {
                 let m = self.members[i].clone();
-                let before = self
-                    .c
-                    .group(GROUP)
-                    .map(|g| (g.generation, g.state, g.members.contains_key(&m.id)));
+                let before = self.c.group(GROUP).map(|g| (g.generation, g.state, g.members.contains_key(&m.id)));
                 let offsets = vec![(
                     ("t".to_string(), 0),
-                    Committed {
-                        offset: 1,
-                        leader_epoch: 0,
-                        metadata: None,
-                        commit_ms: self.now,
-                    },
+                    Committed { offset: 1, leader_epoch: 0, metadata: None, commit_ms: self.now },
                 )];
-                let result = self
-                    .c
-                    .commit(GROUP, m.generation, &m.id, None, offsets, self.now);
+                let result = self.c.commit(GROUP, m.generation, &m.id, None, offsets, self.now);
                 if result.is_ok() {
                     let (generation, state, member) = before.expect("group exists");
                     prop_assert!(member, "a commit from a non-member was accepted");
-                    prop_assert_eq!(
-                        generation,
-                        m.generation,
-                        "a commit from a fenced generation was accepted"
-                    );
+                    prop_assert_eq!(generation, m.generation, "a commit from a fenced generation was accepted");
                     prop_assert!(state != GroupState::CompletingRebalance);
                 }
                 self.drain();
@@ -343,20 +306,11 @@ proptest! {
 #[test]
 fn a_fresh_member_needs_its_id_then_gets_the_group_after_the_initial_delay() {
     let mut w = World::new();
-    w.members.push(Member {
-        generation: -1,
-        ..Default::default()
-    });
+    w.members.push(Member { generation: -1, ..Default::default() });
     w.join(0);
-    assert!(
-        !w.members[0].id.is_empty(),
-        "MEMBER_ID_REQUIRED hands out an id"
-    );
+    assert!(!w.members[0].id.is_empty(), "MEMBER_ID_REQUIRED hands out an id");
     w.join(0);
-    assert_eq!(
-        w.members[0].generation, -1,
-        "held during the initial rebalance delay"
-    );
+    assert_eq!(w.members[0].generation, -1, "held during the initial rebalance delay");
     assert_eq!(w.c.next_deadline(), Some(3000));
     w.now = 3000;
     w.c.tick(w.now);

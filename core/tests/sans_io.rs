@@ -19,17 +19,8 @@ const FORBIDDEN: &[&str] = &[
     "std::env::var",
     "std::process",
 ];
-const FORBIDDEN_DEPENDENCIES: &[&str] = &[
-    "tokio",
-    "madsim",
-    "mio",
-    "async-std",
-    "socket2",
-    "libc",
-    "nix",
-    "rand",
-    "getrandom",
-];
+const FORBIDDEN_DEPENDENCIES: &[&str] =
+    &["tokio", "madsim", "mio", "async-std", "socket2", "libc", "nix", "rand", "getrandom"];
 
 fn scan(dir: &Path, hits: &mut Vec<String>) {
     for entry in fs::read_dir(dir).unwrap() {
@@ -52,33 +43,16 @@ fn scan(dir: &Path, hits: &mut Vec<String>) {
 #[test]
 fn core_source_does_no_io_and_reads_no_clock() {
     let mut hits = Vec::new();
-    scan(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
-        &mut hits,
-    );
-    assert!(
-        hits.is_empty(),
-        "core/ must stay sans-IO:\n{}",
-        hits.join("\n")
-    );
+    scan(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut hits);
+    assert!(hits.is_empty(), "core/ must stay sans-IO:\n{}", hits.join("\n"));
 }
 
 #[test]
 fn core_depends_on_no_io_crate() {
-    let manifest =
-        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
-    let deps = manifest
-        .split("[dependencies]")
-        .nth(1)
-        .unwrap()
-        .split("\n[")
-        .next()
-        .unwrap();
+    let manifest = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
+    let deps = manifest.split("[dependencies]").nth(1).unwrap().split("\n[").next().unwrap();
     for line in deps.lines() {
         let name = line.split(['=', ' ', '.']).next().unwrap_or("").trim();
-        assert!(
-            !FORBIDDEN_DEPENDENCIES.contains(&name),
-            "core/Cargo.toml depends on {name}"
-        );
+        assert!(!FORBIDDEN_DEPENDENCIES.contains(&name), "core/Cargo.toml depends on {name}");
     }
 }

@@ -24,12 +24,7 @@ impl Client {
             .await
             .map_err(|_| "connect timed out".to_string())?
             .map_err(|e| format!("connect: {e}"))?;
-        Ok(Client {
-            stream,
-            correlation: 0,
-            timeout,
-            client_id: "spool",
-        })
+        Ok(Client { stream, correlation: 0, timeout, client_id: "spool" })
     }
 
     pub fn with_client_id(mut self, client_id: &'static str) -> Self {
@@ -52,24 +47,11 @@ impl Client {
         let frame = codec::encode_request(&header, &body.into())?;
         let correlation = self.correlation;
         let exchange = async {
-            self.stream
-                .write_all(&frame)
-                .await
-                .map_err(|e| format!("write: {e}"))?;
-            self.stream
-                .flush()
-                .await
-                .map_err(|e| format!("flush: {e}"))?;
-            let size = self
-                .stream
-                .read_i32()
-                .await
-                .map_err(|e| format!("read: {e}"))?;
+            self.stream.write_all(&frame).await.map_err(|e| format!("write: {e}"))?;
+            self.stream.flush().await.map_err(|e| format!("flush: {e}"))?;
+            let size = self.stream.read_i32().await.map_err(|e| format!("read: {e}"))?;
             let mut buf = BytesMut::zeroed(size.max(0) as usize);
-            self.stream
-                .read_exact(&mut buf)
-                .await
-                .map_err(|e| format!("read: {e}"))?;
+            self.stream.read_exact(&mut buf).await.map_err(|e| format!("read: {e}"))?;
             let key = ApiKey::try_from(R::KEY).map_err(|_| "unknown key".to_string())?;
             let (got, response) = codec::decode_response(key, version, buf.freeze())?;
             if got != correlation {
@@ -77,8 +59,6 @@ impl Client {
             }
             Ok(response)
         };
-        tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| "request timed out".to_string())?
+        tokio::time::timeout(self.timeout, exchange).await.map_err(|_| "request timed out".to_string())?
     }
 }

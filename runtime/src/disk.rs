@@ -47,16 +47,10 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
 
 impl Storage for FileStorage {
     fn load(&mut self, node_id: i32, index_interval: u64) -> anyhow::Result<LoadedState> {
-        crate::load::load(&self.root, node_id, index_interval, || {
-            format!("spool-{:016x}", rand::random::<u64>())
-        })
+        crate::load::load(&self.root, node_id, index_interval, || format!("spool-{:016x}", rand::random::<u64>()))
     }
 
-    fn execute(
-        &mut self,
-        op: StorageOp,
-        completions: &mpsc::UnboundedSender<Completion>,
-    ) -> Option<Completion> {
+    fn execute(&mut self, op: StorageOp, completions: &mpsc::UnboundedSender<Completion>) -> Option<Completion> {
         self.execute_op(op, completions)
     }
 
@@ -67,11 +61,7 @@ impl Storage for FileStorage {
 
 impl FileStorage {
     pub fn new(root: PathBuf) -> Self {
-        FileStorage {
-            root,
-            files: HashMap::new(),
-            dirty_dirs: BTreeSet::new(),
-        }
+        FileStorage { root, files: HashMap::new(), dirty_dirs: BTreeSet::new() }
     }
 
     fn path(&self, file: &SegmentFile) -> PathBuf {
@@ -83,21 +73,14 @@ impl FileStorage {
             if self.files.len() >= MAX_OPEN_FILES {
                 self.files.clear();
             }
-            let dir = path
-                .parent()
-                .expect("segment files live in a partition directory");
+            let dir = path.parent().expect("segment files live in a partition directory");
             let existed = path.exists();
             if create && !existed {
                 fs::create_dir_all(dir)?;
                 self.dirty_dirs.insert(dir.to_path_buf());
                 self.dirty_dirs.insert(self.root.clone());
             }
-            let f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(create)
-                .truncate(false)
-                .open(path)?;
+            let f = OpenOptions::new().read(true).write(true).create(create).truncate(false).open(path)?;
             self.files.insert(path.to_path_buf(), f);
         }
         Ok(&self.files[path])
@@ -105,18 +88,9 @@ impl FileStorage {
 
     /// Carries out one operation. Inline results are returned; the rest arrive on the channel.
     #[cfg_attr(madsim, allow(deprecated))]
-    fn execute_op(
-        &mut self,
-        op: StorageOp,
-        completions: &mpsc::UnboundedSender<Completion>,
-    ) -> Option<Completion> {
+    fn execute_op(&mut self, op: StorageOp, completions: &mpsc::UnboundedSender<Completion>) -> Option<Completion> {
         match op {
-            StorageOp::Write {
-                id,
-                file,
-                position,
-                data,
-            } => {
+            StorageOp::Write { id, file, position, data } => {
                 let path = self.path(&file);
                 let result = self
                     .open(&path, true)
@@ -130,12 +104,7 @@ impl FileStorage {
                     .map_err(|e| storage_error("write", &path, e));
                 Some(Completion::Written { id, result })
             }
-            StorageOp::Read {
-                id,
-                file,
-                position,
-                len,
-            } => {
+            StorageOp::Read { id, file, position, len } => {
                 let path = self.path(&file);
                 let result = self
                     .open(&path, false)
@@ -162,13 +131,9 @@ impl FileStorage {
                 tokio::task::spawn_blocking(move || {
                     let result = handles
                         .iter()
-                        .try_for_each(|(path, f)| {
-                            f.sync_data().map_err(|e| storage_error("fsync", path, e))
-                        })
+                        .try_for_each(|(path, f)| f.sync_data().map_err(|e| storage_error("fsync", path, e)))
                         .and_then(|_| {
-                            dirs.iter().try_for_each(|d| {
-                                fsync_dir(d).map_err(|e| storage_error("fsync dir", d, e))
-                            })
+                            dirs.iter().try_for_each(|d| fsync_dir(d).map_err(|e| storage_error("fsync dir", d, e)))
                         });
                     let _ = tx.send(Completion::Synced { id, result });
                 });
@@ -198,8 +163,7 @@ impl FileStorage {
                 let path = self.root.join(file.file_name());
                 let tx = completions.clone();
                 tokio::task::spawn_blocking(move || {
-                    let result =
-                        write_atomic(&path, &data).map_err(|e| storage_error("write", &path, e));
+                    let result = write_atomic(&path, &data).map_err(|e| storage_error("write", &path, e));
                     let _ = tx.send(Completion::MetaWritten { id, result });
                 });
                 None

@@ -30,16 +30,7 @@ impl DataDir for FsDataDir {
         let Ok(entries) = fs::read_dir(self.root.join(tp.dir_name())) else {
             return Vec::new();
         };
-        entries
-            .filter_map(|e| {
-                e.ok()?
-                    .file_name()
-                    .to_str()?
-                    .strip_suffix(&suffix)?
-                    .parse()
-                    .ok()
-            })
-            .collect()
+        entries.filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(&suffix)?.parse().ok()).collect()
     }
     fn size(&mut self, file: &SegmentFile) -> u64 {
         fs::metadata(self.root.join(file.relative_path())).map_or(0, |m| m.len())
@@ -56,11 +47,8 @@ pub fn load(
     index_interval: u64,
     new_cluster_id: impl FnOnce() -> String,
 ) -> Result<LoadedState> {
-    fs::create_dir_all(root)
-        .with_context(|| format!("creating data directory {}", root.display()))?;
-    let mut dir = FsDataDir {
-        root: root.to_path_buf(),
-    };
+    fs::create_dir_all(root).with_context(|| format!("creating data directory {}", root.display()))?;
+    let mut dir = FsDataDir { root: root.to_path_buf() };
     let (state, repairs) = loader::load(&mut dir, node_id, index_interval, new_cluster_id)
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("loading {}", root.display()))?;

@@ -51,11 +51,7 @@ struct ServeArgs {
     #[arg(long, env = "SPOOL_MAX_REQUEST_BYTES", default_value_t = 100 * 1024 * 1024)]
     max_request_bytes: usize,
     /// How often retention is applied, in milliseconds.
-    #[arg(
-        long,
-        env = "SPOOL_RETENTION_CHECK_INTERVAL_MS",
-        default_value_t = 300_000
-    )]
+    #[arg(long, env = "SPOOL_RETENTION_CHECK_INTERVAL_MS", default_value_t = 300_000)]
     retention_check_interval_ms: i64,
 }
 
@@ -70,12 +66,7 @@ enum Command {
 #[derive(clap::Args)]
 struct ClientArgs {
     /// A broker to start from.
-    #[arg(
-        long,
-        env = "SPOOL_BOOTSTRAP",
-        default_value = "127.0.0.1:9092",
-        global = true
-    )]
+    #[arg(long, env = "SPOOL_BOOTSTRAP", default_value = "127.0.0.1:9092", global = true)]
     bootstrap_server: String,
     #[arg(long, value_enum, default_value = "table", global = true)]
     output: Output,
@@ -105,38 +96,26 @@ fn resolve(addr: &str) -> Result<SocketAddr> {
 }
 
 fn split_host_port(addr: &str) -> Result<(String, i32)> {
-    let (host, port) = addr
-        .rsplit_once(':')
-        .with_context(|| format!("{addr} is not HOST:PORT"))?;
+    let (host, port) = addr.rsplit_once(':').with_context(|| format!("{addr} is not HOST:PORT"))?;
     Ok((
-        host.trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string(),
-        port.parse()
-            .with_context(|| format!("bad port in {addr}"))?,
+        host.trim_start_matches('[').trim_end_matches(']').to_string(),
+        port.parse().with_context(|| format!("bad port in {addr}"))?,
     ))
 }
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => run_serve(args),
         Command::Group(args) => run_client(async move {
-            let ClientArgs {
-                bootstrap_server,
-                output,
-            } = args.client;
+            let ClientArgs { bootstrap_server, output } = args.client;
             match args.command {
                 GroupCommand::List => cli::group::list(&bootstrap_server, output).await,
-                GroupCommand::Describe { group } => {
-                    cli::group::describe(&bootstrap_server, &group, output).await
-                }
+                GroupCommand::Describe { group } => cli::group::describe(&bootstrap_server, &group, output).await,
             }
         }),
     }
@@ -144,9 +123,7 @@ fn main() -> Result<()> {
 
 /// Runs a client command: its output on stdout, or its error on stderr with exit code 1.
 fn run_client(command: impl std::future::Future<Output = Result<String>>) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match runtime.block_on(command) {
         Ok(text) => {
             print!("{text}");
@@ -175,22 +152,14 @@ fn run_serve(args: ServeArgs) -> Result<()> {
         DurabilityArg::Fsync => Durability::Fsync,
         DurabilityArg::Relaxed => Durability::Relaxed,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let (stop_tx, stop_rx) = oneshot::channel();
         tokio::spawn(async move {
             wait_for_signal().await;
             let _ = stop_tx.send(());
         });
-        serve(
-            ServerOptions { listen, broker },
-            FileStorage::new(args.data_dir),
-            stop_rx,
-            None,
-        )
-        .await
+        serve(ServerOptions { listen, broker }, FileStorage::new(args.data_dir), stop_rx, None).await
     })
 }
 

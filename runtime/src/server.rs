@@ -29,9 +29,7 @@ pub struct ServerOptions {
 }
 
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Runs a broker until `shutdown` fires, then shuts down cleanly.
@@ -41,9 +39,7 @@ pub async fn serve<S: Storage>(
     shutdown: oneshot::Receiver<()>,
     ready: Option<oneshot::Sender<SocketAddr>>,
 ) -> Result<()> {
-    let listener = TcpListener::bind(options.listen)
-        .await
-        .with_context(|| format!("binding {}", options.listen))?;
+    let listener = TcpListener::bind(options.listen).await.with_context(|| format!("binding {}", options.listen))?;
     let local = listener.local_addr()?;
     let interval = options.broker.topic_defaults.index_interval_bytes as u64;
     let node_id = options.broker.node_id;
@@ -51,8 +47,7 @@ pub async fn serve<S: Storage>(
     // Loading reads whole files: off the event loop in production, inline in simulation.
     #[cfg(not(madsim))]
     let (loaded, storage) =
-        tokio::task::spawn_blocking(move || storage.load(node_id, interval).map(|l| (l, storage)))
-            .await??;
+        tokio::task::spawn_blocking(move || storage.load(node_id, interval).map(|l| (l, storage))).await??;
     #[cfg(madsim)]
     let loaded = storage.load(node_id, interval)?;
     let max_frame = options.broker.max_request_bytes;
@@ -88,12 +83,7 @@ async fn accept_loop(listener: TcpListener, events: mpsc::Sender<Event>, max_fra
 }
 
 /// Reads size-prefixed frames into the event loop; writes responses back in the order given.
-async fn connection(
-    conn: ConnId,
-    stream: TcpStream,
-    events: mpsc::Sender<Event>,
-    max_frame: usize,
-) {
+async fn connection(conn: ConnId, stream: TcpStream, events: mpsc::Sender<Event>, max_frame: usize) {
     let (mut reader, writer) = tokio::io::split(stream);
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
     if events.send(Event::Connected(conn, out_tx)).await.is_err() {
@@ -119,23 +109,14 @@ async fn connection(
     });
     while let Ok(size) = reader.read_i32().await {
         if size < 0 || size as usize > max_frame {
-            tracing::warn!(
-                conn,
-                size,
-                max_frame,
-                "closing connection: request frame size out of range"
-            );
+            tracing::warn!(conn, size, max_frame, "closing connection: request frame size out of range");
             break;
         }
         let mut frame = BytesMut::zeroed(size as usize);
         if reader.read_exact(&mut frame).await.is_err() {
             break;
         }
-        if events
-            .send(Event::Frame(conn, frame.freeze()))
-            .await
-            .is_err()
-        {
+        if events.send(Event::Frame(conn, frame.freeze())).await.is_err() {
             break;
         }
     }
@@ -162,9 +143,7 @@ async fn event_loop<S: Storage>(
         let deadline = broker.next_deadline();
         let sleep = async {
             match deadline {
-                Some(at) => {
-                    tokio::time::sleep(Duration::from_millis((at - now_ms()).max(0) as u64)).await
-                }
+                Some(at) => tokio::time::sleep(Duration::from_millis((at - now_ms()).max(0) as u64)).await,
                 None => std::future::pending().await,
             }
         };
@@ -191,11 +170,7 @@ async fn event_loop<S: Storage>(
     }
 }
 
-fn handle_event(
-    broker: &mut Broker,
-    writers: &mut HashMap<ConnId, mpsc::UnboundedSender<Bytes>>,
-    event: Event,
-) {
+fn handle_event(broker: &mut Broker, writers: &mut HashMap<ConnId, mpsc::UnboundedSender<Bytes>>, event: Event) {
     match event {
         Event::Connected(conn, tx) => {
             writers.insert(conn, tx);

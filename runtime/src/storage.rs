@@ -10,11 +10,7 @@ pub trait Storage: Send + 'static {
     /// Reads the data directory, runs recovery and applies its repairs.
     fn load(&mut self, node_id: i32, index_interval: u64) -> Result<LoadedState>;
     /// Carries out one operation; returns its completion now, or sends it on `completions` later.
-    fn execute(
-        &mut self,
-        op: StorageOp,
-        completions: &UnboundedSender<Completion>,
-    ) -> Option<Completion>;
+    fn execute(&mut self, op: StorageOp, completions: &UnboundedSender<Completion>) -> Option<Completion>;
     /// Written last in a clean shutdown, after everything else is durable.
     fn mark_clean_shutdown(&mut self) -> Result<()>;
 }

@@ -22,19 +22,13 @@ pub struct SimStorage {
 impl Storage for SimStorage {
     fn load(&mut self, node_id: i32, index_interval: u64) -> Result<LoadedState> {
         let mut disk = self.disk.lock().expect("disk lock");
-        let (state, repairs) = loader::load(&mut *disk, node_id, index_interval, || {
-            "sim-cluster".to_string()
-        })
-        .map_err(anyhow::Error::msg)?;
+        let (state, repairs) = loader::load(&mut *disk, node_id, index_interval, || "sim-cluster".to_string())
+            .map_err(anyhow::Error::msg)?;
         disk.apply_repairs(&repairs);
         Ok(state)
     }
 
-    fn execute(
-        &mut self,
-        op: StorageOp,
-        completions: &UnboundedSender<Completion>,
-    ) -> Option<Completion> {
+    fn execute(&mut self, op: StorageOp, completions: &UnboundedSender<Completion>) -> Option<Completion> {
         if let StorageOp::Sync { .. } = op {
             // A sync completes later; if the node is killed first, it never does.
             let disk = self.disk.clone();

@@ -16,8 +16,7 @@ fn main() {
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,madsim=error".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,madsim=error".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -26,20 +25,15 @@ fn main() {
     let mut canary = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let mut value = |name: &str| {
-            args.next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("{name} needs a number"))
-        };
+        let mut value =
+            |name: &str| args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{name} needs a number"));
         match arg.as_str() {
             "--seed" => seed = value("--seed"),
             "--seeds" => seeds = value("--seeds"),
             // A planted bug (fsyncs that make nothing durable) the checkers must catch.
             "--canary" => canary = true,
             other => {
-                eprintln!(
-                    "unknown argument {other}; usage: spool-sim [--seed N] [--seeds K] [--canary]"
-                );
+                eprintln!("unknown argument {other}; usage: spool-sim [--seed N] [--seeds K] [--canary]");
                 std::process::exit(2);
             }
         }

@@ -46,11 +46,7 @@ impl Params {
             crashes: rng.gen_range(0..5),
             fsync_latency_ms: rng.gen_range(1..20),
             max_torn_sectors: rng.gen_range(0..4),
-            segment_bytes: if rng.gen_bool(0.5) {
-                rng.gen_range(200..4000)
-            } else {
-                1 << 30
-            },
+            segment_bytes: if rng.gen_bool(0.5) { rng.gen_range(200..4000) } else { 1 << 30 },
         }
     }
 }
@@ -82,31 +78,16 @@ async fn scenario(canary: bool) -> Result<String, String> {
             async move {
                 let (_keep_running, stop) = tokio::sync::oneshot::channel();
                 let config = BrokerConfig::single_node(BROKER_IP, 9092);
-                let storage = SimStorage {
-                    disk,
-                    fsync_latency,
-                };
-                if let Err(e) = serve(
-                    ServerOptions {
-                        listen: broker_addr(),
-                        broker: config,
-                    },
-                    storage,
-                    stop,
-                    None,
-                )
-                .await
+                let storage = SimStorage { disk, fsync_latency };
+                if let Err(e) =
+                    serve(ServerOptions { listen: broker_addr(), broker: config }, storage, stop, None).await
                 {
                     panic!("broker failed: {e:#}");
                 }
             }
         })
         .build();
-    let client = handle
-        .create_node()
-        .name("client")
-        .ip("10.0.0.2".parse().expect("ip"))
-        .build();
+    let client = handle.create_node().name("client").ip("10.0.0.2".parse().expect("ip")).build();
     let workload = client.spawn(produce_all(params.clone()));
 
     // The nemesis: kill the broker at random points; unsynced writes are lost or torn.
@@ -116,26 +97,15 @@ async fn scenario(canary: bool) -> Result<String, String> {
         tokio::time::sleep(Duration::from_millis(wait)).await;
         handle.kill(broker.id());
         let max_torn = params.max_torn_sectors;
-        disk.lock()
-            .expect("disk")
-            .crash(&mut |_| thread_rng().gen_range(0..=max_torn));
+        disk.lock().expect("disk").crash(&mut |_| thread_rng().gen_range(0..=max_torn));
         crashes += 1;
         tokio::time::sleep(Duration::from_millis(thread_rng().gen_range(1..500))).await;
         handle.restart(broker.id());
     }
-    let acked = workload
-        .await
-        .map_err(|e| format!("workload task failed: {e}"))??;
-    let log = client
-        .spawn(read_all())
-        .await
-        .map_err(|e| format!("reader task failed: {e}"))??;
+    let acked = workload.await.map_err(|e| format!("workload task failed: {e}"))??;
+    let log = client.spawn(read_all()).await.map_err(|e| format!("reader task failed: {e}"))??;
     check(&acked, &log)?;
-    Ok(format!(
-        "{params:?}, {crashes} crashes, {} records acknowledged, log end {}",
-        acked.len(),
-        log.len()
-    ))
+    Ok(format!("{params:?}, {crashes} crashes, {} records acknowledged, log end {}", acked.len(), log.len()))
 }
 
 async fn connect() -> Client {
@@ -168,15 +138,8 @@ fn batch(producer_id: i64, sequence: i32, values: &[String]) -> bytes::Bytes {
         })
         .collect();
     let mut buf = bytes::BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode");
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
+        .expect("encode");
     buf.freeze()
 }
 
@@ -184,12 +147,12 @@ fn batch(producer_id: i64, sequence: i32, values: &[String]) -> bytes::Bytes {
 /// errors and reconnects, as an idempotent producer does. Returns acknowledged (offset, value).
 async fn produce_all(params: Params) -> Result<BTreeMap<i64, String>, String> {
     let mut client = connect().await;
-    let create = CreateTopicsRequest::default()
-        .with_timeout_ms(5000)
-        .with_topics(vec![create_topics_request::CreatableTopic::default()
+    let create = CreateTopicsRequest::default().with_timeout_ms(5000).with_topics(vec![
+        create_topics_request::CreatableTopic::default()
             .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
             .with_num_partitions(1)
-            .with_replication_factor(1)]);
+            .with_replication_factor(1),
+    ]);
     loop {
         match client.call(7, create.clone()).await {
             Ok(ResponseKind::CreateTopics(r))
@@ -204,12 +167,7 @@ async fn produce_all(params: Params) -> Result<BTreeMap<i64, String>, String> {
     }
     let producer_id = loop {
         match client
-            .call(
-                4,
-                InitProducerIdRequest::default()
-                    .with_transactional_id(None)
-                    .with_transaction_timeout_ms(60_000),
-            )
+            .call(4, InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(60_000))
             .await
         {
             Ok(ResponseKind::InitProducerId(r)) if r.error_code == 0 => break r.producer_id.0,
@@ -220,20 +178,15 @@ async fn produce_all(params: Params) -> Result<BTreeMap<i64, String>, String> {
     let mut acked = BTreeMap::new();
     let mut sequence = 0i32;
     for b in 0..params.batches {
-        let values: Vec<String> = (0..params.records_per_batch)
-            .map(|r| format!("b{b}-r{r}"))
-            .collect();
+        let values: Vec<String> = (0..params.records_per_batch).map(|r| format!("b{b}-r{r}")).collect();
         let records = batch(producer_id, sequence, &values);
-        let request = ProduceRequest::default()
-            .with_acks(-1)
-            .with_timeout_ms(5000)
-            .with_topic_data(vec![produce_request::TopicProduceData::default()
+        let request = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![
+            produce_request::TopicProduceData::default()
                 .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
-                .with_partition_data(vec![
-                    produce_request::PartitionProduceData::default()
-                        .with_index(0)
-                        .with_records(Some(records)),
-                ])]);
+                .with_partition_data(vec![produce_request::PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(records))]),
+        ]);
         loop {
             match client.call(9, request.clone()).await {
                 Ok(ResponseKind::Produce(r)) => {
@@ -247,10 +200,7 @@ async fn produce_all(params: Params) -> Result<BTreeMap<i64, String>, String> {
                     if p.error_code == ResponseError::OutOfOrderSequenceNumber.code()
                         || p.error_code == ResponseError::CorruptMessage.code()
                     {
-                        return Err(format!(
-                            "batch {b} refused with error {}: {:?}",
-                            p.error_code, p.error_message
-                        ));
+                        return Err(format!("batch {b} refused with error {}: {:?}", p.error_code, p.error_message));
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
@@ -286,29 +236,21 @@ async fn read_all() -> Result<Vec<String>, String> {
             }
         };
         if p.error_code != 0 {
-            return Err(format!(
-                "fetch at {} failed with error {}",
-                log.len(),
-                p.error_code
-            ));
+            return Err(format!("fetch at {} failed with error {}", log.len(), p.error_code));
         }
         if log.len() as i64 >= p.high_watermark {
             return Ok(log);
         }
         let mut records = p.records.unwrap_or_default();
         while !records.is_empty() {
-            let set = RecordBatchDecoder::decode(&mut records)
-                .map_err(|e| format!("fetched bytes do not decode: {e}"))?;
+            let set =
+                RecordBatchDecoder::decode(&mut records).map_err(|e| format!("fetched bytes do not decode: {e}"))?;
             for r in set.records {
                 if r.offset < log.len() as i64 {
                     continue;
                 }
                 if r.offset != log.len() as i64 {
-                    return Err(format!(
-                        "offset gap: expected {}, got {}",
-                        log.len(),
-                        r.offset
-                    ));
+                    return Err(format!("offset gap: expected {}, got {}", log.len(), r.offset));
                 }
                 log.push(String::from_utf8_lossy(&r.value.unwrap_or_default()).into_owned());
             }
@@ -321,23 +263,18 @@ fn check(acked: &BTreeMap<i64, String>, log: &[String]) -> Result<(), String> {
     for (offset, value) in acked {
         match log.get(*offset as usize) {
             Some(v) if v == value => {}
-            Some(v) => {
-                return Err(format!(
-                    "acknowledged {value:?} at offset {offset}, but the log has {v:?} there"
-                ))
-            }
+            Some(v) => return Err(format!("acknowledged {value:?} at offset {offset}, but the log has {v:?} there")),
             None => {
-                return Err(format!(
-                    "acknowledged {value:?} at offset {offset}, but the log ends at {}",
-                    log.len()
-                ))
+                return Err(format!("acknowledged {value:?} at offset {offset}, but the log ends at {}", log.len()))
             }
         }
     }
     let mut seen = std::collections::BTreeSet::new();
     for (offset, value) in log.iter().enumerate() {
         if !seen.insert(value) {
-            return Err(format!("{value:?} appears twice (again at offset {offset}) although the producer is idempotent"));
+            return Err(format!(
+                "{value:?} appears twice (again at offset {offset}) although the producer is idempotent"
+            ));
         }
     }
     Ok(())

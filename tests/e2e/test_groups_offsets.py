@@ -161,9 +161,10 @@ def kcat_group(bootstrap, group, topic, timeout=60):
     if shutil.which(KCAT) is None:
         pytest.fail(f"{KCAT} not found: run tests/e2e/install.sh (Debian package kcat)")
     # -G: balanced consumer (JoinGroup/SyncGroup/Heartbeat, offsets committed to the group);
-    # -e: exit once every assigned partition reached its end; -o beginning only applies without
-    # a committed offset (auto.offset.reset).
-    return subprocess.run([KCAT, "-b", bootstrap, "-G", group, topic, "-o", "beginning", "-e", "-q",
+    # -e: exit once every assigned partition reached its end. No -o: in -G mode kcat applies -o to
+    # every assignment and so overrides the committed offsets; auto.offset.reset only applies
+    # where nothing is committed.
+    return subprocess.run([KCAT, "-b", bootstrap, "-G", group, topic, "-X", "auto.offset.reset=earliest", "-e", "-q",
                            "-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=1000",
                            "-X", "debug=cgrp", "-f", r"%p\t%o\t%k\t%s\n"],
                           capture_output=True, text=True, timeout=timeout)

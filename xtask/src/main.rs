@@ -31,10 +31,7 @@ fn main() -> Result<()> {
 
 /// The workspace root (xtask lives one level below it).
 pub fn root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask is inside the workspace")
-        .to_path_buf()
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is inside the workspace").to_path_buf()
 }
 
 /// Runs a command from the workspace root, failing with its name if it fails.
@@ -45,10 +42,6 @@ pub fn run_cmd(program: &str, args: &[&str], envs: &[(&str, String)]) -> Result<
         .envs(envs.iter().map(|(k, v)| (*k, v)))
         .current_dir(root())
         .status()?;
-    anyhow::ensure!(
-        status.success(),
-        "`{program} {}` failed with {status}",
-        args.join(" ")
-    );
+    anyhow::ensure!(status.success(), "`{program} {}` failed with {status}", args.join(" "));
     Ok(())
 }

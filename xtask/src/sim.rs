@@ -35,32 +35,16 @@ pub struct FuzzArgs {
 
 impl FuzzArgs {
     pub fn new(first: u64, seeds: u64, canary: bool) -> Self {
-        FuzzArgs {
-            seeds,
-            first,
-            canary,
-        }
+        FuzzArgs { seeds, first, canary }
     }
 }
 
 pub fn build() -> Result<String> {
     let target = root().join("target/sim");
-    let rustflags = format!(
-        "{} --cfg madsim",
-        std::env::var("RUSTFLAGS").unwrap_or_default()
-    )
-    .trim()
-    .to_string();
+    let rustflags = format!("{} --cfg madsim", std::env::var("RUSTFLAGS").unwrap_or_default()).trim().to_string();
     run_cmd(
         "cargo",
-        &[
-            "build",
-            "--release",
-            "-p",
-            "spool-sim",
-            "--target-dir",
-            &target.display().to_string(),
-        ],
+        &["build", "--release", "-p", "spool-sim", "--target-dir", &target.display().to_string()],
         &[("RUSTFLAGS", rustflags)],
     )?;
     Ok(target.join("release/spool-sim").display().to_string())
@@ -87,21 +71,14 @@ pub fn run(command: SimCommand) -> Result<()> {
                         eprintln!("xtask: the canary bug was caught");
                         Ok(())
                     }
-                    Ok(()) => bail!(
-                        "the canary bug survived {} seeds: the checkers are blind",
-                        f.seeds
-                    ),
+                    Ok(()) => bail!("the canary bug survived {} seeds: the checkers are blind", f.seeds),
                 };
             }
             run_cmd(&binary, &args, &[])
         }
         SimCommand::Corpus => {
             let list = std::fs::read_to_string(root().join("corpus/sim-seeds.txt"))?;
-            for seed in list
-                .lines()
-                .map(|l| l.split('#').next().unwrap_or("").trim())
-                .filter(|l| !l.is_empty())
-            {
+            for seed in list.lines().map(|l| l.split('#').next().unwrap_or("").trim()).filter(|l| !l.is_empty()) {
                 run_cmd(&binary, &["--seed", seed], &[])?;
             }
             Ok(())

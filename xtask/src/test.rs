@@ -28,11 +28,7 @@ pub struct TestArgs {
 }
 
 pub fn run(args: TestArgs) -> Result<()> {
-    let suites: Vec<Suite> = if args.only.is_empty() {
-        Suite::value_variants().to_vec()
-    } else {
-        args.only.clone()
-    };
+    let suites: Vec<Suite> = if args.only.is_empty() { Suite::value_variants().to_vec() } else { args.only.clone() };
     let wants = |s: Suite| suites.contains(&s);
     if !args.skip_install && wants(Suite::E2e) {
         run_cmd("bash", &["tests/e2e/install.sh"], &[])?;
@@ -68,14 +64,9 @@ pub fn run(args: TestArgs) -> Result<()> {
 
 fn e2e() -> Result<()> {
     run_cmd("cargo", &["build", "--release", "--bin", "spool"], &[])?;
-    let venv = std::env::var("E2E_VENV")
-        .unwrap_or_else(|_| root().join("target/e2e-venv").display().to_string());
+    let venv = std::env::var("E2E_VENV").unwrap_or_else(|_| root().join("target/e2e-venv").display().to_string());
     let spool = root().join("target/release/spool").display().to_string();
-    run_cmd(
-        &format!("{venv}/bin/python"),
-        &["-m", "pytest", "tests/e2e"],
-        &[("SPOOL_BIN", spool)],
-    )
+    run_cmd(&format!("{venv}/bin/python"), &["-m", "pytest", "tests/e2e"], &[("SPOOL_BIN", spool)])
 }
 
 fn sim() -> Result<()> {

@@ -4,23 +4,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
-use kafka_protocol::messages::create_topics_response::{
-    CreatableTopicConfigs, CreatableTopicResult,
-};
-use kafka_protocol::messages::delete_records_response::{
-    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
-};
+use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-use kafka_protocol::messages::describe_configs_response::{
-    DescribeConfigsResourceResult, DescribeConfigsResult,
-};
+use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
 use kafka_protocol::messages::{
-    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
-    AlterConfigsResponse, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
-    CreateTopicsResponse, DeleteRecordsRequest, DeleteRecordsResponse, DeleteTopicsRequest,
-    DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
-    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, InitProducerIdRequest,
-    InitProducerIdResponse, ProducerId, ResponseKind, TopicName,
+    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest, AlterConfigsResponse,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteRecordsRequest,
+    DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, InitProducerIdRequest, InitProducerIdResponse,
+    ProducerId, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -47,11 +40,10 @@ pub(crate) fn validate_topic_name(name: &str) -> Result<(), String> {
     if name.len() > 249 {
         return Err(format!("Topic name is longer than 249 characters: {name}"));
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(format!("Topic name {name:?} contains {c:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"));
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(format!(
+            "Topic name {name:?} contains {c:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"
+        ));
     }
     Ok(())
 }
@@ -77,11 +69,7 @@ impl Broker {
             return false;
         }
         if !self.topic_exists_or_pending(name) {
-            tracing::info!(
-                topic = name,
-                partitions = self.config.num_partitions,
-                "auto-creating topic"
-            );
+            tracing::info!(topic = name, partitions = self.config.num_partitions, "auto-creating topic");
             let id = self.desired_meta.new_topic_id(name).to_string();
             self.queue_meta_silent(MetaChange::CreateTopic(TopicMeta {
                 name: name.to_string(),
@@ -93,24 +81,12 @@ impl Broker {
         true
     }
 
-    fn config_entries(
-        &self,
-        config: &TopicConfig,
-        overrides: &BTreeMap<String, String>,
-    ) -> Vec<(String, String, i8)> {
+    fn config_entries(&self, config: &TopicConfig, overrides: &BTreeMap<String, String>) -> Vec<(String, String, i8)> {
         TOPIC_CONFIG_KEYS
             .iter()
             .map(|key| {
-                let source = if overrides.contains_key(*key) {
-                    SOURCE_TOPIC_CONFIG
-                } else {
-                    SOURCE_DEFAULT_CONFIG
-                };
-                (
-                    key.to_string(),
-                    config.value_of(key).unwrap_or_default(),
-                    source,
-                )
+                let source = if overrides.contains_key(*key) { SOURCE_TOPIC_CONFIG } else { SOURCE_DEFAULT_CONFIG };
+                (key.to_string(), config.value_of(key).unwrap_or_default(), source)
             })
             .collect()
     }
@@ -135,11 +111,7 @@ impl Broker {
                     .with_num_partitions(-1)
                     .with_replication_factor(-1)
             };
-            let partitions = if t.num_partitions == -1 {
-                self.config.num_partitions
-            } else {
-                t.num_partitions
-            };
+            let partitions = if t.num_partitions == -1 { self.config.num_partitions } else { t.num_partitions };
             let mut overrides = BTreeMap::new();
             let mut null_config = None;
             for c in &t.configs {
@@ -150,45 +122,34 @@ impl Broker {
                     None => null_config = Some(c.name.to_string()),
                 }
             }
-            let single_node = |ids: &[kafka_protocol::messages::BrokerId]| {
-                ids.len() == 1 && ids[0].0 == self.config.node_id
-            };
+            let single_node =
+                |ids: &[kafka_protocol::messages::BrokerId]| ids.len() == 1 && ids[0].0 == self.config.node_id;
             let result = if duplicates.contains(&name) {
-                Err(fail(
-                    ResponseError::InvalidRequest,
-                    format!("Topic {name} appears more than once in the request"),
-                ))
+                Err(fail(ResponseError::InvalidRequest, format!("Topic {name} appears more than once in the request")))
             } else if let Err(e) = validate_topic_name(&name) {
                 Err(fail(ResponseError::InvalidTopicException, e))
             } else if self.topic_exists_or_pending(&name) {
-                Err(fail(
-                    ResponseError::TopicAlreadyExists,
-                    format!("Topic '{name}' already exists."),
-                ))
-            } else if !t.assignments.is_empty()
-                && !t.assignments.iter().all(|a| single_node(&a.broker_ids))
-            {
+                Err(fail(ResponseError::TopicAlreadyExists, format!("Topic '{name}' already exists.")))
+            } else if !t.assignments.is_empty() && !t.assignments.iter().all(|a| single_node(&a.broker_ids)) {
                 Err(fail(
                     ResponseError::InvalidReplicaAssignment,
-                    format!(
-                        "replicas must be exactly [{}] on a single-node broker",
-                        self.config.node_id
-                    ),
+                    format!("replicas must be exactly [{}] on a single-node broker", self.config.node_id),
                 ))
             } else if t.assignments.is_empty() && !(1..=MAX_PARTITIONS).contains(&partitions) {
-                Err(fail(ResponseError::InvalidPartitions, format!("Number of partitions must be between 1 and {MAX_PARTITIONS}, was {partitions}")))
-            } else if t.assignments.is_empty()
-                && !(t.replication_factor == -1 || t.replication_factor == 1)
-            {
+                Err(fail(
+                    ResponseError::InvalidPartitions,
+                    format!("Number of partitions must be between 1 and {MAX_PARTITIONS}, was {partitions}"),
+                ))
+            } else if t.assignments.is_empty() && !(t.replication_factor == -1 || t.replication_factor == 1) {
                 Err(fail(
                     ResponseError::InvalidReplicationFactor,
-                    format!("Replication factor {} is not possible: this single-node broker supports only 1", t.replication_factor),
+                    format!(
+                        "Replication factor {} is not possible: this single-node broker supports only 1",
+                        t.replication_factor
+                    ),
                 ))
             } else if let Some(key) = null_config {
-                Err(fail(
-                    ResponseError::InvalidConfig,
-                    format!("Null value not supported for topic config {key}"),
-                ))
+                Err(fail(ResponseError::InvalidConfig, format!("Null value not supported for topic config {key}")))
             } else {
                 TopicConfig::resolve(&self.config.topic_defaults, &overrides)
                     .map_err(|e| fail(ResponseError::InvalidConfig, e))
@@ -196,11 +157,7 @@ impl Broker {
             match result {
                 Err(r) => results.push(r),
                 Ok(config) => {
-                    let partitions = if t.assignments.is_empty() {
-                        partitions
-                    } else {
-                        t.assignments.len() as i32
-                    };
+                    let partitions = if t.assignments.is_empty() { partitions } else { t.assignments.len() as i32 };
                     let id = self.desired_meta.new_topic_id(&name);
                     let configs = self
                         .config_entries(&config, &overrides)
@@ -221,12 +178,7 @@ impl Broker {
                             .with_configs(Some(configs)),
                     );
                     if !request.validate_only {
-                        let meta = TopicMeta {
-                            name: name.clone(),
-                            id: id.to_string(),
-                            partitions,
-                            configs: overrides,
-                        };
+                        let meta = TopicMeta { name: name.clone(), id: id.to_string(), partitions, configs: overrides };
                         let change = MetaChange::CreateTopic(meta);
                         self.desired_meta.apply(&change);
                         changes.push(change);
@@ -238,8 +190,7 @@ impl Broker {
         // above to catch names repeated across this request's topics.
         for change in &changes {
             if let MetaChange::CreateTopic(t) = change {
-                self.desired_meta
-                    .apply(&MetaChange::DeleteTopic(t.name.clone()));
+                self.desired_meta.apply(&MetaChange::DeleteTopic(t.name.clone()));
             }
         }
         let body = ResponseKind::CreateTopics(CreateTopicsResponse::default().with_topics(results));
@@ -248,34 +199,19 @@ impl Broker {
 
     pub(crate) fn handle_delete_topics(&mut self, ctx: RequestCtx, request: DeleteTopicsRequest) {
         let wanted: Vec<(Option<String>, uuid::Uuid)> = if ctx.version >= 6 {
-            request
-                .topics
-                .into_iter()
-                .map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id))
-                .collect()
+            request.topics.into_iter().map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id)).collect()
         } else {
-            request
-                .topic_names
-                .into_iter()
-                .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
-                .collect()
+            request.topic_names.into_iter().map(|n| (Some(n.0.to_string()), uuid::Uuid::nil())).collect()
         };
         let mut changes = Vec::new();
         let mut responses = Vec::new();
         for (name, id) in wanted {
-            let name = name.or_else(|| {
-                self.topics
-                    .values()
-                    .find(|t| t.id == id)
-                    .map(|t| t.name.to_string())
-            });
-            let result = DeletableTopicResult::default()
-                .with_name(name.clone().map(|n| TopicName(n.into())))
-                .with_topic_id(id);
+            let name = name.or_else(|| self.topics.values().find(|t| t.id == id).map(|t| t.name.to_string()));
+            let result =
+                DeletableTopicResult::default().with_name(name.clone().map(|n| TopicName(n.into()))).with_topic_id(id);
             match name {
                 Some(n)
-                    if self.topic_exists_or_pending(&n)
-                        && !changes.contains(&MetaChange::DeleteTopic(n.clone())) =>
+                    if self.topic_exists_or_pending(&n) && !changes.contains(&MetaChange::DeleteTopic(n.clone())) =>
                 {
                     let topic_id = self.topics.get(n.as_str()).map_or(id, |t| t.id);
                     changes.push(MetaChange::DeleteTopic(n));
@@ -284,25 +220,16 @@ impl Broker {
                 Some(n) => responses.push(
                     result
                         .with_error_code(ResponseError::UnknownTopicOrPartition.code())
-                        .with_error_message(Some(StrBytes::from_string(format!(
-                            "Topic {n} does not exist"
-                        )))),
+                        .with_error_message(Some(StrBytes::from_string(format!("Topic {n} does not exist")))),
                 ),
-                None => {
-                    responses.push(result.with_error_code(ResponseError::UnknownTopicId.code()))
-                }
+                None => responses.push(result.with_error_code(ResponseError::UnknownTopicId.code())),
             }
         }
-        let body =
-            ResponseKind::DeleteTopics(DeleteTopicsResponse::default().with_responses(responses));
+        let body = ResponseKind::DeleteTopics(DeleteTopicsResponse::default().with_responses(responses));
         self.queue_meta_respond(changes, ctx, body);
     }
 
-    pub(crate) fn handle_create_partitions(
-        &mut self,
-        ctx: RequestCtx,
-        request: CreatePartitionsRequest,
-    ) {
+    pub(crate) fn handle_create_partitions(&mut self, ctx: RequestCtx, request: CreatePartitionsRequest) {
         let mut changes = Vec::new();
         let mut results = Vec::new();
         for t in request.topics {
@@ -311,46 +238,42 @@ impl Broker {
             let current = self.desired_meta.topic(&name).map(|m| m.partitions);
             let error = match current {
                 None => Some((ResponseError::UnknownTopicOrPartition, format!("The topic '{name}' does not exist."))),
-                Some(n) if t.count <= n => {
-                    Some((ResponseError::InvalidPartitions, format!("Topic currently has {n} partitions, which is higher than the requested {}.", t.count)))
+                Some(n) if t.count <= n => Some((
+                    ResponseError::InvalidPartitions,
+                    format!("Topic currently has {n} partitions, which is higher than the requested {}.", t.count),
+                )),
+                Some(_) if t.count > MAX_PARTITIONS => {
+                    Some((ResponseError::InvalidPartitions, format!("at most {MAX_PARTITIONS} partitions")))
                 }
-                Some(_) if t.count > MAX_PARTITIONS => Some((ResponseError::InvalidPartitions, format!("at most {MAX_PARTITIONS} partitions"))),
-                Some(n) if t.assignments.as_ref().is_some_and(|a| {
-                    !a.is_empty() && a.len() as i32 != t.count - n || !a.iter().all(|x| x.broker_ids.len() == 1 && x.broker_ids[0].0 == self.config.node_id)
-                }) =>
+                Some(n)
+                    if t.assignments.as_ref().is_some_and(|a| {
+                        !a.is_empty() && a.len() as i32 != t.count - n
+                            || !a.iter().all(|x| x.broker_ids.len() == 1 && x.broker_ids[0].0 == self.config.node_id)
+                    }) =>
                 {
-                    Some((ResponseError::InvalidReplicaAssignment, format!("replicas must be exactly [{}] on a single-node broker", self.config.node_id)))
+                    Some((
+                        ResponseError::InvalidReplicaAssignment,
+                        format!("replicas must be exactly [{}] on a single-node broker", self.config.node_id),
+                    ))
                 }
                 Some(_) => None,
             };
             match error {
-                Some((code, message)) => results.push(
-                    result
-                        .with_error_code(code.code())
-                        .with_error_message(Some(StrBytes::from_string(message))),
-                ),
+                Some((code, message)) => results
+                    .push(result.with_error_code(code.code()).with_error_message(Some(StrBytes::from_string(message)))),
                 None => {
                     if !request.validate_only {
-                        changes.push(MetaChange::SetPartitions {
-                            topic: name,
-                            count: t.count,
-                        });
+                        changes.push(MetaChange::SetPartitions { topic: name, count: t.count });
                     }
                     results.push(result);
                 }
             }
         }
-        let body = ResponseKind::CreatePartitions(
-            CreatePartitionsResponse::default().with_results(results),
-        );
+        let body = ResponseKind::CreatePartitions(CreatePartitionsResponse::default().with_results(results));
         self.queue_meta_respond(changes, ctx, body);
     }
 
-    pub(crate) fn handle_describe_configs(
-        &mut self,
-        ctx: RequestCtx,
-        request: DescribeConfigsRequest,
-    ) {
+    pub(crate) fn handle_describe_configs(&mut self, ctx: RequestCtx, request: DescribeConfigsRequest) {
         let results = request
             .resources
             .into_iter()
@@ -361,10 +284,10 @@ impl Broker {
                 let entries: Vec<(String, String, i8, bool)> = match r.resource_type {
                     RESOURCE_TOPIC => match self.topics.get(r.resource_name.as_str()) {
                         Some(t) => {
-                            let config = t.partitions.first().map_or_else(
-                                || self.config.topic_defaults.clone(),
-                                |p| p.config.clone(),
-                            );
+                            let config = t
+                                .partitions
+                                .first()
+                                .map_or_else(|| self.config.topic_defaults.clone(), |p| p.config.clone());
                             self.config_entries(&config, &t.overrides)
                                 .into_iter()
                                 .map(|(k, v, s)| (k, v, s, false))
@@ -381,19 +304,15 @@ impl Broker {
                     },
                     RESOURCE_BROKER => self.broker_config_entries(),
                     other => {
-                        return result
-                            .with_error_code(ResponseError::InvalidRequest.code())
-                            .with_error_message(Some(StrBytes::from_string(format!(
-                                "resource type {other} is not supported"
-                            ))))
+                        return result.with_error_code(ResponseError::InvalidRequest.code()).with_error_message(Some(
+                            StrBytes::from_string(format!("resource type {other} is not supported")),
+                        ))
                     }
                 };
                 let configs = entries
                     .into_iter()
                     .filter(|(k, ..)| {
-                        r.configuration_keys
-                            .as_ref()
-                            .is_none_or(|keys| keys.iter().any(|w| w.as_str() == k))
+                        r.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|w| w.as_str() == k))
                     })
                     .map(|(k, v, source, read_only)| {
                         DescribeConfigsResourceResult::default()
@@ -407,29 +326,20 @@ impl Broker {
                 result.with_configs(configs)
             })
             .collect();
-        self.respond(
-            ctx,
-            ResponseKind::DescribeConfigs(DescribeConfigsResponse::default().with_results(results)),
-        );
+        self.respond(ctx, ResponseKind::DescribeConfigs(DescribeConfigsResponse::default().with_results(results)));
     }
 
     fn broker_config_entries(&self) -> Vec<(String, String, i8, bool)> {
         let d = &self.config.topic_defaults;
         [
-            (
-                "auto.create.topics.enable",
-                self.config.auto_create_topics.to_string(),
-            ),
+            ("auto.create.topics.enable", self.config.auto_create_topics.to_string()),
             ("num.partitions", self.config.num_partitions.to_string()),
             ("node.id", self.config.node_id.to_string()),
             ("log.retention.ms", d.retention_ms.to_string()),
             ("log.retention.bytes", d.retention_bytes.to_string()),
             ("log.segment.bytes", d.segment_bytes.to_string()),
             ("message.max.bytes", d.max_message_bytes.to_string()),
-            (
-                "socket.request.max.bytes",
-                self.config.max_request_bytes.to_string(),
-            ),
+            ("socket.request.max.bytes", self.config.max_request_bytes.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v, SOURCE_STATIC_BROKER_CONFIG, true))
@@ -450,24 +360,14 @@ impl Broker {
             ));
         }
         if resource_type != RESOURCE_TOPIC {
-            return Err((
-                ResponseError::InvalidRequest,
-                format!("resource type {resource_type} is not supported"),
-            ));
+            return Err((ResponseError::InvalidRequest, format!("resource type {resource_type} is not supported")));
         }
         if self.desired_meta.topic(name).is_none() {
-            return Err((
-                ResponseError::UnknownTopicOrPartition,
-                format!("Topic {name} does not exist"),
-            ));
+            return Err((ResponseError::UnknownTopicOrPartition, format!("Topic {name} does not exist")));
         }
         let overrides = overrides.map_err(|e| (ResponseError::InvalidConfig, e))?;
-        TopicConfig::resolve(&self.config.topic_defaults, &overrides)
-            .map_err(|e| (ResponseError::InvalidConfig, e))?;
-        Ok(MetaChange::SetConfigs {
-            topic: name.to_string(),
-            configs: overrides,
-        })
+        TopicConfig::resolve(&self.config.topic_defaults, &overrides).map_err(|e| (ResponseError::InvalidConfig, e))?;
+        Ok(MetaChange::SetConfigs { topic: name.to_string(), configs: overrides })
     }
 
     pub(crate) fn handle_alter_configs(&mut self, ctx: RequestCtx, request: AlterConfigsRequest) {
@@ -495,15 +395,11 @@ impl Broker {
                     }
                     responses.push(response);
                 }
-                Err((code, m)) => responses.push(
-                    response
-                        .with_error_code(code.code())
-                        .with_error_message(Some(StrBytes::from_string(m))),
-                ),
+                Err((code, m)) => responses
+                    .push(response.with_error_code(code.code()).with_error_message(Some(StrBytes::from_string(m)))),
             }
         }
-        let body =
-            ResponseKind::AlterConfigs(AlterConfigsResponse::default().with_responses(responses));
+        let body = ResponseKind::AlterConfigs(AlterConfigsResponse::default().with_responses(responses));
         self.queue_meta_respond(changes, ctx, body);
     }
 
@@ -516,11 +412,7 @@ impl Broker {
         let mut responses = Vec::new();
         for r in request.resources {
             let name = r.resource_name.to_string();
-            let mut overrides = self
-                .desired_meta
-                .topic(&name)
-                .map(|t| t.configs.clone())
-                .unwrap_or_default();
+            let mut overrides = self.desired_meta.topic(&name).map(|t| t.configs.clone()).unwrap_or_default();
             let mut problem = None;
             for c in &r.configs {
                 let key = c.name.to_string();
@@ -532,16 +424,13 @@ impl Broker {
                     (1, _) => {
                         overrides.remove(&key);
                     }
-                    (2 | 3, _) => {
-                        problem = Some(format!("APPEND and SUBTRACT are not supported for {key}"))
-                    }
+                    (2 | 3, _) => problem = Some(format!("APPEND and SUBTRACT are not supported for {key}")),
                     (op, _) => problem = Some(format!("unknown config operation {op}")),
                 }
             }
-            let response =
-                incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-                    .with_resource_type(r.resource_type)
-                    .with_resource_name(r.resource_name.clone());
+            let response = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone());
             let overrides = match problem {
                 Some(p) => Err(p),
                 None => Ok(overrides),
@@ -553,16 +442,12 @@ impl Broker {
                     }
                     responses.push(response);
                 }
-                Err((code, m)) => responses.push(
-                    response
-                        .with_error_code(code.code())
-                        .with_error_message(Some(StrBytes::from_string(m))),
-                ),
+                Err((code, m)) => responses
+                    .push(response.with_error_code(code.code()).with_error_message(Some(StrBytes::from_string(m)))),
             }
         }
-        let body = ResponseKind::IncrementalAlterConfigs(
-            IncrementalAlterConfigsResponse::default().with_responses(responses),
-        );
+        let body =
+            ResponseKind::IncrementalAlterConfigs(IncrementalAlterConfigsResponse::default().with_responses(responses));
         self.queue_meta_respond(changes, ctx, body);
     }
 
@@ -579,19 +464,14 @@ impl Broker {
                         let result = DeleteRecordsPartitionResult::default()
                             .with_partition_index(p.partition_index)
                             .with_low_watermark(-1);
-                        let log = self.topics.get_mut(t.name.0.as_str()).and_then(|t| {
-                            t.partitions
-                                .get_mut(usize::try_from(p.partition_index).ok()?)
-                        });
+                        let log = self
+                            .topics
+                            .get_mut(t.name.0.as_str())
+                            .and_then(|t| t.partitions.get_mut(usize::try_from(p.partition_index).ok()?));
                         let Some(log) = log else {
-                            return result
-                                .with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                            return result.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                         };
-                        let target = if p.offset == -1 {
-                            log.high_watermark()
-                        } else {
-                            p.offset
-                        };
+                        let target = if p.offset == -1 { log.high_watermark() } else { p.offset };
                         let before = log.log_start_offset;
                         let outcome = log.advance_log_start(target, &mut self.ops);
                         match outcome {
@@ -599,31 +479,20 @@ impl Broker {
                                 moved |= start != before;
                                 result.with_low_watermark(start)
                             }
-                            Err(_) => {
-                                result.with_error_code(ResponseError::OffsetOutOfRange.code())
-                            }
+                            Err(_) => result.with_error_code(ResponseError::OffsetOutOfRange.code()),
                         }
                     })
                     .collect();
-                DeleteRecordsTopicResult::default()
-                    .with_name(t.name)
-                    .with_partitions(partitions)
+                DeleteRecordsTopicResult::default().with_name(t.name).with_partitions(partitions)
             })
             .collect();
         if moved {
             self.mark_log_starts_dirty();
         }
-        self.respond(
-            ctx,
-            ResponseKind::DeleteRecords(DeleteRecordsResponse::default().with_topics(topics)),
-        );
+        self.respond(ctx, ResponseKind::DeleteRecords(DeleteRecordsResponse::default().with_topics(topics)));
     }
 
-    pub(crate) fn handle_init_producer_id(
-        &mut self,
-        ctx: RequestCtx,
-        request: InitProducerIdRequest,
-    ) {
+    pub(crate) fn handle_init_producer_id(&mut self, ctx: RequestCtx, request: InitProducerIdRequest) {
         if request.transactional_id.is_some() {
             let body = InitProducerIdResponse::default()
                 .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
@@ -636,9 +505,7 @@ impl Broker {
         // Idempotent producers always get a fresh id (as Kafka does without a transactional id).
         match self.allocate_producer_id() {
             Some(id) => {
-                let body = InitProducerIdResponse::default()
-                    .with_producer_id(ProducerId(id))
-                    .with_producer_epoch(0);
+                let body = InitProducerIdResponse::default().with_producer_id(ProducerId(id)).with_producer_epoch(0);
                 self.respond(ctx, ResponseKind::InitProducerId(body));
             }
             None => self.request_producer_id_block(ctx, request),

@@ -46,9 +46,9 @@ impl FetchState {
         self.outstanding > 0
     }
     fn touches(&self, tp: &TopicPartition) -> bool {
-        self.topics.iter().any(|(name, _, slots)| {
-            name.0.as_str() == &*tp.topic && slots.iter().any(|s| s.partition == tp.partition)
-        })
+        self.topics
+            .iter()
+            .any(|(name, _, slots)| name.0.as_str() == &*tp.topic && slots.iter().any(|s| s.partition == tp.partition))
     }
 }
 
@@ -60,24 +60,15 @@ impl Broker {
         for ft in request.topics {
             // v13+ names topics by id only.
             let (name, topic_id) = if ctx.version >= 13 {
-                let name = self
-                    .topics
-                    .values()
-                    .find(|t| t.id == ft.topic_id)
-                    .map(|t| TopicName(t.name.to_string().into()));
+                let name =
+                    self.topics.values().find(|t| t.id == ft.topic_id).map(|t| TopicName(t.name.to_string().into()));
                 (name, ft.topic_id)
             } else {
-                let id = self
-                    .topics
-                    .get(ft.topic.0.as_str())
-                    .map_or(Uuid::nil(), |t| t.id);
+                let id = self.topics.get(ft.topic.0.as_str()).map_or(Uuid::nil(), |t| t.id);
                 (Some(ft.topic.clone()), id)
             };
-            let unknown_error = if ctx.version >= 13 {
-                ResponseError::UnknownTopicId
-            } else {
-                ResponseError::UnknownTopicOrPartition
-            };
+            let unknown_error =
+                if ctx.version >= 13 { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
             let slots = ft
                 .partitions
                 .into_iter()
@@ -90,26 +81,19 @@ impl Broker {
                         records: None,
                         read: None,
                     };
-                    let log = name.as_ref().and_then(|n| {
-                        self.partition(&TopicPartition::new(n.0.as_str(), fp.partition))
-                    });
+                    let log =
+                        name.as_ref().and_then(|n| self.partition(&TopicPartition::new(n.0.as_str(), fp.partition)));
                     slot.error = match log {
                         None => unknown_error.code(),
-                        Some(log) if log.failed.is_some() => {
-                            ResponseError::KafkaStorageError.code()
-                        }
+                        Some(log) if log.failed.is_some() => ResponseError::KafkaStorageError.code(),
                         Some(log) if fp.current_leader_epoch > log.leader_epoch => {
                             ResponseError::UnknownLeaderEpoch.code()
                         }
-                        Some(log)
-                            if fp.current_leader_epoch >= 0
-                                && fp.current_leader_epoch < log.leader_epoch =>
-                        {
+                        Some(log) if fp.current_leader_epoch >= 0 && fp.current_leader_epoch < log.leader_epoch => {
                             ResponseError::FencedLeaderEpoch.code()
                         }
                         Some(log)
-                            if fp.fetch_offset < log.log_start_offset
-                                || fp.fetch_offset > log.log_end_offset() =>
+                            if fp.fetch_offset < log.log_start_offset || fp.fetch_offset > log.log_end_offset() =>
                         {
                             ResponseError::OffsetOutOfRange.code()
                         }
@@ -124,21 +108,13 @@ impl Broker {
             ctx,
             read_committed: request.isolation_level == 1,
             min_bytes: request.min_bytes.max(0) as usize,
-            max_bytes: if request.max_bytes <= 0 {
-                usize::MAX / 2
-            } else {
-                request.max_bytes as usize
-            },
+            max_bytes: if request.max_bytes <= 0 { usize::MAX / 2 } else { request.max_bytes as usize },
             parked_until: None,
             outstanding: 0,
             topics,
         };
-        let has_error = state
-            .topics
-            .iter()
-            .any(|(_, _, slots)| slots.iter().any(|s| s.error != 0));
-        if request.max_wait_ms > 0 && !has_error && self.available(&state) < state.min_bytes.max(1)
-        {
+        let has_error = state.topics.iter().any(|(_, _, slots)| slots.iter().any(|s| s.error != 0));
+        if request.max_wait_ms > 0 && !has_error && self.available(&state) < state.min_bytes.max(1) {
             state.parked_until = Some(now_ms + request.max_wait_ms as i64);
             self.fetches.insert(id, state);
             return;
@@ -151,9 +127,7 @@ impl Broker {
         let mut total = 0usize;
         for (name, _, slots) in &state.topics {
             for s in slots.iter().filter(|s| s.error == 0) {
-                if let Some(log) =
-                    self.partition(&TopicPartition::new(name.0.as_str(), s.partition))
-                {
+                if let Some(log) = self.partition(&TopicPartition::new(name.0.as_str(), s.partition)) {
                     total = total.saturating_add(log.bytes_available(s.fetch_offset) as usize);
                 }
             }
@@ -174,11 +148,7 @@ impl Broker {
                     continue;
                 }
                 let tp = TopicPartition::new(name.0.as_str(), slot.partition);
-                let Some(log) = self
-                    .topics
-                    .get(&tp.topic)
-                    .and_then(|t| t.partitions.get(tp.partition as usize))
-                else {
+                let Some(log) = self.topics.get(&tp.topic).and_then(|t| t.partitions.get(tp.partition as usize)) else {
                     continue;
                 };
                 let want = slot.max_bytes.min(budget);
@@ -192,10 +162,7 @@ impl Broker {
                             .flatten()
                             .map_or(end, |p| p.position + p.len as u64);
                         self.ops.read(
-                            Purpose::FetchRead {
-                                fetch: id,
-                                slot: (topic_index << 16) | slot_index,
-                            },
+                            Purpose::FetchRead { fetch: id, slot: (topic_index << 16) | slot_index },
                             plan.file.clone(),
                             plan.position,
                             plan.len,
@@ -215,12 +182,7 @@ impl Broker {
         }
     }
 
-    pub(crate) fn on_fetch_read(
-        &mut self,
-        id: u64,
-        slot_key: usize,
-        result: Result<Bytes, StorageError>,
-    ) {
+    pub(crate) fn on_fetch_read(&mut self, id: u64, slot_key: usize, result: Result<Bytes, StorageError>) {
         let Some(state) = self.fetches.get_mut(&id) else {
             return;
         };
@@ -238,23 +200,8 @@ impl Broker {
                     if position < durable_end {
                         let len = len.min((durable_end - position) as usize);
                         let file = plan.file.clone();
-                        self.ops.read(
-                            Purpose::FetchRead {
-                                fetch: id,
-                                slot: slot_key,
-                            },
-                            file.clone(),
-                            position,
-                            len,
-                        );
-                        slot.read = Some((
-                            ReadPlan {
-                                file,
-                                position,
-                                len,
-                            },
-                            durable_end,
-                        ));
+                        self.ops.read(Purpose::FetchRead { fetch: id, slot: slot_key }, file.clone(), position, len);
+                        slot.read = Some((ReadPlan { file, position, len }, durable_end));
                         return;
                     }
                 }
@@ -275,20 +222,15 @@ impl Broker {
                 .into_iter()
                 .map(|s| {
                     let log = self.partition(&TopicPartition::new(name.0.as_str(), s.partition));
-                    let (hw, lso, start) = log.map_or((-1, -1, -1), |l| {
-                        (l.high_watermark(), l.high_watermark(), l.log_start_offset)
-                    });
+                    let (hw, lso, start) =
+                        log.map_or((-1, -1, -1), |l| (l.high_watermark(), l.high_watermark(), l.log_start_offset));
                     PartitionData::default()
                         .with_partition_index(s.partition)
                         .with_error_code(s.error)
                         .with_high_watermark(hw)
                         .with_last_stable_offset(lso)
                         .with_log_start_offset(start)
-                        .with_aborted_transactions(if state.read_committed {
-                            Some(Vec::new())
-                        } else {
-                            None
-                        })
+                        .with_aborted_transactions(if state.read_committed { Some(Vec::new()) } else { None })
                         .with_records(Some(s.records.unwrap_or_default()))
                 })
                 .collect();
@@ -300,10 +242,7 @@ impl Broker {
             }
             responses.push(topic);
         }
-        self.respond(
-            state.ctx,
-            ResponseKind::Fetch(FetchResponse::default().with_responses(responses)),
-        );
+        self.respond(state.ctx, ResponseKind::Fetch(FetchResponse::default().with_responses(responses)));
     }
 
     /// New data on `tp`: parked fetches that now have enough are answered.
@@ -311,9 +250,7 @@ impl Broker {
         let ready: Vec<u64> = self
             .fetches
             .iter()
-            .filter(|(_, f)| {
-                f.parked_until.is_some() && f.touches(tp) && self.available(f) >= f.min_bytes.max(1)
-            })
+            .filter(|(_, f)| f.parked_until.is_some() && f.touches(tp) && self.available(f) >= f.min_bytes.max(1))
             .map(|(id, _)| *id)
             .collect();
         for id in ready {

@@ -7,15 +7,11 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
-use kafka_protocol::messages::offset_commit_response::{
-    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
-};
-use kafka_protocol::messages::offset_delete_response::{
-    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
-};
+use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
 use kafka_protocol::messages::offset_fetch_response::{
-    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
-    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
+    OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
@@ -51,16 +47,9 @@ fn offsets_tp() -> TopicPartition {
 }
 
 impl Broker {
-    pub(crate) fn handle_find_coordinator(
-        &mut self,
-        ctx: RequestCtx,
-        request: FindCoordinatorRequest,
-    ) {
-        let (node_id, host, port) = (
-            BrokerId(self.config.node_id),
-            s(&self.config.advertised_host),
-            self.config.advertised_port,
-        );
+    pub(crate) fn handle_find_coordinator(&mut self, ctx: RequestCtx, request: FindCoordinatorRequest) {
+        let (node_id, host, port) =
+            (BrokerId(self.config.node_id), s(&self.config.advertised_host), self.config.advertised_port);
         let answer = |key_type: i8| -> (i16, Option<&'static str>) {
             if key_type == 0 {
                 (0, None)
@@ -82,9 +71,7 @@ impl Broker {
                         .with_error_code(error)
                         .with_error_message(message.map(StrBytes::from_static_str));
                     if error == 0 {
-                        c.with_node_id(node_id)
-                            .with_host(host.clone())
-                            .with_port(port)
+                        c.with_node_id(node_id).with_host(host.clone()).with_port(port)
                     } else {
                         c.with_node_id(BrokerId(-1)).with_port(-1)
                     }
@@ -112,13 +99,7 @@ impl Broker {
         token
     }
 
-    pub(crate) fn handle_join_group(
-        &mut self,
-        now_ms: i64,
-        ctx: RequestCtx,
-        client_id: String,
-        r: JoinGroupRequest,
-    ) {
+    pub(crate) fn handle_join_group(&mut self, now_ms: i64, ctx: RequestCtx, client_id: String, r: JoinGroupRequest) {
         let token = self.group_token(ctx);
         let args = JoinArgs {
             group: r.group_id.0.to_string(),
@@ -128,17 +109,9 @@ impl Broker {
             client_host: "/127.0.0.1".to_string(),
             session_timeout_ms: r.session_timeout_ms,
             // v0 has no rebalance timeout: it is the session timeout.
-            rebalance_timeout_ms: if ctx.version >= 1 {
-                r.rebalance_timeout_ms
-            } else {
-                r.session_timeout_ms
-            },
+            rebalance_timeout_ms: if ctx.version >= 1 { r.rebalance_timeout_ms } else { r.session_timeout_ms },
             protocol_type: r.protocol_type.to_string(),
-            protocols: r
-                .protocols
-                .into_iter()
-                .map(|p| (p.name.to_string(), p.metadata))
-                .collect(),
+            protocols: r.protocols.into_iter().map(|p| (p.name.to_string(), p.metadata)).collect(),
             require_known_member_id: ctx.version >= 4,
         };
         self.groups.join(token, args, now_ms);
@@ -154,11 +127,7 @@ impl Broker {
             instance_id: opt(&r.group_instance_id),
             protocol_type: opt(&r.protocol_type),
             protocol_name: opt(&r.protocol_name),
-            assignments: r
-                .assignments
-                .into_iter()
-                .map(|a| (a.member_id.to_string(), a.assignment))
-                .collect(),
+            assignments: r.assignments.into_iter().map(|a| (a.member_id.to_string(), a.assignment)).collect(),
         };
         self.groups.sync(token, args, now_ms);
         self.pump_groups(now_ms);
@@ -172,24 +141,13 @@ impl Broker {
             r.group_instance_id.as_deref(),
             now_ms,
         );
-        self.respond(
-            ctx,
-            ResponseKind::Heartbeat(HeartbeatResponse::default().with_error_code(error)),
-        );
+        self.respond(ctx, ResponseKind::Heartbeat(HeartbeatResponse::default().with_error_code(error)));
         self.pump_groups(now_ms);
     }
 
-    pub(crate) fn handle_leave_group(
-        &mut self,
-        now_ms: i64,
-        ctx: RequestCtx,
-        r: LeaveGroupRequest,
-    ) {
+    pub(crate) fn handle_leave_group(&mut self, now_ms: i64, ctx: RequestCtx, r: LeaveGroupRequest) {
         let members: Vec<(String, Option<String>)> = if ctx.version >= 3 {
-            r.members
-                .iter()
-                .map(|m| (m.member_id.to_string(), opt(&m.group_instance_id)))
-                .collect()
+            r.members.iter().map(|m| (m.member_id.to_string(), opt(&m.group_instance_id))).collect()
         } else {
             vec![(r.member_id.to_string(), None)]
         };
@@ -208,22 +166,13 @@ impl Broker {
                 })
                 .collect();
         } else {
-            response.error_code = if error != 0 {
-                error
-            } else {
-                errors.first().copied().unwrap_or(0)
-            };
+            response.error_code = if error != 0 { error } else { errors.first().copied().unwrap_or(0) };
         }
         self.respond(ctx, ResponseKind::LeaveGroup(response));
         self.pump_groups(now_ms);
     }
 
-    pub(crate) fn handle_offset_commit(
-        &mut self,
-        now_ms: i64,
-        ctx: RequestCtx,
-        r: OffsetCommitRequest,
-    ) {
+    pub(crate) fn handle_offset_commit(&mut self, now_ms: i64, ctx: RequestCtx, r: OffsetCommitRequest) {
         let max_metadata = self.groups.config.max_metadata_bytes;
         let mut accepted = Vec::new();
         let mut topics = Vec::new();
@@ -233,10 +182,7 @@ impl Broker {
                 let metadata = p.committed_metadata.as_ref().map(|m| m.to_string());
                 let error = if metadata.as_ref().is_some_and(|m| m.len() > max_metadata) {
                     ResponseError::OffsetMetadataTooLarge.code()
-                } else if self
-                    .partition(&TopicPartition::new(t.name.0.as_str(), p.partition_index))
-                    .is_none()
-                {
+                } else if self.partition(&TopicPartition::new(t.name.0.as_str(), p.partition_index)).is_none() {
                     ResponseError::UnknownTopicOrPartition.code()
                 } else {
                     accepted.push((
@@ -256,22 +202,14 @@ impl Broker {
                         .with_error_code(error),
                 );
             }
-            topics.push(
-                OffsetCommitResponseTopic::default()
-                    .with_name(t.name.clone())
-                    .with_partitions(partitions),
-            );
+            topics.push(OffsetCommitResponseTopic::default().with_name(t.name.clone()).with_partitions(partitions));
         }
         let mut response = OffsetCommitResponse::default().with_topics(topics);
         if accepted.is_empty() {
             self.respond(ctx, ResponseKind::OffsetCommit(response));
             return;
         }
-        let generation = if ctx.version >= 1 {
-            r.generation_id_or_member_epoch
-        } else {
-            -1
-        };
+        let generation = if ctx.version >= 1 { r.generation_id_or_member_epoch } else { -1 };
         match self.groups.commit(
             r.group_id.0.as_str(),
             generation,
@@ -281,8 +219,7 @@ impl Broker {
             now_ms,
         ) {
             Ok(id) => {
-                self.commit_waiters
-                    .insert(id, (ctx, ResponseKind::OffsetCommit(response)));
+                self.commit_waiters.insert(id, (ctx, ResponseKind::OffsetCommit(response)));
                 self.pump_groups(now_ms);
             }
             Err(e) => {
@@ -298,11 +235,7 @@ impl Broker {
         }
     }
 
-    fn fetch_offsets_of(
-        &self,
-        group: &str,
-        topics: Option<Vec<(TopicName, Vec<i32>)>>,
-    ) -> (i16, Vec<TopicOffsets>) {
+    fn fetch_offsets_of(&self, group: &str, topics: Option<Vec<(TopicName, Vec<i32>)>>) -> (i16, Vec<TopicOffsets>) {
         if self.groups.is_loading() {
             return (ResponseError::CoordinatorLoadInProgress.code(), Vec::new());
         }
@@ -316,9 +249,7 @@ impl Broker {
                         all.entry(t.clone()).or_default().push(*p);
                     }
                 }
-                all.into_iter()
-                    .map(|(t, ps)| (TopicName(s(&t)), ps))
-                    .collect()
+                all.into_iter().map(|(t, ps)| (TopicName(s(&t)), ps)).collect()
             }
         };
         let result = wanted
@@ -344,11 +275,7 @@ impl Broker {
                 .groups
                 .into_iter()
                 .map(|g| {
-                    let topics = g.topics.map(|ts| {
-                        ts.into_iter()
-                            .map(|t| (t.name, t.partition_indexes))
-                            .collect()
-                    });
+                    let topics = g.topics.map(|ts| ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect());
                     let (error, rows) = self.fetch_offsets_of(g.group_id.0.as_str(), topics);
                     let topics = rows
                         .into_iter()
@@ -363,9 +290,7 @@ impl Broker {
                                         .with_metadata(m.map(|m| s(&m)))
                                 })
                                 .collect();
-                            OffsetFetchResponseTopics::default()
-                                .with_name(name)
-                                .with_partitions(partitions)
+                            OffsetFetchResponseTopics::default().with_name(name).with_partitions(partitions)
                         })
                         .collect();
                     OffsetFetchResponseGroup::default()
@@ -375,11 +300,7 @@ impl Broker {
                 })
                 .collect();
         } else {
-            let topics = r.topics.map(|ts| {
-                ts.into_iter()
-                    .map(|t| (t.name, t.partition_indexes))
-                    .collect()
-            });
+            let topics = r.topics.map(|ts| ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect());
             let (error, rows) = self.fetch_offsets_of(r.group_id.0.as_str(), topics);
             response.error_code = error;
             response.topics = rows
@@ -392,11 +313,7 @@ impl Broker {
                                 .with_partition_index(p)
                                 .with_committed_offset(o)
                                 .with_metadata(m.map(|m| s(&m)));
-                            let row = if ctx.version >= 5 {
-                                row.with_committed_leader_epoch(e)
-                            } else {
-                                row
-                            };
+                            let row = if ctx.version >= 5 { row.with_committed_leader_epoch(e) } else { row };
                             // Before v2 there is no top-level error: each partition carries it.
                             if ctx.version < 2 {
                                 row.with_error_code(error)
@@ -405,9 +322,7 @@ impl Broker {
                             }
                         })
                         .collect();
-                    OffsetFetchResponseTopic::default()
-                        .with_name(name)
-                        .with_partitions(partitions)
+                    OffsetFetchResponseTopic::default().with_name(name).with_partitions(partitions)
                 })
                 .collect();
         }
@@ -422,8 +337,7 @@ impl Broker {
             .map(|id| {
                 let described = DescribedGroup::default().with_group_id(id.clone());
                 if loading {
-                    return described
-                        .with_error_code(ResponseError::CoordinatorLoadInProgress.code());
+                    return described.with_error_code(ResponseError::CoordinatorLoadInProgress.code());
                 }
                 match self.groups.group(id.0.as_str()) {
                     None => described.with_group_state(StrBytes::from_static_str("Dead")),
@@ -446,8 +360,7 @@ impl Broker {
                                     )
                                     .with_member_assignment(m.assignment.clone());
                                 if ctx.version >= 4 {
-                                    member = member
-                                        .with_group_instance_id(m.instance_id.as_deref().map(s));
+                                    member = member.with_group_instance_id(m.instance_id.as_deref().map(s));
                                 }
                                 member
                             })
@@ -461,16 +374,13 @@ impl Broker {
                 }
             })
             .collect();
-        self.respond(
-            ctx,
-            ResponseKind::DescribeGroups(DescribeGroupsResponse::default().with_groups(groups)),
-        );
+        self.respond(ctx, ResponseKind::DescribeGroups(DescribeGroupsResponse::default().with_groups(groups)));
     }
 
     pub(crate) fn handle_list_groups(&mut self, ctx: RequestCtx, r: ListGroupsRequest) {
         if self.groups.is_loading() {
-            let response = ListGroupsResponse::default()
-                .with_error_code(ResponseError::CoordinatorLoadInProgress.code());
+            let response =
+                ListGroupsResponse::default().with_error_code(ResponseError::CoordinatorLoadInProgress.code());
             return self.respond(ctx, ResponseKind::ListGroups(response));
         }
         let wanted_states: Vec<String> = r.states_filter.iter().map(|x| x.to_lowercase()).collect();
@@ -478,9 +388,7 @@ impl Broker {
         let groups = self
             .groups
             .groups()
-            .filter(|g| {
-                wanted_states.is_empty() || wanted_states.contains(&g.state.name().to_lowercase())
-            })
+            .filter(|g| wanted_states.is_empty() || wanted_states.contains(&g.state.name().to_lowercase()))
             .filter(|_| wanted_types.is_empty() || wanted_types.contains(&"classic".to_string()))
             .map(|g| {
                 let mut listed = ListedGroup::default()
@@ -495,57 +403,31 @@ impl Broker {
                 listed
             })
             .collect();
-        self.respond(
-            ctx,
-            ResponseKind::ListGroups(ListGroupsResponse::default().with_groups(groups)),
-        );
+        self.respond(ctx, ResponseKind::ListGroups(ListGroupsResponse::default().with_groups(groups)));
     }
 
-    pub(crate) fn handle_delete_groups(
-        &mut self,
-        now_ms: i64,
-        ctx: RequestCtx,
-        r: DeleteGroupsRequest,
-    ) {
+    pub(crate) fn handle_delete_groups(&mut self, now_ms: i64, ctx: RequestCtx, r: DeleteGroupsRequest) {
         let results = r
             .groups_names
             .into_iter()
             .map(|g| {
                 let error = self.groups.delete_group(g.0.as_str());
-                delete_groups_response::DeletableGroupResult::default()
-                    .with_group_id(g)
-                    .with_error_code(error)
+                delete_groups_response::DeletableGroupResult::default().with_group_id(g).with_error_code(error)
             })
             .collect();
-        self.respond(
-            ctx,
-            ResponseKind::DeleteGroups(DeleteGroupsResponse::default().with_results(results)),
-        );
+        self.respond(ctx, ResponseKind::DeleteGroups(DeleteGroupsResponse::default().with_results(results)));
         self.pump_groups(now_ms);
     }
 
-    pub(crate) fn handle_offset_delete(
-        &mut self,
-        now_ms: i64,
-        ctx: RequestCtx,
-        r: OffsetDeleteRequest,
-    ) {
+    pub(crate) fn handle_offset_delete(&mut self, now_ms: i64, ctx: RequestCtx, r: OffsetDeleteRequest) {
         let partitions: Vec<(String, i32)> = r
             .topics
             .iter()
-            .flat_map(|t| {
-                t.partitions
-                    .iter()
-                    .map(move |p| (t.name.0.to_string(), p.partition_index))
-            })
+            .flat_map(|t| t.partitions.iter().map(move |p| (t.name.0.to_string(), p.partition_index)))
             .collect();
-        let outcome = self
-            .groups
-            .delete_offsets(r.group_id.0.as_str(), partitions);
+        let outcome = self.groups.delete_offsets(r.group_id.0.as_str(), partitions);
         let per_partition = match &outcome {
-            Err(ResponseError::GroupSubscribedToTopic) => {
-                ResponseError::GroupSubscribedToTopic.code()
-            }
+            Err(ResponseError::GroupSubscribedToTopic) => ResponseError::GroupSubscribedToTopic.code(),
             _ => 0,
         };
         let topics = r
@@ -561,16 +443,13 @@ impl Broker {
                             .with_error_code(per_partition)
                     })
                     .collect();
-                OffsetDeleteResponseTopic::default()
-                    .with_name(t.name)
-                    .with_partitions(partitions)
+                OffsetDeleteResponseTopic::default().with_name(t.name).with_partitions(partitions)
             })
             .collect();
         let mut response = OffsetDeleteResponse::default().with_topics(topics);
         match outcome {
             Ok(Some(id)) => {
-                self.commit_waiters
-                    .insert(id, (ctx, ResponseKind::OffsetDelete(response)));
+                self.commit_waiters.insert(id, (ctx, ResponseKind::OffsetDelete(response)));
                 self.pump_groups(now_ms);
             }
             Ok(None) | Err(ResponseError::GroupSubscribedToTopic) => {
@@ -610,14 +489,8 @@ impl Broker {
         let batch = encode_group_batch(&records, now_ms);
         let durability = self.config.durability;
         let tp = offsets_tp();
-        let appended = match self
-            .topics
-            .get_mut(OFFSETS_TOPIC)
-            .and_then(|t| t.partitions.get_mut(0))
-        {
-            Some(log) => log
-                .append(&batch, now_ms, durability, &mut self.ops)
-                .map_err(|e| format!("{e:?}")),
+        let appended = match self.topics.get_mut(OFFSETS_TOPIC).and_then(|t| t.partitions.get_mut(0)) {
+            Some(log) => log.append(&batch, now_ms, durability, &mut self.ops).map_err(|e| format!("{e:?}")),
             None => Err("the offsets topic does not exist yet".to_string()),
         };
         match appended {
@@ -654,15 +527,9 @@ impl Broker {
     /// The offsets partition's high watermark moved (or it failed): finish covered persists.
     pub(crate) fn release_group_persists(&mut self, now_ms: i64) {
         let tp = offsets_tp();
-        let (hw, failed) = self
-            .partition(&tp)
-            .map_or((0, true), |p| (p.high_watermark(), p.failed.is_some()));
-        let done: Vec<(i64, PersistId)> = self
-            .group_persists
-            .iter()
-            .filter(|(last, _)| failed || *last < hw)
-            .cloned()
-            .collect();
+        let (hw, failed) = self.partition(&tp).map_or((0, true), |p| (p.high_watermark(), p.failed.is_some()));
+        let done: Vec<(i64, PersistId)> =
+            self.group_persists.iter().filter(|(last, _)| failed || *last < hw).cloned().collect();
         for key in done {
             self.group_persists.remove(&key);
             self.on_group_persisted(now_ms, key.1, !failed);
@@ -673,9 +540,7 @@ impl Broker {
 
     /// Starts replaying the offsets log, or declares the coordinator loaded if there is none.
     pub(crate) fn start_group_load(&mut self, now_ms: i64) {
-        let start = self
-            .partition(&offsets_tp())
-            .map(|p| (p.log_start_offset, p.high_watermark()));
+        let start = self.partition(&offsets_tp()).map(|p| (p.log_start_offset, p.high_watermark()));
         match start {
             Some((from, hw)) if from < hw => self.read_group_log(from),
             _ => self.groups.finish_loading(now_ms),
@@ -689,8 +554,7 @@ impl Broker {
         match log.plan_read(offset, LOAD_CHUNK) {
             Ok(Some(plan)) => {
                 self.group_load = Some((offset, plan.clone()));
-                self.ops
-                    .read(Purpose::GroupLoadRead, plan.file, plan.position, plan.len);
+                self.ops.read(Purpose::GroupLoadRead, plan.file, plan.position, plan.len);
             }
             _ => {
                 self.group_load = None;
@@ -714,14 +578,9 @@ impl Broker {
         let records = match trim_fetched(&bytes, offset, LOAD_CHUNK) {
             Ok(r) => r,
             Err((skip, len)) => {
-                let plan = ReadPlan {
-                    position: plan.position + skip as u64,
-                    len,
-                    ..plan
-                };
+                let plan = ReadPlan { position: plan.position + skip as u64, len, ..plan };
                 self.group_load = Some((offset, plan.clone()));
-                self.ops
-                    .read(Purpose::GroupLoadRead, plan.file, plan.position, plan.len);
+                self.ops.read(Purpose::GroupLoadRead, plan.file, plan.position, plan.len);
                 return;
             }
         };
@@ -729,10 +588,7 @@ impl Broker {
         let mut buf = records;
         while !buf.is_empty() {
             let Ok(set) = RecordBatchDecoder::decode(&mut buf) else {
-                tracing::error!(
-                    offset = next,
-                    "undecodable batch in the offsets log; stopping the load there"
-                );
+                tracing::error!(offset = next, "undecodable batch in the offsets log; stopping the load there");
                 break;
             };
             for r in set.records {
@@ -747,15 +603,10 @@ impl Broker {
                 }
             }
         }
-        let hw = self
-            .partition(&offsets_tp())
-            .map_or(0, |p| p.high_watermark());
+        let hw = self.partition(&offsets_tp()).map_or(0, |p| p.high_watermark());
         if next >= hw || next == offset {
             self.groups.finish_loading(now_ms);
-            tracing::info!(
-                groups = self.groups.groups().count(),
-                "group coordinator loaded"
-            );
+            tracing::info!(groups = self.groups.groups().count(), "group coordinator loaded");
         } else {
             self.read_group_log(next);
         }
@@ -773,9 +624,7 @@ fn join_response(version: i16, r: JoinResult) -> JoinGroupResponse {
             r.members
                 .into_iter()
                 .map(|(id, instance, metadata)| {
-                    let m = JoinGroupResponseMember::default()
-                        .with_member_id(s(&id))
-                        .with_metadata(metadata);
+                    let m = JoinGroupResponseMember::default().with_member_id(s(&id)).with_metadata(metadata);
                     if version >= 5 {
                         m.with_group_instance_id(instance.as_deref().map(s))
                     } else {
@@ -825,14 +674,7 @@ fn encode_group_batch(records: &[GroupRecord], now_ms: i64) -> Bytes {
         })
         .collect();
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("group records encode");
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
+        .expect("group records encode");
     buf.freeze()
 }

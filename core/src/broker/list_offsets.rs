@@ -2,15 +2,11 @@
 //! timestamp search reads stored batches, so it may continue across several reads.
 
 use bytes::Bytes;
-use kafka_protocol::messages::list_offsets_response::{
-    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
-};
-use kafka_protocol::messages::offset_for_leader_epoch_response::{
-    EpochEndOffset, OffsetForLeaderTopicResult,
-};
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
 use kafka_protocol::messages::{
-    ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest,
-    OffsetForLeaderEpochResponse, ResponseKind, TopicName,
+    ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ResponseKind,
+    TopicName,
 };
 use kafka_protocol::records::RecordBatchDecoder;
 use kafka_protocol::ResponseError;
@@ -73,38 +69,21 @@ impl Broker {
     pub(crate) fn handle_list_offsets(&mut self, ctx: RequestCtx, request: ListOffsetsRequest) {
         let id = self.next_request_id;
         self.next_request_id += 1;
-        let mut search = TimeSearch {
-            ctx,
-            topics: Vec::new(),
-            searches: Vec::new(),
-            outstanding: 0,
-        };
+        let mut search = TimeSearch { ctx, topics: Vec::new(), searches: Vec::new(), outstanding: 0 };
         for (topic_index, t) in request.topics.into_iter().enumerate() {
             let mut partitions = Vec::new();
             for (partition_index, p) in t.partitions.into_iter().enumerate() {
                 let tp = TopicPartition::new(t.name.0.as_str(), p.partition_index);
                 let Some(log) = self.partition(&tp) else {
-                    partitions.push(answer(
-                        p.partition_index,
-                        ResponseError::UnknownTopicOrPartition.code(),
-                        -1,
-                        -1,
-                    ));
+                    partitions.push(answer(p.partition_index, ResponseError::UnknownTopicOrPartition.code(), -1, -1));
                     continue;
                 };
                 if log.failed.is_some() {
-                    partitions.push(answer(
-                        p.partition_index,
-                        ResponseError::KafkaStorageError.code(),
-                        -1,
-                        -1,
-                    ));
+                    partitions.push(answer(p.partition_index, ResponseError::KafkaStorageError.code(), -1, -1));
                     continue;
                 }
                 let response = match p.timestamp {
-                    LATEST | LATEST_TIERED => {
-                        answer(p.partition_index, 0, -1, log.high_watermark())
-                    }
+                    LATEST | LATEST_TIERED => answer(p.partition_index, 0, -1, log.high_watermark()),
                     EARLIEST | EARLIEST_LOCAL | EARLIEST_PENDING_UPLOAD => {
                         answer(p.partition_index, 0, -1, log.log_start_offset)
                     }
@@ -115,10 +94,7 @@ impl Broker {
                     ts if ts >= 0 => {
                         if let Some(plan) = log.plan_time_search(ts) {
                             let end = plan.position + plan.len as u64;
-                            let plan = ReadPlan {
-                                len: plan.len.min(SEARCH_CHUNK),
-                                ..plan
-                            };
+                            let plan = ReadPlan { len: plan.len.min(SEARCH_CHUNK), ..plan };
                             let slot = search.searches.len();
                             self.ops.read(
                                 Purpose::TimeSearchRead { request: id, slot },
@@ -126,23 +102,12 @@ impl Broker {
                                 plan.position,
                                 plan.len,
                             );
-                            search.searches.push(Some(Search {
-                                topic_index,
-                                partition_index,
-                                target: ts,
-                                plan,
-                                end,
-                            }));
+                            search.searches.push(Some(Search { topic_index, partition_index, target: ts, plan, end }));
                             search.outstanding += 1;
                         }
                         answer(p.partition_index, 0, -1, -1)
                     }
-                    _ => answer(
-                        p.partition_index,
-                        ResponseError::InvalidRequest.code(),
-                        -1,
-                        -1,
-                    ),
+                    _ => answer(p.partition_index, ResponseError::InvalidRequest.code(), -1, -1),
                 };
                 partitions.push(response);
             }
@@ -155,12 +120,7 @@ impl Broker {
         }
     }
 
-    pub(crate) fn on_time_search_read(
-        &mut self,
-        id: u64,
-        slot: usize,
-        result: Result<Bytes, StorageError>,
-    ) {
+    pub(crate) fn on_time_search_read(&mut self, id: u64, slot: usize, result: Result<Bytes, StorageError>) {
         let Some(state) = self.time_searches.get_mut(&id) else {
             return;
         };
@@ -174,9 +134,7 @@ impl Broker {
             }
             Ok(bytes) => {
                 let mut batches = Batches::new(&bytes, false);
-                let found = batches
-                    .by_ref()
-                    .find(|(_, b)| b.max_timestamp() >= search.target);
+                let found = batches.by_ref().find(|(_, b)| b.max_timestamp() >= search.target);
                 match found {
                     Some((_, batch)) => {
                         let (offset, ts) = first_record_at_or_after(&batch, search.target);
@@ -187,19 +145,10 @@ impl Broker {
                         let position = search.plan.position + consumed;
                         if position < search.end {
                             // Go on after the whole batches seen; a batch larger than the chunk is read whole.
-                            let whole = Batch::total_len(&bytes[consumed as usize..])
-                                .unwrap_or(SEARCH_CHUNK);
-                            let len = whole
-                                .max(SEARCH_CHUNK)
-                                .min((search.end - position) as usize);
-                            next_read = Some(Search {
-                                plan: ReadPlan {
-                                    position,
-                                    len,
-                                    ..search.plan.clone()
-                                },
-                                ..search
-                            });
+                            let whole = Batch::total_len(&bytes[consumed as usize..]).unwrap_or(SEARCH_CHUNK);
+                            let len = whole.max(SEARCH_CHUNK).min((search.end - position) as usize);
+                            next_read =
+                                Some(Search { plan: ReadPlan { position, len, ..search.plan.clone() }, ..search });
                         }
                     }
                 }
@@ -230,29 +179,17 @@ impl Broker {
             .into_iter()
             .map(|(name, mut partitions)| {
                 if with_epoch {
-                    for p in partitions
-                        .iter_mut()
-                        .filter(|p| p.error_code == 0 && p.offset >= 0)
-                    {
+                    for p in partitions.iter_mut().filter(|p| p.error_code == 0 && p.offset >= 0) {
                         p.leader_epoch = 0;
                     }
                 }
-                ListOffsetsTopicResponse::default()
-                    .with_name(name)
-                    .with_partitions(partitions)
+                ListOffsetsTopicResponse::default().with_name(name).with_partitions(partitions)
             })
             .collect();
-        self.respond(
-            state.ctx,
-            ResponseKind::ListOffsets(ListOffsetsResponse::default().with_topics(topics)),
-        );
+        self.respond(state.ctx, ResponseKind::ListOffsets(ListOffsetsResponse::default().with_topics(topics)));
     }
 
-    pub(crate) fn handle_offset_for_leader_epoch(
-        &mut self,
-        ctx: RequestCtx,
-        request: OffsetForLeaderEpochRequest,
-    ) {
+    pub(crate) fn handle_offset_for_leader_epoch(&mut self, ctx: RequestCtx, request: OffsetForLeaderEpochRequest) {
         let topics = request
             .topics
             .into_iter()
@@ -265,38 +202,29 @@ impl Broker {
                             .with_partition(p.partition)
                             .with_leader_epoch(-1)
                             .with_end_offset(-1);
-                        let Some(log) =
-                            self.partition(&TopicPartition::new(t.topic.0.as_str(), p.partition))
-                        else {
-                            return base
-                                .with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                        let Some(log) = self.partition(&TopicPartition::new(t.topic.0.as_str(), p.partition)) else {
+                            return base.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                         };
                         if p.current_leader_epoch > log.leader_epoch {
                             return base.with_error_code(ResponseError::UnknownLeaderEpoch.code());
                         }
-                        if p.current_leader_epoch >= 0 && p.current_leader_epoch < log.leader_epoch
-                        {
+                        if p.current_leader_epoch >= 0 && p.current_leader_epoch < log.leader_epoch {
                             return base.with_error_code(ResponseError::FencedLeaderEpoch.code());
                         }
                         // One epoch so far: every requested epoch up to it ends at the log end.
                         if p.leader_epoch >= 0 && p.leader_epoch <= log.leader_epoch {
-                            base.with_leader_epoch(log.leader_epoch)
-                                .with_end_offset(log.log_end_offset())
+                            base.with_leader_epoch(log.leader_epoch).with_end_offset(log.log_end_offset())
                         } else {
                             base
                         }
                     })
                     .collect();
-                OffsetForLeaderTopicResult::default()
-                    .with_topic(t.topic)
-                    .with_partitions(partitions)
+                OffsetForLeaderTopicResult::default().with_topic(t.topic).with_partitions(partitions)
             })
             .collect();
         self.respond(
             ctx,
-            ResponseKind::OffsetForLeaderEpoch(
-                OffsetForLeaderEpochResponse::default().with_topics(topics),
-            ),
+            ResponseKind::OffsetForLeaderEpoch(OffsetForLeaderEpochResponse::default().with_topics(topics)),
         );
     }
 }

@@ -6,8 +6,8 @@ use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
-    ApiVersionsResponse, BrokerId, DescribeClusterRequest, DescribeClusterResponse,
-    MetadataRequest, MetadataResponse, ResponseKind, TopicName,
+    ApiVersionsResponse, BrokerId, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse,
+    ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -26,9 +26,7 @@ pub(crate) fn api_versions(error_code: i16) -> ApiVersionsResponse {
                 .with_max_version(api.max)
         })
         .collect();
-    ApiVersionsResponse::default()
-        .with_error_code(error_code)
-        .with_api_keys(api_keys)
+    ApiVersionsResponse::default().with_error_code(error_code).with_api_keys(api_keys)
 }
 
 impl Broker {
@@ -46,22 +44,13 @@ impl Broker {
         let wanted: Option<Vec<MetadataRequestTopicRef>> = match request.topics {
             None => None,
             Some(list) if list.is_empty() && ctx.version == 0 => None,
-            Some(list) => Some(
-                list.into_iter()
-                    .map(|t| MetadataRequestTopicRef {
-                        name: t.name,
-                        id: t.topic_id,
-                    })
-                    .collect(),
-            ),
+            Some(list) => {
+                Some(list.into_iter().map(|t| MetadataRequestTopicRef { name: t.name, id: t.topic_id }).collect())
+            }
         };
         let auto_create = request.allow_auto_topic_creation || ctx.version < 4;
         let topics = match wanted {
-            None => self
-                .topics
-                .values()
-                .map(|t| self.describe_topic(&t.name, node_id))
-                .collect(),
+            None => self.topics.values().map(|t| self.describe_topic(&t.name, node_id)).collect(),
             Some(list) => list
                 .into_iter()
                 .map(|wanted| {
@@ -83,9 +72,7 @@ impl Broker {
                     let error = if let Err(e) = super::admin::validate_topic_name(&name) {
                         tracing::debug!("metadata for invalid topic name: {e}");
                         ResponseError::InvalidTopicException
-                    } else if self.topic_exists_or_pending(&name)
-                        || (auto_create && self.maybe_auto_create(&name))
-                    {
+                    } else if self.topic_exists_or_pending(&name) || (auto_create && self.maybe_auto_create(&name)) {
                         ResponseError::LeaderNotAvailable
                     } else {
                         ResponseError::UnknownTopicOrPartition
@@ -97,10 +84,7 @@ impl Broker {
                 .collect(),
         };
         let response = MetadataResponse::default()
-            .with_brokers(vec![MetadataResponseBroker::default()
-                .with_node_id(node_id)
-                .with_host(host)
-                .with_port(port)])
+            .with_brokers(vec![MetadataResponseBroker::default().with_node_id(node_id).with_host(host).with_port(port)])
             .with_cluster_id(Some(StrBytes::from_string(self.cluster_id().to_string())))
             .with_controller_id(node_id)
             .with_topics(topics);
@@ -113,11 +97,7 @@ impl Broker {
             .partitions
             .iter()
             .map(|p| {
-                let error = if p.failed.is_some() {
-                    ResponseError::KafkaStorageError.code()
-                } else {
-                    0
-                };
+                let error = if p.failed.is_some() { ResponseError::KafkaStorageError.code() } else { 0 };
                 MetadataResponsePartition::default()
                     .with_error_code(error)
                     .with_partition_index(p.tp.partition)
@@ -134,11 +114,7 @@ impl Broker {
             .with_partitions(partitions)
     }
 
-    pub(crate) fn handle_describe_cluster(
-        &mut self,
-        ctx: RequestCtx,
-        _request: DescribeClusterRequest,
-    ) {
+    pub(crate) fn handle_describe_cluster(&mut self, ctx: RequestCtx, _request: DescribeClusterRequest) {
         let (node_id, host, port) = self.node();
         let response = DescribeClusterResponse::default()
             .with_cluster_id(StrBytes::from_string(self.cluster_id().to_string()))

@@ -120,10 +120,7 @@ pub struct Broker {
 
 impl Broker {
     pub fn new(config: BrokerConfig, loaded: LoadedState, now_ms: i64) -> Self {
-        let LoadedState {
-            meta,
-            mut partitions,
-        } = loaded;
+        let LoadedState { meta, mut partitions } = loaded;
         let mut topics = BTreeMap::new();
         for t in &meta.topics {
             let name: Arc<str> = Arc::from(t.name.as_str());
@@ -133,10 +130,7 @@ impl Broker {
             });
             let logs = (0..t.partitions)
                 .map(|p| {
-                    let tp = TopicPartition {
-                        topic: name.clone(),
-                        partition: p,
-                    };
+                    let tp = TopicPartition { topic: name.clone(), partition: p };
                     match partitions.remove(&tp) {
                         Some(lp) => PartitionLog::recovered(
                             tp,
@@ -151,15 +145,7 @@ impl Broker {
                 })
                 .collect();
             let id = t.id.parse().unwrap_or_else(|_| meta.new_topic_id(&t.name));
-            topics.insert(
-                name.clone(),
-                Topic {
-                    name,
-                    id,
-                    partitions: logs,
-                    overrides: t.configs.clone(),
-                },
-            );
+            topics.insert(name.clone(), Topic { name, id, partitions: logs, overrides: t.configs.clone() });
         }
         for tp in partitions.keys() {
             tracing::warn!(partition = %tp, "data directory holds a partition of no known topic; ignoring it");
@@ -193,26 +179,14 @@ impl Broker {
             shutdown_reported: false,
         };
         // Persist identity on first start (and any repair done above).
-        broker.queue_meta(
-            MetaChange::ProducerIdBlock {
-                end: next_producer_id,
-            },
-            None,
-        );
+        broker.queue_meta(MetaChange::ProducerIdBlock { end: next_producer_id }, None);
         if broker.topics.contains_key(OFFSETS_TOPIC) {
             broker.start_group_load(now_ms);
         } else {
             // Committed offsets are kept forever; empty groups' offsets expire by themselves.
-            let configs = [("retention.ms".to_string(), "-1".to_string())]
-                .into_iter()
-                .collect();
+            let configs = [("retention.ms".to_string(), "-1".to_string())].into_iter().collect();
             let id = broker.desired_meta.new_topic_id(OFFSETS_TOPIC).to_string();
-            let meta = crate::meta::TopicMeta {
-                name: OFFSETS_TOPIC.to_string(),
-                id,
-                partitions: 1,
-                configs,
-            };
+            let meta = crate::meta::TopicMeta { name: OFFSETS_TOPIC.to_string(), id, partitions: 1, configs };
             broker.queue_meta(MetaChange::CreateTopic(meta), None);
         }
         broker
@@ -225,20 +199,10 @@ impl Broker {
         self.topics.get(name)
     }
     pub fn partition(&self, tp: &TopicPartition) -> Option<&PartitionLog> {
-        self.topics
-            .get(&tp.topic)?
-            .partitions
-            .get(usize::try_from(tp.partition).ok()?)
+        self.topics.get(&tp.topic)?.partitions.get(usize::try_from(tp.partition).ok()?)
     }
-    pub(crate) fn partition_mut(
-        &mut self,
-        topic: &str,
-        partition: i32,
-    ) -> Option<&mut PartitionLog> {
-        self.topics
-            .get_mut(topic)?
-            .partitions
-            .get_mut(usize::try_from(partition).ok()?)
+    pub(crate) fn partition_mut(&mut self, topic: &str, partition: i32) -> Option<&mut PartitionLog> {
+        self.topics.get_mut(topic)?.partitions.get_mut(usize::try_from(partition).ok()?)
     }
 
     pub fn poll_action(&mut self) -> Option<Action> {
@@ -248,14 +212,7 @@ impl Broker {
     /// The earliest time at which `handle_tick` has work to do.
     pub fn next_deadline(&self) -> Option<i64> {
         let fetch = self.fetches.values().filter_map(|f| f.parked_until()).min();
-        [
-            fetch,
-            self.groups.next_deadline(),
-            Some(self.next_retention_check_ms),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        [fetch, self.groups.next_deadline(), Some(self.next_retention_check_ms)].into_iter().flatten().min()
     }
 
     pub fn handle_connect(&mut self, conn: ConnId) {
@@ -265,8 +222,7 @@ impl Broker {
     pub fn handle_disconnect(&mut self, conn: ConnId) {
         self.conns.remove(&conn);
         // Parked fetches of a gone connection need no answer.
-        self.fetches
-            .retain(|_, f| f.conn() != conn || f.has_reads_in_flight());
+        self.fetches.retain(|_, f| f.conn() != conn || f.has_reads_in_flight());
     }
 
     /// One request frame (without its size prefix) from a connection.
@@ -277,11 +233,7 @@ impl Broker {
         if frame.len() > self.config.max_request_bytes {
             self.close(
                 conn,
-                format!(
-                    "request of {} bytes exceeds the limit of {}",
-                    frame.len(),
-                    self.config.max_request_bytes
-                ),
+                format!("request of {} bytes exceeds the limit of {}", frame.len(), self.config.max_request_bytes),
             );
             return;
         }
@@ -299,12 +251,7 @@ impl Broker {
             }
         };
         let version = decoded.header.request_api_version;
-        let client_id = decoded
-            .header
-            .client_id
-            .as_ref()
-            .map(|c| c.to_string())
-            .unwrap_or_default();
+        let client_id = decoded.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
         let ctx = self.begin(conn, decoded.header.correlation_id, version);
         tracing::trace!(conn, api = ?decoded.api_key, version, "request");
         if self.shutting_down && decoded.api_key != ApiKey::ApiVersions {
@@ -328,9 +275,7 @@ impl Broker {
             RequestKind::CreatePartitions(r) => self.handle_create_partitions(ctx, r),
             RequestKind::DescribeConfigs(r) => self.handle_describe_configs(ctx, r),
             RequestKind::AlterConfigs(r) => self.handle_alter_configs(ctx, r),
-            RequestKind::IncrementalAlterConfigs(r) => {
-                self.handle_incremental_alter_configs(ctx, r)
-            }
+            RequestKind::IncrementalAlterConfigs(r) => self.handle_incremental_alter_configs(ctx, r),
             RequestKind::DeleteRecords(r) => self.handle_delete_records(ctx, r),
             RequestKind::InitProducerId(r) => self.handle_init_producer_id(ctx, r),
             RequestKind::JoinGroup(r) => self.handle_join_group(now_ms, ctx, client_id, r),
@@ -345,10 +290,7 @@ impl Broker {
             RequestKind::OffsetDelete(r) => self.handle_offset_delete(now_ms, ctx, r),
             other => {
                 // Unreachable while codec::decode_request only admits served keys; kept total.
-                self.close(
-                    conn,
-                    format!("no handler for {:?}", std::mem::discriminant(&other)),
-                );
+                self.close(conn, format!("no handler for {:?}", std::mem::discriminant(&other)));
             }
         }
     }
@@ -369,14 +311,11 @@ impl Broker {
                 }
             }
             (Purpose::PartitionSync(tp), Completion::Synced { result, .. }) => {
-                let moved = match self
-                    .topics
-                    .get_mut(&tp.topic)
-                    .and_then(|t| t.partitions.get_mut(tp.partition as usize))
-                {
-                    Some(p) => p.on_synced(id, result.map_err(|e| e.0), &mut self.ops),
-                    None => false,
-                };
+                let moved =
+                    match self.topics.get_mut(&tp.topic).and_then(|t| t.partitions.get_mut(tp.partition as usize)) {
+                        Some(p) => p.on_synced(id, result.map_err(|e| e.0), &mut self.ops),
+                        None => false,
+                    };
                 if moved {
                     self.on_high_watermark(now_ms, &tp);
                 } else if self.partition(&tp).is_some_and(|p| p.failed.is_some()) {
@@ -393,9 +332,7 @@ impl Broker {
             (Purpose::TimeSearchRead { request, slot }, Completion::Read { result, .. }) => {
                 self.on_time_search_read(request, slot, result)
             }
-            (Purpose::GroupLoadRead, Completion::Read { result, .. }) => {
-                self.on_group_load_read(now_ms, result)
-            }
+            (Purpose::GroupLoadRead, Completion::Read { result, .. }) => self.on_group_load_read(now_ms, result),
             (Purpose::Meta, Completion::MetaWritten { result, .. }) => {
                 self.on_meta_written(now_ms, result.map_err(|e| e.0))
             }
@@ -409,11 +346,7 @@ impl Broker {
                 self.check_shutdown();
             }
             (purpose, completion) => {
-                tracing::error!(
-                    ?purpose,
-                    ?completion,
-                    "completion does not match its operation"
-                );
+                tracing::error!(?purpose, ?completion, "completion does not match its operation");
             }
         }
     }
@@ -458,16 +391,8 @@ impl Broker {
         if !self.shutting_down || self.shutdown_reported {
             return;
         }
-        let quiet = self.topics.values().all(|t| {
-            t.partitions
-                .iter()
-                .all(|p| p.is_quiescent() || p.failed.is_some())
-        });
-        if quiet
-            && !self.log_start_write_in_flight
-            && !self.log_start_dirty
-            && self.meta_in_flight.is_none()
-        {
+        let quiet = self.topics.values().all(|t| t.partitions.iter().all(|p| p.is_quiescent() || p.failed.is_some()));
+        if quiet && !self.log_start_write_in_flight && !self.log_start_dirty && self.meta_in_flight.is_none() {
             self.shutdown_reported = true;
             self.ops.push(Action::ShutdownComplete);
         }
@@ -479,12 +404,7 @@ impl Broker {
         let c = self.conns.entry(conn).or_default();
         let seq = c.next_seq;
         c.next_seq += 1;
-        RequestCtx {
-            conn,
-            seq,
-            correlation_id,
-            version,
-        }
+        RequestCtx { conn, seq, correlation_id, version }
     }
 
     pub(crate) fn respond(&mut self, ctx: RequestCtx, body: ResponseKind) {
@@ -507,10 +427,7 @@ impl Broker {
         while let Some(frame) = c.ready.remove(&c.next_to_send) {
             c.next_to_send += 1;
             if let Some(frame) = frame {
-                self.ops.push(Action::Send {
-                    conn: ctx.conn,
-                    frame,
-                });
+                self.ops.push(Action::Send { conn: ctx.conn, frame });
             }
         }
     }
@@ -545,15 +462,8 @@ impl Broker {
             changes.push(change);
             deferred.extend(d);
         }
-        let id = self
-            .ops
-            .write_meta(Purpose::Meta, MetaFile::Cluster, Bytes::from(next.encode()));
-        self.meta_in_flight = Some(MetaWrite {
-            id,
-            changes,
-            deferred,
-            next,
-        });
+        let id = self.ops.write_meta(Purpose::Meta, MetaFile::Cluster, Bytes::from(next.encode()));
+        self.meta_in_flight = Some(MetaWrite { id, changes, deferred, next });
     }
 
     fn on_meta_written(&mut self, now_ms: i64, result: Result<(), String>) {
@@ -564,12 +474,7 @@ impl Broker {
         if let Err(e) = result {
             tracing::error!("cluster metadata write failed: {e}; changes dropped");
             self.desired_meta = self.durable_meta.clone();
-            for change in self
-                .meta_queue
-                .iter()
-                .map(|(c, _)| c.clone())
-                .collect::<Vec<_>>()
-            {
+            for change in self.meta_queue.iter().map(|(c, _)| c.clone()).collect::<Vec<_>>() {
                 self.desired_meta.apply(&change);
             }
             for d in write.deferred {
@@ -604,25 +509,14 @@ impl Broker {
                 let partitions = (0..t.partitions)
                     .map(|p| {
                         PartitionLog::create(
-                            TopicPartition {
-                                topic: name.clone(),
-                                partition: p,
-                            },
+                            TopicPartition { topic: name.clone(), partition: p },
                             config.clone(),
                             now_ms,
                         )
                     })
                     .collect();
                 let id = t.id.parse().unwrap_or_default();
-                self.topics.insert(
-                    name.clone(),
-                    Topic {
-                        name,
-                        id,
-                        partitions,
-                        overrides: t.configs.clone(),
-                    },
-                );
+                self.topics.insert(name.clone(), Topic { name, id, partitions, overrides: t.configs.clone() });
                 if t.name == OFFSETS_TOPIC {
                     self.start_group_load(now_ms);
                 }
@@ -641,10 +535,7 @@ impl Broker {
                     let config = TopicConfig::resolve(&defaults, &t.overrides).unwrap_or(defaults);
                     for p in t.partitions.len() as i32..*count {
                         t.partitions.push(PartitionLog::create(
-                            TopicPartition {
-                                topic: t.name.clone(),
-                                partition: p,
-                            },
+                            TopicPartition { topic: t.name.clone(), partition: p },
                             config.clone(),
                             now_ms,
                         ));
@@ -683,34 +574,18 @@ impl Broker {
         r: kafka_protocol::messages::InitProducerIdRequest,
     ) {
         const BLOCK: i64 = 1000;
-        let end = self
-            .desired_meta
-            .producer_id_block_end
-            .max(self.next_producer_id)
-            + BLOCK;
-        self.queue_meta(
-            MetaChange::ProducerIdBlock { end },
-            Some(Deferred::InitProducerId(ctx, r)),
-        );
+        let end = self.desired_meta.producer_id_block_end.max(self.next_producer_id) + BLOCK;
+        self.queue_meta(MetaChange::ProducerIdBlock { end }, Some(Deferred::InitProducerId(ctx, r)));
     }
 
-    pub(crate) fn queue_meta_respond(
-        &mut self,
-        changes: Vec<MetaChange>,
-        ctx: RequestCtx,
-        body: ResponseKind,
-    ) {
+    pub(crate) fn queue_meta_respond(&mut self, changes: Vec<MetaChange>, ctx: RequestCtx, body: ResponseKind) {
         if changes.is_empty() {
             self.respond(ctx, body);
             return;
         }
         let last = changes.len() - 1;
         for (i, change) in changes.into_iter().enumerate() {
-            let deferred = if i == last {
-                Some(Deferred::Respond(ctx, body.clone()))
-            } else {
-                None
-            };
+            let deferred = if i == last { Some(Deferred::Respond(ctx, body.clone())) } else { None };
             self.queue_meta(change, deferred);
         }
     }
@@ -739,11 +614,7 @@ impl Broker {
             }
         }
         let data = serde_json::to_vec(&starts).expect("offsets serialize");
-        self.ops.write_meta(
-            Purpose::LogStartCheckpoint,
-            MetaFile::LogStartOffsets,
-            Bytes::from(data),
-        );
+        self.ops.write_meta(Purpose::LogStartCheckpoint, MetaFile::LogStartOffsets, Bytes::from(data));
         self.log_start_dirty = false;
         self.log_start_write_in_flight = true;
     }

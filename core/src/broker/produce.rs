@@ -17,11 +17,7 @@ pub(crate) struct PendingProduce {
     waiting: usize,
 }
 
-fn error_response(
-    index: i32,
-    error: ResponseError,
-    message: Option<String>,
-) -> PartitionProduceResponse {
+fn error_response(index: i32, error: ResponseError, message: Option<String>) -> PartitionProduceResponse {
     PartitionProduceResponse::default()
         .with_index(index)
         .with_error_code(error.code())
@@ -31,11 +27,7 @@ fn error_response(
         .with_error_message(message.map(StrBytes::from_string))
 }
 
-fn refuse(
-    index: i32,
-    error: ResponseError,
-    message: Option<String>,
-) -> Box<PartitionProduceResponse> {
+fn refuse(index: i32, error: ResponseError, message: Option<String>) -> Box<PartitionProduceResponse> {
     Box::new(error_response(index, error, message))
 }
 
@@ -94,20 +86,14 @@ impl Broker {
             self.respond_nothing(ctx);
             return;
         }
-        let pending = PendingProduce {
-            ctx,
-            acks,
-            topics,
-            waiting: waits.len(),
-        };
+        let pending = PendingProduce { ctx, acks, topics, waiting: waits.len() };
         if pending.waiting == 0 {
             self.respond_produce(pending);
             return;
         }
         // Slots are addressed as topic index * 2^16 + partition slot; requests stay far below that.
         for (tp, last_offset, topic_index, slot) in waits {
-            self.produce_waits
-                .insert((tp, last_offset, id, (topic_index << 16) | slot));
+            self.produce_waits.insert((tp, last_offset, id, (topic_index << 16) | slot));
         }
         self.produces.insert(id, pending);
     }
@@ -122,23 +108,12 @@ impl Broker {
         records: Option<&bytes::Bytes>,
     ) -> Result<(PartitionProduceResponse, i64), Box<PartitionProduceResponse>> {
         let durability = self.config.durability;
-        let Some(log) = self
-            .topics
-            .get_mut(topic)
-            .and_then(|t| t.partitions.get_mut(usize::try_from(partition).ok()?))
+        let Some(log) = self.topics.get_mut(topic).and_then(|t| t.partitions.get_mut(usize::try_from(partition).ok()?))
         else {
-            return Err(refuse(
-                partition,
-                ResponseError::UnknownTopicOrPartition,
-                None,
-            ));
+            return Err(refuse(partition, ResponseError::UnknownTopicOrPartition, None));
         };
         let Some(records) = records else {
-            return Err(refuse(
-                partition,
-                ResponseError::CorruptMessage,
-                Some("no records".into()),
-            ));
+            return Err(refuse(partition, ResponseError::CorruptMessage, Some("no records".into())));
         };
         match log.append(records, now_ms, durability, &mut self.ops) {
             Ok(appended) => Ok((
@@ -172,25 +147,17 @@ impl Broker {
             .topics
             .into_iter()
             .map(|(name, partitions)| {
-                TopicProduceResponse::default()
-                    .with_name(name)
-                    .with_partition_responses(partitions)
+                TopicProduceResponse::default().with_name(name).with_partition_responses(partitions)
             })
             .collect();
-        self.respond(
-            pending.ctx,
-            ResponseKind::Produce(ProduceResponse::default().with_responses(responses)),
-        );
+        self.respond(pending.ctx, ResponseKind::Produce(ProduceResponse::default().with_responses(responses)));
     }
 
     /// Answers the produces that the new high watermark of `tp` covers.
     pub(crate) fn release_produce_waits(&mut self, tp: &TopicPartition) {
         let hw = self.partition(tp).map_or(i64::MAX, |p| p.high_watermark());
-        let covered: Vec<_> = self
-            .produce_waits
-            .range((tp.clone(), i64::MIN, 0, 0)..(tp.clone(), hw, 0, 0))
-            .cloned()
-            .collect();
+        let covered: Vec<_> =
+            self.produce_waits.range((tp.clone(), i64::MIN, 0, 0)..(tp.clone(), hw, 0, 0)).cloned().collect();
         for wait in covered {
             self.produce_waits.remove(&wait);
             self.finish_wait(wait.2, None);
@@ -205,14 +172,8 @@ impl Broker {
             .cloned()
             .collect();
         let error = match self.partition(tp) {
-            Some(p) => (
-                ResponseError::KafkaStorageError,
-                p.failed.clone().unwrap_or_else(|| "storage error".into()),
-            ),
-            None => (
-                ResponseError::UnknownTopicOrPartition,
-                "the topic was deleted".into(),
-            ),
+            Some(p) => (ResponseError::KafkaStorageError, p.failed.clone().unwrap_or_else(|| "storage error".into())),
+            None => (ResponseError::UnknownTopicOrPartition, "the topic was deleted".into()),
         };
         for wait in waiting {
             self.produce_waits.remove(&wait);

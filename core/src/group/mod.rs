@@ -134,11 +134,7 @@ pub struct Member {
 
 impl Member {
     fn metadata_for(&self, protocol: &str) -> Bytes {
-        self.protocols
-            .iter()
-            .find(|(n, _)| n == protocol)
-            .map(|(_, m)| m.clone())
-            .unwrap_or_default()
+        self.protocols.iter().find(|(n, _)| n == protocol).map(|(_, m)| m.clone()).unwrap_or_default()
     }
     fn same_protocols(&self, other: &[(String, Bytes)]) -> bool {
         self.protocols == other
@@ -196,11 +192,7 @@ impl Group {
             .protocols
             .iter()
             .map(|(n, _)| n)
-            .filter(|n| {
-                self.members
-                    .values()
-                    .all(|m| m.protocols.iter().any(|(p, _)| p == *n))
-            })
+            .filter(|n| self.members.values().all(|m| m.protocols.iter().any(|(p, _)| p == *n)))
             .collect();
         let mut votes: BTreeMap<&String, usize> = BTreeMap::new();
         for m in self.members.values() {
@@ -214,12 +206,7 @@ impl Group {
             .max_by_key(|c| {
                 (
                     votes.get(c).copied().unwrap_or(0),
-                    usize::MAX
-                        - first
-                            .protocols
-                            .iter()
-                            .position(|(n, _)| n == *c)
-                            .unwrap_or(0),
+                    usize::MAX - first.protocols.iter().position(|(n, _)| n == *c).unwrap_or(0),
                 )
             })
             .cloned()
@@ -229,19 +216,11 @@ impl Group {
         if self.members.is_empty() {
             return true;
         }
-        if self
-            .protocol_type
-            .as_deref()
-            .is_some_and(|t| t != protocol_type)
-        {
+        if self.protocol_type.as_deref().is_some_and(|t| t != protocol_type) {
             return false;
         }
         // Some protocol must remain common to all members.
-        protocols.iter().any(|(p, _)| {
-            self.members
-                .values()
-                .all(|m| m.protocols.iter().any(|(q, _)| q == p))
-        })
+        protocols.iter().any(|(p, _)| self.members.values().all(|m| m.protocols.iter().any(|(q, _)| q == p)))
     }
 
     fn snapshot(&self) -> GroupSnapshot {
@@ -271,13 +250,8 @@ impl Group {
 
 #[derive(Debug)]
 enum PendingPersist {
-    Offsets {
-        group: String,
-        entries: Vec<((String, i32), Option<Committed>)>,
-    },
-    Assignment {
-        group: String,
-    },
+    Offsets { group: String, entries: Vec<((String, i32), Option<Committed>)> },
+    Assignment { group: String },
     Other,
 }
 
@@ -293,6 +267,7 @@ pub struct GroupCoordinator {
     next_member: u64,
     loading: bool,
     next_expiry_check: i64,
+    started_ms: i64,
 }
 
 fn err(e: ResponseError) -> i16 {
@@ -311,6 +286,7 @@ impl GroupCoordinator {
             next_member: 0,
             loading: true,
             next_expiry_check,
+            started_ms: now_ms,
         }
     }
 
@@ -321,16 +297,8 @@ impl GroupCoordinator {
     /// Replays one record of the internal log while loading.
     pub fn load(&mut self, record: GroupRecord, now_ms: i64) {
         match record {
-            GroupRecord::Offset {
-                group,
-                topic,
-                partition,
-                value,
-            } => {
-                let g = self
-                    .groups
-                    .entry(group.clone())
-                    .or_insert_with(|| Group::new(&group, now_ms));
+            GroupRecord::Offset { group, topic, partition, value } => {
+                let g = self.groups.entry(group.clone()).or_insert_with(|| Group::new(&group, now_ms));
                 match value {
                     Some(c) => {
                         g.offsets.insert((topic, partition), c);
@@ -343,14 +311,8 @@ impl GroupCoordinator {
             GroupRecord::Group { group, value: None } => {
                 self.groups.remove(&group);
             }
-            GroupRecord::Group {
-                group,
-                value: Some(snapshot),
-            } => {
-                let g = self
-                    .groups
-                    .entry(group.clone())
-                    .or_insert_with(|| Group::new(&group, now_ms));
+            GroupRecord::Group { group, value: Some(snapshot) } => {
+                let g = self.groups.entry(group.clone()).or_insert_with(|| Group::new(&group, now_ms));
                 g.generation = snapshot.generation;
                 g.protocol_type = snapshot.protocol_type;
                 g.protocol = snapshot.protocol.clone();
@@ -383,11 +345,7 @@ impl GroupCoordinator {
                         },
                     );
                 }
-                g.state = if g.members.is_empty() {
-                    GroupState::Empty
-                } else {
-                    GroupState::Stable
-                };
+                g.state = if g.members.is_empty() { GroupState::Empty } else { GroupState::Stable };
             }
         }
     }
@@ -422,11 +380,7 @@ impl GroupCoordinator {
         for g in self.groups.values() {
             let mut consider = |t: i64| next = Some(next.map_or(t, |n: i64| n.min(t)));
             if g.state == GroupState::PreparingRebalance {
-                consider(
-                    g.initial_delay_until
-                        .unwrap_or(g.rebalance_deadline)
-                        .min(g.rebalance_deadline),
-                );
+                consider(g.initial_delay_until.unwrap_or(g.rebalance_deadline).min(g.rebalance_deadline));
             }
             for m in g.members.values() {
                 if m.awaiting_join.is_none() {
@@ -448,18 +402,25 @@ impl GroupCoordinator {
         id
     }
 
+    /// A member id unique within the group, also across coordinator restarts: the hash mixes in
+    /// the time this coordinator started, and a collision with a known member draws again.
     fn new_member_id(&mut self, group: &str, client_id: &str) -> String {
-        self.next_member += 1;
-        let mut h: u64 = 0xcbf29ce484222325;
-        for b in group.bytes().chain(self.next_member.to_be_bytes()) {
-            h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+        let prefix = if client_id.is_empty() { "member" } else { client_id };
+        loop {
+            self.next_member += 1;
+            let mut h: u64 = 0xcbf29ce484222325;
+            for b in group.bytes().chain(self.started_ms.to_be_bytes()).chain(self.next_member.to_be_bytes()) {
+                h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+            }
+            let id = format!("{prefix}-{h:016x}{:08x}", self.next_member as u32);
+            let taken = self
+                .groups
+                .get(group)
+                .is_some_and(|g| g.members.contains_key(&id) || g.pending_members.contains_key(&id));
+            if !taken {
+                return id;
+            }
         }
-        let prefix = if client_id.is_empty() {
-            "member"
-        } else {
-            client_id
-        };
-        format!("{prefix}-{:016x}{:08x}", h, self.next_member as u32)
     }
 
     // ---- JoinGroup ----
@@ -472,58 +433,43 @@ impl GroupCoordinator {
             ..Default::default()
         };
         if self.loading {
-            return self.outputs.push_back(Output::Join(
-                token,
-                fail(ResponseError::CoordinatorLoadInProgress, &args.member_id),
-            ));
+            return self
+                .outputs
+                .push_back(Output::Join(token, fail(ResponseError::CoordinatorLoadInProgress, &args.member_id)));
         }
         if args.group.is_empty() {
-            return self.outputs.push_back(Output::Join(
-                token,
-                fail(ResponseError::InvalidGroupId, &args.member_id),
-            ));
+            return self.outputs.push_back(Output::Join(token, fail(ResponseError::InvalidGroupId, &args.member_id)));
         }
         if args.session_timeout_ms < self.config.min_session_timeout_ms
             || args.session_timeout_ms > self.config.max_session_timeout_ms
         {
-            return self.outputs.push_back(Output::Join(
-                token,
-                fail(ResponseError::InvalidSessionTimeout, &args.member_id),
-            ));
+            return self
+                .outputs
+                .push_back(Output::Join(token, fail(ResponseError::InvalidSessionTimeout, &args.member_id)));
         }
         if args.protocol_type.is_empty() || args.protocols.is_empty() {
-            return self.outputs.push_back(Output::Join(
-                token,
-                fail(ResponseError::InconsistentGroupProtocol, &args.member_id),
-            ));
+            return self
+                .outputs
+                .push_back(Output::Join(token, fail(ResponseError::InconsistentGroupProtocol, &args.member_id)));
         }
-        let group = self
-            .groups
-            .entry(args.group.clone())
-            .or_insert_with(|| Group::new(&args.group, now_ms));
+        let group = self.groups.entry(args.group.clone()).or_insert_with(|| Group::new(&args.group, now_ms));
         if group.state == GroupState::Dead {
             *group = Group::new(&args.group, now_ms);
         }
         if !group.supports(&args.protocol_type, &args.protocols) {
-            return self.outputs.push_back(Output::Join(
-                token,
-                fail(ResponseError::InconsistentGroupProtocol, &args.member_id),
-            ));
+            return self
+                .outputs
+                .push_back(Output::Join(token, fail(ResponseError::InconsistentGroupProtocol, &args.member_id)));
         }
         if args.member_id.is_empty() {
             return self.join_new_member(token, args, now_ms);
         }
         let group = self.groups.get_mut(&args.group).expect("just ensured");
         if let Some(instance) = &args.instance_id {
-            if group
-                .static_members
-                .get(instance)
-                .is_some_and(|m| m != &args.member_id)
-            {
-                return self.outputs.push_back(Output::Join(
-                    token,
-                    fail(ResponseError::FencedInstanceId, &args.member_id),
-                ));
+            if group.static_members.get(instance).is_some_and(|m| m != &args.member_id) {
+                return self
+                    .outputs
+                    .push_back(Output::Join(token, fail(ResponseError::FencedInstanceId, &args.member_id)));
             }
         }
         if group.pending_members.remove(&args.member_id).is_some() {
@@ -531,10 +477,7 @@ impl GroupCoordinator {
             return;
         }
         if !group.members.contains_key(&args.member_id) {
-            return self.outputs.push_back(Output::Join(
-                token,
-                fail(ResponseError::UnknownMemberId, &args.member_id),
-            ));
+            return self.outputs.push_back(Output::Join(token, fail(ResponseError::UnknownMemberId, &args.member_id)));
         }
         self.join_known_member(token, args, now_ms);
     }
@@ -549,9 +492,7 @@ impl GroupCoordinator {
         let member_id = self.new_member_id(&args.group, &args.client_id);
         let group = self.groups.get_mut(&args.group).expect("exists");
         if args.require_known_member_id && args.instance_id.is_none() {
-            group
-                .pending_members
-                .insert(member_id.clone(), now_ms + args.session_timeout_ms as i64);
+            group.pending_members.insert(member_id.clone(), now_ms + args.session_timeout_ms as i64);
             let result = JoinResult {
                 error: err(ResponseError::MemberIdRequired),
                 generation: -1,
@@ -569,10 +510,7 @@ impl GroupCoordinator {
     fn rejoin_static_member(&mut self, token: Token, args: JoinArgs, old_id: String, now_ms: i64) {
         let new_id = self.new_member_id(&args.group, &args.client_id);
         let group = self.groups.get_mut(&args.group).expect("exists");
-        let mut member = group
-            .members
-            .remove(&old_id)
-            .expect("static member is a member");
+        let mut member = group.members.remove(&old_id).expect("static member is a member");
         if let Some(t) = member.awaiting_join.take() {
             self.outputs.push_back(Output::Join(
                 t,
@@ -587,10 +525,7 @@ impl GroupCoordinator {
         if let Some(t) = member.awaiting_sync.take() {
             self.outputs.push_back(Output::Sync(
                 t,
-                SyncResult {
-                    error: err(ResponseError::FencedInstanceId),
-                    ..Default::default()
-                },
+                SyncResult { error: err(ResponseError::FencedInstanceId), ..Default::default() },
             ));
         }
         let unchanged = member.same_protocols(&args.protocols);
@@ -607,9 +542,7 @@ impl GroupCoordinator {
                 *id = new_id.clone();
             }
         }
-        group
-            .static_members
-            .insert(args.instance_id.clone().expect("static"), new_id.clone());
+        group.static_members.insert(args.instance_id.clone().expect("static"), new_id.clone());
         let was_leader = group.leader.as_deref() == Some(old_id.as_str());
         if was_leader {
             group.leader = Some(new_id.clone());
@@ -627,10 +560,8 @@ impl GroupCoordinator {
                 };
                 self.outputs.push_back(Output::Join(token, result));
                 // Persist the new member id so a coordinator restart still knows it.
-                let record = GroupRecord::Group {
-                    group: args.group.clone(),
-                    value: Some(self.groups[&args.group].snapshot()),
-                };
+                let record =
+                    GroupRecord::Group { group: args.group.clone(), value: Some(self.groups[&args.group].snapshot()) };
                 self.persist(vec![record], PendingPersist::Other);
             }
             _ => {
@@ -664,9 +595,7 @@ impl GroupCoordinator {
             group.protocol_type = Some(args.protocol_type);
         }
         if let Some(instance) = &args.instance_id {
-            group
-                .static_members
-                .insert(instance.clone(), args.member_id.clone());
+            group.static_members.insert(instance.clone(), args.member_id.clone());
         }
         group.join_order.push(args.member_id.clone());
         group.members.insert(args.member_id.clone(), member);
@@ -675,8 +604,7 @@ impl GroupCoordinator {
             self.prepare_rebalance(&args.group, now_ms);
         } else if let Some(until) = group.initial_delay_until {
             // Each new member of a forming group extends the initial delay, within the timeout.
-            let extended =
-                (now_ms + self.config.initial_rebalance_delay_ms).min(group.rebalance_deadline);
+            let extended = (now_ms + self.config.initial_rebalance_delay_ms).min(group.rebalance_deadline);
             group.initial_delay_until = Some(until.max(extended));
         }
         self.maybe_complete_join(&args.group, now_ms);
@@ -705,13 +633,8 @@ impl GroupCoordinator {
                         },
                     ));
                 }
-                let member = self
-                    .groups
-                    .get_mut(&args.group)
-                    .expect("exists")
-                    .members
-                    .get_mut(&args.member_id)
-                    .expect("known");
+                let member =
+                    self.groups.get_mut(&args.group).expect("exists").members.get_mut(&args.member_id).expect("known");
                 member.protocols = args.protocols;
                 member.joined_this_round = true;
                 self.maybe_complete_join(&args.group, now_ms);
@@ -721,11 +644,7 @@ impl GroupCoordinator {
             {
                 // A retry, or a follower's rejoin with nothing new: answer with the current generation.
                 let group = &self.groups[&args.group];
-                let members = if is_leader {
-                    Self::member_list(group)
-                } else {
-                    Vec::new()
-                };
+                let members = if is_leader { Self::member_list(group) } else { Vec::new() };
                 let result = JoinResult {
                     error: 0,
                     generation,
@@ -753,34 +672,20 @@ impl GroupCoordinator {
             .join_order
             .iter()
             .filter_map(|id| group.members.get(id))
-            .map(|m| {
-                (
-                    m.member_id.clone(),
-                    m.instance_id.clone(),
-                    m.metadata_for(&protocol),
-                )
-            })
+            .map(|m| (m.member_id.clone(), m.instance_id.clone(), m.metadata_for(&protocol)))
             .collect()
     }
 
     fn prepare_rebalance(&mut self, group_id: &str, now_ms: i64) {
         let delay = self.config.initial_rebalance_delay_ms;
         let group = self.groups.get_mut(group_id).expect("exists");
-        let timeout = group
-            .members
-            .values()
-            .map(|m| m.rebalance_timeout_ms.max(0) as i64)
-            .max()
-            .unwrap_or(0);
+        let timeout = group.members.values().map(|m| m.rebalance_timeout_ms.max(0) as i64).max().unwrap_or(0);
         // A rebalance abandons any in-flight sync: waiting followers must rejoin.
         for m in group.members.values_mut() {
             if let Some(t) = m.awaiting_sync.take() {
                 self.outputs.push_back(Output::Sync(
                     t,
-                    SyncResult {
-                        error: err(ResponseError::RebalanceInProgress),
-                        ..Default::default()
-                    },
+                    SyncResult { error: err(ResponseError::RebalanceInProgress), ..Default::default() },
                 ));
             }
             if m.awaiting_join.is_none() {
@@ -788,11 +693,8 @@ impl GroupCoordinator {
             }
         }
         group.pending_assignment = None;
-        group.initial_delay_until = if group.state == GroupState::Empty && delay > 0 {
-            Some(now_ms + delay.min(timeout.max(1)))
-        } else {
-            None
-        };
+        group.initial_delay_until =
+            if group.state == GroupState::Empty && delay > 0 { Some(now_ms + delay.min(timeout.max(1))) } else { None };
         group.rebalance_deadline = now_ms + timeout;
         group.state = GroupState::PreparingRebalance;
     }
@@ -814,12 +716,8 @@ impl GroupCoordinator {
     fn complete_join(&mut self, group_id: &str, now_ms: i64) {
         let group = self.groups.get_mut(group_id).expect("exists");
         // Members that did not rejoin in time are out.
-        let gone: Vec<String> = group
-            .members
-            .values()
-            .filter(|m| m.awaiting_join.is_none())
-            .map(|m| m.member_id.clone())
-            .collect();
+        let gone: Vec<String> =
+            group.members.values().filter(|m| m.awaiting_join.is_none()).map(|m| m.member_id.clone()).collect();
         for id in gone {
             Self::remove_member(group, &id);
         }
@@ -830,24 +728,13 @@ impl GroupCoordinator {
             group.protocol = None;
             group.leader = None;
             group.empty_since = now_ms;
-            let record = GroupRecord::Group {
-                group: group_id.to_string(),
-                value: Some(group.snapshot()),
-            };
+            let record = GroupRecord::Group { group: group_id.to_string(), value: Some(group.snapshot()) };
             self.persist(vec![record], PendingPersist::Other);
             return;
         }
         group.protocol = group.select_protocol();
-        if group
-            .leader
-            .as_ref()
-            .is_none_or(|l| !group.members.contains_key(l))
-        {
-            group.leader = group
-                .join_order
-                .iter()
-                .find(|id| group.members.contains_key(*id))
-                .cloned();
+        if group.leader.as_ref().is_none_or(|l| !group.members.contains_key(l)) {
+            group.leader = group.join_order.iter().find(|id| group.members.contains_key(*id)).cloned();
         }
         group.state = GroupState::CompletingRebalance;
         let members = Self::member_list(group);
@@ -867,11 +754,7 @@ impl GroupCoordinator {
                         protocol_name: group.protocol.clone(),
                         leader: leader.clone(),
                         member_id: m.member_id.clone(),
-                        members: if m.member_id == leader {
-                            members.clone()
-                        } else {
-                            Vec::new()
-                        },
+                        members: if m.member_id == leader { members.clone() } else { Vec::new() },
                     },
                 ));
             }
@@ -885,11 +768,7 @@ impl GroupCoordinator {
         let member = group.members.remove(member_id)?;
         group.join_order.retain(|id| id != member_id);
         if let Some(instance) = &member.instance_id {
-            if group
-                .static_members
-                .get(instance)
-                .is_some_and(|m| m == member_id)
-            {
+            if group.static_members.get(instance).is_some_and(|m| m == member_id) {
                 group.static_members.remove(instance);
             }
         }
@@ -916,10 +795,7 @@ impl GroupCoordinator {
         if let Some(t) = member.awaiting_sync {
             self.outputs.push_back(Output::Sync(
                 t,
-                SyncResult {
-                    error: err(ResponseError::UnknownMemberId),
-                    ..Default::default()
-                },
+                SyncResult { error: err(ResponseError::UnknownMemberId), ..Default::default() },
             ));
         }
         let group = &self.groups[group_id];
@@ -940,55 +816,28 @@ impl GroupCoordinator {
     // ---- SyncGroup ----
 
     pub fn sync(&mut self, token: Token, args: SyncArgs, _now_ms: i64) {
-        let fail = |e: ResponseError| SyncResult {
-            error: err(e),
-            ..Default::default()
-        };
+        let fail = |e: ResponseError| SyncResult { error: err(e), ..Default::default() };
         if self.loading {
-            return self.outputs.push_back(Output::Sync(
-                token,
-                fail(ResponseError::CoordinatorLoadInProgress),
-            ));
+            return self.outputs.push_back(Output::Sync(token, fail(ResponseError::CoordinatorLoadInProgress)));
         }
         let Some(group) = self.groups.get_mut(&args.group) else {
-            return self
-                .outputs
-                .push_back(Output::Sync(token, fail(ResponseError::UnknownMemberId)));
+            return self.outputs.push_back(Output::Sync(token, fail(ResponseError::UnknownMemberId)));
         };
         if let Some(instance) = &args.instance_id {
-            if group
-                .static_members
-                .get(instance)
-                .is_some_and(|m| m != &args.member_id)
-            {
-                return self
-                    .outputs
-                    .push_back(Output::Sync(token, fail(ResponseError::FencedInstanceId)));
+            if group.static_members.get(instance).is_some_and(|m| m != &args.member_id) {
+                return self.outputs.push_back(Output::Sync(token, fail(ResponseError::FencedInstanceId)));
             }
         }
         if !group.members.contains_key(&args.member_id) {
-            return self
-                .outputs
-                .push_back(Output::Sync(token, fail(ResponseError::UnknownMemberId)));
+            return self.outputs.push_back(Output::Sync(token, fail(ResponseError::UnknownMemberId)));
         }
         if args.generation != group.generation {
-            return self
-                .outputs
-                .push_back(Output::Sync(token, fail(ResponseError::IllegalGeneration)));
+            return self.outputs.push_back(Output::Sync(token, fail(ResponseError::IllegalGeneration)));
         }
-        if args
-            .protocol_type
-            .as_ref()
-            .is_some_and(|t| Some(t) != group.protocol_type.as_ref())
-            || args
-                .protocol_name
-                .as_ref()
-                .is_some_and(|n| Some(n) != group.protocol.as_ref())
+        if args.protocol_type.as_ref().is_some_and(|t| Some(t) != group.protocol_type.as_ref())
+            || args.protocol_name.as_ref().is_some_and(|n| Some(n) != group.protocol.as_ref())
         {
-            return self.outputs.push_back(Output::Sync(
-                token,
-                fail(ResponseError::InconsistentGroupProtocol),
-            ));
+            return self.outputs.push_back(Output::Sync(token, fail(ResponseError::InconsistentGroupProtocol)));
         }
         let ok = |g: &Group, assignment: Bytes| SyncResult {
             error: 0,
@@ -997,10 +846,9 @@ impl GroupCoordinator {
             assignment,
         };
         match group.state {
-            GroupState::PreparingRebalance => self.outputs.push_back(Output::Sync(
-                token,
-                fail(ResponseError::RebalanceInProgress),
-            )),
+            GroupState::PreparingRebalance => {
+                self.outputs.push_back(Output::Sync(token, fail(ResponseError::RebalanceInProgress)))
+            }
             GroupState::Stable => {
                 let assignment = group.members[&args.member_id].assignment.clone();
                 let result = ok(group, assignment);
@@ -1009,8 +857,7 @@ impl GroupCoordinator {
             GroupState::CompletingRebalance => {
                 let member = group.members.get_mut(&args.member_id).expect("known");
                 if let Some(old) = member.awaiting_sync.replace(token) {
-                    self.outputs
-                        .push_back(Output::Sync(old, fail(ResponseError::RebalanceInProgress)));
+                    self.outputs.push_back(Output::Sync(old, fail(ResponseError::RebalanceInProgress)));
                 }
                 let is_leader = group.leader.as_deref() == Some(args.member_id.as_str());
                 if is_leader && group.pending_assignment.is_none() {
@@ -1030,31 +877,18 @@ impl GroupCoordinator {
                         .collect();
                     let mut snapshot = group.snapshot();
                     for m in &mut snapshot.members {
-                        m.assignment = assignments
-                            .get(&m.member_id)
-                            .map(|a| a.to_vec())
-                            .unwrap_or_default();
+                        m.assignment = assignments.get(&m.member_id).map(|a| a.to_vec()).unwrap_or_default();
                     }
                     let generation = group.generation;
-                    let record = GroupRecord::Group {
-                        group: args.group.clone(),
-                        value: Some(snapshot),
-                    };
-                    let id = self.persist(
-                        vec![record],
-                        PendingPersist::Assignment {
-                            group: args.group.clone(),
-                        },
-                    );
-                    self.groups
-                        .get_mut(&args.group)
-                        .expect("exists")
-                        .pending_assignment = Some((id, generation, assignments));
+                    let record = GroupRecord::Group { group: args.group.clone(), value: Some(snapshot) };
+                    let id = self.persist(vec![record], PendingPersist::Assignment { group: args.group.clone() });
+                    self.groups.get_mut(&args.group).expect("exists").pending_assignment =
+                        Some((id, generation, assignments));
                 }
             }
-            GroupState::Empty | GroupState::Dead => self
-                .outputs
-                .push_back(Output::Sync(token, fail(ResponseError::UnknownMemberId))),
+            GroupState::Empty | GroupState::Dead => {
+                self.outputs.push_back(Output::Sync(token, fail(ResponseError::UnknownMemberId)))
+            }
         }
     }
 
@@ -1075,11 +909,7 @@ impl GroupCoordinator {
             return err(ResponseError::UnknownMemberId);
         };
         if let Some(instance) = instance_id {
-            if group
-                .static_members
-                .get(instance)
-                .is_some_and(|m| m != member_id)
-            {
+            if group.static_members.get(instance).is_some_and(|m| m != member_id) {
                 return err(ResponseError::FencedInstanceId);
             }
         }
@@ -1100,22 +930,14 @@ impl GroupCoordinator {
     }
 
     /// Returns the top-level error and one error per leaving member.
-    pub fn leave(
-        &mut self,
-        group_id: &str,
-        members: &[(String, Option<String>)],
-        now_ms: i64,
-    ) -> (i16, Vec<i16>) {
+    pub fn leave(&mut self, group_id: &str, members: &[(String, Option<String>)], now_ms: i64) -> (i16, Vec<i16>) {
         if self.loading {
             return (err(ResponseError::CoordinatorLoadInProgress), Vec::new());
         }
         if !self.groups.contains_key(group_id) {
             return (
                 err(ResponseError::UnknownMemberId),
-                members
-                    .iter()
-                    .map(|_| err(ResponseError::UnknownMemberId))
-                    .collect(),
+                members.iter().map(|_| err(ResponseError::UnknownMemberId)).collect(),
             );
         }
         let mut errors = Vec::new();
@@ -1131,18 +953,9 @@ impl GroupCoordinator {
                     }
                     None => None,
                 },
-                None => group
-                    .members
-                    .contains_key(member_id)
-                    .then(|| member_id.clone()),
+                None => group.members.contains_key(member_id).then(|| member_id.clone()),
             };
-            let pending = self
-                .groups
-                .get_mut(group_id)
-                .expect("exists")
-                .pending_members
-                .remove(member_id)
-                .is_some();
+            let pending = self.groups.get_mut(group_id).expect("exists").pending_members.remove(member_id).is_some();
             match target {
                 Some(id) => {
                     self.member_gone(group_id, &id, now_ms);
@@ -1205,17 +1018,9 @@ impl GroupCoordinator {
         let mut records: Vec<GroupRecord> = group
             .offsets
             .keys()
-            .map(|(t, p)| GroupRecord::Offset {
-                group: id.to_string(),
-                topic: t.clone(),
-                partition: *p,
-                value: None,
-            })
+            .map(|(t, p)| GroupRecord::Offset { group: id.to_string(), topic: t.clone(), partition: *p, value: None })
             .collect();
-        records.push(GroupRecord::Group {
-            group: id.to_string(),
-            value: None,
-        });
+        records.push(GroupRecord::Group { group: id.to_string(), value: None });
         group.state = GroupState::Dead;
         group.offsets.clear();
         self.persist(records, PendingPersist::Other);
@@ -1244,17 +1049,12 @@ impl GroupCoordinator {
         }
         match self.groups.get(group_id) {
             None if generation < 0 => {
-                self.groups
-                    .insert(group_id.to_string(), Group::new(group_id, now_ms));
+                self.groups.insert(group_id.to_string(), Group::new(group_id, now_ms));
             }
             None => return Err(ResponseError::IllegalGeneration),
             Some(group) => {
                 if let Some(instance) = instance_id {
-                    if group
-                        .static_members
-                        .get(instance)
-                        .is_some_and(|m| m != member_id)
-                    {
+                    if group.static_members.get(instance).is_some_and(|m| m != member_id) {
                         return Err(ResponseError::FencedInstanceId);
                     }
                 }
@@ -1286,13 +1086,7 @@ impl GroupCoordinator {
             })
             .collect();
         let entries = offsets.into_iter().map(|(k, c)| (k, Some(c))).collect();
-        Ok(self.persist(
-            records,
-            PendingPersist::Offsets {
-                group: group_id.to_string(),
-                entries,
-            },
-        ))
+        Ok(self.persist(records, PendingPersist::Offsets { group: group_id.to_string(), entries }))
     }
 
     /// Deletes committed offsets (OffsetDelete); Ok(None) when there is nothing to delete.
@@ -1311,10 +1105,7 @@ impl GroupCoordinator {
             // A group with live members may still be consuming these partitions.
             return Err(ResponseError::GroupSubscribedToTopic);
         }
-        let present: Vec<(String, i32)> = partitions
-            .into_iter()
-            .filter(|k| group.offsets.contains_key(k))
-            .collect();
+        let present: Vec<(String, i32)> = partitions.into_iter().filter(|k| group.offsets.contains_key(k)).collect();
         if present.is_empty() {
             return Ok(None);
         }
@@ -1328,13 +1119,7 @@ impl GroupCoordinator {
             })
             .collect();
         let entries = present.into_iter().map(|k| (k, None)).collect();
-        Ok(Some(self.persist(
-            records,
-            PendingPersist::Offsets {
-                group: group_id.to_string(),
-                entries,
-            },
-        )))
+        Ok(Some(self.persist(records, PendingPersist::Offsets { group: group_id.to_string(), entries })))
     }
 
     /// DeleteGroups: only empty groups can go.
@@ -1344,9 +1129,7 @@ impl GroupCoordinator {
         }
         match self.groups.get(group_id) {
             None => err(ResponseError::GroupIdNotFound),
-            Some(g) if g.state != GroupState::Empty && g.state != GroupState::Dead => {
-                err(ResponseError::NonEmptyGroup)
-            }
+            Some(g) if g.state != GroupState::Empty && g.state != GroupState::Dead => err(ResponseError::NonEmptyGroup),
             Some(_) => {
                 self.delete_group_records(group_id);
                 0
@@ -1355,10 +1138,7 @@ impl GroupCoordinator {
     }
 
     pub fn committed(&self, group_id: &str, topic: &str, partition: i32) -> Option<&Committed> {
-        self.groups
-            .get(group_id)?
-            .offsets
-            .get(&(topic.to_string(), partition))
+        self.groups.get(group_id)?.offsets.get(&(topic.to_string(), partition))
     }
 
     /// The broker made a persist durable (or failed to).
@@ -1371,10 +1151,7 @@ impl GroupCoordinator {
                 if !ok {
                     return;
                 }
-                let g = self
-                    .groups
-                    .entry(group.clone())
-                    .or_insert_with(|| Group::new(&group, now_ms));
+                let g = self.groups.entry(group.clone()).or_insert_with(|| Group::new(&group, now_ms));
                 for (key, value) in entries {
                     match value {
                         Some(c) => {
@@ -1390,14 +1167,10 @@ impl GroupCoordinator {
                 let Some(g) = self.groups.get_mut(&group) else {
                     return;
                 };
-                let Some((pending_id, generation, assignments)) = g.pending_assignment.take()
-                else {
+                let Some((pending_id, generation, assignments)) = g.pending_assignment.take() else {
                     return;
                 };
-                if pending_id != id
-                    || generation != g.generation
-                    || g.state != GroupState::CompletingRebalance
-                {
+                if pending_id != id || generation != g.generation || g.state != GroupState::CompletingRebalance {
                     return;
                 }
                 if !ok {
@@ -1435,12 +1208,7 @@ impl GroupCoordinator {
         let mut out = BTreeMap::new();
         if let Some(g) = self.groups.get(group_id) {
             for m in g.members.values() {
-                out.insert(
-                    m.member_id.clone(),
-                    decode_consumer_assignment(&m.assignment)
-                        .into_iter()
-                        .collect(),
-                );
+                out.insert(m.member_id.clone(), decode_consumer_assignment(&m.assignment).into_iter().collect());
             }
         }
         out
@@ -1460,18 +1228,11 @@ pub fn decode_consumer_assignment(bytes: &[u8]) -> Vec<(String, i32)> {
         return out;
     };
     for _ in 0..topics.max(0) {
-        let Some(len) = bytes
-            .get(at..at + 2)
-            .map(|b| i16::from_be_bytes([b[0], b[1]]) as usize)
-        else {
+        let Some(len) = bytes.get(at..at + 2).map(|b| i16::from_be_bytes([b[0], b[1]]) as usize) else {
             return out;
         };
         at += 2;
-        let Some(topic) = bytes
-            .get(at..at + len)
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .map(str::to_string)
-        else {
+        let Some(topic) = bytes.get(at..at + len).and_then(|b| std::str::from_utf8(b).ok()).map(str::to_string) else {
             return out;
         };
         at += len;

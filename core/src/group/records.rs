@@ -37,16 +37,8 @@ pub struct GroupSnapshot {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GroupRecord {
-    Offset {
-        group: String,
-        topic: String,
-        partition: i32,
-        value: Option<Committed>,
-    },
-    Group {
-        group: String,
-        value: Option<GroupSnapshot>,
-    },
+    Offset { group: String, topic: String, partition: i32, value: Option<Committed> },
+    Group { group: String, value: Option<GroupSnapshot> },
 }
 
 const KEY_OFFSET: u8 = 1;
@@ -68,32 +60,17 @@ impl GroupRecord {
     pub fn encode(&self) -> (Bytes, Option<Bytes>) {
         let mut key = Vec::new();
         match self {
-            GroupRecord::Offset {
-                group,
-                topic,
-                partition,
-                value,
-            } => {
+            GroupRecord::Offset { group, topic, partition, value } => {
                 key.push(KEY_OFFSET);
                 put_str(&mut key, group);
                 put_str(&mut key, topic);
                 key.extend_from_slice(&partition.to_be_bytes());
-                (
-                    Bytes::from(key),
-                    value
-                        .as_ref()
-                        .map(|v| Bytes::from(serde_json::to_vec(v).expect("serializes"))),
-                )
+                (Bytes::from(key), value.as_ref().map(|v| Bytes::from(serde_json::to_vec(v).expect("serializes"))))
             }
             GroupRecord::Group { group, value } => {
                 key.push(KEY_GROUP);
                 put_str(&mut key, group);
-                (
-                    Bytes::from(key),
-                    value
-                        .as_ref()
-                        .map(|v| Bytes::from(serde_json::to_vec(v).expect("serializes"))),
-                )
+                (Bytes::from(key), value.as_ref().map(|v| Bytes::from(serde_json::to_vec(v).expect("serializes"))))
             }
         }
     }
@@ -110,12 +87,7 @@ impl GroupRecord {
                     Some(v) => Some(serde_json::from_slice(v).ok()?),
                     None => None,
                 };
-                Some(GroupRecord::Offset {
-                    group,
-                    topic,
-                    partition,
-                    value,
-                })
+                Some(GroupRecord::Offset { group, topic, partition, value })
             }
             KEY_GROUP => {
                 let group = take_str(&mut rest)?;
@@ -141,23 +113,10 @@ mod tests {
                 group: "g".into(),
                 topic: "t".into(),
                 partition: 3,
-                value: Some(Committed {
-                    offset: 42,
-                    leader_epoch: 0,
-                    metadata: Some("meta ü".into()),
-                    commit_ms: 7,
-                }),
+                value: Some(Committed { offset: 42, leader_epoch: 0, metadata: Some("meta ü".into()), commit_ms: 7 }),
             },
-            GroupRecord::Offset {
-                group: "g".into(),
-                topic: "t".into(),
-                partition: 3,
-                value: None,
-            },
-            GroupRecord::Group {
-                group: "g".into(),
-                value: None,
-            },
+            GroupRecord::Offset { group: "g".into(), topic: "t".into(), partition: 3, value: None },
+            GroupRecord::Group { group: "g".into(), value: None },
         ];
         for r in records {
             let (k, v) = r.encode();

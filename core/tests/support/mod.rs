@@ -38,10 +38,8 @@ impl Node {
     }
 
     fn boot(config: BrokerConfig, mut disk: MemDisk, now: i64) -> Self {
-        let (state, repairs) = loader::load(&mut disk, config.node_id, 4096, || {
-            "test-cluster".to_string()
-        })
-        .expect("load");
+        let (state, repairs) =
+            loader::load(&mut disk, config.node_id, 4096, || "test-cluster".to_string()).expect("load");
         disk.apply_repairs(&repairs);
         let broker = Broker::new(config.clone(), state, now);
         let mut node = Node {
@@ -87,9 +85,7 @@ impl Node {
         let mut done = false;
         while let Some(action) = self.broker.poll_action() {
             match action {
-                Action::Send { conn, frame } => {
-                    self.responses.entry(conn).or_default().push_back(frame)
-                }
+                Action::Send { conn, frame } => self.responses.entry(conn).or_default().push_back(frame),
                 Action::Close { conn, .. } => {
                     self.closed.insert(conn);
                 }
@@ -164,9 +160,8 @@ impl Node {
         body: R,
     ) -> ResponseKind {
         let correlation = self.send(conn, version, body);
-        let (got, response) = self
-            .take::<R>(conn, version)
-            .unwrap_or_else(|| panic!("no response to api {} v{version}", R::KEY));
+        let (got, response) =
+            self.take::<R>(conn, version).unwrap_or_else(|| panic!("no response to api {} v{version}", R::KEY));
         assert_eq!(got, correlation);
         response
     }
@@ -198,61 +193,38 @@ pub fn records(values: &[&str], producer: Option<(i64, i16, i32)>, timestamp: i6
         })
         .collect();
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
+        .unwrap();
     buf.freeze()
 }
 
-pub fn produce_request(
-    topic_name: &str,
-    partition: i32,
-    acks: i16,
-    batch: Bytes,
-) -> ProduceRequest {
-    ProduceRequest::default()
-        .with_acks(acks)
-        .with_timeout_ms(30_000)
-        .with_topic_data(vec![produce_request::TopicProduceData::default()
-            .with_name(topic(topic_name))
-            .with_partition_data(vec![
-                produce_request::PartitionProduceData::default()
-                    .with_index(partition)
-                    .with_records(Some(batch)),
-            ])])
+pub fn produce_request(topic_name: &str, partition: i32, acks: i16, batch: Bytes) -> ProduceRequest {
+    ProduceRequest::default().with_acks(acks).with_timeout_ms(30_000).with_topic_data(vec![
+        produce_request::TopicProduceData::default().with_name(topic(topic_name)).with_partition_data(vec![
+            produce_request::PartitionProduceData::default().with_index(partition).with_records(Some(batch)),
+        ]),
+    ])
 }
 
-pub fn fetch_request(
-    topic_name: &str,
-    partition: i32,
-    offset: i64,
-    max_wait_ms: i32,
-) -> FetchRequest {
+pub fn fetch_request(topic_name: &str, partition: i32, offset: i64, max_wait_ms: i32) -> FetchRequest {
     FetchRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_max_wait_ms(max_wait_ms)
         .with_min_bytes(1)
         .with_max_bytes(50 << 20)
         .with_session_epoch(-1)
-        .with_topics(vec![fetch_request::FetchTopic::default()
-            .with_topic(topic(topic_name))
-            .with_partitions(vec![fetch_request::FetchPartition::default()
+        .with_topics(vec![fetch_request::FetchTopic::default().with_topic(topic(topic_name)).with_partitions(vec![
+            fetch_request::FetchPartition::default()
                 .with_partition(partition)
                 .with_fetch_offset(offset)
                 .with_current_leader_epoch(-1)
-                .with_partition_max_bytes(1 << 20)])])
+                .with_partition_max_bytes(1 << 20),
+        ])])
 }
 
 pub fn create_topic(name: &str, partitions: i32, configs: &[(&str, &str)]) -> CreateTopicsRequest {
-    CreateTopicsRequest::default()
-        .with_timeout_ms(30_000)
-        .with_topics(vec![create_topics_request::CreatableTopic::default()
+    CreateTopicsRequest::default().with_timeout_ms(30_000).with_topics(vec![
+        create_topics_request::CreatableTopic::default()
             .with_name(topic(name))
             .with_num_partitions(partitions)
             .with_replication_factor(1)
@@ -265,7 +237,8 @@ pub fn create_topic(name: &str, partitions: i32, configs: &[(&str, &str)]) -> Cr
                             .with_value(Some(StrBytes::from_string(v.to_string())))
                     })
                     .collect(),
-            )])
+            ),
+    ])
 }
 
 pub fn produce_partition(r: &ResponseKind) -> &produce_response::PartitionProduceResponse {
@@ -289,10 +262,7 @@ pub fn decode_values(bytes: &Bytes) -> Vec<(i64, String)> {
     while !buf.is_empty() {
         let set = RecordBatchDecoder::decode(&mut buf).expect("fetched batches decode");
         for r in set.records {
-            out.push((
-                r.offset,
-                String::from_utf8(r.value.unwrap_or_default().to_vec()).unwrap(),
-            ));
+            out.push((r.offset, String::from_utf8(r.value.unwrap_or_default().to_vec()).unwrap()));
         }
     }
     out

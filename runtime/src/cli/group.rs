@@ -14,8 +14,7 @@ use super::{call, connect, coordinator, table, Output};
 
 pub async fn list(bootstrap: &str, output: Output) -> Result<String> {
     let mut client = connect(bootstrap).await?;
-    let ResponseKind::ListGroups(r) = call(&mut client, 4, ListGroupsRequest::default()).await?
-    else {
+    let ResponseKind::ListGroups(r) = call(&mut client, 4, ListGroupsRequest::default()).await? else {
         bail!("unexpected answer to ListGroups")
     };
     if r.error_code != 0 {
@@ -24,27 +23,18 @@ pub async fn list(bootstrap: &str, output: Output) -> Result<String> {
     let mut groups: Vec<(String, String, String)> = r
         .groups
         .iter()
-        .map(|g| {
-            (
-                g.group_id.0.to_string(),
-                g.group_state.to_string(),
-                g.protocol_type.to_string(),
-            )
-        })
+        .map(|g| (g.group_id.0.to_string(), g.group_state.to_string(), g.protocol_type.to_string()))
         .collect();
     groups.sort();
     Ok(match output {
         Output::Json => {
-            let list: Vec<_> = groups
-                .iter()
-                .map(|(g, s, t)| json!({"group": g, "state": s, "protocol_type": t}))
-                .collect();
+            let list: Vec<_> =
+                groups.iter().map(|(g, s, t)| json!({"group": g, "state": s, "protocol_type": t})).collect();
             format!("{}\n", serde_json::to_string_pretty(&list)?)
         }
-        Output::Table => table(
-            &["GROUP", "STATE", "PROTOCOL-TYPE"],
-            groups.into_iter().map(|(g, s, t)| vec![g, s, t]).collect(),
-        ),
+        Output::Table => {
+            table(&["GROUP", "STATE", "PROTOCOL-TYPE"], groups.into_iter().map(|(g, s, t)| vec![g, s, t]).collect())
+        }
     })
 }
 
@@ -59,21 +49,13 @@ struct Row {
 
 pub async fn describe(bootstrap: &str, group: &str, output: Output) -> Result<String> {
     let mut client = coordinator(bootstrap, group).await?;
-    let request = DescribeGroupsRequest::default()
-        .with_groups(vec![GroupId(StrBytes::from_string(group.to_string()))]);
+    let request = DescribeGroupsRequest::default().with_groups(vec![GroupId(StrBytes::from_string(group.to_string()))]);
     let ResponseKind::DescribeGroups(d) = call(&mut client, 5, request).await? else {
         bail!("unexpected answer to DescribeGroups")
     };
-    let described = d
-        .groups
-        .into_iter()
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("empty DescribeGroups answer"))?;
+    let described = d.groups.into_iter().next().ok_or_else(|| anyhow::anyhow!("empty DescribeGroups answer"))?;
     if described.error_code != 0 {
-        bail!(
-            "describing group {group} failed with error {}",
-            described.error_code
-        );
+        bail!("describing group {group} failed with error {}", described.error_code);
     }
     let state = described.group_state.to_string();
     let fetch = OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
@@ -95,11 +77,7 @@ pub async fn describe(bootstrap: &str, group: &str, output: Output) -> Result<St
                 end: None,
                 member: None,
             });
-            row.member = Some((
-                m.member_id.to_string(),
-                m.client_host.to_string(),
-                m.client_id.to_string(),
-            ));
+            row.member = Some((m.member_id.to_string(), m.client_host.to_string(), m.client_id.to_string()));
         }
     }
     for g in &f.groups {
@@ -109,15 +87,13 @@ pub async fn describe(bootstrap: &str, group: &str, output: Output) -> Result<St
                     continue;
                 }
                 let topic = t.name.0.to_string();
-                let row = rows
-                    .entry((topic.clone(), p.partition_index))
-                    .or_insert(Row {
-                        topic,
-                        partition: p.partition_index,
-                        committed: None,
-                        end: None,
-                        member: None,
-                    });
+                let row = rows.entry((topic.clone(), p.partition_index)).or_insert(Row {
+                    topic,
+                    partition: p.partition_index,
+                    committed: None,
+                    end: None,
+                    member: None,
+                });
                 row.committed = Some(p.committed_offset);
             }
         }
@@ -132,22 +108,14 @@ pub async fn describe(bootstrap: &str, group: &str, output: Output) -> Result<St
         let topics = by_topic
             .iter()
             .map(|(t, ps)| {
-                ListOffsetsTopic::default()
-                    .with_name(TopicName(StrBytes::from_string(t.clone())))
-                    .with_partitions(
-                        ps.iter()
-                            .map(|p| {
-                                ListOffsetsPartition::default()
-                                    .with_partition_index(*p)
-                                    .with_timestamp(-1)
-                            })
-                            .collect(),
-                    )
+                ListOffsetsTopic::default().with_name(TopicName(StrBytes::from_string(t.clone()))).with_partitions(
+                    ps.iter()
+                        .map(|p| ListOffsetsPartition::default().with_partition_index(*p).with_timestamp(-1))
+                        .collect(),
+                )
             })
             .collect();
-        let request = ListOffsetsRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_topics(topics);
+        let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(topics);
         if let ResponseKind::ListOffsets(l) = call(&mut broker, 5, request).await? {
             for t in l.topics {
                 for p in t.partitions.into_iter().filter(|p| p.error_code == 0) {
@@ -186,17 +154,12 @@ pub async fn describe(bootstrap: &str, group: &str, output: Output) -> Result<St
             format!("{}\n", serde_json::to_string_pretty(&doc)?)
         }
         Output::Table => {
-            let mut out = format!(
-                "Group {group} is {state} with {} member(s).\n\n",
-                described.members.len()
-            );
+            let mut out = format!("Group {group} is {state} with {} member(s).\n\n", described.members.len());
             let body = rows
                 .values()
                 .map(|r| {
-                    let (member, host, client) = r
-                        .member
-                        .clone()
-                        .unwrap_or_else(|| ("-".into(), "-".into(), "-".into()));
+                    let (member, host, client) =
+                        r.member.clone().unwrap_or_else(|| ("-".into(), "-".into(), "-".into()));
                     vec![
                         group.to_string(),
                         r.topic.clone(),

@@ -32,26 +32,20 @@ pub fn resolve(addr: &str) -> Result<SocketAddr> {
 
 pub async fn connect(addr: &str) -> Result<Client> {
     let socket = resolve(addr)?;
-    Client::connect(socket, TIMEOUT)
-        .await
-        .map_err(|e| anyhow!("cannot reach the broker at {addr}: {e}"))
+    Client::connect(socket, TIMEOUT).await.map_err(|e| anyhow!("cannot reach the broker at {addr}: {e}"))
 }
 
 pub async fn call<R>(client: &mut Client, version: i16, body: R) -> Result<ResponseKind>
 where
     R: kafka_protocol::protocol::Request + Into<kafka_protocol::messages::RequestKind>,
 {
-    client
-        .call(version, body)
-        .await
-        .map_err(|e| anyhow!("request failed: {e}"))
+    client.call(version, body).await.map_err(|e| anyhow!("request failed: {e}"))
 }
 
 /// Connects to the group's coordinator (which may not be the bootstrap broker).
 pub async fn coordinator(bootstrap: &str, group: &str) -> Result<Client> {
     let mut client = connect(bootstrap).await?;
-    let request =
-        FindCoordinatorRequest::default().with_key(StrBytes::from_string(group.to_string()));
+    let request = FindCoordinatorRequest::default().with_key(StrBytes::from_string(group.to_string()));
     let ResponseKind::FindCoordinator(r) = call(&mut client, 3, request).await? else {
         bail!("unexpected answer to FindCoordinator")
     };
