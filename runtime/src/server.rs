@@ -51,7 +51,12 @@ pub async fn serve<S: Storage>(
     #[cfg(madsim)]
     let loaded = storage.load(node_id, interval)?;
     let max_frame = options.broker.max_request_bytes;
-    let broker = Broker::new(options.broker, loaded, now_ms());
+    let mut config = options.broker;
+    // Listening on port 0: advertise the port actually bound.
+    if config.advertised_port == 0 {
+        config.advertised_port = local.port() as i32;
+    }
+    let broker = Broker::new(config, loaded, now_ms());
     tracing::info!(address = %local, cluster = broker.cluster_id(), "spool broker listening");
     if let Some(ready) = ready {
         let _ = ready.send(local);
