@@ -4,6 +4,8 @@
 #[cfg(madsim)]
 mod disk;
 #[cfg(madsim)]
+mod group_scenario;
+#[cfg(madsim)]
 mod scenario;
 
 #[cfg(not(madsim))]
@@ -40,7 +42,13 @@ fn main() {
     }
     let mut failures = 0u64;
     for s in seed..seed + seeds {
-        match scenario::run_seed(s, canary) {
+        let outcome = scenario::run_seed(s, canary).and_then(|a| {
+            if canary {
+                return Ok(a);
+            }
+            group_scenario::run_seed(s).map(|b| format!("{a}; groups: {b}"))
+        });
+        match outcome {
             Ok(report) => println!("seed {s}: ok: {report}"),
             Err(e) => {
                 failures += 1;

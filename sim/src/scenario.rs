@@ -57,24 +57,14 @@ pub fn run_seed(seed: u64, canary: bool) -> Result<String, String> {
     runtime.block_on(scenario(canary))
 }
 
-fn broker_addr() -> SocketAddr {
-    format!("{BROKER_IP}:9092").parse().expect("address")
-}
-
-async fn scenario(canary: bool) -> Result<String, String> {
-    let params = Params::draw();
-    let handle = Handle::current();
-    let mut mem = MemDisk::new();
-    mem.fsync_lies = canary;
-    let disk: SharedDisk = Arc::new(Mutex::new(mem));
-    let fsync_latency = Duration::from_millis(params.fsync_latency_ms);
-    let node_disk = disk.clone();
-    let broker = handle
+/// Starts (and on restart, restarts) a broker node over the shared disk.
+pub fn start_broker(handle: &Handle, disk: SharedDisk, fsync_latency: Duration) -> madsim::runtime::NodeHandle {
+    handle
         .create_node()
         .name("spool-1")
         .ip(BROKER_IP.parse().expect("ip"))
         .init(move || {
-            let disk = node_disk.clone();
+            let disk = disk.clone();
             async move {
                 let (_keep_running, stop) = tokio::sync::oneshot::channel();
                 let config = BrokerConfig::single_node(BROKER_IP, 9092);
@@ -86,7 +76,21 @@ async fn scenario(canary: bool) -> Result<String, String> {
                 }
             }
         })
-        .build();
+        .build()
+}
+
+pub fn broker_addr() -> SocketAddr {
+    format!("{BROKER_IP}:9092").parse().expect("address")
+}
+
+async fn scenario(canary: bool) -> Result<String, String> {
+    let params = Params::draw();
+    let handle = Handle::current();
+    let mut mem = MemDisk::new();
+    mem.fsync_lies = canary;
+    let disk: SharedDisk = Arc::new(Mutex::new(mem));
+    let fsync_latency = Duration::from_millis(params.fsync_latency_ms);
+    let broker = start_broker(&handle, disk.clone(), fsync_latency);
     let client = handle.create_node().name("client").ip("10.0.0.2".parse().expect("ip")).build();
     let workload = client.spawn(produce_all(params.clone()));
 
@@ -151,7 +155,10 @@ async fn produce_all(params: Params) -> Result<BTreeMap<i64, String>, String> {
         create_topics_request::CreatableTopic::default()
             .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
             .with_num_partitions(1)
-            .with_replication_factor(1),
+            .with_replication_factor(1)
+            .with_configs(vec![create_topics_request::CreatableTopicConfig::default()
+                .with_name(StrBytes::from_static_str("segment.bytes"))
+                .with_value(Some(StrBytes::from_string(params.segment_bytes.to_string())))]),
     ]);
     loop {
         match client.call(7, create.clone()).await {

@@ -72,6 +72,6 @@ fn e2e() -> Result<()> {
 fn sim() -> Result<()> {
     use crate::sim::{run, FuzzArgs, SimCommand};
     run(SimCommand::Corpus)?;
-    run(SimCommand::Fuzz(FuzzArgs::new(1, 300, false)))?;
+    run(SimCommand::Fuzz(FuzzArgs::new(1, 1000, false)))?;
     run(SimCommand::Fuzz(FuzzArgs::new(1, 50, true)))
 }
