@@ -61,6 +61,80 @@ enum Command {
     Serve(ServeArgs),
     /// Inspect consumer groups (on any Kafka-compatible broker).
     Group(GroupArgs),
+    /// Exit 0 if the broker answers ApiVersions (for container health checks).
+    Health(ClientArgs),
+    /// Create, list, describe, alter and delete topics.
+    Topic(TopicArgs),
+    /// Produce one record per line of standard input.
+    Produce {
+        #[command(flatten)]
+        client: ClientArgs,
+        topic: String,
+        /// Split each line into KEY and VALUE at the first occurrence of this separator.
+        #[arg(long)]
+        key_separator: Option<String>,
+        /// A header for every record, KEY=VALUE (repeatable).
+        #[arg(long = "header")]
+        headers: Vec<String>,
+    },
+    /// Print records of a topic.
+    Consume {
+        #[command(flatten)]
+        client: ClientArgs,
+        topic: String,
+        /// Consume as a member of this consumer group (committing as it goes).
+        #[arg(long)]
+        group: Option<String>,
+        /// Start from the earliest offset when there is no committed one.
+        #[arg(long)]
+        from_beginning: bool,
+        /// Exit after this many records.
+        #[arg(long)]
+        max_messages: Option<usize>,
+        /// Exit after this many milliseconds without a new record.
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+        /// %t topic, %p partition, %o offset, %k key, %s value, %T timestamp, %h headers.
+        #[arg(long, default_value = "%s\\n")]
+        format: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct TopicArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    command: TopicCommand,
+}
+
+#[derive(Subcommand)]
+enum TopicCommand {
+    /// Create a topic.
+    Create {
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
+        #[arg(long, default_value_t = 1)]
+        replication_factor: i16,
+        /// A topic config, KEY=VALUE (repeatable).
+        #[arg(long = "config")]
+        configs: Vec<String>,
+    },
+    /// Topics and their partition counts.
+    List,
+    /// Partitions (leader, replicas, log start/end offsets) and configs of a topic.
+    Describe { name: String },
+    /// Delete a topic and its data.
+    Delete { name: String },
+    /// Add partitions and/or change configs.
+    Alter {
+        name: String,
+        #[arg(long)]
+        partitions: Option<i32>,
+        #[arg(long = "config")]
+        configs: Vec<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -111,6 +185,39 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => run_serve(args),
+        Command::Topic(args) => run_client(async move {
+            let b = args.client.bootstrap_server;
+            let output = args.client.output;
+            match args.command {
+                TopicCommand::Create { name, partitions, replication_factor, configs } => {
+                    cli::topic::create(&b, &name, partitions, replication_factor, &configs).await
+                }
+                TopicCommand::List => cli::topic::list(&b, output).await,
+                TopicCommand::Describe { name } => cli::topic::describe(&b, &name, output).await,
+                TopicCommand::Delete { name } => cli::topic::delete(&b, &name).await,
+                TopicCommand::Alter { name, partitions, configs } => {
+                    cli::topic::alter(&b, &name, partitions, &configs).await
+                }
+            }
+        }),
+        Command::Produce { client, topic, key_separator, headers } => run_client(async move {
+            let now = spool_runtime::server::now_ms();
+            cli::produce::run(&client.bootstrap_server, &topic, key_separator.as_deref(), &headers, now).await
+        }),
+        Command::Consume { client, topic, group, from_beginning, max_messages, timeout_ms, format } => {
+            run_client(async move {
+                let options = cli::consume::ConsumeOptions {
+                    group,
+                    from_beginning,
+                    max_messages,
+                    timeout: timeout_ms.map(std::time::Duration::from_millis),
+                    format,
+                    output: client.output,
+                };
+                cli::consume::run(&client.bootstrap_server, &topic, options).await
+            })
+        }
+        Command::Health(args) => run_client(async move { cli::health(&args.bootstrap_server).await }),
         Command::Group(args) => run_client(async move {
             let ClientArgs { bootstrap_server, output } = args.client;
             match args.command {

@@ -153,8 +153,8 @@ class Members:
 
     def python(self, client: str, name: str, topic: str, group: str, *, session_timeout_ms: int = 6000,
                heartbeat_ms: int = 1000, instance_id: Optional[str] = None, strategy: Optional[str] = None,
-               debug: Optional[str] = None, conf: Optional[dict] = None) -> Worker:
-        """client "ck" = confluent-kafka, "kpy" = kafka-python."""
+               debug: Optional[str] = None, conf: Optional[dict] = None, client_id: Optional[str] = None) -> Worker:
+        """client "ck" = confluent-kafka, "kpy" = kafka-python. client.id defaults to name."""
         cmd = [sys.executable, PY_WORKER, "--client", client, "--bootstrap", self.bootstrap, "--topic", topic,
                "--group", group, "--name", name, "--session-timeout-ms", session_timeout_ms,
                "--heartbeat-ms", heartbeat_ms]
@@ -162,6 +162,8 @@ class Members:
             cmd += ["--instance-id", instance_id]
         if strategy:
             cmd += ["--strategy", strategy]
+        if client_id:
+            cmd += ["--client-id", client_id]
         if debug:
             cmd += ["--debug", debug]
         for k, v in (conf or {}).items():

@@ -65,7 +65,7 @@ def run_ck(a, ctl: Control) -> None:
     from confluent_kafka import Consumer, KafkaError, TopicPartition
 
     conf = {
-        "bootstrap.servers": a.bootstrap, "group.id": a.group, "client.id": a.name,
+        "bootstrap.servers": a.bootstrap, "group.id": a.group, "client.id": a.client_id or a.name,
         "session.timeout.ms": a.session_timeout_ms, "heartbeat.interval.ms": a.heartbeat_ms,
         "auto.offset.reset": "earliest", "enable.auto.commit": False,
         "enable.partition.eof": False, "fetch.wait.max.ms": 200,
@@ -139,7 +139,7 @@ def run_kpy(a, ctl: Control) -> None:
     from kafka.coordinator.assignors.range import RangePartitionAssignor
     from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
-    kw = dict(bootstrap_servers=a.bootstrap, group_id=a.group, client_id=a.name,
+    kw = dict(bootstrap_servers=a.bootstrap, group_id=a.group, client_id=a.client_id or a.name,
               session_timeout_ms=a.session_timeout_ms, heartbeat_interval_ms=a.heartbeat_ms,
               auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=200,
               request_timeout_ms=30000)
@@ -200,6 +200,7 @@ def main() -> None:
     ap.add_argument("--topic", required=True)
     ap.add_argument("--group", required=True)
     ap.add_argument("--name", default="spool-e2e-worker")
+    ap.add_argument("--client-id", help="default: --name")
     ap.add_argument("--session-timeout-ms", type=int, default=6000)
     ap.add_argument("--heartbeat-ms", type=int, default=1000)
     ap.add_argument("--instance-id")

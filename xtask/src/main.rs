@@ -1,5 +1,6 @@
 //! `cargo xtask <command>`: the project's automation, in Rust so it runs wherever cargo does.
 
+mod image;
 mod sim;
 mod test;
 
@@ -20,12 +21,18 @@ enum Command {
     /// Deterministic simulation: replay a seed, fuzz many, replay the corpus.
     #[command(subcommand)]
     Sim(sim::SimCommand),
+    /// Build the static binary and the Docker image (FROM scratch).
+    Image {
+        #[arg(long, default_value = "spool:latest")]
+        tag: String,
+    },
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Test(args) => test::run(args),
         Command::Sim(command) => sim::run(command),
+        Command::Image { tag } => image::run(&tag),
     }
 }
 

@@ -15,6 +15,8 @@ pub enum Suite {
     E2e,
     /// Seeded simulation: the corpus, a batch of fresh seeds, and the canary.
     Sim,
+    /// The FROM-scratch image in a Docker engine (installed and started if needed).
+    Docker,
 }
 
 #[derive(Args)]
@@ -41,6 +43,7 @@ pub fn run(args: TestArgs) -> Result<()> {
             Suite::Cargo => run_cmd("cargo", &["test", "--workspace", "--release"], &[]),
             Suite::E2e => e2e(),
             Suite::Sim => sim(),
+            Suite::Docker => run_cmd("bash", &["tests/docker/run.sh"], &[]),
         };
         eprintln!(
             "xtask: suite {suite:?} {} in {:.0?}",

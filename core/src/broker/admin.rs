@@ -312,7 +312,9 @@ impl Broker {
                 let configs = entries
                     .into_iter()
                     .filter(|(k, ..)| {
-                        r.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|w| w.as_str() == k))
+                        r.configuration_keys
+                            .as_ref()
+                            .is_none_or(|keys| keys.is_empty() || keys.iter().any(|w| w.as_str() == k))
                     })
                     .map(|(k, v, source, read_only)| {
                         DescribeConfigsResourceResult::default()

@@ -1,7 +1,10 @@
 //! The client side of the `spool` binary: commands that talk to any Kafka-compatible broker over
 //! the wire protocol (`spool group ...`).
 
+pub mod consume;
 pub mod group;
+pub mod produce;
+pub mod topic;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
@@ -11,7 +14,7 @@ use clap::ValueEnum;
 use kafka_protocol::messages::{FindCoordinatorRequest, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::client::Client;
+pub use crate::client::Client;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -40,6 +43,20 @@ where
     R: kafka_protocol::protocol::Request + Into<kafka_protocol::messages::RequestKind>,
 {
     client.call(version, body).await.map_err(|e| anyhow!("request failed: {e}"))
+}
+
+/// Whether a broker answers ApiVersions without an error.
+pub async fn health(bootstrap: &str) -> Result<String> {
+    let mut client = connect(bootstrap).await?;
+    match call(&mut client, 3, kafka_protocol::messages::ApiVersionsRequest::default()).await? {
+        ResponseKind::ApiVersions(r) if r.error_code == 0 => {
+            Ok(format!("ok: {bootstrap} serves {} APIs\n", r.api_keys.len()))
+        }
+        ResponseKind::ApiVersions(r) => {
+            bail!("the broker at {bootstrap} answered ApiVersions with error {}", r.error_code)
+        }
+        _ => bail!("unexpected answer to ApiVersions"),
+    }
 }
 
 /// Connects to the group's coordinator (which may not be the bootstrap broker).

@@ -1,0 +1,363 @@
+//! `spool consume TOPIC`: prints records, either from every partition (no group) or as a member
+//! of a consumer group (join, range assignment, commit after each poll, leave on exit).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::RecordBatchDecoder;
+use kafka_protocol::ResponseError;
+use serde_json::json;
+use spool_core::group::decode_consumer_assignment;
+
+use super::{call, connect, coordinator, Client, Output};
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+pub struct ConsumeOptions {
+    pub group: Option<String>,
+    pub from_beginning: bool,
+    pub max_messages: Option<usize>,
+    /// Exit after this long without a new record.
+    pub timeout: Option<Duration>,
+    /// kcat-like: %t topic, %p partition, %o offset, %k key, %s value, %T timestamp, %h headers.
+    pub format: String,
+    pub output: Output,
+}
+
+pub async fn partition_count(client: &mut Client, topic: &str, allow_create: bool) -> Result<i32> {
+    for _ in 0..50 {
+        let request = MetadataRequest::default().with_allow_auto_topic_creation(allow_create).with_topics(Some(vec![
+            metadata_request::MetadataRequestTopic::default().with_name(Some(TopicName(s(topic)))),
+        ]));
+        let ResponseKind::Metadata(m) = call(client, 9, request).await? else { bail!("unexpected answer to Metadata") };
+        let t = m.topics.first().ok_or_else(|| anyhow::anyhow!("empty metadata answer"))?;
+        match t.error_code {
+            0 => return Ok(t.partitions.len() as i32),
+            e if e == ResponseError::LeaderNotAvailable.code() => tokio::time::sleep(Duration::from_millis(100)).await,
+            e if e == ResponseError::UnknownTopicOrPartition.code() => bail!("topic {topic} does not exist"),
+            e => bail!("metadata for {topic} failed with error {e}"),
+        }
+    }
+    bail!("topic {topic} has no leader yet")
+}
+
+async fn offsets(client: &mut Client, topic: &str, partitions: &[i32], timestamp: i64) -> Result<BTreeMap<i32, i64>> {
+    let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
+        list_offsets_request::ListOffsetsTopic::default().with_name(TopicName(s(topic))).with_partitions(
+            partitions
+                .iter()
+                .map(|p| {
+                    list_offsets_request::ListOffsetsPartition::default()
+                        .with_partition_index(*p)
+                        .with_timestamp(timestamp)
+                })
+                .collect(),
+        ),
+    ]);
+    let ResponseKind::ListOffsets(r) = call(client, 5, request).await? else {
+        bail!("unexpected answer to ListOffsets")
+    };
+    Ok(r.topics.iter().flat_map(|t| t.partitions.iter()).map(|p| (p.partition_index, p.offset)).collect())
+}
+
+fn render(options: &ConsumeOptions, topic: &str, partition: i32, r: &kafka_protocol::records::Record) -> String {
+    let key = r.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned());
+    let value = r.value.as_ref().map(|v| String::from_utf8_lossy(v).into_owned());
+    let headers: Vec<(String, String)> = r
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.as_ref().map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default()))
+        .collect();
+    if options.output == Output::Json {
+        let h: BTreeMap<_, _> = headers.iter().cloned().collect();
+        return format!(
+            "{}\n",
+            json!({"topic": topic, "partition": partition, "offset": r.offset, "timestamp": r.timestamp, "key": key, "value": value, "headers": h})
+        );
+    }
+    let mut out = String::new();
+    let mut chars = options.format.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek().copied()) {
+            ('%', Some(f)) => {
+                chars.next();
+                match f {
+                    't' => out.push_str(topic),
+                    'p' => out.push_str(&partition.to_string()),
+                    'o' => out.push_str(&r.offset.to_string()),
+                    'k' => out.push_str(key.as_deref().unwrap_or("")),
+                    's' => out.push_str(value.as_deref().unwrap_or("")),
+                    'T' => out.push_str(&r.timestamp.to_string()),
+                    'h' => out.push_str(&headers.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")),
+                    '%' => out.push('%'),
+                    other => {
+                        out.push('%');
+                        out.push(other);
+                    }
+                }
+            }
+            ('\\', Some('n')) => {
+                chars.next();
+                out.push('\n');
+            }
+            ('\\', Some('t')) => {
+                chars.next();
+                out.push('\t');
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Fetches from `positions` once; prints what arrived and advances the positions.
+async fn poll(
+    client: &mut Client,
+    topic: &str,
+    positions: &mut BTreeMap<i32, i64>,
+    options: &ConsumeOptions,
+    printed: &mut usize,
+) -> Result<bool> {
+    let partitions = positions
+        .iter()
+        .map(|(p, o)| {
+            fetch_request::FetchPartition::default()
+                .with_partition(*p)
+                .with_fetch_offset(*o)
+                .with_partition_max_bytes(1 << 20)
+        })
+        .collect();
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(500)
+        .with_min_bytes(1)
+        .with_max_bytes(8 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![fetch_request::FetchTopic::default()
+            .with_topic(TopicName(s(topic)))
+            .with_partitions(partitions)]);
+    let ResponseKind::Fetch(f) = call(client, 11, request).await? else { bail!("unexpected answer to Fetch") };
+    let mut any = false;
+    let mut text = String::new();
+    for p in f.responses.iter().flat_map(|t| t.partitions.iter()) {
+        if p.error_code != 0 {
+            bail!("fetching {topic}-{} failed with error {}", p.partition_index, p.error_code);
+        }
+        let position = positions[&p.partition_index];
+        let mut records = p.records.clone().unwrap_or_default();
+        while !records.is_empty() {
+            let set =
+                RecordBatchDecoder::decode(&mut records).map_err(|e| anyhow::anyhow!("undecodable records: {e}"))?;
+            for r in set.records.iter().filter(|r| r.offset >= position && !r.control) {
+                if options.max_messages.is_some_and(|m| *printed >= m) {
+                    break;
+                }
+                text.push_str(&render(options, topic, p.partition_index, r));
+                *printed += 1;
+                any = true;
+                positions.insert(p.partition_index, r.offset + 1);
+            }
+        }
+    }
+    print!("{text}");
+    Ok(any)
+}
+
+fn done(options: &ConsumeOptions, printed: usize, idle_since: Instant) -> bool {
+    options.max_messages.is_some_and(|m| printed >= m) || options.timeout.is_some_and(|t| idle_since.elapsed() >= t)
+}
+
+pub async fn run(bootstrap: &str, topic: &str, options: ConsumeOptions) -> Result<String> {
+    match options.group.clone() {
+        None => {
+            let mut client = connect(bootstrap).await?;
+            let count = partition_count(&mut client, topic, false).await?;
+            let all: Vec<i32> = (0..count).collect();
+            let mut positions = offsets(&mut client, topic, &all, if options.from_beginning { -2 } else { -1 }).await?;
+            let (mut printed, mut idle_since) = (0usize, Instant::now());
+            while !done(&options, printed, idle_since) {
+                if poll(&mut client, topic, &mut positions, &options, &mut printed).await? {
+                    idle_since = Instant::now();
+                }
+            }
+            Ok(String::new())
+        }
+        Some(group) => run_in_group(bootstrap, topic, &group, options).await,
+    }
+}
+
+fn subscription(topic: &str) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_i16(0);
+    b.put_i32(1);
+    b.put_i16(topic.len() as i16);
+    b.put_slice(topic.as_bytes());
+    b.put_i32(-1);
+    b.freeze()
+}
+
+fn range_assignment(topic: &str, members: &[String], partitions: i32) -> Vec<(String, Bytes)> {
+    let mut sorted = members.to_vec();
+    sorted.sort();
+    let n = sorted.len() as i32;
+    sorted
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            // Kafka's range assignor: contiguous runs, the first members get one extra.
+            let (per, extra) = (partitions / n, partitions % n);
+            let start = i as i32 * per + (i as i32).min(extra);
+            let len = per + if (i as i32) < extra { 1 } else { 0 };
+            let mut b = BytesMut::new();
+            b.put_i16(0);
+            b.put_i32(1);
+            b.put_i16(topic.len() as i16);
+            b.put_slice(topic.as_bytes());
+            b.put_i32(len);
+            for p in start..start + len {
+                b.put_i32(p);
+            }
+            b.put_i32(-1);
+            (m.clone(), b.freeze())
+        })
+        .collect()
+}
+
+async fn run_in_group(bootstrap: &str, topic: &str, group: &str, options: ConsumeOptions) -> Result<String> {
+    let mut client = coordinator(bootstrap, group).await?;
+    let mut data = connect(bootstrap).await?;
+    let count = partition_count(&mut data, topic, false).await?;
+    let gid = || GroupId(s(group));
+    let mut member = String::new();
+    let (mut printed, mut idle_since) = (0usize, Instant::now());
+    'rejoin: while !done(&options, printed, idle_since) {
+        let join = JoinGroupRequest::default()
+            .with_group_id(gid())
+            .with_session_timeout_ms(45_000)
+            .with_rebalance_timeout_ms(60_000)
+            .with_member_id(s(&member))
+            .with_protocol_type(s("consumer"))
+            .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default()
+                .with_name(s("range"))
+                .with_metadata(subscription(topic))]);
+        let ResponseKind::JoinGroup(j) = call(&mut client, 7, join).await? else {
+            bail!("unexpected answer to JoinGroup")
+        };
+        if j.error_code == ResponseError::MemberIdRequired.code() {
+            member = j.member_id.to_string();
+            continue;
+        }
+        if j.error_code != 0 {
+            bail!("joining group {group} failed with error {}", j.error_code);
+        }
+        member = j.member_id.to_string();
+        let assignments = if j.leader == j.member_id {
+            range_assignment(topic, &j.members.iter().map(|m| m.member_id.to_string()).collect::<Vec<_>>(), count)
+        } else {
+            Vec::new()
+        };
+        let sync = SyncGroupRequest::default()
+            .with_group_id(gid())
+            .with_generation_id(j.generation_id)
+            .with_member_id(s(&member))
+            .with_assignments(
+                assignments
+                    .into_iter()
+                    .map(|(m, a)| {
+                        sync_group_request::SyncGroupRequestAssignment::default()
+                            .with_member_id(s(&m))
+                            .with_assignment(a)
+                    })
+                    .collect(),
+            );
+        let ResponseKind::SyncGroup(sg) = call(&mut client, 3, sync).await? else {
+            bail!("unexpected answer to SyncGroup")
+        };
+        if sg.error_code != 0 {
+            continue;
+        }
+        let mine: Vec<i32> = decode_consumer_assignment(&sg.assignment)
+            .into_iter()
+            .filter(|(t, _)| t == topic)
+            .map(|(_, p)| p)
+            .collect();
+        let fetch = OffsetFetchRequest::default().with_group_id(gid()).with_topics(Some(vec![
+            offset_fetch_request::OffsetFetchRequestTopic::default()
+                .with_name(TopicName(s(topic)))
+                .with_partition_indexes(mine.clone()),
+        ]));
+        let ResponseKind::OffsetFetch(f) = call(&mut client, 7, fetch).await? else {
+            bail!("unexpected answer to OffsetFetch")
+        };
+        let default = offsets(&mut data, topic, &mine, if options.from_beginning { -2 } else { -1 }).await?;
+        let mut positions: BTreeMap<i32, i64> = f
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .map(|p| {
+                (
+                    p.partition_index,
+                    if p.committed_offset >= 0 {
+                        p.committed_offset
+                    } else {
+                        default.get(&p.partition_index).copied().unwrap_or(0)
+                    },
+                )
+            })
+            .collect();
+        let mut last_heartbeat = Instant::now();
+        while !done(&options, printed, idle_since) {
+            if !positions.is_empty() {
+                let before = positions.clone();
+                if poll(&mut data, topic, &mut positions, &options, &mut printed).await? {
+                    idle_since = Instant::now();
+                }
+                if positions != before {
+                    let commit = OffsetCommitRequest::default()
+                        .with_group_id(gid())
+                        .with_generation_id_or_member_epoch(j.generation_id)
+                        .with_member_id(s(&member))
+                        .with_topics(vec![offset_commit_request::OffsetCommitRequestTopic::default()
+                            .with_name(TopicName(s(topic)))
+                            .with_partitions(
+                                positions
+                                    .iter()
+                                    .map(|(p, o)| {
+                                        offset_commit_request::OffsetCommitRequestPartition::default()
+                                            .with_partition_index(*p)
+                                            .with_committed_offset(*o)
+                                    })
+                                    .collect(),
+                            )]);
+                    call(&mut client, 8, commit).await?;
+                }
+            } else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            if last_heartbeat.elapsed() >= Duration::from_secs(3) {
+                last_heartbeat = Instant::now();
+                let hb = HeartbeatRequest::default()
+                    .with_group_id(gid())
+                    .with_generation_id(j.generation_id)
+                    .with_member_id(s(&member));
+                let ResponseKind::Heartbeat(h) = call(&mut client, 3, hb).await? else {
+                    bail!("unexpected answer to Heartbeat")
+                };
+                if h.error_code != 0 {
+                    continue 'rejoin;
+                }
+            }
+        }
+    }
+    let leave = LeaveGroupRequest::default()
+        .with_group_id(gid())
+        .with_members(vec![leave_group_request::MemberIdentity::default().with_member_id(s(&member))]);
+    let _ = call(&mut client, 3, leave).await;
+    Ok(String::new())
+}

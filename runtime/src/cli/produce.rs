@@ -1,0 +1,158 @@
+//! `spool produce TOPIC`: one record per stdin line, keyed with `--key-separator`, partitioned
+//! like Kafka's default partitioner (murmur2 of the key), acknowledged by all replicas.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+
+use anyhow::{bail, Result};
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+
+use super::{call, connect, topic::parse_configs};
+
+/// Kafka's murmur2 (org.apache.kafka.common.utils.Utils.murmur2).
+pub fn murmur2(data: &[u8]) -> i32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for c in chunks.by_ref() {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M) ^ k;
+    }
+    let tail = chunks.remainder();
+    if tail.len() >= 3 {
+        h ^= (tail[2] as u32) << 16;
+    }
+    if tail.len() >= 2 {
+        h ^= (tail[1] as u32) << 8;
+    }
+    if !tail.is_empty() {
+        h ^= tail[0] as u32;
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
+}
+
+/// The partition Kafka's default partitioner picks for a key.
+pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
+    (murmur2(key) & 0x7fff_ffff) % partitions
+}
+
+const BATCH_LINES: usize = 1000;
+
+pub async fn run(
+    bootstrap: &str,
+    topic: &str,
+    key_separator: Option<&str>,
+    headers: &[String],
+    now_ms: i64,
+) -> Result<String> {
+    let headers: IndexMap<StrBytes, Option<Bytes>> =
+        parse_configs(headers)?.into_iter().map(|(k, v)| (StrBytes::from_string(k), Some(Bytes::from(v)))).collect();
+    let mut client = connect(bootstrap).await?;
+    let partitions = super::consume::partition_count(&mut client, topic, true).await?;
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    let mut sent = 0usize;
+    let mut unkeyed = 0i32;
+    loop {
+        let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
+        let mut taken = 0;
+        for line in lines.by_ref() {
+            let line = line?;
+            let (key, value) = match key_separator.and_then(|sep| line.split_once(sep)) {
+                Some((k, v)) => (Some(Bytes::from(k.to_string())), v.to_string()),
+                None => (None, line),
+            };
+            let partition = match &key {
+                Some(k) => partition_for(k, partitions),
+                None => {
+                    unkeyed = (unkeyed + 1) % partitions;
+                    unkeyed
+                }
+            };
+            let records = by_partition.entry(partition).or_default();
+            let offset = records.len() as i64;
+            records.push(Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset,
+                sequence: -1 + offset as i32,
+                timestamp: now_ms,
+                key,
+                value: Some(Bytes::from(value)),
+                headers: headers.clone(),
+            });
+            taken += 1;
+            if taken == BATCH_LINES {
+                break;
+            }
+        }
+        if by_partition.is_empty() {
+            break;
+        }
+        let data = by_partition
+            .iter()
+            .map(|(p, records)| {
+                let mut buf = BytesMut::new();
+                RecordBatchEncoder::encode(
+                    &mut buf,
+                    records,
+                    &RecordEncodeOptions { version: 2, compression: Compression::None },
+                )
+                .expect("records encode");
+                produce_request::PartitionProduceData::default().with_index(*p).with_records(Some(buf.freeze()))
+            })
+            .collect();
+        let request = ProduceRequest::default().with_acks(-1).with_timeout_ms(30_000).with_topic_data(vec![
+            produce_request::TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_data(data),
+        ]);
+        let ResponseKind::Produce(r) = call(&mut client, 7, request).await? else {
+            bail!("unexpected answer to Produce")
+        };
+        for p in r.responses.iter().flat_map(|t| t.partition_responses.iter()) {
+            if p.error_code != 0 {
+                bail!(
+                    "producing to {topic}-{} failed with error {} {}",
+                    p.index,
+                    p.error_code,
+                    p.error_message.as_deref().unwrap_or("")
+                );
+            }
+        }
+        sent += taken;
+    }
+    Ok(if sent == 0 { String::new() } else { String::new() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_kafka() {
+        // Values from Kafka's UtilsTest.testMurmur2.
+        assert_eq!(murmur2(b"21"), -973932308);
+        assert_eq!(murmur2(b"foobar"), -790332482);
+        assert_eq!(murmur2(b"a-little-bit-long-string"), -985981536);
+        assert_eq!(murmur2(b"a-little-bit-longer-string"), -1486304829);
+        assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"), -58897971);
+        assert_eq!(murmur2(&[b'a', b'b', b'c']), 479470107);
+    }
+}
