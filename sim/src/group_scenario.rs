@@ -79,7 +79,7 @@ async fn scenario() -> Result<String, String> {
             .create_node()
             .name(format!("consumer-{i}"))
             .ip(format!("10.0.1.{}", i + 1).parse().expect("ip"))
-            .init(move || consume(i, observed.clone()))
+            .init(move || consume(observed.clone()))
             .build()
     };
     let consumers: Vec<_> = (0..params.consumers).map(consumer_node).collect();
@@ -225,7 +225,7 @@ async fn produce(params: Params, observed: Shared) -> Result<(), String> {
                 .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
                 .with_partition_data(vec![produce_request::PartitionProduceData::default()
                     .with_index(partition)
-                    .with_records(Some(batch(&[value.clone()])))]),
+                    .with_records(Some(batch(std::slice::from_ref(&value))))]),
         ]);
         // Retries may duplicate a record (no idempotence here); consumers see values as a set.
         loop {
@@ -283,7 +283,7 @@ fn g() -> GroupId {
 }
 
 /// One consumer's life: join, sync, then fetch/commit/heartbeat until the group rebalances.
-async fn consume(index: usize, observed: Shared) {
+async fn consume(observed: Shared) {
     let mut client = connect().await;
     let mut member = String::new();
     loop {
@@ -357,7 +357,7 @@ async fn consume(index: usize, observed: Shared) {
             .entry(generation)
             .or_default()
             .insert(member.clone(), mine.iter().cloned().collect());
-        if run_generation(&mut client, &member, generation, &mine, &observed, index).await.is_err() {
+        if run_generation(&mut client, &member, generation, &mine, &observed).await.is_err() {
             client = connect().await;
         }
     }
@@ -382,7 +382,6 @@ async fn run_generation(
     generation: i32,
     mine: &[i32],
     observed: &Shared,
-    index: usize,
 ) -> Result<(), ()> {
     // Start from the committed offsets.
     let fetch = OffsetFetchRequest::default().with_group_id(g()).with_topics(Some(vec![
@@ -498,6 +497,5 @@ async fn run_generation(
                 _ => return Err(()),
             }
         }
-        let _ = index;
     }
 }

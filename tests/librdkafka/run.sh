@@ -62,7 +62,10 @@ RUN_DIR="${RUN_DIR:-$(mktemp -d "$REPO_ROOT/target/librdkafka-runs/run.XXXXXX")}
 mkdir -p "$RUN_DIR/logs" "$RUN_DIR/results"
 rm -f "$RUN_DIR"/results/*
 # A private copy, so that a rebuild of target/release/spool during the run cannot swap the broker.
-cp "$SPOOL_BIN" "$RUN_DIR/spool"
+# Its name does not contain "spool", so that a `pkill -f spool` elsewhere on the machine (another
+# test suite cleaning up after itself) cannot stop it in the middle of this run.
+BROKER_EXE="$RUN_DIR/broker-under-test"
+cp "$SPOOL_BIN" "$BROKER_EXE"
 
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')"
 BROKER="127.0.0.1:$PORT"
@@ -94,7 +97,7 @@ trap 'cleanup; exit 130' INT TERM
 start_broker() {
   rm -rf "$RUN_DIR/data"
   # shellcheck disable=SC2086
-  NO_COLOR=1 RUST_LOG="$SPOOL_RUST_LOG" "$RUN_DIR/spool" serve --listen "$BROKER" --advertised "$BROKER" \
+  NO_COLOR=1 RUST_LOG="$SPOOL_RUST_LOG" "$BROKER_EXE" serve --listen "$BROKER" --advertised "$BROKER" \
     --data-dir "$RUN_DIR/data" --num-partitions 4 $SPOOL_EXTRA_ARGS >>"$BROKER_LOG" 2>&1 &
   broker_pid=$!
   for _ in $(seq 1 100); do
@@ -123,11 +126,11 @@ run_one() {
   local t="$1" out="$RUN_DIR/logs/$1.log" t0 rc dt states verdict
   t0=$(date +%s)
   echo "=== librdkafka test $t: start $(date -u +%H:%M:%S) ===" >>"$BROKER_LOG"
-  ( cd "$LIBRDKAFKA_DIR/tests" &&
+  { ( cd "$LIBRDKAFKA_DIR/tests" &&
     exec env LD_LIBRARY_PATH="../src:../src-cpp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
       RDKAFKA_TEST_CONF="$RUN_DIR/test.conf" TESTS="$t" TEST_KAFKA_VERSION="$TEST_KAFKA_VERSION" \
       RDKAFKA_GITVER="2.12.1" \
-      timeout -k 10 "$PER_TEST_TIMEOUT" ./test-runner "${runner_flags[@]}" ) >"$out" 2>&1
+      timeout -k 10 "$PER_TEST_TIMEOUT" ./test-runner "${runner_flags[@]}" ) >"$out" 2>&1; } 2>/dev/null
   rc=$?
   dt=$(( $(date +%s) - t0 ))
   # Summary rows of this number's variants ("| 0045_subscribe_update  |  PASSED | ..."):
@@ -138,8 +141,10 @@ run_one() {
     [[ "$states" == *SKIPPED* ]] && verdict="PASSED (some variants skipped)"
   elif [ $rc -eq 0 ] && [[ "$states" != *FAILED* ]]; then
     verdict="SKIPPED:$(sed 's/\x1b\[[0-9;]*m//g' "$out" | grep -E "^\| ${t}_" | grep SKIPPED | head -n1 | awk -F'|' '{print $5}' | tr -s ' ')"
-  elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
-    verdict="FAILED (killed after ${PER_TEST_TIMEOUT}s)"
+  elif [ $rc -eq 124 ]; then
+    verdict="FAILED (wall-clock limit ${PER_TEST_TIMEOUT}s)"
+  elif [ $rc -eq 137 ]; then
+    verdict="FAILED (SIGKILL: the test's own timeout)"
   else
     verdict="FAILED (exit $rc)"
   fi
