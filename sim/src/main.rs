@@ -8,6 +8,10 @@ mod group_scenario;
 #[cfg(madsim)]
 mod scenario;
 
+/// Simulated milliseconds across all seeds of this process, for the speed report.
+#[cfg(madsim)]
+pub static SIMULATED_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 #[cfg(not(madsim))]
 fn main() {
     eprintln!("spool-sim runs only in a madsim build: use `cargo xtask sim run --seed N`");
@@ -41,6 +45,7 @@ fn main() {
         }
     }
     let mut failures = 0u64;
+    let started = std::time::Instant::now();
     for s in seed..seed + seeds {
         let outcome = scenario::run_seed(s, canary).and_then(|a| {
             if canary {
@@ -57,6 +62,13 @@ fn main() {
             }
         }
     }
+    let wall = started.elapsed().as_secs_f64();
+    let simulated = SIMULATED_MS.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0;
+    println!(
+        "speed: {seeds} seeds in {wall:.2} s wall = {:.0} seeds/s; {simulated:.0} s simulated = {:.0}x real time",
+        seeds as f64 / wall.max(1e-9),
+        simulated / wall.max(1e-9)
+    );
     println!("{} passed, {failures} failed", seeds - failures);
     if failures > 0 {
         std::process::exit(1);

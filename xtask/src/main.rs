@@ -1,5 +1,6 @@
 //! `cargo xtask <command>`: the project's automation, in Rust so it runs wherever cargo does.
 
+mod bench;
 mod image;
 mod sim;
 mod test;
@@ -21,6 +22,12 @@ enum Command {
     /// Deterministic simulation: replay a seed, fuzz many, replay the corpus.
     #[command(subcommand)]
     Sim(sim::SimCommand),
+    /// Benchmarks: hot path, simulator speed, and the broker against a peer.
+    Bench {
+        /// A short run (a couple of minutes).
+        #[arg(long)]
+        quick: bool,
+    },
     /// Build the static binary and the Docker image (FROM scratch).
     Image {
         #[arg(long, default_value = "spool:latest")]
@@ -33,6 +40,7 @@ fn main() -> Result<()> {
         Command::Test(args) => test::run(args),
         Command::Sim(command) => sim::run(command),
         Command::Image { tag } => image::run(&tag),
+        Command::Bench { quick } => bench::run(quick),
     }
 }
 
