@@ -15,6 +15,8 @@ pub enum Suite {
     E2e,
     /// Seeded simulation: the corpus, a batch of fresh seeds, and the canary.
     Sim,
+    /// librdkafka's own test suite against the broker (the allowlist in tests/librdkafka).
+    Librdkafka,
     /// The FROM-scratch image in a Docker engine (installed and started if needed).
     Docker,
 }
@@ -43,6 +45,7 @@ pub fn run(args: TestArgs) -> Result<()> {
             Suite::Cargo => run_cmd("cargo", &["test", "--workspace", "--release"], &[]),
             Suite::E2e => e2e(),
             Suite::Sim => sim(),
+            Suite::Librdkafka => librdkafka(),
             Suite::Docker => run_cmd("bash", &["tests/docker/run.sh"], &[]),
         };
         eprintln!(
@@ -77,4 +80,10 @@ fn sim() -> Result<()> {
     run(SimCommand::Corpus)?;
     run(SimCommand::Fuzz(FuzzArgs::new(1, 1000, false)))?;
     run(SimCommand::Fuzz(FuzzArgs::new(1, 50, true)))
+}
+
+fn librdkafka() -> Result<()> {
+    run_cmd("cargo", &["build", "--release", "--bin", "spool"], &[])?;
+    run_cmd("bash", &["tests/librdkafka/build.sh"], &[])?;
+    run_cmd("bash", &["tests/librdkafka/run.sh"], &[])
 }
