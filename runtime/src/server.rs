@@ -18,7 +18,7 @@ use crate::storage::Storage;
 
 /// Inputs to the event loop from connection tasks.
 enum Event {
-    Connected(ConnId, mpsc::UnboundedSender<Bytes>),
+    Connected(ConnId, mpsc::UnboundedSender<Bytes>, String),
     Frame(ConnId, Bytes),
     Disconnected(ConnId),
 }
@@ -89,9 +89,10 @@ async fn accept_loop(listener: TcpListener, events: mpsc::Sender<Event>, max_fra
 
 /// Reads size-prefixed frames into the event loop; writes responses back in the order given.
 async fn connection(conn: ConnId, stream: TcpStream, events: mpsc::Sender<Event>, max_frame: usize) {
+    let peer = stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
     let (mut reader, writer) = tokio::io::split(stream);
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
-    if events.send(Event::Connected(conn, out_tx)).await.is_err() {
+    if events.send(Event::Connected(conn, out_tx, peer)).await.is_err() {
         return;
     }
     let write_task = tokio::spawn(async move {
@@ -177,9 +178,9 @@ async fn event_loop<S: Storage>(
 
 fn handle_event(broker: &mut Broker, writers: &mut HashMap<ConnId, mpsc::UnboundedSender<Bytes>>, event: Event) {
     match event {
-        Event::Connected(conn, tx) => {
+        Event::Connected(conn, tx, peer) => {
             writers.insert(conn, tx);
-            broker.handle_connect(conn);
+            broker.handle_connect_from(conn, &peer);
         }
         Event::Frame(conn, frame) => broker.handle_frame(now_ms(), conn, frame),
         Event::Disconnected(conn) => {

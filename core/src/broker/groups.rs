@@ -99,14 +99,21 @@ impl Broker {
         token
     }
 
-    pub(crate) fn handle_join_group(&mut self, now_ms: i64, ctx: RequestCtx, client_id: String, r: JoinGroupRequest) {
+    pub(crate) fn handle_join_group(
+        &mut self,
+        now_ms: i64,
+        ctx: RequestCtx,
+        client_id: String,
+        client_host: String,
+        r: JoinGroupRequest,
+    ) {
         let token = self.group_token(ctx);
         let args = JoinArgs {
             group: r.group_id.0.to_string(),
             member_id: r.member_id.to_string(),
             instance_id: opt(&r.group_instance_id),
             client_id,
-            client_host: "/127.0.0.1".to_string(),
+            client_host,
             session_timeout_ms: r.session_timeout_ms,
             // v0 has no rebalance timeout: it is the session timeout.
             rebalance_timeout_ms: if ctx.version >= 1 { r.rebalance_timeout_ms } else { r.session_timeout_ms },

@@ -69,6 +69,8 @@ struct Connection {
     next_to_send: u64,
     /// Finished responses waiting for earlier ones; None = a request with no response (acks=0).
     ready: BTreeMap<u64, Option<Bytes>>,
+    /// The client's address as Kafka shows it ("/127.0.0.1").
+    host: String,
 }
 
 /// What happens once a metadata change is durable.
@@ -219,6 +221,19 @@ impl Broker {
         self.conns.insert(conn, Connection::default());
     }
 
+    /// A connection from a known peer address (shown for group members).
+    pub fn handle_connect_from(&mut self, conn: ConnId, peer_ip: &str) {
+        self.conns.insert(conn, Connection { host: format!("/{peer_ip}"), ..Connection::default() });
+    }
+
+    fn client_host(&self, conn: ConnId) -> String {
+        self.conns
+            .get(&conn)
+            .map(|c| c.host.clone())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "/unknown".to_string())
+    }
+
     pub fn handle_disconnect(&mut self, conn: ConnId) {
         self.conns.remove(&conn);
         // Parked fetches of a gone connection need no answer.
@@ -278,7 +293,10 @@ impl Broker {
             RequestKind::IncrementalAlterConfigs(r) => self.handle_incremental_alter_configs(ctx, r),
             RequestKind::DeleteRecords(r) => self.handle_delete_records(ctx, r),
             RequestKind::InitProducerId(r) => self.handle_init_producer_id(ctx, r),
-            RequestKind::JoinGroup(r) => self.handle_join_group(now_ms, ctx, client_id, r),
+            RequestKind::JoinGroup(r) => {
+                let host = self.client_host(conn);
+                self.handle_join_group(now_ms, ctx, client_id, host, r)
+            }
             RequestKind::SyncGroup(r) => self.handle_sync_group(now_ms, ctx, r),
             RequestKind::Heartbeat(r) => self.handle_heartbeat(now_ms, ctx, r),
             RequestKind::LeaveGroup(r) => self.handle_leave_group(now_ms, ctx, r),
