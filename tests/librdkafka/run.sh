@@ -23,6 +23,10 @@
 #   SPOOL_RUST_LOG           broker RUST_LOG           (default: info,spool_core::broker=trace = one line per request)
 #   SPOOL_EXTRA_ARGS         extra `spool serve` args  (default: none)
 #   TEST_DEBUG               librdkafka debug contexts for every client (passed through)
+#
+# KAFKA_PATH points at kafka-path/, whose bin/kafka-topics.sh is a protocol-level stand-in for
+# Kafka's tool (tests 0052, 0077 create topics with configs through it). Kafka's other tools
+# (kafka-acls.sh, the Java client used by 0113's interop sub-test) are not available.
 set -uo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -129,7 +133,7 @@ run_one() {
   { ( cd "$LIBRDKAFKA_DIR/tests" &&
     exec env LD_LIBRARY_PATH="../src:../src-cpp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
       RDKAFKA_TEST_CONF="$RUN_DIR/test.conf" TESTS="$t" TEST_KAFKA_VERSION="$TEST_KAFKA_VERSION" \
-      RDKAFKA_GITVER="2.12.1" \
+      RDKAFKA_GITVER="2.12.1" KAFKA_PATH="$HERE/kafka-path" BROKERS="$BROKER" \
       timeout -k 10 "$PER_TEST_TIMEOUT" ./test-runner "${runner_flags[@]}" ) >"$out" 2>&1; } 2>/dev/null
   rc=$?
   dt=$(( $(date +%s) - t0 ))
@@ -179,6 +183,9 @@ for t in "${tests[@]}"; do
 done
 while [ ${#job_pid[@]} -gt 0 ]; do sleep 0.5; collect; done
 stop_broker
+# Keep logs; drop the binary copy, and the data dir unless something failed.
+rm -f "$BROKER_EXE"
+[ ${#failed[@]} -gt 0 ] || rm -rf "$RUN_DIR/data"
 
 total=$(( $(date +%s) - start_all ))
 sorted() { printf '%s\n' "$@" | sort | tr '\n' ' '; }
