@@ -479,6 +479,20 @@ impl PartitionLog {
     }
 }
 
+/// The whole batches at the front of `records` that fit in `limit` bytes; with `keep_first`, the
+/// first batch is kept even when it alone exceeds the limit (KIP-74).
+pub fn fit_batches(records: &Bytes, limit: usize, keep_first: bool) -> Bytes {
+    let mut end = 0;
+    while let Some(total) = Batch::total_len(&records[end..]) {
+        let fits = end + total <= limit || (keep_first && end == 0);
+        if end + total > records.len() || !fits {
+            break;
+        }
+        end += total;
+    }
+    records.slice(..end)
+}
+
 /// Trims bytes read for a fetch to whole batches: drops those wholly below `fetch_offset`, keeps
 /// the first wanted batch whole even past `max_bytes` (KIP-74), and then as many whole batches as
 /// fit. Err(len) asks for a re-read of `len` bytes from `skip` because the first wanted batch was

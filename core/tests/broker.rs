@@ -601,3 +601,37 @@ fn clients_cannot_write_to_the_offsets_topic() {
     let r = node.call(CONN, 9, produce_request("__consumer_offsets", 0, 1, records(&["x"], None, START_MS)));
     assert_eq!(produce_partition(&r).error_code, ResponseError::InvalidTopicException.code());
 }
+
+#[test]
+fn the_response_byte_limit_spans_partitions_and_only_the_first_batch_may_exceed_it() {
+    let mut node = Node::single();
+    create(&mut node, "t", 2, &[]);
+    let big = "x".repeat(600);
+    for p in 0..2 {
+        node.call(CONN, 9, produce_request("t", p, 1, records(&[&big], None, START_MS)));
+    }
+    let fetch = |max_bytes: i32| {
+        let part = |p: i32| {
+            fetch_request::FetchPartition::default()
+                .with_partition(p)
+                .with_fetch_offset(0)
+                .with_current_leader_epoch(-1)
+                .with_partition_max_bytes(1 << 20)
+        };
+        FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_bytes(max_bytes)
+            .with_session_epoch(-1)
+            .with_topics(vec![fetch_request::FetchTopic::default()
+                .with_topic(topic("t"))
+                .with_partitions(vec![part(0), part(1)])])
+    };
+    let sizes = |node: &mut Node, max_bytes: i32| -> Vec<usize> {
+        let ResponseKind::Fetch(f) = node.call(CONN, 12, fetch(max_bytes)) else { panic!() };
+        f.responses[0].partitions.iter().map(|p| p.records.as_ref().map_or(0, |r| r.len())).collect()
+    };
+    let whole = sizes(&mut node, 1 << 20);
+    assert!(whole[0] > 600 && whole[1] > 600, "{whole:?}");
+    assert_eq!(sizes(&mut node, 700), vec![whole[0], 0], "the second batch does not fit what is left");
+    assert_eq!(sizes(&mut node, 100), vec![whole[0], 0], "the first batch is returned whole even past the limit");
+}

@@ -321,3 +321,77 @@ fn a_fresh_member_needs_its_id_then_gets_the_group_after_the_initial_delay() {
     assert!(w.members[0].synced);
     assert_eq!(w.c.group(GROUP).unwrap().state, GroupState::Stable);
 }
+
+#[test]
+fn a_restarted_static_member_takes_its_place_without_a_rebalance() {
+    let mut c = GroupCoordinator::new(GroupConfig { initial_rebalance_delay_ms: 0, ..Default::default() }, 0);
+    c.finish_loading(0);
+    let join = |c: &mut GroupCoordinator, token: u64, member: &str, instance: &str| {
+        c.join(
+            token,
+            JoinArgs {
+                group: GROUP.into(),
+                member_id: member.into(),
+                instance_id: Some(instance.into()),
+                client_id: "c".into(),
+                client_host: "h".into(),
+                session_timeout_ms: 10_000,
+                rebalance_timeout_ms: 10_000,
+                protocol_type: "consumer".into(),
+                protocols: vec![("range".into(), Bytes::from_static(b"sub"))],
+                require_known_member_id: true,
+            },
+            0,
+        );
+    };
+    let mut results = BTreeMap::new();
+    let mut drain = |c: &mut GroupCoordinator, results: &mut BTreeMap<u64, spool_core::group::JoinResult>| {
+        while let Some(o) = c.poll_output() {
+            match o {
+                Output::Join(t, r) => {
+                    results.insert(t, r);
+                }
+                Output::Persist(id, _) => c.persisted(id, true, 0),
+                Output::Sync(..) => {}
+            }
+        }
+    };
+    join(&mut c, 1, "", "a");
+    drain(&mut c, &mut results);
+    let a = results[&1].member_id.clone();
+    join(&mut c, 2, "", "b");
+    // "a" learns of the rebalance (as from a heartbeat) and rejoins.
+    join(&mut c, 6, &a, "a");
+    drain(&mut c, &mut results);
+    let b = results[&2].member_id.clone();
+    assert_eq!(results[&6].generation, results[&2].generation);
+    let generation = results[&2].generation;
+    for (token, member) in [(3, &a), (4, &b)] {
+        let args = SyncArgs {
+            group: GROUP.into(),
+            generation,
+            member_id: member.clone(),
+            instance_id: None,
+            protocol_type: None,
+            protocol_name: None,
+            assignments: vec![(a.clone(), Bytes::from_static(b"A")), (b.clone(), Bytes::from_static(b"B"))],
+        };
+        c.sync(token, args, 0);
+    }
+    drain(&mut c, &mut results);
+    assert_eq!(c.group(GROUP).unwrap().state, GroupState::Stable);
+    // "b" restarts: a new join with no member id and the same instance id.
+    join(&mut c, 5, "", "b");
+    drain(&mut c, &mut results);
+    let rejoined = &results[&5];
+    assert_eq!((rejoined.error, rejoined.generation), (0, generation), "same generation, no rebalance");
+    assert_ne!(rejoined.member_id, b, "a new member id replaces the old one");
+    assert_eq!(c.group(GROUP).unwrap().state, GroupState::Stable);
+    assert_eq!(c.heartbeat(GROUP, generation, &a, Some("a"), 1), 0, "the other member is not asked to rejoin");
+    assert_eq!(
+        c.heartbeat(GROUP, generation, &b, Some("b"), 1),
+        ResponseError::FencedInstanceId.code(),
+        "the old incarnation is fenced"
+    );
+    assert_eq!(&c.group(GROUP).unwrap().members[&rejoined.member_id].assignment[..], b"B", "it keeps its assignment");
+}

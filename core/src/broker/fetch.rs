@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::{Broker, RequestCtx};
 use crate::ops::{ConnId, Purpose};
-use crate::partition::{trim_fetched, ReadPlan};
+use crate::partition::{fit_batches, trim_fetched, ReadPlan};
 use crate::storage::{StorageError, TopicPartition};
 
 #[derive(Debug)]
@@ -216,6 +216,19 @@ impl Broker {
 
     fn respond_fetch(&mut self, state: FetchState) {
         let version = state.ctx.version;
+        // The response's byte limit, in request order: only the first batch of the first
+        // partition with data may exceed it.
+        let mut used = 0usize;
+        let mut state = state;
+        for (_, _, slots) in state.topics.iter_mut() {
+            for slot in slots.iter_mut() {
+                if let Some(records) = &slot.records {
+                    let fitted = fit_batches(records, state.max_bytes.saturating_sub(used), used == 0);
+                    used += fitted.len();
+                    slot.records = Some(fitted);
+                }
+            }
+        }
         let mut responses = Vec::new();
         for (name, topic_id, slots) in state.topics {
             let partitions = slots

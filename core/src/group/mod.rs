@@ -547,8 +547,18 @@ impl GroupCoordinator {
         if was_leader {
             group.leader = Some(new_id.clone());
         }
-        match group.state {
-            GroupState::Stable | GroupState::CompletingRebalance if unchanged && !was_leader => {
+        // As in Kafka: in a Stable group a restarted static member takes its old place (and
+        // assignment) without a rebalance, as long as the group would still pick the same
+        // protocol. The leader gets the member list again; its SyncGroup in Stable changes nothing.
+        let same_protocol = group.select_protocol() == group.protocol;
+        let settled = match group.state {
+            GroupState::Stable => same_protocol,
+            GroupState::CompletingRebalance => unchanged && !was_leader,
+            _ => false,
+        };
+        if settled {
+            {
+                let members = if was_leader { Self::member_list(group) } else { Vec::new() };
                 let result = JoinResult {
                     error: 0,
                     generation: group.generation,
@@ -556,7 +566,7 @@ impl GroupCoordinator {
                     protocol_name: group.protocol.clone(),
                     leader: group.leader.clone().unwrap_or_default(),
                     member_id: new_id,
-                    members: Vec::new(),
+                    members,
                 };
                 self.outputs.push_back(Output::Join(token, result));
                 // Persist the new member id so a coordinator restart still knows it.
@@ -564,7 +574,8 @@ impl GroupCoordinator {
                     GroupRecord::Group { group: args.group.clone(), value: Some(self.groups[&args.group].snapshot()) };
                 self.persist(vec![record], PendingPersist::Other);
             }
-            _ => {
+        } else {
+            {
                 let member = group.members.get_mut(&new_id).expect("inserted");
                 member.awaiting_join = Some(token);
                 member.joined_this_round = true;
