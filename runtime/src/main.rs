@@ -76,6 +76,9 @@ enum Command {
         /// A header for every record, KEY=VALUE (repeatable).
         #[arg(long = "header")]
         headers: Vec<String>,
+        /// Produce this line instead of reading standard input (repeatable).
+        #[arg(long = "message")]
+        messages: Vec<String>,
     },
     /// Print records of a topic.
     Consume {
@@ -200,9 +203,14 @@ fn main() -> Result<()> {
                 }
             }
         }),
-        Command::Produce { client, topic, key_separator, headers } => run_client(async move {
+        Command::Produce { client, topic, key_separator, headers, messages } => run_client(async move {
             let now = spool_runtime::server::now_ms();
-            cli::produce::run(&client.bootstrap_server, &topic, key_separator.as_deref(), &headers, now).await
+            let input: Box<dyn std::io::BufRead> = if messages.is_empty() {
+                Box::new(std::io::stdin().lock())
+            } else {
+                Box::new(std::io::Cursor::new(messages.join("\n")))
+            };
+            cli::produce::run(&client.bootstrap_server, &topic, key_separator.as_deref(), &headers, input, now).await
         }),
         Command::Consume { client, topic, group, from_beginning, max_messages, timeout_ms, format } => {
             run_client(async move {

@@ -1,4 +1,4 @@
-//! `spool produce TOPIC`: one record per stdin line, keyed with `--key-separator`, partitioned
+//! `spool produce TOPIC`: one record per line (stdin or `--message`), keyed with `--key-separator`, partitioned
 //! like Kafka's default partitioner (murmur2 of the key), acknowledged by all replicas.
 
 use std::collections::BTreeMap;
@@ -54,14 +54,14 @@ pub async fn run(
     topic: &str,
     key_separator: Option<&str>,
     headers: &[String],
+    input: Box<dyn BufRead>,
     now_ms: i64,
 ) -> Result<String> {
     let headers: IndexMap<StrBytes, Option<Bytes>> =
         parse_configs(headers)?.into_iter().map(|(k, v)| (StrBytes::from_string(k), Some(Bytes::from(v)))).collect();
     let mut client = connect(bootstrap).await?;
     let partitions = super::consume::partition_count(&mut client, topic, true).await?;
-    let stdin = std::io::stdin();
-    let mut lines = stdin.lock().lines();
+    let mut lines = input.lines();
     let mut unkeyed = 0i32;
     loop {
         let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
