@@ -65,6 +65,13 @@ enum Command {
     Health(ClientArgs),
     /// Create, list, describe, alter and delete topics.
     Topic(TopicArgs),
+    /// The cluster as the broker describes it.
+    Cluster {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Produce one record per line of standard input.
     Produce {
         #[command(flatten)]
@@ -163,6 +170,24 @@ enum GroupCommand {
     List,
     /// Members, assignments, committed offsets, log end offsets and lag of one group.
     Describe { group: String },
+    /// Move the committed offsets of an inactive group on a topic.
+    ResetOffsets {
+        group: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long, conflicts_with_all = ["to_latest", "to_offset"])]
+        to_earliest: bool,
+        #[arg(long, conflicts_with = "to_offset")]
+        to_latest: bool,
+        #[arg(long)]
+        to_offset: Option<i64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Brokers, controller, cluster id and the API versions served.
+    Info,
 }
 
 fn resolve(addr: &str) -> Result<SocketAddr> {
@@ -225,12 +250,24 @@ fn main() -> Result<()> {
                 cli::consume::run(&client.bootstrap_server, &topic, options).await
             })
         }
+        Command::Cluster { client, command: ClusterCommand::Info } => {
+            run_client(async move { cli::cluster::info(&client.bootstrap_server, client.output).await })
+        }
         Command::Health(args) => run_client(async move { cli::health(&args.bootstrap_server).await }),
         Command::Group(args) => run_client(async move {
             let ClientArgs { bootstrap_server, output } = args.client;
             match args.command {
                 GroupCommand::List => cli::group::list(&bootstrap_server, output).await,
                 GroupCommand::Describe { group } => cli::group::describe(&bootstrap_server, &group, output).await,
+                GroupCommand::ResetOffsets { group, topic, to_earliest, to_latest, to_offset } => {
+                    let to = match (to_earliest, to_latest, to_offset) {
+                        (true, _, _) => cli::group::ResetTo::Earliest,
+                        (_, true, _) => cli::group::ResetTo::Latest,
+                        (_, _, Some(o)) => cli::group::ResetTo::Offset(o),
+                        _ => anyhow::bail!("say where to: --to-earliest, --to-latest or --to-offset N"),
+                    };
+                    cli::group::reset_offsets(&bootstrap_server, &group, &topic, to, output).await
+                }
             }
         }),
     }

@@ -191,3 +191,78 @@ pub async fn describe(bootstrap: &str, group: &str, output: Output) -> Result<St
         }
     })
 }
+
+/// Where `reset-offsets` moves a group's committed offsets.
+#[derive(Clone, Copy, Debug)]
+pub enum ResetTo {
+    Earliest,
+    Latest,
+    Offset(i64),
+}
+
+/// Commits new offsets for every partition of `topic` as a standalone (generation -1) commit,
+/// which the coordinator accepts only while the group has no members, as Kafka does.
+pub async fn reset_offsets(bootstrap: &str, group: &str, topic: &str, to: ResetTo, output: Output) -> Result<String> {
+    let mut broker = connect(bootstrap).await?;
+    let partitions = super::consume::partition_count(&mut broker, topic, false).await?;
+    let all: Vec<i32> = (0..partitions).collect();
+    let targets: BTreeMap<i32, i64> = match to {
+        ResetTo::Offset(o) => all.iter().map(|p| (*p, o)).collect(),
+        ResetTo::Earliest | ResetTo::Latest => {
+            let ts = if matches!(to, ResetTo::Earliest) { -2 } else { -1 };
+            let topics = vec![ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(
+                    all.iter()
+                        .map(|p| ListOffsetsPartition::default().with_partition_index(*p).with_timestamp(ts))
+                        .collect(),
+                )];
+            let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(topics);
+            let ResponseKind::ListOffsets(l) = call(&mut broker, 5, request).await? else {
+                bail!("unexpected answer to ListOffsets")
+            };
+            l.topics.iter().flat_map(|t| t.partitions.iter()).map(|p| (p.partition_index, p.offset)).collect()
+        }
+    };
+    let mut client = coordinator(bootstrap, group).await?;
+    let request = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![offset_commit_request::OffsetCommitRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(
+                targets
+                    .iter()
+                    .map(|(p, o)| {
+                        offset_commit_request::OffsetCommitRequestPartition::default()
+                            .with_partition_index(*p)
+                            .with_committed_offset(*o)
+                    })
+                    .collect(),
+            )]);
+    let ResponseKind::OffsetCommit(r) = call(&mut client, 8, request).await? else {
+        bail!("unexpected answer to OffsetCommit")
+    };
+    for p in r.topics.iter().flat_map(|t| t.partitions.iter()) {
+        if p.error_code == kafka_protocol::ResponseError::UnknownMemberId.code() {
+            bail!("group {group} has active members: stop its consumers before resetting offsets");
+        }
+        if p.error_code != 0 {
+            bail!("resetting {topic}-{} failed with error {}", p.partition_index, p.error_code);
+        }
+    }
+    Ok(match output {
+        Output::Json => {
+            let rows: Vec<_> =
+                targets.iter().map(|(p, o)| json!({"topic": topic, "partition": p, "new_offset": o})).collect();
+            format!("{}\n", serde_json::to_string_pretty(&rows)?)
+        }
+        Output::Table => table(
+            &["GROUP", "TOPIC", "PARTITION", "NEW-OFFSET"],
+            targets
+                .iter()
+                .map(|(p, o)| vec![group.to_string(), topic.to_string(), p.to_string(), o.to_string()])
+                .collect(),
+        ),
+    })
+}

@@ -1,6 +1,7 @@
 //! The client side of the `spool` binary: commands that talk to any Kafka-compatible broker over
 //! the wire protocol (`spool group ...`).
 
+pub mod cluster;
 pub mod consume;
 pub mod group;
 pub mod produce;
