@@ -10,7 +10,7 @@ use crate::storage::{MetaFile, OpId, SegmentFile, StorageOp, TopicPartition};
 /// A client connection, numbered by the driver.
 pub type ConnId = u64;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
     /// Bytes of one response frame (size prefix included), in request order for the connection.
     Send {

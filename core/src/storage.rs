@@ -86,7 +86,7 @@ impl MetaFile {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum StorageOp {
     /// Write `data` at `position`, creating the file if needed. Not durable until a `Sync`.
     Write { id: OpId, file: SegmentFile, position: u64, data: Bytes },
@@ -102,7 +102,7 @@ pub enum StorageOp {
     WriteMeta { id: OpId, file: MetaFile, data: Bytes },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct StorageError(pub String);
 
 impl std::fmt::Display for StorageError {
@@ -111,7 +111,7 @@ impl std::fmt::Display for StorageError {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Completion {
     Written { id: OpId, result: Result<(), StorageError> },
     Synced { id: OpId, result: Result<(), StorageError> },

@@ -8,3 +8,4 @@ pub mod disk;
 pub mod load;
 pub mod server;
 pub mod storage;
+pub mod trace;

@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::storage::Storage;
+use crate::trace;
 
 /// Inputs to the event loop from connection tasks.
 enum Event {
@@ -155,7 +156,11 @@ async fn event_loop<S: Storage>(
         };
         tokio::select! {
             biased;
-            Some(c) = completions.recv() => broker.handle_completion(now_ms(), c),
+            Some(c) = completions.recv() => {
+                let now = now_ms();
+                trace::record("completion", now, &c);
+                broker.handle_completion(now, c)
+            }
             Some(event) = events.recv() => {
                 handle_event(&mut broker, &mut writers, event);
                 // Take what else is queued so its writes share one group commit.
@@ -171,7 +176,11 @@ async fn event_loop<S: Storage>(
                 shutting_down = true;
                 broker.handle_shutdown();
             }
-            _ = sleep => broker.handle_tick(now_ms()),
+            _ = sleep => {
+                let now = now_ms();
+                trace::record("tick", now, &());
+                broker.handle_tick(now)
+            }
         }
     }
 }
@@ -180,11 +189,17 @@ fn handle_event(broker: &mut Broker, writers: &mut HashMap<ConnId, mpsc::Unbound
     match event {
         Event::Connected(conn, tx, peer) => {
             writers.insert(conn, tx);
+            trace::record("connect", now_ms(), &(conn, &peer));
             broker.handle_connect_from(conn, &peer);
         }
-        Event::Frame(conn, frame) => broker.handle_frame(now_ms(), conn, frame),
+        Event::Frame(conn, frame) => {
+            let now = now_ms();
+            trace::record("frame", now, &(conn, &frame));
+            broker.handle_frame(now, conn, frame)
+        }
         Event::Disconnected(conn) => {
             writers.remove(&conn);
+            trace::record("disconnect", now_ms(), &conn);
             broker.handle_disconnect(conn);
         }
     }
@@ -202,6 +217,7 @@ fn drain_actions<S: Storage>(
         let Some(action) = broker.poll_action() else {
             return done;
         };
+        trace::record("action", now_ms(), &action);
         match action {
             Action::Send { conn, frame } => {
                 if let Some(w) = writers.get(&conn) {
@@ -213,7 +229,9 @@ fn drain_actions<S: Storage>(
             }
             Action::Storage(op) => {
                 if let Some(completion) = storage.execute(op, completions) {
-                    broker.handle_completion(now_ms(), completion);
+                    let now = now_ms();
+                    trace::record("completion", now, &completion);
+                    broker.handle_completion(now, completion);
                 }
             }
             Action::ShutdownComplete => done = true,

@@ -54,12 +54,14 @@ type Shared = Arc<Mutex<Observed>>;
 pub fn run_seed(seed: u64) -> Result<String, String> {
     let mut runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
     runtime.set_time_limit(Duration::from_secs(3600));
+    spool_runtime::trace::enable();
     let (result, simulated) = runtime.block_on(async {
         let start = tokio::time::Instant::now();
         let result = scenario().await;
         (result, start.elapsed())
     });
     crate::SIMULATED_MS.fetch_add(simulated.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+    crate::fold_trace(spool_runtime::trace::finish());
     result
 }
 

@@ -12,6 +12,19 @@ mod scenario;
 #[cfg(madsim)]
 pub static SIMULATED_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// The seed's trace: every scenario's (events, hash) folded together.
+#[cfg(madsim)]
+static TRACE: std::sync::Mutex<(u64, u64)> = std::sync::Mutex::new((0, 0));
+
+#[cfg(madsim)]
+pub fn fold_trace((events, hash): (u64, u64)) {
+    use std::hash::{Hash, Hasher};
+    let mut t = TRACE.lock().expect("trace");
+    let mut h = std::hash::DefaultHasher::new();
+    (t.1, hash).hash(&mut h);
+    *t = (t.0 + events, h.finish());
+}
+
 #[cfg(not(madsim))]
 fn main() {
     eprintln!("spool-sim runs only in a madsim build: use `cargo xtask sim run --seed N`");
@@ -44,22 +57,33 @@ fn main() {
             }
         }
     }
+    let commit = std::env::var("SPOOL_COMMIT").unwrap_or_else(|_| "unknown".to_string());
+    println!(
+        "spool-sim: seeds {seed}..{} on commit {commit}{}",
+        seed + seeds,
+        if canary { " (canary planted)" } else { "" }
+    );
     let mut failures = 0u64;
     let started = std::time::Instant::now();
     for s in seed..seed + seeds {
+        *TRACE.lock().expect("trace") = (0, 0);
         let outcome = scenario::run_seed(s, canary).and_then(|a| {
             if canary {
                 return Ok(a);
             }
             group_scenario::run_seed(s).map(|b| format!("{a}; groups: {b}"))
         });
+        let (events, hash) = *TRACE.lock().expect("trace");
         match outcome {
-            Ok(report) => println!("seed {s}: ok: {report}"),
+            Ok(report) => println!("seed {s}: ok: {report}; trace {events} events {hash:016x}"),
             Err(e) => {
                 failures += 1;
-                println!("seed {s}: FAILED: {e}");
+                println!("seed {s}: FAILED: {e}; trace {events} events {hash:016x}");
                 println!("replay with: cargo xtask sim run --seed {s}");
             }
+        }
+        if seeds == 1 {
+            println!("trace-hash: {hash:016x}");
         }
     }
     let wall = started.elapsed().as_secs_f64();

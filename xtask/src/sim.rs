@@ -20,6 +20,16 @@ pub enum SimCommand {
     Fuzz(FuzzArgs),
     /// Replay every seed listed in corpus/sim-seeds.txt.
     Corpus,
+    /// Run seeds twice, each in its own process, and require identical trace hashes.
+    CheckDeterminism {
+        #[arg(long, default_value_t = 20)]
+        seeds: u64,
+        #[arg(long, default_value_t = 1)]
+        first: u64,
+        /// Take every STEP-th seed from FIRST.
+        #[arg(long, default_value_t = 97)]
+        step: u64,
+    },
 }
 
 #[derive(Args)]
@@ -50,8 +60,30 @@ pub fn build() -> Result<String> {
     Ok(target.join("release/spool-sim").display().to_string())
 }
 
+fn commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(root())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// The `trace-hash:` line of one seed run in a fresh process.
+fn trace_hash(binary: &str, seed: u64) -> Result<String> {
+    let out = std::process::Command::new(binary).args(["--seed", &seed.to_string()]).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("trace-hash: ").map(str::to_string))
+        .ok_or_else(|| anyhow::anyhow!("seed {seed} printed no trace hash:\n{text}"))
+}
+
 pub fn run(command: SimCommand) -> Result<()> {
     let binary = build()?;
+    // SAFETY of the run: a single-threaded xtask sets this before spawning anything.
+    unsafe { std::env::set_var("SPOOL_COMMIT", commit()) };
     match command {
         SimCommand::Run { seed, canary } => {
             let seed = seed.to_string();
@@ -74,7 +106,19 @@ pub fn run(command: SimCommand) -> Result<()> {
                     Ok(()) => bail!("the canary bug survived {} seeds: the checkers are blind", f.seeds),
                 };
             }
-            run_cmd(&binary, &args, &[])
+            fuzz_recording_failures(&binary, &args)
+        }
+        SimCommand::CheckDeterminism { seeds, first, step } => {
+            for i in 0..seeds {
+                let seed = first + i * step;
+                let (a, b) = (trace_hash(&binary, seed)?, trace_hash(&binary, seed)?);
+                if a != b {
+                    bail!("seed {seed} is not deterministic: trace hashes {a} and {b}");
+                }
+                eprintln!("xtask: seed {seed}: trace {a} twice");
+            }
+            println!("determinism: {seeds} seeds replayed with identical traces");
+            Ok(())
         }
         SimCommand::Corpus => {
             let list = std::fs::read_to_string(root().join("corpus/sim-seeds.txt"))?;
@@ -84,4 +128,29 @@ pub fn run(command: SimCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Runs a fuzz batch, echoing its output; every failing seed is appended to the corpus with its
+/// reason, so CI replays it from then on.
+fn fuzz_recording_failures(binary: &str, args: &[&str]) -> Result<()> {
+    eprintln!("xtask: $ {binary} {}", args.join(" "));
+    let out = std::process::Command::new(binary).args(args).stderr(std::process::Stdio::inherit()).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    print!("{text}");
+    let failed: Vec<(&str, &str)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("seed ")?.split_once(": FAILED: "))
+        .map(|(seed, why)| (seed, why.split("; trace").next().unwrap_or(why)))
+        .collect();
+    if !failed.is_empty() {
+        use std::io::Write;
+        let path = root().join("corpus/sim-seeds.txt");
+        let mut corpus = std::fs::OpenOptions::new().append(true).open(&path)?;
+        for (seed, why) in &failed {
+            writeln!(corpus, "{seed}  # found by fuzz at {}: {}", commit(), why.replace('\n', " "))?;
+        }
+        bail!("{} seed(s) failed; added to {}", failed.len(), path.display());
+    }
+    anyhow::ensure!(out.status.success(), "the simulator exited with {}", out.status);
+    Ok(())
 }

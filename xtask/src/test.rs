@@ -78,6 +78,7 @@ fn e2e() -> Result<()> {
 fn sim() -> Result<()> {
     use crate::sim::{run, FuzzArgs, SimCommand};
     run(SimCommand::Corpus)?;
+    run(SimCommand::CheckDeterminism { seeds: 20, first: 1, step: 97 })?;
     run(SimCommand::Fuzz(FuzzArgs::new(1, 1000, false)))?;
     run(SimCommand::Fuzz(FuzzArgs::new(1, 50, true)))
 }
