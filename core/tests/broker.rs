@@ -635,3 +635,18 @@ fn the_response_byte_limit_spans_partitions_and_only_the_first_batch_may_exceed_
     assert_eq!(sizes(&mut node, 700), vec![whole[0], 0], "the second batch does not fit what is left");
     assert_eq!(sizes(&mut node, 100), vec![whole[0], 0], "the first batch is returned whole even past the limit");
 }
+
+#[test]
+fn with_relaxed_durability_a_waiting_fetch_wakes_on_append() {
+    let mut config = spool_core::config::BrokerConfig::single_node("127.0.0.1", 9092);
+    config.durability = spool_core::config::Durability::Relaxed;
+    let mut node = Node::new(config);
+    create(&mut node, "t", 1, &[]);
+    node.hold_syncs = true;
+    node.send(2, 12, fetch_request("t", 0, 0, 5_000));
+    assert!(node.take::<FetchRequest>(2, 12).is_none());
+    let r = node.call(CONN, 9, produce_request("t", 0, 1, records(&["x"], None, START_MS)));
+    assert_eq!(produce_partition(&r).error_code, 0, "acknowledged before fsync in relaxed mode");
+    let (_, f) = node.take::<FetchRequest>(2, 12).expect("woken by the append, not by its deadline");
+    assert_eq!(decode_values(fetch_partition(&f).records.as_ref().unwrap()), vec![(0, "x".to_string())]);
+}

@@ -40,8 +40,6 @@ pub async fn serve<S: Storage>(
     shutdown: oneshot::Receiver<()>,
     ready: Option<oneshot::Sender<SocketAddr>>,
 ) -> Result<()> {
-    let listener = TcpListener::bind(options.listen).await.with_context(|| format!("binding {}", options.listen))?;
-    let local = listener.local_addr()?;
     let interval = options.broker.topic_defaults.index_interval_bytes as u64;
     let node_id = options.broker.node_id;
     let mut storage = storage;
@@ -51,6 +49,9 @@ pub async fn serve<S: Storage>(
         tokio::task::spawn_blocking(move || storage.load(node_id, interval).map(|l| (l, storage))).await??;
     #[cfg(madsim)]
     let loaded = storage.load(node_id, interval)?;
+    // Listen only once the data is loaded: an accepted connection means a ready broker.
+    let listener = TcpListener::bind(options.listen).await.with_context(|| format!("binding {}", options.listen))?;
+    let local = listener.local_addr()?;
     let max_frame = options.broker.max_request_bytes;
     let mut config = options.broker;
     // Listening on port 0: advertise the port actually bound.

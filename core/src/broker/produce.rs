@@ -38,6 +38,7 @@ impl Broker {
         self.next_request_id += 1;
         let mut waits = Vec::new();
         let mut topics = Vec::new();
+        let mut moved = Vec::new();
         for topic_data in request.topic_data {
             let name = topic_data.name.clone();
             let mut partitions = Vec::new();
@@ -66,7 +67,14 @@ impl Broker {
                         Some("transactions are not supported".into()),
                     ))
                 } else {
-                    self.append_one(now_ms, name.0.as_str(), pd.index, pd.records.as_ref())
+                    let tp = TopicPartition::new(name.0.as_str(), pd.index);
+                    let before = self.partition(&tp).map_or(0, |p| p.high_watermark());
+                    let result = self.append_one(now_ms, name.0.as_str(), pd.index, pd.records.as_ref());
+                    // Relaxed durability moves the high watermark on append: wake fetches now.
+                    if self.partition(&tp).is_some_and(|p| p.high_watermark() > before) {
+                        moved.push(tp);
+                    }
+                    result
                 };
                 match result {
                     Ok((response, last_offset)) => {
@@ -81,6 +89,9 @@ impl Broker {
                 }
             }
             topics.push((name, partitions));
+        }
+        for tp in moved {
+            self.wake_fetches(now_ms, &tp);
         }
         if acks == 0 {
             self.respond_nothing(ctx);
