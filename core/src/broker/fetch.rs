@@ -197,7 +197,19 @@ impl Broker {
                 Ok(records) => slot.records = Some(records),
                 Err((skip, len)) => {
                     let position = plan.position + skip as u64;
-                    if position < durable_end {
+                    // A short read means the file holds less than the log believes: answer with
+                    // nothing rather than read the same bytes again.
+                    let short = bytes.len() < plan.len;
+                    if short {
+                        tracing::warn!(file = %plan.file.relative_path(), "short read at {}", plan.position);
+                    }
+                    // Re-read only to make progress; bytes that do not parse as a batch (a hole,
+                    // corruption) would otherwise ask for the same read forever.
+                    let progress = position > plan.position || len > plan.len;
+                    if !progress {
+                        tracing::error!(file = %plan.file.relative_path(), position, "unreadable batch header; answering empty");
+                    }
+                    if position < durable_end && !short && progress {
                         let len = len.min((durable_end - position) as usize);
                         let file = plan.file.clone();
                         self.ops.read(Purpose::FetchRead { fetch: id, slot: slot_key }, file.clone(), position, len);

@@ -584,6 +584,16 @@ impl Broker {
         };
         let records = match trim_fetched(&bytes, offset, LOAD_CHUNK) {
             Ok(r) => r,
+            Err(_) if bytes.len() < plan.len => {
+                tracing::error!(offset, "short read of the offsets log; groups load what was read");
+                self.groups.finish_loading(now_ms);
+                return;
+            }
+            Err((skip, len)) if skip == 0 && len <= plan.len => {
+                tracing::error!(offset, "unreadable batch in the offsets log; groups load what was read");
+                self.groups.finish_loading(now_ms);
+                return;
+            }
             Err((skip, len)) => {
                 let plan = ReadPlan { position: plan.position + skip as u64, len, ..plan };
                 self.group_load = Some((offset, plan.clone()));

@@ -143,7 +143,9 @@ impl Broker {
                     None => {
                         let consumed = batches.position() as u64;
                         let position = search.plan.position + consumed;
-                        if position < search.end {
+                        // A short read, or no progress, ends the search (nothing found).
+                        let progress = consumed > 0 || bytes.len() >= search.plan.len;
+                        if position < search.end && progress && bytes.len() >= search.plan.len.min(1) {
                             // Go on after the whole batches seen; a batch larger than the chunk is read whole.
                             let whole = Batch::total_len(&bytes[consumed as usize..]).unwrap_or(SEARCH_CHUNK);
                             let len = whole.max(SEARCH_CHUNK).min((search.end - position) as usize);
