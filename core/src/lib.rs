@@ -1,6 +1,6 @@
 //! Spool's sans-IO core. Everything here is a plain state machine or a pure function: requests,
 //! storage completions and `now` go in; responses, storage operations and deadlines come out.
-//! No sockets, files, clocks, threads or unseeded randomness (checked by tests/sans_io.rs).
+//! No sockets, files, clocks, threads or unseeded randomness (checked by xtask/tests/core_is_sans_io.rs).
 
 pub mod api_versions;
 pub mod batch;

@@ -47,25 +47,6 @@ pub async fn partition_count(client: &mut Client, topic: &str, allow_create: boo
     bail!("topic {topic} has no leader yet")
 }
 
-async fn offsets(client: &mut Client, topic: &str, partitions: &[i32], timestamp: i64) -> Result<BTreeMap<i32, i64>> {
-    let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
-        list_offsets_request::ListOffsetsTopic::default().with_name(TopicName(s(topic))).with_partitions(
-            partitions
-                .iter()
-                .map(|p| {
-                    list_offsets_request::ListOffsetsPartition::default()
-                        .with_partition_index(*p)
-                        .with_timestamp(timestamp)
-                })
-                .collect(),
-        ),
-    ]);
-    let ResponseKind::ListOffsets(r) = call(client, 5, request).await? else {
-        bail!("unexpected answer to ListOffsets")
-    };
-    Ok(r.topics.iter().flat_map(|t| t.partitions.iter()).map(|p| (p.partition_index, p.offset)).collect())
-}
-
 fn render(options: &ConsumeOptions, topic: &str, partition: i32, r: &kafka_protocol::records::Record) -> String {
     let key = r.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned());
     let value = r.value.as_ref().map(|v| String::from_utf8_lossy(v).into_owned());
@@ -179,7 +160,8 @@ pub async fn run(bootstrap: &str, topic: &str, options: ConsumeOptions) -> Resul
             let mut client = connect(bootstrap).await?;
             let count = partition_count(&mut client, topic, false).await?;
             let all: Vec<i32> = (0..count).collect();
-            let mut positions = offsets(&mut client, topic, &all, if options.from_beginning { -2 } else { -1 }).await?;
+            let mut positions =
+                super::list_offsets(&mut client, topic, &all, if options.from_beginning { -2 } else { -1 }).await?;
             let (mut printed, mut idle_since) = (0usize, Instant::now());
             while !done(&options, printed, idle_since) {
                 if poll(&mut client, topic, &mut positions, &options, &mut printed).await? {
@@ -295,7 +277,8 @@ async fn run_in_group(bootstrap: &str, topic: &str, group: &str, options: Consum
         let ResponseKind::OffsetFetch(f) = call(&mut client, 7, fetch).await? else {
             bail!("unexpected answer to OffsetFetch")
         };
-        let default = offsets(&mut data, topic, &mine, if options.from_beginning { -2 } else { -1 }).await?;
+        let default =
+            super::list_offsets(&mut data, topic, &mine, if options.from_beginning { -2 } else { -1 }).await?;
         let mut positions: BTreeMap<i32, i64> = f
             .topics
             .iter()

@@ -7,12 +7,15 @@ pub mod group;
 pub mod produce;
 pub mod topic;
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::ValueEnum;
-use kafka_protocol::messages::{FindCoordinatorRequest, ResponseKind};
+use kafka_protocol::messages::{
+    list_offsets_request, BrokerId, FindCoordinatorRequest, ListOffsetsRequest, ResponseKind, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 
 pub use crate::client::Client;
@@ -94,4 +97,37 @@ pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
         out.push('\n');
     }
     out
+}
+
+/// Offsets of a topic's partitions at a timestamp (-1 latest, -2 earliest); partitions that
+/// answered with an error are left out.
+pub async fn list_offsets(
+    client: &mut Client,
+    topic: &str,
+    partitions: &[i32],
+    timestamp: i64,
+) -> Result<BTreeMap<i32, i64>> {
+    let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
+        list_offsets_request::ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(
+                partitions
+                    .iter()
+                    .map(|p| {
+                        list_offsets_request::ListOffsetsPartition::default()
+                            .with_partition_index(*p)
+                            .with_timestamp(timestamp)
+                    })
+                    .collect(),
+            ),
+    ]);
+    let ResponseKind::ListOffsets(r) = call(client, 5, request).await? else {
+        bail!("unexpected answer to ListOffsets")
+    };
+    Ok(r.topics
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .filter(|p| p.error_code == 0)
+        .map(|p| (p.partition_index, p.offset))
+        .collect())
 }

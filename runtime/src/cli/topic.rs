@@ -107,35 +107,6 @@ pub async fn list(bootstrap: &str, output: Output) -> Result<String> {
     })
 }
 
-async fn list_offsets(
-    client: &mut super::Client,
-    topic: &str,
-    partitions: &[i32],
-    timestamp: i64,
-) -> Result<BTreeMap<i32, i64>> {
-    let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
-        list_offsets_request::ListOffsetsTopic::default().with_name(TopicName(s(topic))).with_partitions(
-            partitions
-                .iter()
-                .map(|p| {
-                    list_offsets_request::ListOffsetsPartition::default()
-                        .with_partition_index(*p)
-                        .with_timestamp(timestamp)
-                })
-                .collect(),
-        ),
-    ]);
-    let ResponseKind::ListOffsets(r) = call(client, 5, request).await? else {
-        bail!("unexpected answer to ListOffsets")
-    };
-    Ok(r.topics
-        .iter()
-        .flat_map(|t| t.partitions.iter())
-        .filter(|p| p.error_code == 0)
-        .map(|p| (p.partition_index, p.offset))
-        .collect())
-}
-
 pub async fn describe(bootstrap: &str, name: &str, output: Output) -> Result<String> {
     let mut client = connect(bootstrap).await?;
     let m = metadata(&mut client, Some(&[name])).await?;
@@ -144,8 +115,8 @@ pub async fn describe(bootstrap: &str, name: &str, output: Output) -> Result<Str
         bail!("topic {name}: {}", error_text(t.error_code, None));
     }
     let partitions: Vec<i32> = t.partitions.iter().map(|p| p.partition_index).collect();
-    let starts = list_offsets(&mut client, name, &partitions, -2).await?;
-    let ends = list_offsets(&mut client, name, &partitions, -1).await?;
+    let starts = super::list_offsets(&mut client, name, &partitions, -2).await?;
+    let ends = super::list_offsets(&mut client, name, &partitions, -1).await?;
     let request = DescribeConfigsRequest::default().with_resources(vec![
         describe_configs_request::DescribeConfigsResource::default()
             .with_resource_type(2)
