@@ -322,76 +322,167 @@ fn a_fresh_member_needs_its_id_then_gets_the_group_after_the_initial_delay() {
     assert_eq!(w.c.group(GROUP).unwrap().state, GroupState::Stable);
 }
 
-#[test]
-fn a_restarted_static_member_takes_its_place_without_a_rebalance() {
-    let mut c = GroupCoordinator::new(GroupConfig { initial_rebalance_delay_ms: 0, ..Default::default() }, 0);
-    c.finish_loading(0);
-    let join = |c: &mut GroupCoordinator, token: u64, member: &str, instance: &str| {
-        c.join(
-            token,
-            JoinArgs {
-                group: GROUP.into(),
-                member_id: member.into(),
-                instance_id: Some(instance.into()),
-                client_id: "c".into(),
-                client_host: "h".into(),
-                session_timeout_ms: 10_000,
-                rebalance_timeout_ms: 10_000,
-                protocol_type: "consumer".into(),
-                protocols: vec![("range".into(), Bytes::from_static(b"sub"))],
-                require_known_member_id: true,
-            },
-            0,
-        );
-    };
-    let mut results = BTreeMap::new();
-    let mut drain = |c: &mut GroupCoordinator, results: &mut BTreeMap<u64, spool_core::group::JoinResult>| {
-        while let Some(o) = c.poll_output() {
-            match o {
-                Output::Join(t, r) => {
-                    results.insert(t, r);
-                }
-                Output::Persist(id, _) => c.persisted(id, true, 0),
-                Output::Sync(..) => {}
-            }
-        }
-    };
-    join(&mut c, 1, "", "a");
-    drain(&mut c, &mut results);
-    let a = results[&1].member_id.clone();
-    join(&mut c, 2, "", "b");
-    // "a" learns of the rebalance (as from a heartbeat) and rejoins.
-    join(&mut c, 6, &a, "a");
-    drain(&mut c, &mut results);
-    let b = results[&2].member_id.clone();
-    assert_eq!(results[&6].generation, results[&2].generation);
-    let generation = results[&2].generation;
-    for (token, member) in [(3, &a), (4, &b)] {
+/// A coordinator with no initial delay, and the answers it gave, by request token.
+struct Harness {
+    c: GroupCoordinator,
+    joins: BTreeMap<u64, spool_core::group::JoinResult>,
+    syncs: BTreeMap<u64, spool_core::group::SyncResult>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let mut c = GroupCoordinator::new(GroupConfig { initial_rebalance_delay_ms: 0, ..Default::default() }, 0);
+        c.finish_loading(0);
+        Harness { c, joins: BTreeMap::new(), syncs: BTreeMap::new() }
+    }
+
+    fn join(&mut self, token: u64, member: &str, instance: Option<&str>, topics: &[&str]) {
+        let args = JoinArgs {
+            group: GROUP.into(),
+            member_id: member.into(),
+            instance_id: instance.map(str::to_string),
+            client_id: "c".into(),
+            client_host: "h".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), subscription(topics))],
+            require_known_member_id: true,
+        };
+        self.c.join(token, args, 0);
+        self.drain();
+    }
+
+    fn sync(&mut self, token: u64, generation: i32, member: &str, assignments: &[(&str, &'static [u8])]) {
         let args = SyncArgs {
             group: GROUP.into(),
             generation,
-            member_id: member.clone(),
+            member_id: member.into(),
             instance_id: None,
             protocol_type: None,
             protocol_name: None,
-            assignments: vec![(a.clone(), Bytes::from_static(b"A")), (b.clone(), Bytes::from_static(b"B"))],
+            assignments: assignments.iter().map(|(m, a)| (m.to_string(), Bytes::from_static(a))).collect(),
         };
-        c.sync(token, args, 0);
+        self.c.sync(token, args, 0);
+        self.drain();
     }
-    drain(&mut c, &mut results);
-    assert_eq!(c.group(GROUP).unwrap().state, GroupState::Stable);
+
+    fn drain(&mut self) {
+        while let Some(o) = self.c.poll_output() {
+            match o {
+                Output::Join(t, r) => {
+                    self.joins.insert(t, r);
+                }
+                Output::Sync(t, r) => {
+                    self.syncs.insert(t, r);
+                }
+                Output::Persist(id, _) => self.c.persisted(id, true, 0),
+            }
+        }
+    }
+
+    fn state(&self) -> GroupState {
+        self.c.group(GROUP).unwrap().state
+    }
+
+    /// Two static members "a" and "b" subscribed to `topics`, synced and Stable.
+    fn stable_pair(&mut self, topics: &[&str]) -> (String, String, i32) {
+        self.join(1, "", Some("a"), topics);
+        let a = self.joins[&1].member_id.clone();
+        self.join(2, "", Some("b"), topics);
+        // "a" learns of the rebalance (as from a heartbeat) and rejoins.
+        self.join(3, &a, Some("a"), topics);
+        let b = self.joins[&2].member_id.clone();
+        let generation = self.joins[&2].generation;
+        assert_eq!(self.joins[&3].generation, generation);
+        let plan: [(&str, &'static [u8]); 2] = [(&a, b"A"), (&b, b"B")];
+        self.sync(4, generation, &a, &plan);
+        self.sync(5, generation, &b, &plan);
+        assert_eq!(self.state(), GroupState::Stable);
+        (a, b, generation)
+    }
+}
+
+/// A ConsumerProtocolSubscription v0 for these topics.
+fn subscription(topics: &[&str]) -> Bytes {
+    let mut out = Vec::new();
+    out.extend_from_slice(&0i16.to_be_bytes());
+    out.extend_from_slice(&(topics.len() as i32).to_be_bytes());
+    for t in topics {
+        out.extend_from_slice(&(t.len() as i16).to_be_bytes());
+        out.extend_from_slice(t.as_bytes());
+    }
+    out.extend_from_slice(&(-1i32).to_be_bytes());
+    Bytes::from(out)
+}
+
+#[test]
+fn a_restarted_static_member_takes_its_place_without_a_rebalance() {
+    let mut h = Harness::new();
+    let (a, b, generation) = h.stable_pair(&["t"]);
     // "b" restarts: a new join with no member id and the same instance id.
-    join(&mut c, 5, "", "b");
-    drain(&mut c, &mut results);
-    let rejoined = &results[&5];
+    h.join(6, "", Some("b"), &["t"]);
+    let rejoined = h.joins[&6].clone();
     assert_eq!((rejoined.error, rejoined.generation), (0, generation), "same generation, no rebalance");
     assert_ne!(rejoined.member_id, b, "a new member id replaces the old one");
-    assert_eq!(c.group(GROUP).unwrap().state, GroupState::Stable);
-    assert_eq!(c.heartbeat(GROUP, generation, &a, Some("a"), 1), 0, "the other member is not asked to rejoin");
+    assert_eq!(h.state(), GroupState::Stable);
+    assert_eq!(h.c.heartbeat(GROUP, generation, &a, Some("a"), 1), 0, "the other member is not asked to rejoin");
     assert_eq!(
-        c.heartbeat(GROUP, generation, &b, Some("b"), 1),
+        h.c.heartbeat(GROUP, generation, &b, Some("b"), 1),
         ResponseError::FencedInstanceId.code(),
         "the old incarnation is fenced"
     );
-    assert_eq!(&c.group(GROUP).unwrap().members[&rejoined.member_id].assignment[..], b"B", "it keeps its assignment");
+    assert_eq!(&h.c.group(GROUP).unwrap().members[&rejoined.member_id].assignment[..], b"B", "it keeps its assignment");
+}
+
+#[test]
+fn a_static_member_restarting_while_the_leader_assigns_causes_a_rebalance() {
+    let mut h = Harness::new();
+    let (a, b, generation) = h.stable_pair(&["t"]);
+    // A third member makes the group rebalance; both old members rejoin, so the leader is now
+    // assigning (CompletingRebalance) to the member ids it was given.
+    h.join(7, "", None, &["t"]);
+    let c_id = h.joins[&7].member_id.clone();
+    h.join(8, &c_id, None, &["t"]);
+    h.join(9, &a, Some("a"), &["t"]);
+    h.join(10, &b, Some("b"), &["t"]);
+    let assigning = h.joins[&10].generation;
+    assert!(assigning > generation);
+    assert_eq!(h.state(), GroupState::CompletingRebalance);
+    // "b" restarts now; the leader's plan names its old id, which the new one cannot collect.
+    h.join(11, "", Some("b"), &["t"]);
+    assert!(!h.joins.contains_key(&11), "held for a new rebalance, not answered with a stale generation");
+    assert_eq!(h.state(), GroupState::PreparingRebalance);
+    // Everyone rejoins; the new generation lists the new incarnation of "b".
+    h.join(12, &a, Some("a"), &["t"]);
+    h.join(13, &c_id, None, &["t"]);
+    let rejoined = h.joins[&11].clone();
+    assert_eq!(rejoined.error, 0);
+    assert!(rejoined.generation > assigning);
+    let leader = [&h.joins[&12], &h.joins[&13], &rejoined].into_iter().find(|r| !r.members.is_empty()).unwrap();
+    assert!(leader.members.iter().any(|(id, _, _)| *id == rejoined.member_id), "the leader assigns to the new id");
+    assert!(leader.members.iter().all(|(id, _, _)| *id != b), "and not to the fenced one");
+}
+
+#[test]
+fn offset_delete_keeps_only_topics_the_members_subscribe_to() {
+    let mut h = Harness::new();
+    let (a, _b, generation) = h.stable_pair(&["new"]);
+    let commits = vec![(("old".to_string(), 0), 5), (("old".to_string(), 1), 6), (("new".to_string(), 0), 7)];
+    let commit =
+        h.c.commit(GROUP, generation, &a, None, commits.iter().map(|(k, o)| (k.clone(), committed(*o))).collect(), 0);
+    assert!(commit.is_ok(), "{commit:?}");
+    h.drain();
+    let asked = vec![("old".to_string(), 0), ("old".to_string(), 1), ("new".to_string(), 0)];
+    let deletion = h.c.delete_offsets(GROUP, asked).expect("a consumer group with members");
+    assert_eq!(deletion.refused, vec![("new".to_string(), 0)]);
+    assert!(deletion.persist.is_some());
+    h.drain();
+    assert!(h.c.committed(GROUP, "old", 0).is_none());
+    assert!(h.c.committed(GROUP, "old", 1).is_none());
+    assert_eq!(h.c.committed(GROUP, "new", 0).map(|c| c.offset), Some(7));
+}
+
+fn committed(offset: i64) -> Committed {
+    Committed { offset, leader_epoch: -1, metadata: None, commit_ms: 0 }
 }

@@ -8,10 +8,6 @@ from kafka import TopicPartition
 from e2e_lib import unique_topic
 from groups_lib import create_topic, describe_group, kpy_admin, members, messages, produce, wait_all  # noqa: F401
 
-OFFSET_DELETE_UNSUBSCRIBED = (
-    "broker bug: OffsetDelete on a group with live members refuses every partition with "
-    "GROUP_SUBSCRIBED_TO_TOPIC (86); Kafka (KIP-496) refuses only the partitions of topics the group "
-    "is subscribed to and deletes the offsets of the other topics")
 
 
 def ends_of(sent):
@@ -79,7 +75,6 @@ def test_delete_group_lifecycle(broker, members):
     assert sorted(g.value for g in again.got()) == sorted(m.value for m in sent)
 
 
-@pytest.mark.xfail(reason=OFFSET_DELETE_UNSUBSCRIBED, strict=True)
 def test_offset_delete_of_unsubscribed_topic_in_active_group(broker, members):
     old_topic, new_topic = unique_topic("grp-old"), unique_topic("grp-new")
     group = f"g-{old_topic}"

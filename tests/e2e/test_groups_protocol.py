@@ -16,14 +16,6 @@ GROUP_PROTOCOL_TYPE = "consumer"
 MEMBER_ID_REQUIRED = 79
 REBALANCE_IN_PROGRESS = 27
 
-STATIC_REPLACED_DURING_SYNC = (
-    "broker bug: a static member that rejoins with a new member id while the group is "
-    "CompletingRebalance is answered at once with the current generation (rejoin_static_member, "
-    "'CompletingRebalance => unchanged && !was_leader'); the leader's SyncGroup then carries the "
-    "assignment for the old member id, and the new one gets an empty assignment in a settled "
-    "generation, so its partitions have no owner. Kafka starts a rebalance in that state "
-    "(GroupCoordinator: 'the old member may already be sent to the leader for assignment ... "
-    "the new member id would not get any assignment')")
 
 
 def kstr(s):
@@ -156,7 +148,6 @@ def result(t, out, timeout):
     return out["result"]
 
 
-@pytest.mark.xfail(reason=STATIC_REPLACED_DURING_SYNC, strict=True)
 def test_static_member_replaced_while_leader_is_assigning(broker):
     """A static member restarts (new connection, empty member id, same instance id) after the
     JoinGroup round completed but before the leader's SyncGroup. The leader computed its

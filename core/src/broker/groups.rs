@@ -1,6 +1,8 @@
 //! Consumer-group APIs: the glue between the wire, the group coordinator state machine and its
 //! internal log (`__consumer_offsets`, written through the same storage path as user data).
 
+use std::collections::BTreeSet;
+
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -22,7 +24,7 @@ use kafka_protocol::ResponseError;
 
 use super::{Broker, RequestCtx};
 use crate::group::records::{Committed, GroupRecord};
-use crate::group::{JoinArgs, JoinResult, Output, PersistId, SyncArgs, SyncResult};
+use crate::group::{JoinArgs, JoinResult, OffsetDeletion, Output, PersistId, SyncArgs, SyncResult};
 use crate::ops::Purpose;
 use crate::partition::{trim_fetched, ReadPlan};
 use crate::storage::{StorageError, TopicPartition};
@@ -433,9 +435,9 @@ impl Broker {
             .flat_map(|t| t.partitions.iter().map(move |p| (t.name.0.to_string(), p.partition_index)))
             .collect();
         let outcome = self.groups.delete_offsets(r.group_id.0.as_str(), partitions);
-        let per_partition = match &outcome {
-            Err(ResponseError::GroupSubscribedToTopic) => ResponseError::GroupSubscribedToTopic.code(),
-            _ => 0,
+        let refused = match &outcome {
+            Ok(deletion) => deletion.refused.iter().cloned().collect(),
+            Err(_) => BTreeSet::new(),
         };
         let topics = r
             .topics
@@ -445,9 +447,12 @@ impl Broker {
                     .partitions
                     .iter()
                     .map(|p| {
+                        let key = (t.name.0.to_string(), p.partition_index);
+                        let error =
+                            if refused.contains(&key) { ResponseError::GroupSubscribedToTopic.code() } else { 0 };
                         OffsetDeleteResponsePartition::default()
                             .with_partition_index(p.partition_index)
-                            .with_error_code(per_partition)
+                            .with_error_code(error)
                     })
                     .collect();
                 OffsetDeleteResponseTopic::default().with_name(t.name).with_partitions(partitions)
@@ -455,13 +460,11 @@ impl Broker {
             .collect();
         let mut response = OffsetDeleteResponse::default().with_topics(topics);
         match outcome {
-            Ok(Some(id)) => {
+            Ok(OffsetDeletion { persist: Some(id), .. }) => {
                 self.commit_waiters.insert(id, (ctx, ResponseKind::OffsetDelete(response)));
                 self.pump_groups(now_ms);
             }
-            Ok(None) | Err(ResponseError::GroupSubscribedToTopic) => {
-                self.respond(ctx, ResponseKind::OffsetDelete(response))
-            }
+            Ok(OffsetDeletion { persist: None, .. }) => self.respond(ctx, ResponseKind::OffsetDelete(response)),
             Err(e) => {
                 response.error_code = e.code();
                 response.topics.clear();

@@ -106,6 +106,14 @@ pub struct SyncResult {
     pub assignment: Bytes,
 }
 
+/// What OffsetDelete did: the pending write (if anything was deleted) and the partitions kept
+/// because the group's members subscribe to their topics.
+#[derive(Debug)]
+pub struct OffsetDeletion {
+    pub persist: Option<PersistId>,
+    pub refused: Vec<(String, i32)>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
     Join(Token, JoinResult),
@@ -135,9 +143,6 @@ pub struct Member {
 impl Member {
     fn metadata_for(&self, protocol: &str) -> Bytes {
         self.protocols.iter().find(|(n, _)| n == protocol).map(|(_, m)| m.clone()).unwrap_or_default()
-    }
-    fn same_protocols(&self, other: &[(String, Bytes)]) -> bool {
-        self.protocols == other
     }
 }
 
@@ -221,6 +226,17 @@ impl Group {
         }
         // Some protocol must remain common to all members.
         protocols.iter().any(|(p, _)| self.members.values().all(|m| m.protocols.iter().any(|(q, _)| q == p)))
+    }
+
+    /// Topics the members subscribe to under the chosen consumer protocol; None when some
+    /// member's subscription cannot be read (then every topic counts as subscribed).
+    fn subscribed_topics(&self) -> Option<BTreeSet<String>> {
+        let protocol = self.protocol.as_deref()?;
+        let mut topics = BTreeSet::new();
+        for member in self.members.values() {
+            topics.extend(decode_consumer_subscription(&member.metadata_for(protocol))?);
+        }
+        Some(topics)
     }
 
     fn snapshot(&self) -> GroupSnapshot {
@@ -528,7 +544,6 @@ impl GroupCoordinator {
                 SyncResult { error: err(ResponseError::FencedInstanceId), ..Default::default() },
             ));
         }
-        let unchanged = member.same_protocols(&args.protocols);
         member.member_id = new_id.clone();
         member.session_deadline = now_ms + args.session_timeout_ms as i64;
         member.session_timeout_ms = args.session_timeout_ms;
@@ -550,12 +565,9 @@ impl GroupCoordinator {
         // As in Kafka: in a Stable group a restarted static member takes its old place (and
         // assignment) without a rebalance, as long as the group would still pick the same
         // protocol. The leader gets the member list again; its SyncGroup in Stable changes nothing.
-        let same_protocol = group.select_protocol() == group.protocol;
-        let settled = match group.state {
-            GroupState::Stable => same_protocol,
-            GroupState::CompletingRebalance => unchanged && !was_leader,
-            _ => false,
-        };
+        // While CompletingRebalance the leader may be assigning to the old member id, which the
+        // new one could never collect, so the group rebalances.
+        let settled = group.state == GroupState::Stable && group.select_protocol() == group.protocol;
         if settled {
             {
                 let members = if was_leader { Self::member_list(group) } else { Vec::new() };
@@ -630,7 +642,7 @@ impl GroupCoordinator {
         member.session_deadline = now_ms + args.session_timeout_ms as i64;
         member.session_timeout_ms = args.session_timeout_ms;
         member.rebalance_timeout_ms = args.rebalance_timeout_ms;
-        let unchanged = member.same_protocols(&args.protocols);
+        let unchanged = member.protocols == args.protocols;
         match state {
             GroupState::PreparingRebalance => {
                 if let Some(old) = member.awaiting_join.replace(token) {
@@ -1100,25 +1112,30 @@ impl GroupCoordinator {
         Ok(self.persist(records, PendingPersist::Offsets { group: group_id.to_string(), entries }))
     }
 
-    /// Deletes committed offsets (OffsetDelete); Ok(None) when there is nothing to delete.
+    /// Deletes committed offsets (OffsetDelete). As in KIP-496, a group with members keeps the
+    /// offsets of topics its members subscribe to; those partitions come back in `refused`.
     pub fn delete_offsets(
         &mut self,
         group_id: &str,
         partitions: Vec<(String, i32)>,
-    ) -> Result<Option<PersistId>, ResponseError> {
+    ) -> Result<OffsetDeletion, ResponseError> {
         if self.loading {
             return Err(ResponseError::CoordinatorLoadInProgress);
         }
         let Some(group) = self.groups.get(group_id) else {
             return Err(ResponseError::GroupIdNotFound);
         };
-        if group.state != GroupState::Empty && group.state != GroupState::Dead {
-            // A group with live members may still be consuming these partitions.
-            return Err(ResponseError::GroupSubscribedToTopic);
-        }
-        let present: Vec<(String, i32)> = partitions.into_iter().filter(|k| group.offsets.contains_key(k)).collect();
+        let (refused, deletable): (Vec<_>, Vec<_>) = match group.state {
+            GroupState::Empty | GroupState::Dead => (Vec::new(), partitions),
+            _ if group.protocol_type.as_deref() == Some("consumer") => {
+                let subscribed = group.subscribed_topics();
+                partitions.into_iter().partition(|(topic, _)| subscribed.as_ref().is_none_or(|s| s.contains(topic)))
+            }
+            _ => return Err(ResponseError::NonEmptyGroup),
+        };
+        let present: Vec<(String, i32)> = deletable.into_iter().filter(|k| group.offsets.contains_key(k)).collect();
         if present.is_empty() {
-            return Ok(None);
+            return Ok(OffsetDeletion { persist: None, refused });
         }
         let records = present
             .iter()
@@ -1130,7 +1147,8 @@ impl GroupCoordinator {
             })
             .collect();
         let entries = present.into_iter().map(|k| (k, None)).collect();
-        Ok(Some(self.persist(records, PendingPersist::Offsets { group: group_id.to_string(), entries })))
+        let persist = Some(self.persist(records, PendingPersist::Offsets { group: group_id.to_string(), entries }));
+        Ok(OffsetDeletion { persist, refused })
     }
 
     /// DeleteGroups: only empty groups can go.
@@ -1224,6 +1242,21 @@ impl GroupCoordinator {
         }
         out
     }
+}
+
+/// Reads the topics of a ConsumerProtocolSubscription (version, [topic], ...); None if malformed.
+pub fn decode_consumer_subscription(bytes: &[u8]) -> Option<Vec<String>> {
+    let count = i32::from_be_bytes(bytes.get(2..6)?.try_into().ok()?);
+    let mut at = 6usize;
+    let mut topics = Vec::new();
+    for _ in 0..count.max(0) {
+        let len = i16::from_be_bytes(bytes.get(at..at + 2)?.try_into().ok()?);
+        at += 2;
+        let len = usize::try_from(len).ok()?;
+        topics.push(std::str::from_utf8(bytes.get(at..at + len)?).ok()?.to_string());
+        at += len;
+    }
+    Some(topics)
 }
 
 /// Decodes a ConsumerProtocolAssignment (version, [topic, [partition]], user data) leniently.
