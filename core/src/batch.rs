@@ -186,6 +186,75 @@ impl<'a> Batch<'a> {
     pub fn records(&self) -> &'a [u8] {
         &self.bytes[HEADER_LEN..]
     }
+    /// The type of a control batch's record (0 ABORT, 1 COMMIT, ...); None for other batches or
+    /// a control record that does not parse.
+    pub fn control_type(&self) -> Option<i16> {
+        if !self.is_control() || self.compression() != 0 {
+            return None;
+        }
+        // length, attributes (1 byte), timestampDelta, offsetDelta, keyLength, key.
+        let mut at = 0usize;
+        let records = self.records();
+        read_varint(records, &mut at)?;
+        at += 1;
+        read_varint(records, &mut at)?;
+        read_varint(records, &mut at)?;
+        let key_len = read_varint(records, &mut at)?;
+        if key_len < 4 {
+            return None;
+        }
+        let key = records.get(at..at + 4)?;
+        Some(i16::from_be_bytes([key[2], key[3]]))
+    }
+}
+
+/// A zigzag varint as records use it.
+fn read_varint(buf: &[u8], at: &mut usize) -> Option<i64> {
+    let mut value: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let byte = *buf.get(*at)?;
+        *at += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some((value >> 1) as i64 ^ -((value & 1) as i64));
+        }
+    }
+    None
+}
+
+/// A transaction marker: a control batch of one COMMIT (`commit`) or ABORT record for the
+/// producer's transaction, as the coordinator writes it into each partition of the transaction.
+pub fn transaction_marker(producer_id: i64, producer_epoch: i16, commit: bool, now_ms: i64) -> Bytes {
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let kind: i16 = if commit { 1 } else { 0 };
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&kind.to_be_bytes());
+    // EndTxnMarker value: version 0, coordinator epoch (one coordinator here, epoch 0).
+    let value = [0u8; 6];
+    let record = Record {
+        transactional: true,
+        control: true,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id,
+        producer_epoch,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: now_ms,
+        key: Some(Bytes::from(key)),
+        value: Some(Bytes::copy_from_slice(&value)),
+        headers: Default::default(),
+    };
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        [&record],
+        &RecordEncodeOptions { version: 2, compression: Compression::None },
+    )
+    .expect("a marker encodes");
+    buf.freeze()
 }
 
 /// Iterates the whole batches at the front of `buf`, stopping at the first byte range that is not a

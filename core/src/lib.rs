@@ -17,6 +17,7 @@ pub mod partition;
 pub mod producer_state;
 pub mod recovery;
 pub mod storage;
+pub mod txn;
 
 pub use broker::{Broker, LoadedPartition, LoadedState};
 pub use ops::{Action, ConnId};

@@ -1,6 +1,7 @@
 //! Cluster metadata that must survive restarts: identity, topics with their partition counts and
-//! config overrides, and the producer-id block. Written whole and atomically; a change is visible
-//! only once its write is durable.
+//! config overrides, the producer-id block, and each transactional id's producer with the
+//! decision of a commit in progress. Written whole and atomically; a change is visible only once
+//! its write is durable.
 
 use std::collections::BTreeMap;
 
@@ -24,6 +25,36 @@ pub struct ClusterMeta {
     /// Bumped on every change; also mixed into new topic ids.
     pub epoch: u64,
     pub topics: Vec<TopicMeta>,
+    #[serde(default)]
+    pub transactions: BTreeMap<String, TxnMeta>,
+}
+
+/// A transactional id's producer. `commit` is set from the moment a commit is decided until
+/// its markers and offsets are durable, so a restart in between finishes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnMeta {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub timeout_ms: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<TxnCommit>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnCommit {
+    pub partitions: Vec<(String, i32)>,
+    pub offsets: Vec<TxnOffset>,
+}
+
+/// An offset committed as part of a transaction, applied to its group when the transaction commits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnOffset {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
 }
 
 /// One change to the cluster metadata.
@@ -34,11 +65,20 @@ pub enum MetaChange {
     SetPartitions { topic: String, count: i32 },
     SetConfigs { topic: String, configs: BTreeMap<String, String> },
     ProducerIdBlock { end: i64 },
+    SetTransaction { id: String, meta: TxnMeta },
 }
 
 impl ClusterMeta {
     pub fn new(cluster_id: String, node_id: i32) -> Self {
-        ClusterMeta { version: 1, cluster_id, node_id, producer_id_block_end: 0, epoch: 0, topics: Vec::new() }
+        ClusterMeta {
+            version: 1,
+            cluster_id,
+            node_id,
+            producer_id_block_end: 0,
+            epoch: 0,
+            topics: Vec::new(),
+            transactions: BTreeMap::new(),
+        }
     }
 
     pub fn topic(&self, name: &str) -> Option<&TopicMeta> {
@@ -65,6 +105,9 @@ impl ClusterMeta {
                 }
             }
             MetaChange::ProducerIdBlock { end } => self.producer_id_block_end = self.producer_id_block_end.max(*end),
+            MetaChange::SetTransaction { id, meta } => {
+                self.transactions.insert(id.clone(), meta.clone());
+            }
         }
     }
 

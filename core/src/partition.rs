@@ -155,6 +155,12 @@ impl PartitionLog {
     pub fn high_watermark(&self) -> i64 {
         self.durable.offset
     }
+    /// The end of what read_committed consumers may see: the high watermark, or the start of
+    /// the earliest open transaction if that is lower.
+    pub fn last_stable_offset(&self) -> i64 {
+        let hw = self.high_watermark();
+        self.producers.first_unstable_offset().map_or(hw, |first| first.min(hw))
+    }
     pub fn size_bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.size).sum()
     }
@@ -285,6 +291,7 @@ impl PartitionLog {
         }
         let snapshot = self.file(new_base, FileKind::ProducerSnapshot);
         self.unsynced.insert(snapshot.clone());
+        self.producers.forget_aborted_before(self.log_start_offset);
         ops.write(snapshot, 0, Bytes::from(self.producers.encode_snapshot()));
         self.segments.push(Segment::empty(new_base, now_ms));
         if self.durable.offset == new_base && self.durable.segment_base == sealed.base_offset {
@@ -356,6 +363,7 @@ impl PartitionLog {
         }
         let snapshot = self.file(active.next_offset, FileKind::ProducerSnapshot);
         self.unsynced.insert(snapshot.clone());
+        self.producers.forget_aborted_before(self.log_start_offset);
         ops.write(snapshot, 0, Bytes::from(self.producers.encode_snapshot()));
         self.maybe_sync(ops);
     }

@@ -1,6 +1,8 @@
-//! Idempotent producer state of one partition: per producer id, its epoch and the last five
-//! batches' sequence ranges and offsets. Decides whether a batch is appended, is a retry of one
-//! already in the log (answered with its original offset), or is refused.
+//! Producer state of one partition: per producer id, its epoch and the last five batches'
+//! sequence ranges and offsets, which decide whether a batch is appended, is a retry of one
+//! already in the log (answered with its original offset), or is refused. Also the partition's
+//! transactions: where each open one started (which holds back the last stable offset) and
+//! the aborted ones a read_committed consumer must drop.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -22,7 +24,22 @@ pub struct BatchMeta {
 pub struct ProducerEntry {
     pub epoch: i16,
     pub batches: VecDeque<BatchMeta>,
+    /// The first offset of this producer's open transaction in this partition.
+    pub txn_first_offset: Option<i64>,
 }
+
+/// A transaction aborted in this partition: its data lies in first_offset..last_offset, and
+/// last_offset holds its ABORT marker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+}
+
+/// Control record types of transaction markers (Kafka's ControlRecordType).
+pub const CONTROL_ABORT: i16 = 0;
+pub const CONTROL_COMMIT: i16 = 1;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum SequenceCheck {
@@ -47,6 +64,8 @@ fn next_seq(seq: i32) -> i32 {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProducerStates {
     entries: BTreeMap<i64, ProducerEntry>,
+    /// Ordered by marker offset.
+    aborted: Vec<AbortedTxn>,
 }
 
 impl ProducerStates {
@@ -96,6 +115,10 @@ impl ProducerStates {
     /// Records a batch that was appended at its final offsets.
     pub fn record(&mut self, batch: &Batch<'_>) {
         let producer_id = batch.producer_id();
+        if batch.is_control() {
+            self.record_marker(batch);
+            return;
+        }
         if producer_id < 0 || batch.base_sequence() < 0 {
             return;
         }
@@ -106,7 +129,11 @@ impl ProducerStates {
             base_offset: batch.base_offset(),
             last_offset: batch.last_offset(),
         };
-        let entry = self.entries.entry(producer_id).or_insert(ProducerEntry { epoch, batches: VecDeque::new() });
+        let entry = self.entries.entry(producer_id).or_insert(ProducerEntry {
+            epoch,
+            batches: VecDeque::new(),
+            txn_first_offset: None,
+        });
         if epoch != entry.epoch {
             entry.epoch = epoch;
             entry.batches.clear();
@@ -115,24 +142,86 @@ impl ProducerStates {
         while entry.batches.len() > BATCHES_REMEMBERED {
             entry.batches.pop_front();
         }
+        if batch.is_transactional() && entry.txn_first_offset.is_none() {
+            entry.txn_first_offset = Some(batch.base_offset());
+        }
+    }
+
+    /// A COMMIT or ABORT marker closes the producer's open transaction in this partition; a
+    /// marker's epoch also fences older epochs of the producer.
+    fn record_marker(&mut self, batch: &Batch<'_>) {
+        let Some(kind) = batch.control_type() else {
+            return;
+        };
+        if kind != CONTROL_ABORT && kind != CONTROL_COMMIT {
+            return;
+        }
+        let entry = self.entries.entry(batch.producer_id()).or_insert(ProducerEntry {
+            epoch: batch.producer_epoch(),
+            batches: VecDeque::new(),
+            txn_first_offset: None,
+        });
+        if batch.producer_epoch() > entry.epoch {
+            entry.epoch = batch.producer_epoch();
+            entry.batches.clear();
+        }
+        let first = entry.txn_first_offset.take();
+        if let (CONTROL_ABORT, Some(first_offset)) = (kind, first) {
+            self.aborted.push(AbortedTxn {
+                producer_id: batch.producer_id(),
+                first_offset,
+                last_offset: batch.base_offset(),
+            });
+        }
+    }
+
+    /// Where the earliest open transaction starts: no offset at or above it is stable.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.entries.values().filter_map(|e| e.txn_first_offset).min()
+    }
+
+    /// Producers with a transaction open in this partition, with their epochs.
+    pub fn open_transactions(&self) -> Vec<(i64, i16)> {
+        self.entries.iter().filter(|(_, e)| e.txn_first_offset.is_some()).map(|(id, e)| (*id, e.epoch)).collect()
+    }
+
+    pub fn has_open_transaction(&self, producer_id: i64) -> bool {
+        self.entries.get(&producer_id).is_some_and(|e| e.txn_first_offset.is_some())
+    }
+
+    /// Aborted transactions that overlap offsets `from..to`.
+    pub fn aborted_between(&self, from: i64, to: i64) -> impl Iterator<Item = &AbortedTxn> {
+        self.aborted.iter().filter(move |a| a.last_offset >= from && a.first_offset < to)
+    }
+
+    /// Forgets aborted transactions that lie wholly below the log start.
+    pub fn forget_aborted_before(&mut self, log_start_offset: i64) {
+        self.aborted.retain(|a| a.last_offset >= log_start_offset);
     }
 
     /// Drops what lies at or above `offset` (a log truncated in recovery).
     pub fn truncate_from(&mut self, offset: i64) {
         for entry in self.entries.values_mut() {
             entry.batches.retain(|b| b.last_offset < offset);
+            if entry.txn_first_offset.is_some_and(|first| first >= offset) {
+                entry.txn_first_offset = None;
+            }
         }
-        self.entries.retain(|_, e| !e.batches.is_empty());
+        self.entries.retain(|_, e| !e.batches.is_empty() || e.txn_first_offset.is_some());
+        self.aborted.retain(|a| a.last_offset < offset);
     }
 
     /// Snapshot: version i16, crc32c u32 of the rest, count u32, then per producer: id i64,
-    /// epoch i16, n u8, n × (first_seq i32, last_seq i32, base_offset i64, last_offset i64).
+    /// epoch i16, open transaction's first offset i64 (-1: none), n u8, n × (first_seq i32,
+    /// last_seq i32, base_offset i64, last_offset i64); then aborted count u32 and per aborted
+    /// transaction: producer id i64, first offset i64, last offset i64.
     pub fn encode_snapshot(&self) -> Vec<u8> {
         let mut body = Vec::new();
         body.extend_from_slice(&(self.entries.len() as u32).to_be_bytes());
         for (id, entry) in &self.entries {
             body.extend_from_slice(&id.to_be_bytes());
             body.extend_from_slice(&entry.epoch.to_be_bytes());
+            body.extend_from_slice(&entry.txn_first_offset.unwrap_or(-1).to_be_bytes());
             body.push(entry.batches.len() as u8);
             for b in &entry.batches {
                 body.extend_from_slice(&b.first_seq.to_be_bytes());
@@ -141,8 +230,14 @@ impl ProducerStates {
                 body.extend_from_slice(&b.last_offset.to_be_bytes());
             }
         }
+        body.extend_from_slice(&(self.aborted.len() as u32).to_be_bytes());
+        for a in &self.aborted {
+            body.extend_from_slice(&a.producer_id.to_be_bytes());
+            body.extend_from_slice(&a.first_offset.to_be_bytes());
+            body.extend_from_slice(&a.last_offset.to_be_bytes());
+        }
         let mut out = Vec::with_capacity(body.len() + 6);
-        out.extend_from_slice(&1i16.to_be_bytes());
+        out.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
         out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
         out.extend_from_slice(&body);
         out
@@ -151,7 +246,7 @@ impl ProducerStates {
     /// None when the snapshot is torn, corrupt or of another version: the caller rebuilds from
     /// the log instead.
     pub fn decode_snapshot(bytes: &[u8]) -> Option<ProducerStates> {
-        if bytes.len() < 10 || i16::from_be_bytes([bytes[0], bytes[1]]) != 1 {
+        if bytes.len() < 10 || i16::from_be_bytes([bytes[0], bytes[1]]) != SNAPSHOT_VERSION {
             return None;
         }
         let crc = u32::from_be_bytes(bytes[2..6].try_into().ok()?);
@@ -170,6 +265,7 @@ impl ProducerStates {
         for _ in 0..count {
             let id = i64::from_be_bytes(take(8)?.try_into().ok()?);
             let epoch = i16::from_be_bytes(take(2)?.try_into().ok()?);
+            let txn_first_offset = Some(i64::from_be_bytes(take(8)?.try_into().ok()?)).filter(|o| *o >= 0);
             let n = take(1)?[0] as usize;
             let mut batches = VecDeque::with_capacity(n);
             for _ in 0..n {
@@ -180,11 +276,22 @@ impl ProducerStates {
                     last_offset: i64::from_be_bytes(take(8)?.try_into().ok()?),
                 });
             }
-            states.entries.insert(id, ProducerEntry { epoch, batches });
+            states.entries.insert(id, ProducerEntry { epoch, batches, txn_first_offset });
+        }
+        let aborted = u32::from_be_bytes(take(4)?.try_into().ok()?);
+        for _ in 0..aborted {
+            states.aborted.push(AbortedTxn {
+                producer_id: i64::from_be_bytes(take(8)?.try_into().ok()?),
+                first_offset: i64::from_be_bytes(take(8)?.try_into().ok()?),
+                last_offset: i64::from_be_bytes(take(8)?.try_into().ok()?),
+            });
         }
         Some(states)
     }
 }
+
+/// Version 1 had no transactions; a version-1 snapshot is ignored and the log replayed.
+const SNAPSHOT_VERSION: i16 = 2;
 
 #[cfg(test)]
 mod tests {

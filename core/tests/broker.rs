@@ -86,6 +86,10 @@ fn default_request(key: ApiKey) -> RequestKind {
         ApiKey::ListGroups => ListGroupsRequest::default().into(),
         ApiKey::DeleteGroups => DeleteGroupsRequest::default().into(),
         ApiKey::OffsetDelete => OffsetDeleteRequest::default().into(),
+        ApiKey::AddPartitionsToTxn => AddPartitionsToTxnRequest::default().into(),
+        ApiKey::AddOffsetsToTxn => AddOffsetsToTxnRequest::default().into(),
+        ApiKey::EndTxn => EndTxnRequest::default().into(),
+        ApiKey::TxnOffsetCommit => TxnOffsetCommitRequest::default().into(),
         other => panic!("add a request for {other:?}"),
     }
 }

@@ -494,14 +494,9 @@ impl Broker {
         self.respond(ctx, ResponseKind::DeleteRecords(DeleteRecordsResponse::default().with_topics(topics)));
     }
 
-    pub(crate) fn handle_init_producer_id(&mut self, ctx: RequestCtx, request: InitProducerIdRequest) {
-        if request.transactional_id.is_some() {
-            let body = InitProducerIdResponse::default()
-                .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
-                .with_producer_id(ProducerId(-1))
-                .with_producer_epoch(-1);
-            tracing::info!("refusing a transactional producer: transactions are not supported");
-            self.respond(ctx, ResponseKind::InitProducerId(body));
+    pub(crate) fn handle_init_producer_id(&mut self, now_ms: i64, ctx: RequestCtx, request: InitProducerIdRequest) {
+        if request.transactional_id.as_ref().is_some_and(|id| !id.0.is_empty()) {
+            self.init_transactional_producer(now_ms, ctx, request);
             return;
         }
         // Idempotent producers always get a fresh id (as Kafka does without a transactional id).

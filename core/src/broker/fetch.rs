@@ -2,12 +2,13 @@
 //! when there is less than min_bytes, and answer with the bytes as stored, never re-encoded.
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind, TopicName};
+use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, ResponseKind, TopicName};
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
 use super::{Broker, RequestCtx};
+use crate::batch::Batches;
 use crate::ops::{ConnId, Purpose};
 use crate::partition::{fit_batches, trim_fetched, ReadPlan};
 use crate::storage::{StorageError, TopicPartition};
@@ -128,6 +129,9 @@ impl Broker {
         for (name, _, slots) in &state.topics {
             for s in slots.iter().filter(|s| s.error == 0) {
                 if let Some(log) = self.partition(&TopicPartition::new(name.0.as_str(), s.partition)) {
+                    if state.read_committed && s.fetch_offset >= log.last_stable_offset() {
+                        continue;
+                    }
                     total = total.saturating_add(log.bytes_available(s.fetch_offset) as usize);
                 }
             }
@@ -248,15 +252,34 @@ impl Broker {
                 .map(|s| {
                     let log = self.partition(&TopicPartition::new(name.0.as_str(), s.partition));
                     let (hw, lso, start) =
-                        log.map_or((-1, -1, -1), |l| (l.high_watermark(), l.high_watermark(), l.log_start_offset));
+                        log.map_or((-1, -1, -1), |l| (l.high_watermark(), l.last_stable_offset(), l.log_start_offset));
+                    let mut records = s.records.unwrap_or_default();
+                    let aborted = match (state.read_committed, log) {
+                        (false, _) => None,
+                        (true, None) => Some(Vec::new()),
+                        (true, Some(log)) => {
+                            // read_committed sees nothing at or past the last stable offset.
+                            records = cut_at_offset(&records, lso);
+                            Some(
+                                log.producers
+                                    .aborted_between(s.fetch_offset, lso)
+                                    .map(|a| {
+                                        AbortedTransaction::default()
+                                            .with_producer_id(ProducerId(a.producer_id))
+                                            .with_first_offset(a.first_offset)
+                                    })
+                                    .collect(),
+                            )
+                        }
+                    };
                     PartitionData::default()
                         .with_partition_index(s.partition)
                         .with_error_code(s.error)
                         .with_high_watermark(hw)
                         .with_last_stable_offset(lso)
                         .with_log_start_offset(start)
-                        .with_aborted_transactions(if state.read_committed { Some(Vec::new()) } else { None })
-                        .with_records(Some(s.records.unwrap_or_default()))
+                        .with_aborted_transactions(aborted)
+                        .with_records(Some(records))
                 })
                 .collect();
             let mut topic = FetchableTopicResponse::default().with_partitions(partitions);
@@ -294,4 +317,17 @@ impl Broker {
             self.start_reads(id);
         }
     }
+}
+
+/// The whole batches of `records` that start below `offset` (a partial batch at the end may
+/// reach past it, so it goes too).
+fn cut_at_offset(records: &Bytes, offset: i64) -> Bytes {
+    let mut end = 0;
+    for (position, batch) in Batches::new(records, false) {
+        if batch.base_offset() >= offset {
+            break;
+        }
+        end = position + batch.len();
+    }
+    records.slice(..end)
 }

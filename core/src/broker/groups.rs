@@ -52,14 +52,12 @@ impl Broker {
     pub(crate) fn handle_find_coordinator(&mut self, ctx: RequestCtx, request: FindCoordinatorRequest) {
         let (node_id, host, port) =
             (BrokerId(self.config.node_id), s(&self.config.advertised_host), self.config.advertised_port);
+        // Groups (0) and transactions (1) are both coordinated here.
         let answer = |key_type: i8| -> (i16, Option<&'static str>) {
-            if key_type == 0 {
+            if key_type == 0 || key_type == 1 {
                 (0, None)
             } else {
-                (
-                    ResponseError::CoordinatorNotAvailable.code(),
-                    Some("transactions are not supported by this broker yet"),
-                )
+                (ResponseError::InvalidRequest.code(), Some("unknown coordinator key type"))
             }
         };
         let response = if ctx.version >= 4 {
@@ -477,6 +475,7 @@ impl Broker {
 
     /// Carries out what the coordinator asked for: answers and appends to its log.
     pub(crate) fn pump_groups(&mut self, now_ms: i64) {
+        self.on_txn_offsets(now_ms, None);
         while let Some(output) = self.groups.poll_output() {
             match output {
                 Output::Join(token, result) => {
@@ -521,6 +520,7 @@ impl Broker {
 
     fn on_group_persisted(&mut self, now_ms: i64, id: PersistId, ok: bool) {
         self.groups.persisted(id, ok, now_ms);
+        self.on_txn_offsets(now_ms, Some((id, ok)));
         if let Some((ctx, mut body)) = self.commit_waiters.remove(&id) {
             if !ok {
                 if let ResponseKind::OffsetCommit(r) = &mut body {

@@ -70,6 +70,7 @@ impl Broker {
         let id = self.next_request_id;
         self.next_request_id += 1;
         let mut search = TimeSearch { ctx, topics: Vec::new(), searches: Vec::new(), outstanding: 0 };
+        let read_committed = request.isolation_level == 1;
         for (topic_index, t) in request.topics.into_iter().enumerate() {
             let mut partitions = Vec::new();
             for (partition_index, p) in t.partitions.into_iter().enumerate() {
@@ -83,6 +84,9 @@ impl Broker {
                     continue;
                 }
                 let response = match p.timestamp {
+                    LATEST | LATEST_TIERED if read_committed => {
+                        answer(p.partition_index, 0, -1, log.last_stable_offset())
+                    }
                     LATEST | LATEST_TIERED => answer(p.partition_index, 0, -1, log.high_watermark()),
                     EARLIEST | EARLIEST_LOCAL | EARLIEST_PENDING_UPLOAD => {
                         answer(p.partition_index, 0, -1, log.log_start_offset)

@@ -9,6 +9,7 @@ mod groups;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod txn;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use crate::partition::ReadPlan;
 use crate::producer_state::ProducerStates;
 use crate::recovery::RecoveredSegment;
 use crate::storage::{Completion, MetaFile, OpId, TopicPartition};
+use crate::txn::Transactions;
 
 pub use fetch::FetchState;
 pub use groups::OFFSETS_TOPIC;
@@ -77,6 +79,8 @@ struct Connection {
 enum Deferred {
     Respond(RequestCtx, ResponseKind),
     InitProducerId(RequestCtx, kafka_protocol::messages::InitProducerIdRequest),
+    /// A commit's decision is durable: write its markers, then answer the EndTxn.
+    TxnDecided(String, RequestCtx),
 }
 
 struct MetaWrite {
@@ -114,6 +118,13 @@ pub struct Broker {
     /// The offset and read in flight while loading the coordinator's log.
     pub(crate) group_load: Option<(i64, ReadPlan)>,
     pub(crate) loaded_at_ms: i64,
+    pub(crate) txns: Transactions,
+    /// (partition, marker offset, transactional id) waiting for the high watermark to pass.
+    pub(crate) marker_waits: BTreeSet<(TopicPartition, i64, String)>,
+    pub(crate) ending: BTreeMap<String, txn::EndingTxn>,
+    /// Commits whose offsets wait for the groups to load, and whose offsets are being written.
+    pub(crate) txn_offsets_after_load: Vec<(String, Option<RequestCtx>)>,
+    pub(crate) txn_offset_persists: BTreeMap<PersistId, (String, Option<RequestCtx>)>,
     log_start_dirty: bool,
     log_start_write_in_flight: bool,
     shutting_down: bool,
@@ -161,6 +172,11 @@ impl Broker {
             group_persists: BTreeSet::new(),
             group_load: None,
             loaded_at_ms: now_ms,
+            txns: Transactions::from_meta(&meta.transactions),
+            marker_waits: BTreeSet::new(),
+            ending: BTreeMap::new(),
+            txn_offsets_after_load: Vec::new(),
+            txn_offset_persists: BTreeMap::new(),
             config,
             topics,
             ops: Ops::default(),
@@ -191,6 +207,7 @@ impl Broker {
             let meta = crate::meta::TopicMeta { name: OFFSETS_TOPIC.to_string(), id, partitions: 1, configs };
             broker.queue_meta(MetaChange::CreateTopic(meta), None);
         }
+        broker.recover_transactions(now_ms);
         broker
     }
 
@@ -214,7 +231,10 @@ impl Broker {
     /// The earliest time at which `handle_tick` has work to do.
     pub fn next_deadline(&self) -> Option<i64> {
         let fetch = self.fetches.values().filter_map(|f| f.parked_until()).min();
-        [fetch, self.groups.next_deadline(), Some(self.next_retention_check_ms)].into_iter().flatten().min()
+        [fetch, self.groups.next_deadline(), self.txns.next_deadline(), Some(self.next_retention_check_ms)]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn handle_connect(&mut self, conn: ConnId) {
@@ -292,7 +312,11 @@ impl Broker {
             RequestKind::AlterConfigs(r) => self.handle_alter_configs(ctx, r),
             RequestKind::IncrementalAlterConfigs(r) => self.handle_incremental_alter_configs(ctx, r),
             RequestKind::DeleteRecords(r) => self.handle_delete_records(ctx, r),
-            RequestKind::InitProducerId(r) => self.handle_init_producer_id(ctx, r),
+            RequestKind::InitProducerId(r) => self.handle_init_producer_id(now_ms, ctx, r),
+            RequestKind::AddPartitionsToTxn(r) => self.handle_add_partitions_to_txn(now_ms, ctx, r),
+            RequestKind::AddOffsetsToTxn(r) => self.handle_add_offsets_to_txn(now_ms, ctx, r),
+            RequestKind::TxnOffsetCommit(r) => self.handle_txn_offset_commit(ctx, r),
+            RequestKind::EndTxn(r) => self.handle_end_txn(now_ms, ctx, r),
             RequestKind::JoinGroup(r) => {
                 let host = self.client_host(conn);
                 self.handle_join_group(now_ms, ctx, client_id, host, r)
@@ -338,6 +362,7 @@ impl Broker {
                     self.on_high_watermark(now_ms, &tp);
                 } else if self.partition(&tp).is_some_and(|p| p.failed.is_some()) {
                     self.fail_produce_waits(&tp);
+                    self.release_marker_waits(now_ms, &tp);
                     if &*tp.topic == OFFSETS_TOPIC {
                         self.release_group_persists(now_ms);
                     }
@@ -374,6 +399,7 @@ impl Broker {
         self.expire_fetches(now_ms);
         self.groups.tick(now_ms);
         self.pump_groups(now_ms);
+        self.expire_transactions(now_ms);
         if now_ms >= self.next_retention_check_ms {
             self.next_retention_check_ms = now_ms + self.config.retention_check_interval_ms;
             let mut moved = false;
@@ -498,6 +524,10 @@ impl Broker {
             for d in write.deferred {
                 let ctx = match d {
                     Deferred::Respond(ctx, _) | Deferred::InitProducerId(ctx, _) => ctx,
+                    Deferred::TxnDecided(id, ctx) => {
+                        self.txn_decision_failed(&id);
+                        ctx
+                    }
                 };
                 self.close(ctx.conn, format!("metadata write failed: {e}"));
             }
@@ -509,7 +539,8 @@ impl Broker {
             for d in write.deferred {
                 match d {
                     Deferred::Respond(ctx, body) => self.respond(ctx, body),
-                    Deferred::InitProducerId(ctx, r) => self.handle_init_producer_id(ctx, r),
+                    Deferred::InitProducerId(ctx, r) => self.handle_init_producer_id(now_ms, ctx, r),
+                    Deferred::TxnDecided(id, ctx) => self.write_markers(now_ms, &id, Some(ctx)),
                 }
             }
         }
@@ -570,7 +601,7 @@ impl Broker {
                     }
                 }
             }
-            MetaChange::ProducerIdBlock { .. } => {}
+            MetaChange::ProducerIdBlock { .. } | MetaChange::SetTransaction { .. } => {}
         }
     }
 
@@ -643,6 +674,7 @@ impl Broker {
             self.release_group_persists(now_ms);
         }
         self.release_produce_waits(tp);
+        self.release_marker_waits(now_ms, tp);
         self.wake_fetches(now_ms, tp);
     }
 }

@@ -60,12 +60,13 @@ impl Broker {
                         ResponseError::InvalidTopicException,
                         Some("cannot produce to an internal topic".into()),
                     ))
-                } else if request.transactional_id.is_some() {
-                    Err(refuse(
-                        pd.index,
-                        ResponseError::TransactionalIdAuthorizationFailed,
-                        Some("transactions are not supported".into()),
-                    ))
+                } else if let Err((error, message)) = self.check_transactional_produce(
+                    request.transactional_id.as_ref().map(|t| t.0.as_str()),
+                    name.0.as_str(),
+                    pd.index,
+                    pd.records.as_ref(),
+                ) {
+                    Err(refuse(pd.index, error, Some(message)))
                 } else {
                     let tp = TopicPartition::new(name.0.as_str(), pd.index);
                     let before = self.partition(&tp).map_or(0, |p| p.high_watermark());

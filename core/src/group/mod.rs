@@ -1064,40 +1064,87 @@ impl GroupCoordinator {
         offsets: Vec<((String, i32), Committed)>,
         now_ms: i64,
     ) -> Result<PersistId, CommitError> {
+        self.check_committer(group_id, generation, member_id, instance_id)?;
+        self.write_offsets(group_id, offsets, now_ms)
+    }
+
+    /// Whether this member of this generation may commit offsets for the group.
+    fn check_committer(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> Result<(), CommitError> {
         if self.loading {
             return Err(ResponseError::CoordinatorLoadInProgress);
         }
         if group_id.is_empty() {
             return Err(ResponseError::InvalidGroupId);
         }
-        match self.groups.get(group_id) {
-            None if generation < 0 => {
-                self.groups.insert(group_id.to_string(), Group::new(group_id, now_ms));
+        let Some(group) = self.groups.get(group_id) else {
+            return if generation < 0 { Ok(()) } else { Err(ResponseError::IllegalGeneration) };
+        };
+        if let Some(instance) = instance_id {
+            if group.static_members.get(instance).is_some_and(|m| m != member_id) {
+                return Err(ResponseError::FencedInstanceId);
             }
-            None => return Err(ResponseError::IllegalGeneration),
-            Some(group) => {
-                if let Some(instance) = instance_id {
-                    if group.static_members.get(instance).is_some_and(|m| m != member_id) {
-                        return Err(ResponseError::FencedInstanceId);
-                    }
-                }
-                let simple = generation < 0 && member_id.is_empty();
-                if simple {
-                    if group.state != GroupState::Empty && group.state != GroupState::Dead {
-                        return Err(ResponseError::UnknownMemberId);
-                    }
-                } else {
-                    if !group.members.contains_key(member_id) {
-                        return Err(ResponseError::UnknownMemberId);
-                    }
-                    if generation != group.generation {
-                        return Err(ResponseError::IllegalGeneration);
-                    }
-                    if group.state == GroupState::CompletingRebalance {
-                        return Err(ResponseError::RebalanceInProgress);
-                    }
-                }
+        }
+        let simple = generation < 0 && member_id.is_empty();
+        if simple {
+            if group.state != GroupState::Empty && group.state != GroupState::Dead {
+                return Err(ResponseError::UnknownMemberId);
             }
+            return Ok(());
+        }
+        if !group.members.contains_key(member_id) {
+            return Err(ResponseError::UnknownMemberId);
+        }
+        if generation != group.generation {
+            return Err(ResponseError::IllegalGeneration);
+        }
+        if group.state == GroupState::CompletingRebalance {
+            return Err(ResponseError::RebalanceInProgress);
+        }
+        Ok(())
+    }
+
+    /// TxnOffsetCommit: a member's generation is checked as for OffsetCommit; a producer that
+    /// names no member (older clients) may commit into a group with members, as in Kafka.
+    pub fn check_transactional_committer(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> Result<(), CommitError> {
+        if generation < 0 && member_id.is_empty() && !self.loading && !group_id.is_empty() {
+            return Ok(());
+        }
+        self.check_committer(group_id, generation, member_id, instance_id)
+    }
+
+    /// Writes the offsets of a committed transaction (checked when they were sent).
+    pub fn commit_transactional(
+        &mut self,
+        group_id: &str,
+        offsets: Vec<((String, i32), Committed)>,
+        now_ms: i64,
+    ) -> Result<PersistId, CommitError> {
+        if self.loading {
+            return Err(ResponseError::CoordinatorLoadInProgress);
+        }
+        self.write_offsets(group_id, offsets, now_ms)
+    }
+
+    fn write_offsets(
+        &mut self,
+        group_id: &str,
+        offsets: Vec<((String, i32), Committed)>,
+        now_ms: i64,
+    ) -> Result<PersistId, CommitError> {
+        if !self.groups.contains_key(group_id) {
+            self.groups.insert(group_id.to_string(), Group::new(group_id, now_ms));
         }
         let records = offsets
             .iter()

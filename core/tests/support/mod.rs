@@ -172,12 +172,21 @@ pub fn topic(name: &str) -> TopicName {
 }
 
 pub fn records(values: &[&str], producer: Option<(i64, i16, i32)>, timestamp: i64) -> Bytes {
+    encode_records(values, producer, timestamp, false)
+}
+
+/// A transactional batch of a producer (id, epoch, base sequence).
+pub fn txn_records(values: &[&str], producer: (i64, i16, i32), timestamp: i64) -> Bytes {
+    encode_records(values, Some(producer), timestamp, true)
+}
+
+fn encode_records(values: &[&str], producer: Option<(i64, i16, i32)>, timestamp: i64, transactional: bool) -> Bytes {
     let (producer_id, producer_epoch, base_sequence) = producer.unwrap_or((-1, -1, -1));
     let records: Vec<Record> = values
         .iter()
         .enumerate()
         .map(|(i, v)| Record {
-            transactional: false,
+            transactional,
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
@@ -255,13 +264,14 @@ pub fn fetch_partition(r: &ResponseKind) -> &fetch_response::PartitionData {
     }
 }
 
-/// (offset, value) of every record in fetched bytes.
+/// (offset, value) of every record in fetched bytes; control records (transaction markers) are
+/// skipped, as clients skip them.
 pub fn decode_values(bytes: &Bytes) -> Vec<(i64, String)> {
     let mut buf = bytes.clone();
     let mut out = Vec::new();
     while !buf.is_empty() {
         let set = RecordBatchDecoder::decode(&mut buf).expect("fetched batches decode");
-        for r in set.records {
+        for r in set.records.into_iter().filter(|r| !r.control) {
             out.push((r.offset, String::from_utf8(r.value.unwrap_or_default().to_vec()).unwrap()));
         }
     }
