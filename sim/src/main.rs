@@ -81,7 +81,7 @@ fn main() {
             Err(e) => {
                 failures += 1;
                 println!("seed {s}: FAILED: {e}; trace {events} events {hash:016x}");
-                println!("replay with: cargo xtask sim run --seed {s}");
+                println!("replay with: cargo xtask sim run --seed {s}{}", if canary { " --canary" } else { "" });
                 if canary {
                     // The planted bug is caught; later seeds add nothing.
                     break;

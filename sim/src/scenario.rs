@@ -229,10 +229,24 @@ async fn produce_all(params: Params) -> Result<BTreeMap<i64, String>, String> {
 }
 
 /// Reads the whole partition from offset 0 up to the high watermark.
+/// How long the healed broker may serve no new record below its high watermark before the
+/// reader calls it a liveness failure.
+const READ_STALL_LIMIT: Duration = Duration::from_secs(60);
+
 async fn read_all() -> Result<Vec<String>, String> {
     let mut client = connect().await;
     let mut log = Vec::new();
+    let mut last_progress = (0usize, tokio::time::Instant::now());
     loop {
+        if log.len() > last_progress.0 {
+            last_progress = (log.len(), tokio::time::Instant::now());
+        } else if last_progress.1.elapsed() > READ_STALL_LIMIT {
+            return Err(format!(
+                "liveness: no record served at offset {} for {}s after faults stopped",
+                log.len(),
+                READ_STALL_LIMIT.as_secs()
+            ));
+        }
         let fetch = FetchRequest::default()
             .with_replica_id(BrokerId(-1))
             .with_max_bytes(1 << 20)

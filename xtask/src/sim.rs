@@ -18,7 +18,8 @@ pub enum SimCommand {
     },
     /// Run many seeds; exits non-zero on any failure (or, with --canary, if none is caught).
     Fuzz(FuzzArgs),
-    /// Replay every seed listed in corpus/sim-seeds.txt.
+    /// Replay every seed in corpus/sim-seeds.txt (each must pass) and corpus/canary-seeds.txt
+    /// (each must be caught with the canary planted).
     Corpus,
     /// Run seeds twice, each in its own process, and require identical trace hashes.
     CheckDeterminism {
@@ -121,12 +122,47 @@ pub fn run(command: SimCommand) -> Result<()> {
             Ok(())
         }
         SimCommand::Corpus => {
-            let list = std::fs::read_to_string(root().join("corpus/sim-seeds.txt"))?;
-            for seed in list.lines().map(|l| l.split('#').next().unwrap_or("").trim()).filter(|l| !l.is_empty()) {
-                run_cmd(&binary, &["--seed", seed], &[])?;
+            for seed in corpus_seeds("corpus/sim-seeds.txt")? {
+                run_cmd(&binary, &["--seed", &seed], &[])?;
+            }
+            // Seeds on which the canary once hung the simulator instead of being caught.
+            for seed in corpus_seeds("corpus/canary-seeds.txt")? {
+                expect_canary_caught(&binary, &seed)?;
             }
             Ok(())
         }
+    }
+}
+
+fn corpus_seeds(path: &str) -> Result<Vec<String>> {
+    let list = std::fs::read_to_string(root().join(path))?;
+    Ok(list.lines().map(|l| l.split('#').next().unwrap_or("").trim().to_string()).filter(|l| !l.is_empty()).collect())
+}
+
+/// Runs one canary seed with a wall-clock limit: the checkers must report the planted bug
+/// (exit status 1), not hang or crash.
+fn expect_canary_caught(binary: &str, seed: &str) -> Result<()> {
+    const LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+    eprintln!("xtask: $ {binary} --seed {seed} --canary (must be caught within {}s)", LIMIT.as_secs());
+    let mut child = std::process::Command::new(binary)
+        .args(["--seed", seed, "--canary"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            if status.code() == Some(1) {
+                eprintln!("xtask: canary seed {seed} caught");
+                return Ok(());
+            }
+            bail!("canary seed {seed} ended with {status} instead of a reported failure");
+        }
+        if started.elapsed() > LIMIT {
+            child.kill()?;
+            bail!("canary seed {seed} did not finish within {}s: the simulator hangs", LIMIT.as_secs());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 

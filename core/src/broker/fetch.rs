@@ -207,14 +207,15 @@ impl Broker {
                     if short {
                         tracing::warn!(file = %plan.file.relative_path(), "short read at {}", plan.position);
                     }
-                    // Re-read only to make progress; bytes that do not parse as a batch (a hole,
-                    // corruption) would otherwise ask for the same read forever.
+                    // Re-read only to make progress: bytes that do not parse as a batch (a hole,
+                    // corruption) or a batch that claims to run past the durable end would
+                    // otherwise ask for the same read forever.
+                    let len = len.min(durable_end.saturating_sub(position) as usize);
                     let progress = position > plan.position || len > plan.len;
                     if !progress {
-                        tracing::error!(file = %plan.file.relative_path(), position, "unreadable batch header; answering empty");
+                        tracing::error!(file = %plan.file.relative_path(), position, "unreadable batch; answering empty");
                     }
                     if position < durable_end && !short && progress {
-                        let len = len.min((durable_end - position) as usize);
                         let file = plan.file.clone();
                         self.ops.read(Purpose::FetchRead { fetch: id, slot: slot_key }, file.clone(), position, len);
                         slot.read = Some((ReadPlan { file, position, len }, durable_end));
