@@ -112,7 +112,17 @@ impl Transactions {
         Ok(txn)
     }
 
-    /// AddPartitionsToTxn: opens the transaction if needed.
+    /// The producer's transaction, ready to take more partitions or groups (opened if need be).
+    fn open(&mut self, id: &str, producer_id: i64, epoch: i16, now_ms: i64) -> Result<&mut Transaction, ResponseError> {
+        let txn = self.producer(id, producer_id, epoch)?;
+        if matches!(txn.phase, Phase::Ending { .. }) {
+            return Err(ResponseError::ConcurrentTransactions);
+        }
+        txn.begin_if_empty(now_ms);
+        Ok(txn)
+    }
+
+    /// AddPartitionsToTxn.
     pub fn add_partitions(
         &mut self,
         id: &str,
@@ -121,12 +131,7 @@ impl Transactions {
         partitions: &[(String, i32)],
         now_ms: i64,
     ) -> Result<(), ResponseError> {
-        let txn = self.producer(id, producer_id, epoch)?;
-        if matches!(txn.phase, Phase::Ending { .. }) {
-            return Err(ResponseError::ConcurrentTransactions);
-        }
-        txn.begin_if_empty(now_ms);
-        txn.partitions.extend(partitions.iter().cloned());
+        self.open(id, producer_id, epoch, now_ms)?.partitions.extend(partitions.iter().cloned());
         Ok(())
     }
 
@@ -139,12 +144,7 @@ impl Transactions {
         group: &str,
         now_ms: i64,
     ) -> Result<(), ResponseError> {
-        let txn = self.producer(id, producer_id, epoch)?;
-        if matches!(txn.phase, Phase::Ending { .. }) {
-            return Err(ResponseError::ConcurrentTransactions);
-        }
-        txn.begin_if_empty(now_ms);
-        txn.groups.insert(group.to_string());
+        self.open(id, producer_id, epoch, now_ms)?.groups.insert(group.to_string());
         Ok(())
     }
 

@@ -257,7 +257,12 @@ impl Broker {
     pub(crate) fn write_markers(&mut self, now_ms: i64, id: &str, reply: Option<RequestCtx>) {
         let txn = &self.txns.by_id[id];
         let Phase::Ending { commit } = txn.phase else {
-            unreachable!("markers are written only for an ending transaction");
+            debug_assert!(false, "markers are written only for an ending transaction");
+            tracing::error!(transactional_id = id, "markers asked for a transaction that is not ending");
+            if let Some(ctx) = reply {
+                self.respond_end_txn(ctx, ResponseError::InvalidTxnState.code());
+            }
+            return;
         };
         let (producer_id, epoch) = (txn.producer_id, txn.epoch);
         let partitions: Vec<(String, i32)> = txn.partitions.iter().cloned().collect();
