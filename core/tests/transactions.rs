@@ -242,3 +242,25 @@ fn transactional_offsets_land_only_when_the_transaction_commits() {
     let mut node = node.crash_and_restart();
     assert_eq!(committed(&mut node), 7);
 }
+
+#[test]
+fn deleting_a_topic_does_not_leave_an_end_txn_waiting_for_its_marker() {
+    let mut node = Node::single();
+    create(&mut node, "t", 1);
+    let (pid, epoch, _) = init(&mut node, 60_000);
+    add_partition(&mut node, (pid, epoch), "t", 0);
+    produce_txn(&mut node, "t", 0, txn_records(&["gone"], (pid, epoch, 0), START_MS));
+    node.hold_syncs = true;
+    let request = EndTxnRequest::default()
+        .with_transactional_id(TransactionalId(StrBytes::from_static_str(TXN)))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_committed(false);
+    node.send(CONN, 3, request);
+    assert!(node.take::<EndTxnRequest>(CONN, 3).is_none(), "waiting for the marker's fsync");
+    let delete = DeleteTopicsRequest::default().with_timeout_ms(30_000).with_topic_names(vec![topic("t")]);
+    node.send(2, 4, delete);
+    let (_, answer) = node.take::<EndTxnRequest>(CONN, 3).expect("EndTxn answered once its partition is gone");
+    let ResponseKind::EndTxn(r) = answer else { panic!() };
+    assert_eq!(r.error_code, 0);
+}

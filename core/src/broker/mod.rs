@@ -575,6 +575,8 @@ impl Broker {
                     for p in &topic.partitions {
                         self.ops.delete_partition(p.tp.clone());
                         self.fail_produce_waits(&p.tp);
+                        // A marker in a deleted partition never becomes durable: stop waiting.
+                        self.release_marker_waits(now_ms, &p.tp);
                     }
                 }
             }
