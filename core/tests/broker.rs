@@ -654,3 +654,52 @@ fn with_relaxed_durability_a_waiting_fetch_wakes_on_append() {
     let (_, f) = node.take::<FetchRequest>(2, 12).expect("woken by the append, not by its deadline");
     assert_eq!(decode_values(fetch_partition(&f).records.as_ref().unwrap()), vec![(0, "x".to_string())]);
 }
+
+/// Three one-record batches at offsets 0, 1, 2.
+fn three_batches(node: &mut Node) {
+    create(node, "t", 1, &[]);
+    for v in ["a", "b", "c"] {
+        let r = node.call(CONN, 9, produce_request("t", 0, -1, records(&[v], None, START_MS)));
+        assert_eq!(produce_partition(&r).error_code, 0);
+    }
+}
+
+fn fetched_values(node: &mut Node) -> (i16, Vec<String>) {
+    let f = node.call(CONN, 12, fetch_request("t", 0, 0, 0));
+    let p = fetch_partition(&f);
+    let values = p.records.as_ref().map(decode_values).unwrap_or_default();
+    (p.error_code, values.into_iter().map(|(o, v)| format!("{o}:{v}")).collect())
+}
+
+#[test]
+fn a_fetch_reads_again_when_bytes_fail_their_crc_once() {
+    let mut node = Node::single();
+    three_batches(&mut node);
+    // A byte inside the CRC-covered part of the first batch comes back wrong, once.
+    node.flip_next_reads.push_back(30);
+    assert_eq!(fetched_values(&mut node), (0, vec!["0:a".into(), "1:b".into(), "2:c".into()]));
+    assert!(node.flip_next_reads.is_empty(), "the bad read happened");
+}
+
+#[test]
+fn a_lasting_crc_failure_is_never_served() {
+    let mut node = Node::single();
+    three_batches(&mut node);
+    // The last batch fails on every read: the intact batches before it are served.
+    node.flip_next_reads.extend([-1, -1, -1]);
+    assert_eq!(fetched_values(&mut node), (0, vec!["0:a".into(), "1:b".into()]));
+    // The first batch fails on every read: nothing is served, and the client is told why.
+    node.flip_next_reads.extend([30, 30, 30]);
+    assert_eq!(fetched_values(&mut node), (ResponseError::KafkaStorageError.code(), vec![]));
+    // The disk itself was fine all along.
+    assert_eq!(fetched_values(&mut node), (0, vec!["0:a".into(), "1:b".into(), "2:c".into()]));
+}
+
+#[test]
+fn a_bad_read_while_loading_the_offsets_log_loses_no_commit() {
+    let mut node = Node::single();
+    create(&mut node, "t", 1, &[]);
+    assert_eq!(commit(&mut node, -1, "", 5), 0);
+    let mut node = node.crash_and_restart_with_bad_reads(&[30, -1]);
+    assert_eq!(committed(&mut node).0, 5, "the committed offset survived bad reads at load");
+}

@@ -22,7 +22,12 @@ struct Slot {
     records: Option<Bytes>,
     /// The read in flight and the durable end of its segment.
     read: Option<(ReadPlan, u64)>,
+    /// Reads repeated because the bytes failed their CRC.
+    corrupt_rereads: u8,
 }
+
+/// How often a fetch re-reads bytes that fail their CRC before it calls the corruption lasting.
+pub(crate) const MAX_CORRUPT_REREADS: u8 = 2;
 
 pub struct FetchState {
     ctx: RequestCtx,
@@ -81,6 +86,7 @@ impl Broker {
                         error: 0,
                         records: None,
                         read: None,
+                        corrupt_rereads: 0,
                     };
                     let log =
                         name.as_ref().and_then(|n| self.partition(&TopicPartition::new(n.0.as_str(), fp.partition)));
@@ -198,7 +204,30 @@ impl Broker {
                 slot.error = ResponseError::KafkaStorageError.code();
             }
             Ok(bytes) => match trim_fetched(&bytes, slot.fetch_offset, slot.max_bytes) {
-                Ok(records) => slot.records = Some(records),
+                Ok(records) => {
+                    let intact = intact_prefix(&records, slot.fetch_offset);
+                    if intact < records.len() {
+                        if slot.corrupt_rereads < MAX_CORRUPT_REREADS {
+                            // A flipped bit on the way from the disk may not be there next time.
+                            slot.corrupt_rereads += 1;
+                            tracing::warn!(file = %plan.file.relative_path(), position = plan.position, "fetched bytes fail their CRC; reading again");
+                            self.ops.read(
+                                Purpose::FetchRead { fetch: id, slot: slot_key },
+                                plan.file.clone(),
+                                plan.position,
+                                plan.len,
+                            );
+                            slot.read = Some((plan, durable_end));
+                            return;
+                        }
+                        tracing::error!(file = %plan.file.relative_path(), position = plan.position, "stored batch fails its CRC; serving only the intact batches before it");
+                    }
+                    if intact == 0 {
+                        slot.error = ResponseError::KafkaStorageError.code();
+                    } else {
+                        slot.records = Some(records.slice(..intact));
+                    }
+                }
                 Err((skip, len)) => {
                     let position = plan.position + skip as u64;
                     // A short read means the file holds less than the log believes: answer with
@@ -331,4 +360,24 @@ fn cut_at_offset(records: &Bytes, offset: i64) -> Bytes {
         end = position + batch.len();
     }
     records.slice(..end)
+}
+
+/// Length of the leading batches that are safe to serve: each passes its CRC, and their offsets
+/// run on from one to the next starting at or before `fetch_offset` (the CRC does not cover the
+/// base offset, so a corrupted one shows only as a break in the sequence).
+pub(crate) fn intact_prefix(records: &[u8], fetch_offset: i64) -> usize {
+    let mut next_base: Option<i64> = None;
+    let mut intact = 0;
+    for (position, batch) in Batches::new(records, true) {
+        let in_sequence = match next_base {
+            None => batch.base_offset() <= fetch_offset && batch.last_offset() >= fetch_offset,
+            Some(expected) => batch.base_offset() == expected,
+        };
+        if !in_sequence {
+            break;
+        }
+        next_base = Some(batch.last_offset() + 1);
+        intact = position + batch.len();
+    }
+    intact
 }

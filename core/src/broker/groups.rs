@@ -22,6 +22,7 @@ use kafka_protocol::records::{
 };
 use kafka_protocol::ResponseError;
 
+use super::fetch::{intact_prefix, MAX_CORRUPT_REREADS};
 use super::{Broker, RequestCtx};
 use crate::group::records::{Committed, GroupRecord};
 use crate::group::{JoinArgs, JoinResult, OffsetDeletion, Output, PersistId, SyncArgs, SyncResult};
@@ -563,6 +564,7 @@ impl Broker {
         };
         match log.plan_read(offset, LOAD_CHUNK) {
             Ok(Some(plan)) => {
+                self.group_load_rereads = 0;
                 self.group_load = Some((offset, plan.clone()));
                 self.ops.read(Purpose::GroupLoadRead, plan.file, plan.position, plan.len);
             }
@@ -573,20 +575,42 @@ impl Broker {
         }
     }
 
+    fn reread_group_log(&mut self, offset: i64, plan: ReadPlan) {
+        self.group_load_rereads += 1;
+        self.group_load = Some((offset, plan.clone()));
+        self.ops.read(Purpose::GroupLoadRead, plan.file, plan.position, plan.len);
+    }
+
     pub(crate) fn on_group_load_read(&mut self, now_ms: i64, result: Result<Bytes, StorageError>) {
         let Some((offset, plan)) = self.group_load.take() else {
             return;
         };
         let bytes = match result {
             Ok(b) => b,
+            Err(e) if self.group_load_rereads < MAX_CORRUPT_REREADS => {
+                tracing::warn!("reading the offsets log failed: {e}; reading again");
+                self.reread_group_log(offset, plan);
+                return;
+            }
             Err(e) => {
-                tracing::error!("reading the offsets log failed: {e}; groups start empty");
+                tracing::error!("reading the offsets log failed: {e}; groups load what was read");
                 self.groups.finish_loading(now_ms);
                 return;
             }
         };
         let records = match trim_fetched(&bytes, offset, LOAD_CHUNK) {
-            Ok(r) => r,
+            Ok(r) if intact_prefix(&r, offset) < r.len() && self.group_load_rereads < MAX_CORRUPT_REREADS => {
+                tracing::warn!(offset, "offsets log bytes fail their CRC; reading again");
+                self.reread_group_log(offset, plan);
+                return;
+            }
+            Ok(r) => {
+                let intact = intact_prefix(&r, offset);
+                if intact < r.len() {
+                    tracing::error!(offset, "stored offsets log batch fails its CRC; groups load what is intact");
+                }
+                r.slice(..intact)
+            }
             Err(_) if bytes.len() < plan.len => {
                 tracing::error!(offset, "short read of the offsets log; groups load what was read");
                 self.groups.finish_loading(now_ms);

@@ -117,6 +117,8 @@ pub struct Broker {
     pub(crate) group_persists: BTreeSet<(i64, PersistId)>,
     /// The offset and read in flight while loading the coordinator's log.
     pub(crate) group_load: Option<(i64, ReadPlan)>,
+    /// Reads of the offsets log repeated after an error or a CRC failure, for the current chunk.
+    pub(crate) group_load_rereads: u8,
     pub(crate) loaded_at_ms: i64,
     pub(crate) txns: Transactions,
     /// (partition, marker offset, transactional id) waiting for the high watermark to pass.
@@ -171,6 +173,7 @@ impl Broker {
             commit_waiters: BTreeMap::new(),
             group_persists: BTreeSet::new(),
             group_load: None,
+            group_load_rereads: 0,
             loaded_at_ms: now_ms,
             txns: Transactions::from_meta(&meta.transactions),
             marker_waits: BTreeSet::new(),

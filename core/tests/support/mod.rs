@@ -27,6 +27,9 @@ pub struct Node {
     pub hold_syncs: bool,
     pub held: Vec<StorageOp>,
     pub syncs_issued: usize,
+    /// Each upcoming read gets one byte of its result flipped: at this index, or counted from
+    /// the end when negative (a bad read, not a bad disk).
+    pub flip_next_reads: VecDeque<isize>,
     next_correlation: i32,
 }
 
@@ -37,7 +40,11 @@ impl Node {
         Self::boot(config, MemDisk::new(), START_MS)
     }
 
-    fn boot(config: BrokerConfig, mut disk: MemDisk, now: i64) -> Self {
+    fn boot(config: BrokerConfig, disk: MemDisk, now: i64) -> Self {
+        Self::boot_with(config, disk, now, VecDeque::new())
+    }
+
+    fn boot_with(config: BrokerConfig, mut disk: MemDisk, now: i64, flip_next_reads: VecDeque<isize>) -> Self {
         let (state, repairs) =
             loader::load(&mut disk, config.node_id, 4096, || "test-cluster".to_string()).expect("load");
         disk.apply_repairs(&repairs);
@@ -52,6 +59,7 @@ impl Node {
             hold_syncs: false,
             held: Vec::new(),
             syncs_issued: 0,
+            flip_next_reads,
             next_correlation: 1,
         };
         node.run();
@@ -67,6 +75,14 @@ impl Node {
         let mut disk = self.disk;
         disk.crash(&mut |_| 0);
         Self::boot(self.config, disk, self.now)
+    }
+
+    /// A crash and restart in which the first reads after start-up come back with a flipped byte.
+    pub fn crash_and_restart_with_bad_reads(self, flips: &[isize]) -> Self {
+        let mut disk = self.disk;
+        disk.crash(&mut |_| 0);
+        let flips: VecDeque<isize> = flips.iter().copied().collect();
+        Self::boot_with(self.config, disk, self.now, flips)
     }
 
     pub fn clean_restart(mut self) -> Self {
@@ -98,7 +114,17 @@ impl Node {
                             continue;
                         }
                     }
-                    if let Some(c) = self.disk.execute(op) {
+                    if let Some(mut c) = self.disk.execute(op) {
+                        if let Completion::Read { result: Ok(bytes), .. } = &mut c {
+                            if let Some(at) = self.flip_next_reads.pop_front() {
+                                let mut flipped = bytes.to_vec();
+                                let at = if at < 0 { flipped.len() as isize + at } else { at };
+                                if let Some(b) = flipped.get_mut(at as usize) {
+                                    *b ^= 0x10;
+                                }
+                                *bytes = Bytes::from(flipped);
+                            }
+                        }
                         self.broker.handle_completion(self.now, c);
                     }
                 }
