@@ -255,7 +255,7 @@ mod tests {
             prop_assert!(kept <= whole_before_cut);
             if flipped_at.is_none() {
                 prop_assert_eq!(kept, whole_before_cut);
-                let leo = ends.iter().filter(|(end, _)| *end <= cut).last().map_or(0, |e| e.1);
+                let leo = ends.iter().rfind(|(end, _)| *end <= cut).map_or(0, |e| e.1);
                 prop_assert_eq!(r.log_end_offset, leo);
             } else {
                 let undamaged = ends.iter().filter(|(end, _)| *end <= limit).count();

@@ -180,12 +180,10 @@ impl World {
 
     fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
         match *op {
-            Op::NewMember => {
-                if self.members.len() < 8 {
-                    self.members.push(Member { generation: -1, ..Default::default() });
-                    let i = self.members.len() - 1;
-                    self.join(i);
-                }
+            Op::NewMember if self.members.len() < 8 => {
+                self.members.push(Member { generation: -1, ..Default::default() });
+                let i = self.members.len() - 1;
+                self.join(i);
             }
             Op::Join(i) if self.live(i) => self.join(i),
             Op::Sync(i) if self.live(i) => self.sync(i),
@@ -468,7 +466,7 @@ fn a_static_member_restarting_while_the_leader_assigns_causes_a_rebalance() {
 fn offset_delete_keeps_only_topics_the_members_subscribe_to() {
     let mut h = Harness::new();
     let (a, _b, generation) = h.stable_pair(&["new"]);
-    let commits = vec![(("old".to_string(), 0), 5), (("old".to_string(), 1), 6), (("new".to_string(), 0), 7)];
+    let commits = [(("old".to_string(), 0), 5), (("old".to_string(), 1), 6), (("new".to_string(), 0), 7)];
     let commit =
         h.c.commit(GROUP, generation, &a, None, commits.iter().map(|(k, o)| (k.clone(), committed(*o))).collect(), 0);
     assert!(commit.is_ok(), "{commit:?}");

@@ -56,7 +56,9 @@ fn end(node: &mut Node, (pid, epoch): (i64, i16), commit: bool) -> i16 {
 }
 
 /// (high watermark, last stable offset, aborted (producer, first offset), record values).
-fn fetch(node: &mut Node, read_committed: bool) -> (i64, i64, Vec<(i64, i64)>, Vec<(i64, String)>) {
+type Fetched = (i64, i64, Vec<(i64, i64)>, Vec<(i64, String)>);
+
+fn fetch(node: &mut Node, read_committed: bool) -> Fetched {
     let request = fetch_request("t", 0, 0, 0).with_isolation_level(if read_committed { 1 } else { 0 });
     let r = node.call(CONN, 11, request);
     let p = fetch_partition(&r);
