@@ -28,6 +28,9 @@ pub trait DataDir {
 pub enum Repair {
     Truncate(SegmentFile, u64),
     Delete(SegmentFile),
+    /// Make the file durable: after a crash, what recovery kept may still sit only in the page
+    /// cache (the process died, the machine did not), and it is served as durable from now on.
+    Sync(SegmentFile),
 }
 
 pub fn load(
@@ -109,6 +112,11 @@ fn load_partition(
     for &base in &recovery.delete {
         for kind in [FileKind::Log, FileKind::OffsetIndex, FileKind::TimeIndex] {
             repairs.push(Repair::Delete(file(base, kind)));
+        }
+    }
+    if !clean {
+        for segment in &recovery.segments {
+            repairs.push(Repair::Sync(file(segment.base_offset, FileKind::Log)));
         }
     }
     Some(LoadedPartition { segments: recovery.segments, producers: recovery.producers, log_start_offset: log_start })

@@ -129,6 +129,11 @@ impl MemDisk {
                 Repair::Delete(file) => {
                     self.files.remove(file);
                 }
+                Repair::Sync(file) => {
+                    if let Some(f) = self.files.get_mut(file) {
+                        f.durable = f.current.clone();
+                    }
+                }
             }
         }
         self.clean_marker = false;

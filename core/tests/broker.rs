@@ -703,3 +703,24 @@ fn a_bad_read_while_loading_the_offsets_log_loses_no_commit() {
     let mut node = node.crash_and_restart_with_bad_reads(&[30, -1]);
     assert_eq!(committed(&mut node).0, 5, "the committed offset survived bad reads at load");
 }
+
+#[test]
+fn what_a_restart_recovers_from_the_page_cache_is_durable_before_it_is_acknowledged() {
+    let mut node = Node::single();
+    create(&mut node, "t", 1, &[]);
+    let r = node.call(CONN, 4, InitProducerIdRequest::default().with_transaction_timeout_ms(60_000));
+    let ResponseKind::InitProducerId(pid) = r else { panic!() };
+    let batch = records(&["a"], Some((pid.producer_id.0, 0, 0)), START_MS);
+    // Written, never synced, never acknowledged; then the process dies.
+    node.hold_syncs = true;
+    node.send(CONN, 9, produce_request("t", 0, -1, batch.clone()));
+    assert!(node.take::<ProduceRequest>(CONN, 9).is_none());
+    node.held.clear();
+    let mut node = node.kill_and_restart();
+    // The producer retries: the restarted node finds the batch in its log and acknowledges it.
+    let r = node.call(CONN, 9, produce_request("t", 0, -1, batch));
+    assert_eq!((produce_partition(&r).error_code, produce_partition(&r).base_offset), (0, 0));
+    // A power loss now must not take back what was acknowledged.
+    let mut node = node.crash_and_restart();
+    assert_eq!(fetched_values(&mut node), (0, vec!["0:a".into()]));
+}

@@ -69,6 +69,13 @@ pub fn load(
                 let _ = fs::remove_file(root.join(file.relative_path()));
                 touched.insert(root.join(file.tp.dir_name()));
             }
+            Repair::Sync(file) => {
+                let path = root.join(file.relative_path());
+                fs::File::open(&path)
+                    .and_then(|f| f.sync_all())
+                    .with_context(|| format!("syncing {}", path.display()))?;
+                touched.insert(root.join(file.tp.dir_name()));
+            }
         }
     }
     for dir in touched {

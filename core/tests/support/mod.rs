@@ -77,6 +77,12 @@ impl Node {
         Self::boot(self.config, disk, self.now)
     }
 
+    /// The process dies but the machine does not: unsynced writes stay in the page cache and
+    /// the restarted node sees them.
+    pub fn kill_and_restart(self) -> Self {
+        Self::boot(self.config, self.disk, self.now)
+    }
+
     /// A crash and restart in which the first reads after start-up come back with a flipped byte.
     pub fn crash_and_restart_with_bad_reads(self, flips: &[isize]) -> Self {
         let mut disk = self.disk;
