@@ -311,7 +311,7 @@ fn run_serve(args: ServeArgs) -> Result<()> {
             wait_for_signal().await;
             let _ = stop_tx.send(());
         });
-        serve(ServerOptions { listen, broker }, FileStorage::new(args.data_dir), stop_rx, None).await
+        serve(ServerOptions::new(listen, broker), FileStorage::new(args.data_dir), stop_rx, None).await
     })
 }
 

@@ -27,7 +27,34 @@ enum Event {
 pub struct ServerOptions {
     pub listen: SocketAddr,
     pub broker: BrokerConfig,
+    /// Network faults to inject on connections; `None` in production, drawn by the simulator.
+    pub conn_faults: Option<ConnFaults>,
 }
+
+impl ServerOptions {
+    pub fn new(listen: SocketAddr, broker: BrokerConfig) -> Self {
+        ServerOptions { listen, broker, conn_faults: None }
+    }
+}
+
+/// What happens to a connection when a request frame arrives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnFault {
+    /// Deliver the frame.
+    None,
+    /// Drop the connection at once, losing any response not yet written; with `deliver` the
+    /// frame reaches the broker first (the request is carried out, its answer is lost).
+    Reset { deliver: bool },
+    /// Go silent without closing: read nothing more and write nothing, as a peer behind a dead
+    /// route would look (a half-open connection), until `HALF_OPEN_FOR` has passed.
+    HalfOpen,
+}
+
+/// Asked once per request frame.
+pub type ConnFaults = std::sync::Arc<dyn Fn() -> ConnFault + Send + Sync>;
+
+/// How long a half-open connection lingers before the broker notices and drops it.
+const HALF_OPEN_FOR: Duration = Duration::from_secs(120);
 
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -64,13 +91,13 @@ pub async fn serve<S: Storage>(
         let _ = ready.send(local);
     }
     let (events_tx, events_rx) = mpsc::channel::<Event>(4096);
-    let accept = tokio::spawn(accept_loop(listener, events_tx, max_frame));
+    let accept = tokio::spawn(accept_loop(listener, events_tx, max_frame, options.conn_faults));
     let result = event_loop(broker, storage, events_rx, shutdown).await;
     accept.abort();
     result
 }
 
-async fn accept_loop(listener: TcpListener, events: mpsc::Sender<Event>, max_frame: usize) {
+async fn accept_loop(listener: TcpListener, events: mpsc::Sender<Event>, max_frame: usize, faults: Option<ConnFaults>) {
     let mut next_conn: ConnId = 0;
     loop {
         match listener.accept().await {
@@ -79,7 +106,7 @@ async fn accept_loop(listener: TcpListener, events: mpsc::Sender<Event>, max_fra
                 let conn = next_conn;
                 let _ = stream.set_nodelay(true);
                 tracing::debug!(conn, %peer, "connection accepted");
-                tokio::spawn(connection(conn, stream, events.clone(), max_frame));
+                tokio::spawn(connection(conn, stream, events.clone(), max_frame, faults.clone()));
             }
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
@@ -90,7 +117,13 @@ async fn accept_loop(listener: TcpListener, events: mpsc::Sender<Event>, max_fra
 }
 
 /// Reads size-prefixed frames into the event loop; writes responses back in the order given.
-async fn connection(conn: ConnId, stream: TcpStream, events: mpsc::Sender<Event>, max_frame: usize) {
+async fn connection(
+    conn: ConnId,
+    stream: TcpStream,
+    events: mpsc::Sender<Event>,
+    max_frame: usize,
+    faults: Option<ConnFaults>,
+) {
     let peer = stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
     let (mut reader, writer) = tokio::io::split(stream);
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
@@ -123,6 +156,25 @@ async fn connection(conn: ConnId, stream: TcpStream, events: mpsc::Sender<Event>
         let mut frame = BytesMut::zeroed(size as usize);
         if reader.read_exact(&mut frame).await.is_err() {
             break;
+        }
+        match faults.as_ref().map_or(ConnFault::None, |f| f()) {
+            ConnFault::None => {}
+            ConnFault::Reset { deliver } => {
+                tracing::debug!(conn, deliver, "injected fault: connection reset");
+                if deliver {
+                    let _ = events.send(Event::Frame(conn, frame.freeze())).await;
+                }
+                write_task.abort();
+                let _ = events.send(Event::Disconnected(conn)).await;
+                return;
+            }
+            ConnFault::HalfOpen => {
+                tracing::debug!(conn, "injected fault: connection half-open");
+                write_task.abort();
+                tokio::time::sleep(HALF_OPEN_FOR).await;
+                let _ = events.send(Event::Disconnected(conn)).await;
+                return;
+            }
         }
         if events.send(Event::Frame(conn, frame.freeze())).await.is_err() {
             break;

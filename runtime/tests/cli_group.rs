@@ -39,7 +39,7 @@ async fn group_commands_show_members_offsets_and_lag() {
     config.num_partitions = 2;
     let (ready_tx, ready_rx) = oneshot::channel();
     let (_stop_tx, stop_rx) = oneshot::channel();
-    let options = ServerOptions { listen: "127.0.0.1:0".parse().unwrap(), broker: config };
+    let options = ServerOptions::new("127.0.0.1:0".parse().unwrap(), config);
     tokio::spawn(serve(options, FileStorage::new(dir.path().to_path_buf()), stop_rx, Some(ready_tx)));
     let addr = ready_rx.await.unwrap();
     let bootstrap = addr.to_string();

@@ -13,8 +13,7 @@ async fn start(dir: &std::path::Path) -> String {
     let (ready_tx, ready_rx) = oneshot::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     std::mem::forget(stop_tx);
-    let options =
-        ServerOptions { listen: "127.0.0.1:0".parse().unwrap(), broker: BrokerConfig::single_node("127.0.0.1", 0) };
+    let options = ServerOptions::new("127.0.0.1:0".parse().unwrap(), BrokerConfig::single_node("127.0.0.1", 0));
     tokio::spawn(serve(options, FileStorage::new(dir.to_path_buf()), stop_rx, Some(ready_tx)));
     ready_rx.await.unwrap().to_string()
 }

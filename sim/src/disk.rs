@@ -1,53 +1,176 @@
 //! The simulated disk behind the runtime's Storage interface: the core's MemDisk model, shared
-//! with the fault injector so it outlives a killed node. fsyncs take simulated time.
+//! with the fault injector so it outlives a killed node. fsyncs and reads take simulated time;
+//! while faults are on, fsyncs fail (EIO), writes fail (ENOSPC), metadata replacements fail,
+//! reads come back with a flipped bit, and some operations are slow.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
+use bytes::Bytes;
+use madsim::rand::{thread_rng, Rng};
 use spool_core::loader;
 use spool_core::mem_disk::MemDisk;
-use spool_core::storage::{Completion, StorageOp};
+use spool_core::storage::{Completion, StorageError, StorageOp};
 use spool_core::LoadedState;
 use spool_runtime::storage::Storage;
 use tokio::sync::mpsc::UnboundedSender;
 
-pub type SharedDisk = Arc<Mutex<MemDisk>>;
+use crate::draw;
+
+/// Per-operation fault probabilities, drawn per seed.
+#[derive(Clone, Debug, Default)]
+pub struct DiskFaults {
+    pub fsync_error: f64,
+    pub write_error: f64,
+    pub meta_error: f64,
+    pub read_flip: f64,
+    pub slow_io: f64,
+    /// Normal fsync latency.
+    pub fsync_ms: u64,
+    /// Sectors of an unsynced tail a power loss may keep (torn writes).
+    pub max_torn_sectors: u64,
+}
+
+impl DiskFaults {
+    /// Draws the seed's disk faults, naming the parameters `<scenario>.<field>`.
+    pub fn draw(scenario: &str) -> DiskFaults {
+        let name = |field: &str| format!("{scenario}.{field}");
+        DiskFaults {
+            fsync_error: draw::rate(&name("fsync_error"), 0.0005, 0.02),
+            write_error: draw::rate(&name("write_error"), 0.0005, 0.02),
+            meta_error: draw::rate(&name("meta_error"), 0.001, 0.05),
+            read_flip: draw::rate(&name("read_flip"), 0.001, 0.1),
+            slow_io: draw::rate(&name("slow_io"), 0.001, 0.05),
+            fsync_ms: draw::int(&name("fsync_ms"), 1..20),
+            max_torn_sectors: draw::int(&name("max_torn_sectors"), 0..4),
+        }
+    }
+}
+
+pub struct SimDisk {
+    pub mem: MemDisk,
+    pub faults: DiskFaults,
+    /// Faults fire only while this is set (the fault phase).
+    pub faulty: bool,
+    /// Errors injected since the node last started: an operator restarts a node whose disk
+    /// reported errors.
+    pub errors_since_start: u64,
+    /// All faults injected, for the report.
+    pub injected: u64,
+}
+
+impl SimDisk {
+    pub fn new(mem: MemDisk, faults: DiskFaults) -> SharedDisk {
+        Arc::new(Mutex::new(SimDisk { mem, faults, faulty: true, errors_since_start: 0, injected: 0 }))
+    }
+
+    /// A power loss: unsynced writes are lost, torn at a drawn sector.
+    pub fn power_loss(&mut self) {
+        let max_torn = self.faults.max_torn_sectors as usize;
+        self.mem.crash(&mut |_| thread_rng().gen_range(0..=max_torn));
+    }
+
+    fn fires(&mut self, p: f64) -> bool {
+        let fires = self.faulty && draw::happens(p);
+        if fires {
+            self.injected += 1;
+        }
+        fires
+    }
+
+    fn slow(&mut self) -> Duration {
+        if self.fires(self.faults.slow_io) {
+            Duration::from_millis(thread_rng().gen_range(200..3000))
+        } else {
+            Duration::ZERO
+        }
+    }
+}
+
+pub type SharedDisk = Arc<Mutex<SimDisk>>;
 
 pub struct SimStorage {
     pub disk: SharedDisk,
-    pub fsync_latency: Duration,
 }
 
 impl Storage for SimStorage {
     fn load(&mut self, node_id: i32, index_interval: u64) -> Result<LoadedState> {
         let mut disk = self.disk.lock().expect("disk lock");
-        let (state, repairs) = loader::load(&mut *disk, node_id, index_interval, || "sim-cluster".to_string())
+        disk.errors_since_start = 0;
+        let (state, repairs) = loader::load(&mut disk.mem, node_id, index_interval, || "sim-cluster".to_string())
             .map_err(anyhow::Error::msg)?;
-        disk.apply_repairs(&repairs);
+        disk.mem.apply_repairs(&repairs);
         Ok(state)
     }
 
     fn execute(&mut self, op: StorageOp, completions: &UnboundedSender<Completion>) -> Option<Completion> {
-        if let StorageOp::Sync { .. } = op {
-            // A sync completes later; if the node is killed first, it never does.
-            let disk = self.disk.clone();
-            let tx = completions.clone();
-            let latency = self.fsync_latency;
-            tokio::spawn(async move {
-                tokio::time::sleep(latency).await;
-                let done = disk.lock().expect("disk lock").execute(op);
-                if let Some(c) = done {
-                    let _ = tx.send(c);
+        let mut guard = self.disk.lock().expect("disk lock");
+        let disk: &mut SimDisk = &mut guard;
+        match op {
+            StorageOp::Write { id, .. } if disk.fires(disk.faults.write_error) => {
+                disk.errors_since_start += 1;
+                Some(Completion::Written { id, result: Err(StorageError("no space left on device".into())) })
+            }
+            StorageOp::WriteMeta { id, .. } if disk.fires(disk.faults.meta_error) => {
+                disk.errors_since_start += 1;
+                Some(Completion::MetaWritten { id, result: Err(StorageError("no space left on device".into())) })
+            }
+            StorageOp::Sync { id, .. } => {
+                // A sync completes later; if the node is killed first, it never does. A failed
+                // one makes nothing durable.
+                let latency = Duration::from_millis(disk.faults.fsync_ms) + disk.slow();
+                let fail = disk.fires(disk.faults.fsync_error);
+                drop(guard);
+                let disk = self.disk.clone();
+                let tx = completions.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(latency).await;
+                    let mut d = disk.lock().expect("disk lock");
+                    // Decided when issued, but faults that stopped meanwhile stay stopped.
+                    let done = if fail && d.faulty {
+                        d.errors_since_start += 1;
+                        Some(Completion::Synced { id, result: Err(StorageError("input/output error".into())) })
+                    } else {
+                        d.mem.execute(op)
+                    };
+                    drop(d);
+                    if let Some(c) = done {
+                        let _ = tx.send(c);
+                    }
+                });
+                None
+            }
+            StorageOp::Read { .. } => {
+                let latency = disk.slow();
+                let flip = disk.fires(disk.faults.read_flip);
+                let mut done = disk.mem.execute(op);
+                if let Some(Completion::Read { result: Ok(bytes), .. }) = &mut done {
+                    if flip && !bytes.is_empty() {
+                        let mut flipped = bytes.to_vec();
+                        let at = thread_rng().gen_range(0..flipped.len());
+                        flipped[at] ^= 1 << thread_rng().gen_range(0..8);
+                        *bytes = Bytes::from(flipped);
+                    }
                 }
-            });
-            return None;
+                if latency.is_zero() {
+                    return done;
+                }
+                let tx = completions.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(latency).await;
+                    if let Some(c) = done {
+                        let _ = tx.send(c);
+                    }
+                });
+                None
+            }
+            op => disk.mem.execute(op),
         }
-        self.disk.lock().expect("disk lock").execute(op)
     }
 
     fn mark_clean_shutdown(&mut self) -> Result<()> {
-        self.disk.lock().expect("disk lock").mark_clean_shutdown();
+        self.disk.lock().expect("disk lock").mem.mark_clean_shutdown();
         Ok(())
     }
 }

@@ -16,12 +16,15 @@ use kafka_protocol::records::{
 };
 use kafka_protocol::ResponseError;
 use madsim::rand::{thread_rng, Rng};
-use madsim::runtime::{Handle, Runtime};
+use madsim::runtime::Handle;
 use spool_core::group::decode_consumer_assignment;
 use spool_core::mem_disk::MemDisk;
 use spool_runtime::client::Client;
 
-use crate::scenario::{broker_addr, start_broker};
+use crate::disk::{DiskFaults, SimDisk};
+use crate::draw;
+use crate::faults::{self, Nemesis, NetFaults};
+use crate::scenario::{broker_addr, start_broker, HEAL_LIMIT};
 
 const TOPIC: &str = "events";
 const GROUP: &str = "workers";
@@ -32,7 +35,6 @@ struct Params {
     consumers: usize,
     records: usize,
     consumer_faults: usize,
-    broker_crashes: usize,
 }
 
 #[derive(Default)]
@@ -52,31 +54,22 @@ struct Observed {
 type Shared = Arc<Mutex<Observed>>;
 
 pub fn run_seed(seed: u64) -> Result<String, String> {
-    let mut runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
-    runtime.set_time_limit(Duration::from_secs(3600));
-    spool_runtime::trace::enable();
-    let (result, simulated) = runtime.block_on(async {
-        let start = tokio::time::Instant::now();
-        let result = scenario().await;
-        (result, start.elapsed())
-    });
-    crate::SIMULATED_MS.fetch_add(simulated.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
-    crate::fold_trace(spool_runtime::trace::finish());
-    result
+    crate::seed::simulate(seed, scenario)
 }
 
 async fn scenario() -> Result<String, String> {
-    let mut rng = thread_rng();
     let params = Params {
-        partitions: rng.gen_range(1..7),
-        consumers: rng.gen_range(1..5),
-        records: rng.gen_range(20..300),
-        consumer_faults: rng.gen_range(0..6),
-        broker_crashes: rng.gen_range(0..2),
+        partitions: draw::int("groups.partitions", 1..7) as i32,
+        consumers: draw::int("groups.consumers", 1..5) as usize,
+        records: draw::int("groups.records", 20..300) as usize,
+        consumer_faults: draw::int("groups.consumer_faults", 0..6) as usize,
     };
+    let disk_faults = DiskFaults::draw("groups");
+    let net = NetFaults::draw("groups");
+    let nemesis = Nemesis::draw("groups");
     let handle = Handle::current();
-    let disk = Arc::new(Mutex::new(MemDisk::new()));
-    let broker = start_broker(&handle, disk.clone(), Duration::from_millis(rng.gen_range(1..10)));
+    let disk = SimDisk::new(MemDisk::new(), disk_faults);
+    let broker = start_broker(&handle, disk.clone(), &net);
     let observed: Shared = Arc::new(Mutex::new(Observed::default()));
 
     let producer = handle.create_node().name("producer").ip("10.0.0.2".parse().expect("ip")).build();
@@ -92,22 +85,24 @@ async fn scenario() -> Result<String, String> {
     };
     let consumers: Vec<_> = (0..params.consumers).map(consumer_node).collect();
 
-    // Faults: consumers crash (silently), leave and come back; the broker may crash too.
-    for _ in 0..params.consumer_faults {
-        tokio::time::sleep(Duration::from_millis(thread_rng().gen_range(100..8000))).await;
-        let victim = &consumers[thread_rng().gen_range(0..consumers.len())];
-        handle.kill(victim.id());
-        tokio::time::sleep(Duration::from_millis(thread_rng().gen_range(0..10_000))).await;
-        handle.restart(victim.id());
-    }
-    for _ in 0..params.broker_crashes {
-        tokio::time::sleep(Duration::from_millis(thread_rng().gen_range(100..5000))).await;
-        handle.kill(broker.id());
-        disk.lock().expect("disk").crash(&mut |_| thread_rng().gen_range(0..2));
-        tokio::time::sleep(Duration::from_millis(thread_rng().gen_range(1..500))).await;
-        handle.restart(broker.id());
-    }
-    produced.await.map_err(|e| format!("producer task failed: {e}"))??;
+    // Faults: consumers crash (silently), leave and come back, while the nemesis works on the
+    // broker.
+    let consumer_faults = async {
+        for _ in 0..params.consumer_faults {
+            tokio::time::sleep(Duration::from_millis(thread_rng().gen_range(100..8000))).await;
+            let victim = &consumers[thread_rng().gen_range(0..consumers.len())];
+            handle.kill(victim.id());
+            tokio::time::sleep(Duration::from_millis(thread_rng().gen_range(0..10_000))).await;
+            handle.restart(victim.id());
+        }
+    };
+    let (applied, ()) = tokio::join!(faults::run(&nemesis, &broker, &disk, &net), consumer_faults);
+    tokio::time::timeout(HEAL_LIMIT, produced)
+        .await
+        .map_err(|_| {
+            format!("liveness: the producer did not finish within {}s after faults stopped", HEAL_LIMIT.as_secs())
+        })?
+        .map_err(|e| format!("producer task failed: {e}"))??;
     observed.lock().expect("observed").healing = true;
 
     // Faults stop: within the bound the group settles and every acknowledged record is consumed.
@@ -132,7 +127,7 @@ async fn scenario() -> Result<String, String> {
     let o = observed.lock().expect("observed");
     check(&o)?;
     Ok(format!(
-        "{params:?}, {} generations, {} commits, {} records consumed",
+        "{applied}, {} generations, {} commits, {} records consumed",
         o.owned.len(),
         o.commits.len(),
         o.delivered.len()

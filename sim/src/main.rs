@@ -4,26 +4,15 @@
 #[cfg(madsim)]
 mod disk;
 #[cfg(madsim)]
+mod draw;
+#[cfg(madsim)]
+mod faults;
+#[cfg(madsim)]
 mod group_scenario;
 #[cfg(madsim)]
 mod scenario;
-
-/// Simulated milliseconds across all seeds of this process, for the speed report.
 #[cfg(madsim)]
-pub static SIMULATED_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// The seed's trace: every scenario's (events, hash) folded together.
-#[cfg(madsim)]
-static TRACE: std::sync::Mutex<(u64, u64)> = std::sync::Mutex::new((0, 0));
-
-#[cfg(madsim)]
-pub fn fold_trace((events, hash): (u64, u64)) {
-    use std::hash::{Hash, Hasher};
-    let mut t = TRACE.lock().expect("trace");
-    let mut h = std::hash::DefaultHasher::new();
-    (t.1, hash).hash(&mut h);
-    *t = (t.0 + events, h.finish());
-}
+mod seed;
 
 #[cfg(not(madsim))]
 fn main() {
@@ -34,14 +23,13 @@ fn main() {
 #[cfg(madsim)]
 fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,madsim=error".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "off".into()))
         .with_writer(std::io::stderr)
         .init();
     let mut seed: u64 = 1;
     let mut seeds: u64 = 1;
     let mut canary = false;
+    let mut pins = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value =
@@ -51,11 +39,18 @@ fn main() {
             "--seeds" => seeds = value("--seeds"),
             // A planted bug (fsyncs that make nothing durable) the checkers must catch.
             "--canary" => canary = true,
+            // Pins a drawn parameter (as printed in a run's `params:` line), for replaying a
+            // shrunk case.
+            "--set" => pins.push(args.next().unwrap_or_default()),
             other => {
-                eprintln!("unknown argument {other}; usage: spool-sim [--seed N] [--seeds K] [--canary]");
+                eprintln!("unknown argument {other}; usage: spool-sim [--seed N] [--seeds K] [--canary] [--set name=value]...");
                 std::process::exit(2);
             }
         }
+    }
+    if let Err(e) = draw::set_overrides(&pins) {
+        eprintln!("{e}");
+        std::process::exit(2);
     }
     let commit = std::env::var("SPOOL_COMMIT").unwrap_or_else(|_| "unknown".to_string());
     println!(
@@ -67,7 +62,8 @@ fn main() {
     let mut ran = 0u64;
     let started = std::time::Instant::now();
     for s in seed..seed + seeds {
-        *TRACE.lock().expect("trace") = (0, 0);
+        seed::start_trace();
+        draw::reset();
         ran += 1;
         let outcome = scenario::run_seed(s, canary).and_then(|a| {
             if canary {
@@ -75,13 +71,18 @@ fn main() {
             }
             group_scenario::run_seed(s).map(|b| format!("{a}; groups: {b}"))
         });
-        let (events, hash) = *TRACE.lock().expect("trace");
+        let (events, hash) = seed::trace();
+        println!("seed {s}: params: {}", draw::drawn());
         match outcome {
             Ok(report) => println!("seed {s}: ok: {report}; trace {events} events {hash:016x}"),
             Err(e) => {
                 failures += 1;
                 println!("seed {s}: FAILED: {e}; trace {events} events {hash:016x}");
-                println!("replay with: cargo xtask sim run --seed {s}{}", if canary { " --canary" } else { "" });
+                let pinned: String = pins.iter().map(|p| format!(" --set {p}")).collect();
+                println!(
+                    "replay with: cargo xtask sim run --seed {s}{}{pinned}",
+                    if canary { " --canary" } else { "" }
+                );
                 if canary {
                     // The planted bug is caught; later seeds add nothing.
                     break;
@@ -93,7 +94,7 @@ fn main() {
         }
     }
     let wall = started.elapsed().as_secs_f64();
-    let simulated = SIMULATED_MS.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0;
+    let simulated = seed::SIMULATED_MS.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0;
     println!(
         "speed: {seeds} seeds in {wall:.2} s wall = {:.0} seeds/s; {simulated:.0} s simulated = {:.0}x real time",
         seeds as f64 / wall.max(1e-9),

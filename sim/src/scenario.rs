@@ -14,72 +14,65 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use kafka_protocol::ResponseError;
-use madsim::rand::{thread_rng, Rng};
-use madsim::runtime::{Handle, Runtime};
+use madsim::runtime::Handle;
 use spool_core::config::BrokerConfig;
 use spool_core::mem_disk::MemDisk;
 use spool_runtime::server::{serve, ServerOptions};
 
-use crate::disk::{SharedDisk, SimStorage};
+use crate::disk::{DiskFaults, SharedDisk, SimDisk, SimStorage};
+use crate::draw;
+use crate::faults::{self, Nemesis, NetFaults};
 use spool_runtime::client::Client;
 
 const BROKER_IP: &str = "10.0.0.1";
 const TOPIC: &str = "events";
 
-/// What one seed draws.
+/// What one seed draws (besides its faults).
 #[derive(Debug, Clone)]
 struct Params {
-    batches: usize,
-    records_per_batch: usize,
-    crashes: usize,
-    fsync_latency_ms: u64,
-    max_torn_sectors: usize,
-    segment_bytes: u32,
+    batches: u64,
+    records_per_batch: u64,
+    segment_bytes: u64,
+    acks: i16,
+    /// Probability that a produce request is also sent on a second connection, as a client
+    /// retrying after an ambiguous timeout would.
+    duplicate_sends: f64,
 }
 
 impl Params {
     fn draw() -> Params {
-        let mut rng = thread_rng();
+        let small_segments = draw::int("single.small_segments", 0..2) == 1;
+        let segment_bytes = draw::int("single.segment_bytes", 200..4000);
         Params {
-            batches: rng.gen_range(20..200),
-            records_per_batch: rng.gen_range(1..6),
-            crashes: rng.gen_range(0..5),
-            fsync_latency_ms: rng.gen_range(1..20),
-            max_torn_sectors: rng.gen_range(0..4),
-            segment_bytes: if rng.gen_bool(0.5) { rng.gen_range(200..4000) } else { 1 << 30 },
+            batches: draw::int("single.batches", 20..200),
+            records_per_batch: draw::int("single.records_per_batch", 1..6),
+            segment_bytes: if small_segments { segment_bytes } else { 1 << 30 },
+            acks: if draw::int("single.acks_all", 0..2) == 1 { -1 } else { 1 },
+            duplicate_sends: draw::rate("single.duplicate_sends", 0.01, 0.2),
         }
     }
 }
 
 pub fn run_seed(seed: u64, canary: bool) -> Result<String, String> {
-    let mut runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
-    runtime.set_time_limit(Duration::from_secs(3600));
-    spool_runtime::trace::enable();
-    let (result, simulated) = runtime.block_on(async {
-        let start = tokio::time::Instant::now();
-        let result = scenario(canary).await;
-        (result, start.elapsed())
-    });
-    crate::SIMULATED_MS.fetch_add(simulated.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
-    crate::fold_trace(spool_runtime::trace::finish());
-    result
+    crate::seed::simulate(seed, || scenario(canary))
 }
 
 /// Starts (and on restart, restarts) a broker node over the shared disk.
-pub fn start_broker(handle: &Handle, disk: SharedDisk, fsync_latency: Duration) -> madsim::runtime::NodeHandle {
+pub fn start_broker(handle: &Handle, disk: SharedDisk, net: &NetFaults) -> madsim::runtime::NodeHandle {
+    let conn_faults = net.hook();
     handle
         .create_node()
         .name("spool-1")
         .ip(BROKER_IP.parse().expect("ip"))
         .init(move || {
             let disk = disk.clone();
+            let conn_faults = conn_faults.clone();
             async move {
                 let (_keep_running, stop) = tokio::sync::oneshot::channel();
                 let config = BrokerConfig::single_node(BROKER_IP, 9092);
-                let storage = SimStorage { disk, fsync_latency };
-                if let Err(e) =
-                    serve(ServerOptions { listen: broker_addr(), broker: config }, storage, stop, None).await
-                {
+                let mut options = ServerOptions::new(broker_addr(), config);
+                options.conn_faults = Some(conn_faults);
+                if let Err(e) = serve(options, SimStorage { disk }, stop, None).await {
                     panic!("broker failed: {e:#}");
                 }
             }
@@ -87,37 +80,42 @@ pub fn start_broker(handle: &Handle, disk: SharedDisk, fsync_latency: Duration) 
         .build()
 }
 
+/// How long after faults stop the system has to converge before it is a liveness failure.
+pub const HEAL_LIMIT: Duration = Duration::from_secs(120);
+
 pub fn broker_addr() -> SocketAddr {
     format!("{BROKER_IP}:9092").parse().expect("address")
 }
 
 async fn scenario(canary: bool) -> Result<String, String> {
+    let started = tokio::time::Instant::now();
     let params = Params::draw();
+    let disk_faults = DiskFaults::draw("single");
+    let net = NetFaults::draw("single");
+    let nemesis = Nemesis::draw("single");
     let handle = Handle::current();
     let mut mem = MemDisk::new();
     mem.fsync_lies = canary;
-    let disk: SharedDisk = Arc::new(Mutex::new(mem));
-    let fsync_latency = Duration::from_millis(params.fsync_latency_ms);
-    let broker = start_broker(&handle, disk.clone(), fsync_latency);
+    let disk = SimDisk::new(mem, disk_faults);
+    let broker = start_broker(&handle, disk.clone(), &net);
     let client = handle.create_node().name("client").ip("10.0.0.2".parse().expect("ip")).build();
-    let workload = client.spawn(produce_all(params.clone()));
-
-    // The nemesis: kill the broker at random points; unsynced writes are lost or torn.
-    let mut crashes = 0;
-    for _ in 0..params.crashes {
-        let wait = thread_rng().gen_range(10..3000);
-        tokio::time::sleep(Duration::from_millis(wait)).await;
-        handle.kill(broker.id());
-        let max_torn = params.max_torn_sectors;
-        disk.lock().expect("disk").crash(&mut |_| thread_rng().gen_range(0..=max_torn));
-        crashes += 1;
-        tokio::time::sleep(Duration::from_millis(thread_rng().gen_range(1..500))).await;
-        handle.restart(broker.id());
-    }
-    let acked = workload.await.map_err(|e| format!("workload task failed: {e}"))??;
+    let progress = Progress::default();
+    let workload = client.spawn(produce_all(params.clone(), progress.clone()));
+    let applied = faults::run(&nemesis, &broker, &disk, &net).await;
+    let acked = tokio::time::timeout(HEAL_LIMIT, workload)
+        .await
+        .map_err(|_| {
+            format!(
+                "liveness: the producer did not finish within {}s after faults stopped; last: {}",
+                HEAL_LIMIT.as_secs(),
+                progress.lock().expect("progress")
+            )
+        })?
+        .map_err(|e| format!("workload task failed: {e}"))??;
     let log = client.spawn(read_all()).await.map_err(|e| format!("reader task failed: {e}"))??;
-    check(&acked, &log)?;
-    Ok(format!("{params:?}, {crashes} crashes, {} records acknowledged, log end {}", acked.len(), log.len()))
+    check(&acked, &log).map_err(|e| format!("at {:.3}s simulated: {e}", started.elapsed().as_secs_f64()))?;
+    let injected = disk.lock().expect("disk").injected;
+    Ok(format!("{applied}, {injected} disk faults, {} records acknowledged, log end {}", acked.len(), log.len()))
 }
 
 async fn connect() -> Client {
@@ -157,7 +155,14 @@ fn batch(producer_id: i64, sequence: i32, values: &[String]) -> bytes::Bytes {
 
 /// Produces every batch until acknowledged, retrying the same batch (same sequence) after
 /// errors and reconnects, as an idempotent producer does. Returns acknowledged (offset, value).
-async fn produce_all(params: Params) -> Result<BTreeMap<i64, String>, String> {
+/// Where the producer is, for a liveness failure's message.
+type Progress = Arc<Mutex<String>>;
+
+fn note(progress: &Progress, what: String) {
+    *progress.lock().expect("progress") = what;
+}
+
+async fn produce_all(params: Params, progress: Progress) -> Result<BTreeMap<i64, String>, String> {
     let mut client = connect().await;
     let create = CreateTopicsRequest::default().with_timeout_ms(5000).with_topics(vec![
         create_topics_request::CreatableTopic::default()
@@ -176,8 +181,13 @@ async fn produce_all(params: Params) -> Result<BTreeMap<i64, String>, String> {
             {
                 break
             }
-            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            Err(_) => client = connect().await,
+            other => {
+                note(&progress, format!("creating the topic: {other:?}"));
+                match other {
+                    Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    Err(_) => client = connect().await,
+                }
+            }
         }
     }
     let producer_id = loop {
@@ -186,8 +196,13 @@ async fn produce_all(params: Params) -> Result<BTreeMap<i64, String>, String> {
             .await
         {
             Ok(ResponseKind::InitProducerId(r)) if r.error_code == 0 => break r.producer_id.0,
-            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            Err(_) => client = connect().await,
+            other => {
+                note(&progress, format!("taking a producer id: {other:?}"));
+                match other {
+                    Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    Err(_) => client = connect().await,
+                }
+            }
         }
     };
     let mut acked = BTreeMap::new();
@@ -195,7 +210,7 @@ async fn produce_all(params: Params) -> Result<BTreeMap<i64, String>, String> {
     for b in 0..params.batches {
         let values: Vec<String> = (0..params.records_per_batch).map(|r| format!("b{b}-r{r}")).collect();
         let records = batch(producer_id, sequence, &values);
-        let request = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![
+        let request = ProduceRequest::default().with_acks(params.acks).with_timeout_ms(5000).with_topic_data(vec![
             produce_request::TopicProduceData::default()
                 .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
                 .with_partition_data(vec![produce_request::PartitionProduceData::default()
@@ -203,6 +218,13 @@ async fn produce_all(params: Params) -> Result<BTreeMap<i64, String>, String> {
                     .with_records(Some(records))]),
         ]);
         loop {
+            if draw::happens(params.duplicate_sends) {
+                // The same request again on its own connection, racing the original.
+                let duplicate = request.clone();
+                tokio::spawn(async move {
+                    let _ = connect().await.call(9, duplicate).await;
+                });
+            }
             match client.call(9, request.clone()).await {
                 Ok(ResponseKind::Produce(r)) => {
                     let p = &r.responses[0].partition_responses[0];
@@ -217,10 +239,14 @@ async fn produce_all(params: Params) -> Result<BTreeMap<i64, String>, String> {
                     {
                         return Err(format!("batch {b} refused with error {}: {:?}", p.error_code, p.error_message));
                     }
+                    note(&progress, format!("batch {b}: error {} {:?}", p.error_code, p.error_message));
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Ok(other) => return Err(format!("unexpected response {other:?}")),
-                Err(_) => client = connect().await,
+                Err(e) => {
+                    note(&progress, format!("batch {b}: {e}"));
+                    client = connect().await;
+                }
             }
         }
         sequence += values.len() as i32;
@@ -264,6 +290,11 @@ async fn read_all() -> Result<Vec<String>, String> {
                 continue;
             }
         };
+        if p.error_code == ResponseError::KafkaStorageError.code() {
+            // Retriable (a read that kept failing its CRC); the stall limit bounds the retries.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
         if p.error_code != 0 {
             return Err(format!("fetch at {} failed with error {}", log.len(), p.error_code));
         }
