@@ -26,6 +26,8 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: i64,
     /// Defaults for topics that do not override them.
     pub topic_defaults: TopicConfig,
+    /// Rare-path injection for simulation; always `None` in production.
+    pub buggify: Option<crate::buggify::BuggifyConfig>,
 }
 
 impl BrokerConfig {
@@ -40,6 +42,7 @@ impl BrokerConfig {
             max_request_bytes: 100 * 1024 * 1024,
             retention_check_interval_ms: 300_000,
             topic_defaults: TopicConfig::default(),
+            buggify: None,
         }
     }
 }

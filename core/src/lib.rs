@@ -5,6 +5,7 @@
 pub mod api_versions;
 pub mod batch;
 pub mod broker;
+pub mod buggify;
 pub mod codec;
 pub mod config;
 pub mod group;

@@ -1,6 +1,7 @@
 //! The core's output queue: actions for the driver, and the bookkeeping that routes each storage
 //! completion back to whatever asked for it.
 
+use crate::buggify::Buggify;
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
@@ -46,14 +47,19 @@ pub enum Purpose {
     LogStartCheckpoint,
 }
 
-#[derive(Default)]
 pub struct Ops {
     next_id: u64,
     queue: VecDeque<Action>,
     purposes: BTreeMap<OpId, Purpose>,
+    /// Rides along with the action queue so every part of the logic that emits actions can reach it.
+    pub buggify: Buggify,
 }
 
 impl Ops {
+    pub fn new(buggify: Buggify) -> Self {
+        Ops { next_id: 0, queue: VecDeque::new(), purposes: BTreeMap::new(), buggify }
+    }
+
     fn id(&mut self, purpose: Purpose) -> OpId {
         self.next_id += 1;
         let id = OpId(self.next_id);

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use bytes::{Bytes, BytesMut};
 
 use crate::batch::{self, Batch, Batches};
+use crate::buggify::Site;
 use crate::config::{Durability, TimestampType, TopicConfig};
 use crate::index::SegmentIndex;
 use crate::ops::Ops;
@@ -274,7 +275,8 @@ impl PartitionLog {
         let full = active.size + incoming > self.config.segment_bytes as u64;
         let old = now_ms - active.created_ms >= self.config.segment_ms;
         let overflow = last_offset - active.base_offset > u32::MAX as i64 / 2;
-        if active.size > 0 && (full || old || overflow) {
+        let early = active.size > 0 && ops.buggify.fires(Site::RollSegmentEarly);
+        if active.size > 0 && (full || old || overflow || early) {
             self.roll(now_ms, ops);
         }
     }

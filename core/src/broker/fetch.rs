@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::{Broker, RequestCtx};
 use crate::batch::Batches;
+use crate::buggify::Site;
 use crate::ops::{ConnId, Purpose};
 use crate::partition::{fit_batches, trim_fetched, ReadPlan};
 use crate::storage::{StorageError, TopicPartition};
@@ -121,7 +122,8 @@ impl Broker {
             topics,
         };
         let has_error = state.topics.iter().any(|(_, _, slots)| slots.iter().any(|s| s.error != 0));
-        if request.max_wait_ms > 0 && !has_error && self.available(&state) < state.min_bytes.max(1) {
+        let wait = request.max_wait_ms > 0 && !self.ops.buggify.fires(Site::FetchNoWait);
+        if wait && !has_error && self.available(&state) < state.min_bytes.max(1) {
             state.parked_until = Some(now_ms + request.max_wait_ms as i64);
             self.fetches.insert(id, state);
             return;
@@ -224,6 +226,9 @@ impl Broker {
                     }
                     if intact == 0 {
                         slot.error = ResponseError::KafkaStorageError.code();
+                    } else if self.ops.buggify.fires(Site::FetchOneBatch) {
+                        let first = Batches::new(&records, false).next().map_or(intact, |(_, b)| b.len());
+                        slot.records = Some(records.slice(..first.min(intact)));
                     } else {
                         slot.records = Some(records.slice(..intact));
                     }

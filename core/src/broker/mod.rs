@@ -19,6 +19,7 @@ use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, RequestKind, Respons
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
+use crate::buggify::Buggify;
 use crate::codec::{self, DecodeFailure};
 use crate::config::{BrokerConfig, TopicConfig};
 use crate::group::{GroupConfig, GroupCoordinator, PersistId};
@@ -135,6 +136,7 @@ pub struct Broker {
 
 impl Broker {
     pub fn new(config: BrokerConfig, loaded: LoadedState, now_ms: i64) -> Self {
+        let buggify = config.buggify;
         let LoadedState { meta, mut partitions } = loaded;
         let mut topics = BTreeMap::new();
         for t in &meta.topics {
@@ -182,7 +184,7 @@ impl Broker {
             txn_offset_persists: BTreeMap::new(),
             config,
             topics,
-            ops: Ops::default(),
+            ops: Ops::new(Buggify::new(buggify)),
             conns: BTreeMap::new(),
             desired_meta: meta.clone(),
             durable_meta: meta,
