@@ -484,3 +484,39 @@ fn offset_delete_keeps_only_topics_the_members_subscribe_to() {
 fn committed(offset: i64) -> Committed {
     Committed { offset, leader_epoch: -1, metadata: None, commit_ms: 0 }
 }
+
+#[test]
+fn time_passing_while_the_log_is_replayed_expires_no_restored_member() {
+    use spool_core::group::records::{GroupRecord, GroupSnapshot, MemberSnapshot};
+    let mut c = GroupCoordinator::new(GroupConfig::default(), 0);
+    let member = MemberSnapshot {
+        member_id: "m1".into(),
+        instance_id: None,
+        client_id: "c".into(),
+        client_host: "h".into(),
+        session_timeout_ms: 10_000,
+        rebalance_timeout_ms: 10_000,
+        metadata: vec![],
+        assignment: vec![1],
+    };
+    let snapshot = GroupSnapshot {
+        protocol_type: Some("consumer".into()),
+        protocol: Some("range".into()),
+        generation: 3,
+        leader: Some("m1".into()),
+        members: vec![member],
+    };
+    c.load(GroupRecord::Group { group: "g".into(), value: Some(snapshot) }, 0);
+    // A slow read: ticks arrive before the rest of the log is replayed.
+    c.tick(5_000);
+    assert!(c.poll_output().is_none(), "nothing is written while loading");
+    c.finish_loading(6_000);
+    let g = c.groups().next().expect("the group was restored");
+    assert_eq!((g.state, g.generation, g.members.len()), (GroupState::Stable, 3, 1));
+    // The restored member has a full session from the end of loading.
+    c.tick(15_000);
+    assert_eq!(c.groups().next().unwrap().members.len(), 1);
+    c.tick(16_001);
+    let g = c.groups().next().unwrap();
+    assert_eq!((g.state, g.members.len()), (GroupState::Empty, 0), "then it expires as any member does");
+}

@@ -994,6 +994,10 @@ impl GroupCoordinator {
     // ---- time ----
 
     pub fn tick(&mut self, now_ms: i64) {
+        // Restored members have no session yet, and the log is still being replayed.
+        if self.loading {
+            return;
+        }
         let ids: Vec<String> = self.groups.keys().cloned().collect();
         for id in ids {
             let expired: Vec<String> = self.groups[&id]
