@@ -14,7 +14,9 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use kafka_protocol::ResponseError;
+use madsim::rand::{thread_rng, Rng};
 use madsim::runtime::Handle;
+use spool_core::buggify::BuggifyConfig;
 use spool_core::config::BrokerConfig;
 use spool_core::mem_disk::MemDisk;
 use spool_runtime::server::{serve, ServerOptions};
@@ -58,7 +60,12 @@ pub fn run_seed(seed: u64, canary: bool) -> Result<String, String> {
 }
 
 /// Starts (and on restart, restarts) a broker node over the shared disk.
-pub fn start_broker(handle: &Handle, disk: SharedDisk, net: &NetFaults) -> madsim::runtime::NodeHandle {
+pub fn start_broker(
+    handle: &Handle,
+    disk: SharedDisk,
+    net: &NetFaults,
+    buggify: Option<BuggifyConfig>,
+) -> madsim::runtime::NodeHandle {
     let conn_faults = net.hook();
     handle
         .create_node()
@@ -69,7 +76,9 @@ pub fn start_broker(handle: &Handle, disk: SharedDisk, net: &NetFaults) -> madsi
             let conn_faults = conn_faults.clone();
             async move {
                 let (_keep_running, stop) = tokio::sync::oneshot::channel();
-                let config = BrokerConfig::single_node(BROKER_IP, 9092);
+                let mut config = BrokerConfig::single_node(BROKER_IP, 9092);
+                // Each incarnation fires differently; the enabled sites stay those of the seed.
+                config.buggify = buggify.map(|b| BuggifyConfig { fire_seed: thread_rng().gen(), ..b });
                 let mut options = ServerOptions::new(broker_addr(), config);
                 options.conn_faults = Some(conn_faults);
                 if let Err(e) = serve(options, SimStorage { disk }, stop, None).await {
@@ -78,6 +87,13 @@ pub fn start_broker(handle: &Handle, disk: SharedDisk, net: &NetFaults) -> madsi
             }
         })
         .build()
+}
+
+/// Whether this seed's broker takes rare paths at its buggify sites, and how often.
+pub fn draw_buggify(scenario: &str) -> Option<BuggifyConfig> {
+    let fire_probability = draw::rate(&format!("{scenario}.buggify_fire"), 0.01, 0.3);
+    let sites_seed = draw::int(&format!("{scenario}.buggify_sites"), 0..1 << 32);
+    (fire_probability > 0.0).then_some(BuggifyConfig { sites_seed, fire_seed: 0, fire_probability })
 }
 
 /// How long after faults stop the system has to converge before it is a liveness failure.
@@ -97,7 +113,7 @@ async fn scenario(canary: bool) -> Result<String, String> {
     let mut mem = MemDisk::new();
     mem.fsync_lies = canary;
     let disk = SimDisk::new(mem, disk_faults);
-    let broker = start_broker(&handle, disk.clone(), &net);
+    let broker = start_broker(&handle, disk.clone(), &net, draw_buggify("single"));
     let client = handle.create_node().name("client").ip("10.0.0.2".parse().expect("ip")).build();
     let progress = Progress::default();
     let workload = client.spawn(produce_all(params.clone(), progress.clone()));
