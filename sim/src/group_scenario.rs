@@ -367,7 +367,10 @@ async fn consume(observed: Shared) {
 }
 
 async fn metadata_partitions(client: &mut Client) -> Option<i32> {
+    // A consumer must not create the topic (with the default partition count) before the
+    // producer creates it with its own.
     let req = MetadataRequest::default()
+        .with_allow_auto_topic_creation(false)
         .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default()
             .with_name(Some(TopicName(StrBytes::from_static_str(TOPIC))))]));
     match client.call(9, req).await.ok()? {
