@@ -5,7 +5,7 @@
 //! with the run's probability each time it is reached. Off in production (`BrokerConfig::buggify`
 //! is `None`), so this is the core's only randomness and it is seeded by the driver.
 
-use rand::{Rng, SeedableRng};
+use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 /// What the driver passes in to turn buggify on.
@@ -59,7 +59,7 @@ impl Buggify {
         if !enabled(config.sites_seed, site.name()) {
             return false;
         }
-        let fires = self.rng.gen_bool(config.fire_probability.clamp(0.0, 1.0));
+        let fires = unit(&mut self.rng) < config.fire_probability;
         if fires {
             tracing::debug!(site = site.name(), "buggify fired");
         }
@@ -74,7 +74,12 @@ fn enabled(sites_seed: u64, name: &str) -> bool {
     for b in name.bytes() {
         h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
     }
-    ChaCha8Rng::seed_from_u64(h).gen_range(0..4) == 0
+    ChaCha8Rng::seed_from_u64(h).next_u64() % 4 == 0
+}
+
+/// A uniform draw in [0, 1).
+fn unit(rng: &mut ChaCha8Rng) -> f64 {
+    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]

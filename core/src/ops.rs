@@ -55,6 +55,13 @@ pub struct Ops {
     pub buggify: Buggify,
 }
 
+impl Default for Ops {
+    /// Without buggify, as production runs.
+    fn default() -> Self {
+        Ops::new(Buggify::new(None))
+    }
+}
+
 impl Ops {
     pub fn new(buggify: Buggify) -> Self {
         Ops { next_id: 0, queue: VecDeque::new(), purposes: BTreeMap::new(), buggify }
