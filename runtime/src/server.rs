@@ -212,7 +212,9 @@ async fn event_loop<S: Storage>(
             Some(c) = completions.recv() => {
                 let now = now_ms();
                 trace::record("completion", now, &c);
-                broker.handle_completion(now, c)
+                let detail = completion_detail(&c);
+                broker.handle_completion(now, c);
+                trace::describe("completion", now, || detail, || broker.summary());
             }
             Some(event) = events.recv() => {
                 handle_event(&mut broker, &mut writers, event);
@@ -232,7 +234,8 @@ async fn event_loop<S: Storage>(
             _ = sleep => {
                 let now = now_ms();
                 trace::record("tick", now, &());
-                broker.handle_tick(now)
+                broker.handle_tick(now);
+                trace::describe("tick", now, String::new, || broker.summary());
             }
         }
     }
@@ -242,18 +245,24 @@ fn handle_event(broker: &mut Broker, writers: &mut HashMap<ConnId, mpsc::Unbound
     match event {
         Event::Connected(conn, tx, peer) => {
             writers.insert(conn, tx);
-            trace::record("connect", now_ms(), &(conn, &peer));
+            let now = now_ms();
+            trace::record("connect", now, &(conn, &peer));
             broker.handle_connect_from(conn, &peer);
+            trace::describe("connect", now, || format!("conn={conn} from {peer}"), || broker.summary());
         }
         Event::Frame(conn, frame) => {
             let now = now_ms();
             trace::record("frame", now, &(conn, &frame));
-            broker.handle_frame(now, conn, frame)
+            let detail = frame_detail(conn, &frame);
+            broker.handle_frame(now, conn, frame);
+            trace::describe("request", now, || detail, || broker.summary());
         }
         Event::Disconnected(conn) => {
             writers.remove(&conn);
-            trace::record("disconnect", now_ms(), &conn);
+            let now = now_ms();
+            trace::record("disconnect", now, &conn);
             broker.handle_disconnect(conn);
+            trace::describe("disconnect", now, || format!("conn={conn}"), || broker.summary());
         }
     }
 }
@@ -290,4 +299,24 @@ fn drain_actions<S: Storage>(
             Action::ShutdownComplete => done = true,
         }
     }
+}
+
+/// `conn=3 Produce v9 #17` for a verbose trace line.
+fn frame_detail(conn: ConnId, frame: &[u8]) -> String {
+    let field = |at: usize| frame.get(at..at + 2).map_or(-1, |b| i16::from_be_bytes([b[0], b[1]]));
+    let key = field(0);
+    let name =
+        kafka_protocol::messages::ApiKey::try_from(key).map_or_else(|_| format!("key{key}"), |k| format!("{k:?}"));
+    let correlation = frame.get(4..8).map_or(-1, |b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    format!("conn={conn} {name} v{} #{correlation}", field(2))
+}
+
+fn completion_detail(c: &Completion) -> String {
+    let (what, ok) = match c {
+        Completion::Written { result, .. } => ("written", result.is_ok()),
+        Completion::Synced { result, .. } => ("synced", result.is_ok()),
+        Completion::Read { result, .. } => ("read", result.is_ok()),
+        Completion::MetaWritten { result, .. } => ("meta written", result.is_ok()),
+    };
+    format!("{what} op#{} {}", c.id().0, if ok { "ok" } else { "FAILED" })
 }

@@ -95,6 +95,13 @@ impl std::fmt::Display for Applied {
     }
 }
 
+/// Logs a nemesis action, and prints it among the broker's events with `-v`.
+fn say(what: impl Into<String>) {
+    let what: String = what.into();
+    tracing::info!("nemesis: {what}");
+    spool_runtime::trace::describe("nemesis", spool_runtime::server::now_ms(), || what, String::new);
+}
+
 fn pause_for(range: std::ops::Range<u64>) -> tokio::time::Sleep {
     tokio::time::sleep(Duration::from_millis(thread_rng().gen_range(range)))
 }
@@ -122,7 +129,7 @@ pub async fn run(nemesis: &Nemesis, broker: &NodeHandle, disk: &SharedDisk, net:
         });
         match action {
             Some(0) => {
-                tracing::info!("nemesis: power loss");
+                say("power loss");
                 handle.kill(broker.id());
                 disk.lock().expect("disk").power_loss();
                 applied.power_losses += 1;
@@ -131,14 +138,14 @@ pub async fn run(nemesis: &Nemesis, broker: &NodeHandle, disk: &SharedDisk, net:
             }
             Some(1) => {
                 // The process dies; the page cache (unsynced writes) survives.
-                tracing::info!("nemesis: kill");
+                say("kill");
                 handle.kill(broker.id());
                 applied.kills += 1;
                 pause_for(1..500).await;
                 handle.restart(broker.id());
             }
             Some(2) => {
-                tracing::info!("nemesis: pause");
+                say("pause");
                 handle.pause(broker.id());
                 applied.pauses += 1;
                 pause_for(100..5000).await;
@@ -146,7 +153,7 @@ pub async fn run(nemesis: &Nemesis, broker: &NodeHandle, disk: &SharedDisk, net:
             }
             Some(3) => {
                 let net = NetSim::current();
-                tracing::info!("nemesis: isolate");
+                say("isolate");
                 net.clog_node(broker.id());
                 applied.partitions += 1;
                 pause_for(100..8000).await;
@@ -155,7 +162,7 @@ pub async fn run(nemesis: &Nemesis, broker: &NodeHandle, disk: &SharedDisk, net:
             Some(4) => {
                 let net = NetSim::current();
                 let inbound = thread_rng().gen_bool(0.5);
-                tracing::info!(inbound, "nemesis: one-way partition");
+                say(format!("one-way partition inbound={inbound}"));
                 if inbound {
                     net.clog_node_in(broker.id());
                 } else {
@@ -173,7 +180,7 @@ pub async fn run(nemesis: &Nemesis, broker: &NodeHandle, disk: &SharedDisk, net:
         }
     }
     // Healing: no more faults of any kind.
-    tracing::info!("nemesis: faults stop");
+    say("faults stop");
     disk.lock().expect("disk").faulty = false;
     net.active.store(false, Ordering::Relaxed);
     restart_after_disk_errors(&handle, broker, disk, &mut applied).await;
@@ -184,7 +191,7 @@ async fn restart_after_disk_errors(handle: &Handle, broker: &NodeHandle, disk: &
     if disk.lock().expect("disk").errors_since_start == 0 {
         return;
     }
-    tracing::info!("nemesis: restart after disk errors");
+    say("restart after disk errors");
     handle.kill(broker.id());
     applied.operator_restarts += 1;
     pause_for(1..500).await;

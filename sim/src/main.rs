@@ -39,11 +39,13 @@ fn main() {
             "--seeds" => seeds = value("--seeds"),
             // A planted bug (fsyncs that make nothing durable) the checkers must catch.
             "--canary" => canary = true,
+            // One line per broker event with the broker's state after it.
+            "-v" | "--verbose" => spool_runtime::trace::set_verbose(true),
             // Pins a drawn parameter (as printed in a run's `params:` line), for replaying a
             // shrunk case.
             "--set" => pins.push(args.next().unwrap_or_default()),
             other => {
-                eprintln!("unknown argument {other}; usage: spool-sim [--seed N] [--seeds K] [--canary] [--set name=value]...");
+                eprintln!("unknown argument {other}; usage: spool-sim [--seed N] [--seeds K] [--canary] [-v] [--set name=value]...");
                 std::process::exit(2);
             }
         }
@@ -65,6 +67,7 @@ fn main() {
         seed::start_trace();
         draw::reset();
         ran += 1;
+        let seed_started = std::time::Instant::now();
         let outcome = scenario::run_seed(s, canary).and_then(|a| {
             if canary {
                 return Ok(a);
@@ -72,12 +75,13 @@ fn main() {
             group_scenario::run_seed(s).map(|b| format!("{a}; groups: {b}"))
         });
         let (events, hash) = seed::trace();
+        let wall_ms = seed_started.elapsed().as_millis();
         println!("seed {s}: params: {}", draw::drawn());
         match outcome {
-            Ok(report) => println!("seed {s}: ok: {report}; trace {events} events {hash:016x}"),
+            Ok(report) => println!("seed {s}: ok: {report}; trace {events} events {hash:016x}; {wall_ms} ms"),
             Err(e) => {
                 failures += 1;
-                println!("seed {s}: FAILED: {e}; trace {events} events {hash:016x}");
+                println!("seed {s}: FAILED: {e}; trace {events} events {hash:016x}; {wall_ms} ms");
                 let pinned: String = pins.iter().map(|p| format!(" --set {p}")).collect();
                 println!(
                     "replay with: cargo xtask sim run --seed {s}{}{pinned}",

@@ -216,6 +216,33 @@ impl Broker {
         broker
     }
 
+    /// One line of state for a trace: node and role, then per partition its leader epoch, log
+    /// end offset and high watermark, then per group its generation and state.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write;
+        let mut line = format!("node={} role=leader", self.config.node_id);
+        for topic in self.topics.values() {
+            for (i, p) in topic.partitions.iter().enumerate() {
+                let failed = if p.failed.is_some() { " OFFLINE" } else { "" };
+                let _ = write!(
+                    line,
+                    " {}-{i}:e{}/leo{}/hw{}{failed}",
+                    topic.name,
+                    p.leader_epoch,
+                    p.log_end_offset(),
+                    p.high_watermark()
+                );
+            }
+        }
+        if self.groups.is_loading() {
+            line.push_str(" groups:loading");
+        }
+        for g in self.groups.groups() {
+            let _ = write!(line, " {}:g{}/{:?}/{}m", g.id, g.generation, g.state, g.members.len());
+        }
+        line
+    }
+
     pub fn cluster_id(&self) -> &str {
         &self.durable_meta.cluster_id
     }
