@@ -40,9 +40,22 @@ fn record(name: &str, drawn: f64) -> f64 {
 }
 
 /// An integer in `range`.
+/// An integer in `range`; a pin outside it is brought into it.
 pub fn int(name: &str, range: std::ops::Range<u64>) -> u64 {
-    let drawn = thread_rng().gen_range(range);
-    record(name, drawn as f64) as u64
+    let drawn = thread_rng().gen_range(range.clone());
+    let value = record(name, drawn as f64) as u64;
+    let clamped = value.clamp(range.start, range.end - 1);
+    if clamped != value {
+        fix_recorded(name, clamped as f64);
+    }
+    clamped
+}
+
+fn fix_recorded(name: &str, value: f64) {
+    let mut draws = DRAWS.lock().expect("draws");
+    if let Some(entry) = draws.drawn.iter_mut().find(|(n, _)| n == name) {
+        entry.1 = value;
+    }
 }
 
 /// A probability: zero with chance 1/2 (the fault is off for this seed), otherwise between

@@ -1,7 +1,9 @@
 //! `cargo xtask <command>`: the project's automation, in Rust so it runs wherever cargo does.
 
 mod bench;
+mod fuzz;
 mod image;
+mod shrink;
 mod sim;
 mod test;
 

@@ -15,9 +15,27 @@ pub enum SimCommand {
         /// Plant the canary bug (fsyncs that make nothing durable).
         #[arg(long)]
         canary: bool,
+        /// One line per broker event: time, event, and the broker's state after it.
+        #[arg(short, long)]
+        verbose: bool,
+        /// Pin a drawn parameter, as printed in the run's `params:` line (repeatable).
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        pins: Vec<String>,
     },
     /// Run many seeds; exits non-zero on any failure (or, with --canary, if none is caught).
     Fuzz(FuzzArgs),
+    /// Search for smaller parameters (fewer faults, a smaller workload) with which a failing
+    /// seed still fails the same way, and print them as a replayable command.
+    Shrink {
+        #[arg(long)]
+        seed: u64,
+        /// Shrink a seed that catches the canary bug (shows the shrinker at work).
+        #[arg(long)]
+        canary: bool,
+        /// Start from these pins (repeatable).
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        pins: Vec<String>,
+    },
     /// Replay every seed in corpus/sim-seeds.txt (each must pass) and corpus/canary-seeds.txt
     /// (each must be caught with the canary planted).
     Corpus,
@@ -39,6 +57,9 @@ pub struct FuzzArgs {
     seeds: u64,
     #[arg(long, default_value_t = 1)]
     first: u64,
+    /// Simulator processes to run at once (default: one per core).
+    #[arg(long)]
+    jobs: Option<usize>,
     /// Plant the canary bug; succeed only if the checkers catch it.
     #[arg(long)]
     canary: bool,
@@ -46,7 +67,7 @@ pub struct FuzzArgs {
 
 impl FuzzArgs {
     pub fn new(first: u64, seeds: u64, canary: bool) -> Self {
-        FuzzArgs { seeds, first, canary }
+        FuzzArgs { seeds, first, jobs: None, canary }
     }
 }
 
@@ -61,7 +82,7 @@ pub fn build() -> Result<String> {
     Ok(target.join("release/spool-sim").display().to_string())
 }
 
-fn commit() -> String {
+pub fn commit() -> String {
     std::process::Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .current_dir(root())
@@ -86,19 +107,25 @@ pub fn run(command: SimCommand) -> Result<()> {
     // SAFETY of the run: a single-threaded xtask sets this before spawning anything.
     unsafe { std::env::set_var("SPOOL_COMMIT", commit()) };
     match command {
-        SimCommand::Run { seed, canary } => {
+        SimCommand::Run { seed, canary, verbose, pins } => {
             let seed = seed.to_string();
-            let mut args = vec!["--seed", seed.as_str()];
+            let mut args = vec!["--seed".to_string(), seed];
             if canary {
-                args.push("--canary");
+                args.push("--canary".into());
             }
+            if verbose {
+                args.push("-v".into());
+            }
+            for pin in pins {
+                args.extend(["--set".to_string(), pin]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
             run_cmd(&binary, &args, &[])
         }
         SimCommand::Fuzz(f) => {
-            let (first, seeds) = (f.first.to_string(), f.seeds.to_string());
-            let mut args = vec!["--seed", first.as_str(), "--seeds", seeds.as_str()];
             if f.canary {
-                args.push("--canary");
+                let (first, seeds) = (f.first.to_string(), f.seeds.to_string());
+                let args = ["--seed", first.as_str(), "--seeds", seeds.as_str(), "--canary"];
                 return match run_cmd(&binary, &args, &[]) {
                     Err(_) => {
                         eprintln!("xtask: the canary bug was caught");
@@ -107,8 +134,10 @@ pub fn run(command: SimCommand) -> Result<()> {
                     Ok(()) => bail!("the canary bug survived {} seeds: the checkers are blind", f.seeds),
                 };
             }
-            fuzz_recording_failures(&binary, &args)
+            let jobs = f.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            crate::fuzz::fuzz(&binary, f.first, f.seeds, jobs.max(1), &commit())
         }
+        SimCommand::Shrink { seed, canary, pins } => crate::shrink::shrink(&binary, seed, canary, pins),
         SimCommand::CheckDeterminism { seeds, first, step } => {
             for i in 0..seeds {
                 let seed = first + i * step;
@@ -166,27 +195,15 @@ fn expect_canary_caught(binary: &str, seed: &str) -> Result<()> {
     }
 }
 
-/// Runs a fuzz batch, echoing its output; every failing seed is appended to the corpus with its
-/// reason, so CI replays it from then on.
-fn fuzz_recording_failures(binary: &str, args: &[&str]) -> Result<()> {
-    eprintln!("xtask: $ {binary} {}", args.join(" "));
-    let out = std::process::Command::new(binary).args(args).stderr(std::process::Stdio::inherit()).output()?;
+/// Finds a seed that catches the canary and shrinks it: the shrinker must end with a smaller
+/// case that still fails (it re-runs its result and errs otherwise).
+pub fn shrink_a_canary_seed() -> Result<()> {
+    let binary = build()?;
+    let out = std::process::Command::new(&binary).args(["--seed", "1", "--seeds", "50", "--canary"]).output()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    print!("{text}");
-    let failed: Vec<(&str, &str)> = text
+    let seed = text
         .lines()
-        .filter_map(|l| l.strip_prefix("seed ")?.split_once(": FAILED: "))
-        .map(|(seed, why)| (seed, why.split("; trace").next().unwrap_or(why)))
-        .collect();
-    if !failed.is_empty() {
-        use std::io::Write;
-        let path = root().join("corpus/sim-seeds.txt");
-        let mut corpus = std::fs::OpenOptions::new().append(true).open(&path)?;
-        for (seed, why) in &failed {
-            writeln!(corpus, "{seed}  # found by fuzz at {}: {}", commit(), why.replace('\n', " "))?;
-        }
-        bail!("{} seed(s) failed; added to {}", failed.len(), path.display());
-    }
-    anyhow::ensure!(out.status.success(), "the simulator exited with {}", out.status);
-    Ok(())
+        .find_map(|l| l.strip_prefix("seed ")?.split_once(": FAILED")?.0.parse::<u64>().ok())
+        .ok_or_else(|| anyhow::anyhow!("no seed in 1..51 caught the canary"))?;
+    crate::shrink::shrink(&binary, seed, true, Vec::new())
 }

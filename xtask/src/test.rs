@@ -42,7 +42,7 @@ pub fn run(args: TestArgs) -> Result<()> {
     for suite in &suites {
         let started = Instant::now();
         let result = match suite {
-            Suite::Cargo => run_cmd("cargo", &["test", "--workspace", "--release"], &[]),
+            Suite::Cargo => lint().and_then(|()| run_cmd("cargo", &["test", "--workspace", "--release"], &[])),
             Suite::E2e => e2e(),
             Suite::Sim => sim(),
             Suite::Librdkafka => librdkafka(),
@@ -79,8 +79,21 @@ fn sim() -> Result<()> {
     use crate::sim::{run, FuzzArgs, SimCommand};
     run(SimCommand::Corpus)?;
     run(SimCommand::CheckDeterminism { seeds: 20, first: 1, step: 97 })?;
-    run(SimCommand::Fuzz(FuzzArgs::new(1, 1000, false)))?;
-    run(SimCommand::Fuzz(FuzzArgs::new(1, 50, true)))
+    run(SimCommand::Fuzz(FuzzArgs::new(1, 2000, false)))?;
+    run(SimCommand::Fuzz(FuzzArgs::new(1, 50, true)))?;
+    crate::sim::shrink_a_canary_seed()
+}
+
+/// Formatting and clippy, as the project requires of every commit.
+fn lint() -> Result<()> {
+    let has = |tool: &str| {
+        std::process::Command::new("cargo").args([tool, "--version"]).output().is_ok_and(|o| o.status.success())
+    };
+    if !has("clippy") || !has("fmt") {
+        run_cmd("rustup", &["component", "add", "clippy", "rustfmt"], &[])?;
+    }
+    run_cmd("cargo", &["fmt", "--all", "--check"], &[])?;
+    run_cmd("cargo", &["clippy", "--workspace", "--all-targets", "--release", "--", "-D", "warnings"], &[])
 }
 
 fn librdkafka() -> Result<()> {
