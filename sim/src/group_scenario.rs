@@ -49,6 +49,8 @@ struct Observed {
     acked: BTreeSet<String>,
     /// Set when faults stop; consumers stop leaving on their own.
     healing: bool,
+    /// Invariants a consumer saw broken, as it saw them.
+    violations: Vec<String>,
 }
 
 type Shared = Arc<Mutex<Observed>>;
@@ -135,6 +137,9 @@ async fn scenario() -> Result<String, String> {
 }
 
 fn check(o: &Observed) -> Result<(), String> {
+    if let Some(v) = o.violations.first() {
+        return Err(v.clone());
+    }
     for (generation, owners) in &o.owned {
         let mut seen = BTreeMap::new();
         for (member, parts) in owners {
@@ -405,6 +410,7 @@ async fn run_generation(
         _ => return Ok(()),
     };
     let mut last_heartbeat = tokio::time::Instant::now();
+    let mut high_watermarks: BTreeMap<i32, i64> = BTreeMap::new();
     loop {
         if last_heartbeat.elapsed() > Duration::from_millis(1000) {
             last_heartbeat = tokio::time::Instant::now();
@@ -458,14 +464,39 @@ async fn run_generation(
             let mut records = p.records.clone().unwrap_or_default();
             let position = positions.get(&p.partition_index).copied().unwrap_or(0);
             let mut next = position;
+            let mut o = observed.lock().expect("observed");
+            // The high watermark a member sees never goes down: its fetches are sequential, so
+            // this holds across reconnects and broker restarts too.
+            let seen_hw = high_watermarks.entry(p.partition_index).or_insert(0);
+            if p.error_code == 0 && p.high_watermark < *seen_hw {
+                o.violations.push(format!(
+                    "member {member} saw the high watermark of partition {} go from {seen_hw} down to {}",
+                    p.partition_index, p.high_watermark
+                ));
+            }
+            *seen_hw = (*seen_hw).max(p.high_watermark);
             while !records.is_empty() {
                 let Ok(set) = RecordBatchDecoder::decode(&mut records) else { break };
                 for r in set.records.into_iter().filter(|r| r.offset >= position) {
+                    if r.offset != next {
+                        o.violations.push(format!(
+                            "member {member} in generation {generation} at offset {next} of partition {} was handed offset {} (a skip)",
+                            p.partition_index, r.offset
+                        ));
+                    }
                     let value = String::from_utf8_lossy(&r.value.unwrap_or_default()).into_owned();
-                    observed.lock().expect("observed").delivered.insert((p.partition_index, r.offset), value);
+                    if let Some(before) = o.delivered.insert((p.partition_index, r.offset), value.clone()) {
+                        if before != value {
+                            o.violations.push(format!(
+                                "offset {} of partition {} held {before:?} and later {value:?}",
+                                r.offset, p.partition_index
+                            ));
+                        }
+                    }
                     next = r.offset + 1;
                 }
             }
+            drop(o);
             if next > position {
                 positions.insert(p.partition_index, next);
                 commits.push((p.partition_index, next));

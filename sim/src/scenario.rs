@@ -279,6 +279,7 @@ async fn read_all() -> Result<Vec<String>, String> {
     let mut client = connect().await;
     let mut log = Vec::new();
     let mut last_progress = (0usize, tokio::time::Instant::now());
+    let mut max_high_watermark = 0i64;
     loop {
         if log.len() > last_progress.0 {
             last_progress = (log.len(), tokio::time::Instant::now());
@@ -314,6 +315,14 @@ async fn read_all() -> Result<Vec<String>, String> {
         if p.error_code != 0 {
             return Err(format!("fetch at {} failed with error {}", log.len(), p.error_code));
         }
+        if p.high_watermark < max_high_watermark {
+            return Err(format!(
+                "the high watermark went from {max_high_watermark} down to {} while reading at {}",
+                p.high_watermark,
+                log.len()
+            ));
+        }
+        max_high_watermark = p.high_watermark;
         if log.len() as i64 >= p.high_watermark {
             return Ok(log);
         }
@@ -334,8 +343,20 @@ async fn read_all() -> Result<Vec<String>, String> {
     }
 }
 
-/// No acknowledged record lost or moved; no record written twice.
+/// No acknowledged record lost or moved; no record written twice; acknowledged records in the
+/// order they were sent.
 fn check(acked: &BTreeMap<i64, String>, log: &[String]) -> Result<(), String> {
+    let mut previous: Option<(i64, &String)> = None;
+    for (offset, value) in acked {
+        if let Some((before_offset, before)) = previous {
+            if sent_order(before) > sent_order(value) {
+                return Err(format!(
+                    "{value:?} was sent before {before:?} but sits after it (offsets {offset} and {before_offset})"
+                ));
+            }
+        }
+        previous = Some((*offset, value));
+    }
     for (offset, value) in acked {
         match log.get(*offset as usize) {
             Some(v) if v == value => {}
@@ -354,4 +375,11 @@ fn check(acked: &BTreeMap<i64, String>, log: &[String]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// (batch, record) of a value the producer wrote as `b<batch>-r<record>`.
+fn sent_order(value: &str) -> (u64, u64) {
+    let parse = |part: Option<&str>| part.and_then(|p| p[1..].parse().ok()).unwrap_or(u64::MAX);
+    let mut parts = value.split('-');
+    (parse(parts.next()), parse(parts.next()))
 }

@@ -112,7 +112,11 @@ pub fn fuzz(binary: &str, first: u64, seeds: u64, jobs: usize, commit: &str) -> 
         let path = root().join("corpus/sim-seeds.txt");
         let mut corpus = std::fs::OpenOptions::new().append(true).open(&path)?;
         for f in &failures {
-            println!("seed {}: {}\n  params: {}", f.seed, f.why, f.params);
+            // A failure is only useful if it replays: check it does, bit for bit.
+            let (a, b) = (crate::sim::trace_hash(binary, f.seed)?, crate::sim::trace_hash(binary, f.seed)?);
+            let replays =
+                if a == b { format!("replays with trace {a}") } else { format!("NOT DETERMINISTIC: {a} vs {b}") };
+            println!("seed {}: {}\n  params: {}\n  {replays}", f.seed, f.why, f.params);
             writeln!(corpus, "{}  # found by fuzz at {commit}: {}", f.seed, f.why.replace('\n', " "))?;
         }
         bail!("{} seed(s) failed; added to {}", failures.len(), path.display());

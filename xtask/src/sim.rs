@@ -94,7 +94,7 @@ pub fn commit() -> String {
 }
 
 /// The `trace-hash:` line of one seed run in a fresh process.
-fn trace_hash(binary: &str, seed: u64) -> Result<String> {
+pub fn trace_hash(binary: &str, seed: u64) -> Result<String> {
     let out = std::process::Command::new(binary).args(["--seed", &seed.to_string()]).output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
