@@ -266,3 +266,33 @@ fn deleting_a_topic_does_not_leave_an_end_txn_waiting_for_its_marker() {
     let ResponseKind::EndTxn(r) = answer else { panic!() };
     assert_eq!(r.error_code, 0);
 }
+
+#[test]
+fn a_commit_marker_lost_with_its_partition_is_written_after_a_restart() {
+    let mut node = Node::single();
+    create(&mut node, "t", 1);
+    create(&mut node, "u", 1);
+    let (pid, epoch, _) = init(&mut node, 60_000);
+    add_partition(&mut node, (pid, epoch), "t", 0);
+    add_partition(&mut node, (pid, epoch), "u", 0);
+    produce_txn(&mut node, "t", 0, txn_records(&["in-t"], (pid, epoch, 0), START_MS));
+    produce_txn(&mut node, "u", 0, txn_records(&["in-u"], (pid, epoch, 0), START_MS));
+    // The marker reaches "t", but "u" fails its fsync and goes offline.
+    node.fail_syncs_of = Some("u".into());
+    let request = EndTxnRequest::default()
+        .with_transactional_id(TransactionalId(StrBytes::from_static_str(TXN)))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_committed(true);
+    node.send(CONN, 3, request);
+    assert!(node.take::<EndTxnRequest>(CONN, 3).is_none(), "not ended while a marker is missing");
+    node.fail_syncs_of = None;
+    let mut node = node.crash_and_restart();
+    for name in ["t", "u"] {
+        let r = node.call(CONN, 11, fetch_request(name, 0, 0, 0).with_isolation_level(1));
+        let p = fetch_partition(&r);
+        let seen = decode_values(p.records.as_ref().unwrap());
+        assert_eq!(values(&seen), [format!("in-{name}")], "the commit is whole in {name}");
+        assert_eq!(p.last_stable_offset, p.high_watermark);
+    }
+}

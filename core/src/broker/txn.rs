@@ -270,9 +270,15 @@ impl Broker {
         let mut remaining = 0;
         for (topic, partition) in partitions {
             let tp = TopicPartition::new(&topic, partition);
-            if let Some(last_offset) = self.append_marker(now_ms, &tp, producer_id, &marker) {
-                self.marker_waits.insert((tp, last_offset, id.to_string()));
-                remaining += 1;
+            match self.append_marker(now_ms, &tp, producer_id, &marker) {
+                MarkerWrite::NotNeeded => {}
+                MarkerWrite::Durable { at } => {
+                    self.marker_waits.insert((tp, at, id.to_string()));
+                    remaining += 1;
+                }
+                // Never counted down: the transaction stays ending until a restart's recovery
+                // writes the marker again (the decision is durable in the metadata).
+                MarkerWrite::Offline => remaining += 1,
             }
         }
         self.ending.insert(id.to_string(), EndingTxn { remaining, reply });
@@ -281,19 +287,20 @@ impl Broker {
         }
     }
 
-    /// Appends a marker where `producer_id` has a transaction open. Returns the marker's offset
-    /// if the answer must wait for it to be durable.
+    /// Appends a marker where `producer_id` has a transaction open.
     fn append_marker(
         &mut self,
         now_ms: i64,
         tp: &TopicPartition,
         producer_id: i64,
         marker: &bytes::Bytes,
-    ) -> Option<i64> {
+    ) -> MarkerWrite {
         let durability = self.config.durability;
-        let log = self.topics.get_mut(&tp.topic)?.partitions.get_mut(usize::try_from(tp.partition).ok()?)?;
+        let Some(log) = self.topics.get_mut(&tp.topic).and_then(|t| t.partitions.get_mut(tp.partition as usize)) else {
+            return MarkerWrite::NotNeeded;
+        };
         if !log.producers.has_open_transaction(producer_id) {
-            return None;
+            return MarkerWrite::NotNeeded;
         }
         let before = log.high_watermark();
         match log.append(marker, now_ms, durability, &mut self.ops) {
@@ -302,26 +309,36 @@ impl Broker {
                 if hw > before {
                     self.wake_fetches(now_ms, tp);
                 }
-                (hw <= appended.last_offset).then_some(appended.last_offset)
+                if hw <= appended.last_offset {
+                    MarkerWrite::Durable { at: appended.last_offset }
+                } else {
+                    MarkerWrite::NotNeeded
+                }
             }
             Err(e) => {
                 tracing::error!(partition = %tp, "could not write a transaction marker: {e:?}");
-                None
+                MarkerWrite::Offline
             }
         }
     }
 
-    /// `tp`'s high watermark moved (or it failed): count the markers it made durable.
+    /// `tp`'s high watermark moved, it failed, or it was deleted: count the markers it made
+    /// durable. A marker on a failed partition is never counted: its transaction stays ending
+    /// until a restart's recovery writes the marker again; a deleted partition needs none.
     pub(crate) fn release_marker_waits(&mut self, now_ms: i64, tp: &TopicPartition) {
-        let (hw, failed) = self.partition(tp).map_or((i64::MAX, true), |p| (p.high_watermark(), p.failed.is_some()));
-        let done: Vec<_> = self
+        let (hw, failed) = self.partition(tp).map_or((i64::MAX, false), |p| (p.high_watermark(), p.failed.is_some()));
+        let waits: Vec<_> = self
             .marker_waits
             .range((tp.clone(), i64::MIN, String::new())..(tp.clone(), i64::MAX, String::new()))
             .filter(|(_, offset, _)| failed || *offset < hw)
             .cloned()
             .collect();
-        for wait in done {
+        for wait in waits {
             self.marker_waits.remove(&wait);
+            if failed {
+                tracing::error!(partition = %tp, transactional_id = wait.2, "a transaction marker was lost with its partition; the transaction ends after a restart");
+                continue;
+            }
             let id = wait.2;
             let finished = self.ending.get_mut(&id).is_some_and(|e| {
                 e.remaining -= 1;
@@ -478,4 +495,14 @@ impl Broker {
             }
         }
     }
+}
+
+/// What writing one transaction marker into one partition came to.
+enum MarkerWrite {
+    /// No transaction of the producer is open there (or the marker is already durable).
+    NotNeeded,
+    /// Appended; the transaction ends once the high watermark passes `at`.
+    Durable { at: i64 },
+    /// The partition is offline: the marker cannot be written in this incarnation.
+    Offline,
 }

@@ -13,7 +13,7 @@ use spool_core::codec;
 use spool_core::config::BrokerConfig;
 use spool_core::loader;
 use spool_core::mem_disk::MemDisk;
-use spool_core::storage::{Completion, StorageOp};
+use spool_core::storage::{Completion, StorageError, StorageOp};
 use spool_core::{Action, Broker, ConnId};
 
 pub struct Node {
@@ -30,6 +30,8 @@ pub struct Node {
     /// Each upcoming read gets one byte of its result flipped: at this index, or counted from
     /// the end when negative (a bad read, not a bad disk).
     pub flip_next_reads: VecDeque<isize>,
+    /// fsyncs touching a file of this topic fail (EIO) instead of making anything durable.
+    pub fail_syncs_of: Option<String>,
     next_correlation: i32,
 }
 
@@ -60,6 +62,7 @@ impl Node {
             held: Vec::new(),
             syncs_issued: 0,
             flip_next_reads,
+            fail_syncs_of: None,
             next_correlation: 1,
         };
         node.run();
@@ -113,6 +116,13 @@ impl Node {
                 }
                 Action::ShutdownComplete => done = true,
                 Action::Storage(op) => {
+                    if let StorageOp::Sync { id, files } = &op {
+                        if files.iter().any(|f| Some(&*f.tp.topic) == self.fail_syncs_of.as_deref()) {
+                            let failed = Completion::Synced { id: *id, result: Err(StorageError("EIO".into())) };
+                            self.broker.handle_completion(self.now, failed);
+                            continue;
+                        }
+                    }
                     if matches!(op, StorageOp::Sync { .. }) {
                         self.syncs_issued += 1;
                         if self.hold_syncs {
