@@ -44,6 +44,11 @@ pub struct TxnMeta {
 pub struct TxnCommit {
     pub partitions: Vec<(String, i32)>,
     pub offsets: Vec<TxnOffset>,
+    /// Where the transaction's data starts in each partition that holds some. A restart finds
+    /// by these whether the decision is still in progress or outlived its transaction (a later
+    /// one of the same producer and epoch may be open there).
+    #[serde(default)]
+    pub first_offsets: Vec<(String, i32, i64)>,
 }
 
 /// An offset committed as part of a transaction, applied to its group when the transaction commits.

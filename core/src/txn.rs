@@ -63,6 +63,7 @@ impl Transaction {
         TxnCommit {
             partitions: self.partitions.iter().cloned().collect(),
             offsets: self.offsets.values().cloned().collect(),
+            first_offsets: Vec::new(),
         }
     }
 

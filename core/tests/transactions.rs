@@ -296,3 +296,23 @@ fn a_commit_marker_lost_with_its_partition_is_written_after_a_restart() {
         assert_eq!(p.last_stable_offset, p.high_watermark);
     }
 }
+
+#[test]
+fn a_commit_decision_whose_clearing_was_lost_does_not_commit_the_next_transaction() {
+    let mut node = Node::single();
+    create(&mut node, "t", 1);
+    let (pid, epoch, _) = init(&mut node, 60_000);
+    add_partition(&mut node, (pid, epoch), "t", 0);
+    produce_txn(&mut node, "t", 0, txn_records(&["first"], (pid, epoch, 0), START_MS));
+    // The decision is written; the write that forgets it once the markers are durable fails.
+    node.fail_meta_writes.extend([false, true]);
+    assert_eq!(end(&mut node, (pid, epoch), true), 0);
+    // The next transaction of the same producer and epoch is open when the node crashes.
+    add_partition(&mut node, (pid, epoch), "t", 0);
+    produce_txn(&mut node, "t", 0, txn_records(&["second"], (pid, epoch, 1), START_MS));
+    let mut node = node.crash_and_restart();
+    let (hw, lso, aborted, seen) = fetch(&mut node, true);
+    assert_eq!(lso, hw, "nothing is left open");
+    assert_eq!(values(&seen), ["first", "second"]);
+    assert_eq!(aborted, [(pid, 2)], "the open transaction is aborted, not committed by the old decision");
+}

@@ -215,7 +215,17 @@ impl Broker {
             Ok(EndStep::Finish { commit: true }) => {
                 // The decision is durable before any marker, so a restart finishes the commit.
                 let txn = &self.txns.by_id[&id];
-                let meta = txn.meta(Some(txn.commit_record()));
+                let mut record = txn.commit_record();
+                record.first_offsets = txn
+                    .partitions
+                    .iter()
+                    .filter_map(|(topic, partition)| {
+                        let log = self.partition(&TopicPartition::new(topic, *partition))?;
+                        let first = log.producers.get(txn.producer_id)?.txn_first_offset?;
+                        Some((topic.clone(), *partition, first))
+                    })
+                    .collect();
+                let meta = txn.meta(Some(record));
                 self.queue_meta(
                     MetaChange::SetTransaction { id: id.clone(), meta },
                     Some(Deferred::TxnDecided(id, ctx)),
@@ -458,6 +468,21 @@ impl Broker {
             .filter_map(|(id, m)| m.commit.clone().map(|c| (id.clone(), c)))
             .collect();
         for (id, record) in committing {
+            let producer_id = self.txns.by_id[&id].producer_id;
+            // With one epoch for many transactions (transactions v1), a decision whose clearing
+            // was lost would otherwise commit the next transaction: a partition where a
+            // transaction of the producer is open from another offset shows the decision is done.
+            let stale = record.first_offsets.iter().any(|(topic, partition, first)| {
+                self.partition(&TopicPartition::new(topic, *partition))
+                    .and_then(|log| log.producers.get(producer_id)?.txn_first_offset)
+                    .is_some_and(|open| open != *first)
+            });
+            if stale {
+                tracing::warn!(transactional_id = %id, "a commit decision outlived its transaction; dropping it");
+                let meta = self.txns.by_id[&id].meta(None);
+                self.queue_meta_silent(MetaChange::SetTransaction { id: id.clone(), meta });
+                continue;
+            }
             let txn = self.txns.by_id.get_mut(&id).expect("loaded from the same metadata");
             txn.phase = Phase::Ending { commit: true };
             txn.partitions = record.partitions.into_iter().collect();

@@ -32,6 +32,8 @@ pub struct Node {
     pub flip_next_reads: VecDeque<isize>,
     /// fsyncs touching a file of this topic fail (EIO) instead of making anything durable.
     pub fail_syncs_of: Option<String>,
+    /// Each upcoming metadata replacement fails if its entry is true.
+    pub fail_meta_writes: VecDeque<bool>,
     next_correlation: i32,
 }
 
@@ -63,6 +65,7 @@ impl Node {
             syncs_issued: 0,
             flip_next_reads,
             fail_syncs_of: None,
+            fail_meta_writes: VecDeque::new(),
             next_correlation: 1,
         };
         node.run();
@@ -119,6 +122,14 @@ impl Node {
                     if let StorageOp::Sync { id, files } = &op {
                         if files.iter().any(|f| Some(&*f.tp.topic) == self.fail_syncs_of.as_deref()) {
                             let failed = Completion::Synced { id: *id, result: Err(StorageError("EIO".into())) };
+                            self.broker.handle_completion(self.now, failed);
+                            continue;
+                        }
+                    }
+                    if let StorageOp::WriteMeta { id, .. } = &op {
+                        if self.fail_meta_writes.pop_front() == Some(true) {
+                            let failed =
+                                Completion::MetaWritten { id: *id, result: Err(StorageError("ENOSPC".into())) };
                             self.broker.handle_completion(self.now, failed);
                             continue;
                         }
