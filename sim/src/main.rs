@@ -13,6 +13,8 @@ mod group_scenario;
 mod scenario;
 #[cfg(madsim)]
 mod seed;
+#[cfg(madsim)]
+mod txn_scenario;
 
 #[cfg(not(madsim))]
 fn main() {
@@ -72,7 +74,9 @@ fn main() {
             if canary {
                 return Ok(a);
             }
-            group_scenario::run_seed(s).map(|b| format!("{a}; groups: {b}"))
+            let b = group_scenario::run_seed(s).map_err(|e| format!("groups: {e}"))?;
+            let c = txn_scenario::run_seed(s).map_err(|e| format!("transactions: {e}"))?;
+            Ok(format!("{a}; groups: {b}; transactions: {c}"))
         });
         let (events, hash) = seed::trace();
         let wall_ms = seed_started.elapsed().as_millis();

@@ -134,7 +134,7 @@ async fn scenario(canary: bool) -> Result<String, String> {
     Ok(format!("{applied}, {injected} disk faults, {} records acknowledged, log end {}", acked.len(), log.len()))
 }
 
-async fn connect() -> Client {
+pub async fn connect() -> Client {
     loop {
         if let Ok(c) = Client::connect(broker_addr(), Duration::from_secs(2)).await {
             return c;
@@ -144,16 +144,26 @@ async fn connect() -> Client {
 }
 
 fn batch(producer_id: i64, sequence: i32, values: &[String]) -> bytes::Bytes {
+    producer_batch((producer_id, 0), sequence, false, values)
+}
+
+/// One record batch of an idempotent (or, with `transactional`, transactional) producer.
+pub fn producer_batch(
+    (producer_id, producer_epoch): (i64, i16),
+    sequence: i32,
+    transactional: bool,
+    values: &[String],
+) -> bytes::Bytes {
     let records: Vec<Record> = values
         .iter()
         .enumerate()
         .map(|(i, v)| Record {
-            transactional: false,
+            transactional,
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
             producer_id,
-            producer_epoch: 0,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             sequence: sequence + i as i32,
