@@ -110,8 +110,14 @@ fn load_partition(
         repairs.push(Repair::Truncate(file(base, FileKind::Log), len));
     }
     for &base in &recovery.delete {
-        for kind in [FileKind::Log, FileKind::OffsetIndex, FileKind::TimeIndex] {
+        for kind in [FileKind::Log, FileKind::OffsetIndex, FileKind::TimeIndex, FileKind::ProducerSnapshot] {
             repairs.push(Repair::Delete(file(base, kind)));
+        }
+    }
+    // A snapshot past the recovered end describes data that is gone.
+    for at in dir.list(tp, FileKind::ProducerSnapshot) {
+        if at > recovery.log_end_offset && !recovery.delete.contains(&at) {
+            repairs.push(Repair::Delete(file(at, FileKind::ProducerSnapshot)));
         }
     }
     if !clean {

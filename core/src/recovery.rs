@@ -124,10 +124,23 @@ pub fn recover_partition(
             cut = true;
             continue;
         }
+        if expected_base != i64::MIN && seg.base_offset > expected_base {
+            // The tail of the segment before was lost while part of this one survived (writes
+            // reach the disk in any order until an fsync): what follows the hole was never
+            // acknowledged, since an acknowledgement waits for the fsync of every file.
+            out.notes.push(format!(
+                "segment {} starts after a hole from offset {expected_base}; deleting it and later ones",
+                seg.base_offset
+            ));
+            out.delete.push(seg.base_offset);
+            cut = true;
+            continue;
+        }
         let is_last = i + 1 == count;
         let end_if_sealed = segments.get(i + 1).map(|n| n.base_offset);
         let full_check = (is_last && !clean) || seg.index.is_none();
-        let needs_walk = is_last || end_if_sealed.is_some_and(|end| end > replay_from);
+        // After a crash every segment is walked: a sealed one may have lost its tail.
+        let needs_walk = is_last || !clean || end_if_sealed.is_some_and(|end| end > replay_from);
         if full_check || needs_walk {
             let bytes = read_log(seg.base_offset);
             let scan =

@@ -724,3 +724,24 @@ fn what_a_restart_recovers_from_the_page_cache_is_durable_before_it_is_acknowled
     let mut node = node.crash_and_restart();
     assert_eq!(fetched_values(&mut node), (0, vec!["0:a".into()]));
 }
+
+#[test]
+fn a_segment_that_survived_a_crash_past_a_lost_tail_is_dropped_not_served_after_a_hole() {
+    let mut node = Node::single();
+    // Every batch gets its own segment.
+    create(&mut node, "t", 1, &[("segment.bytes", "100")]);
+    let r = node.call(CONN, 9, produce_request("t", 0, -1, records(&["a"], None, START_MS)));
+    assert_eq!(produce_partition(&r).error_code, 0);
+    node.hold_syncs = true;
+    node.send(CONN, 9, produce_request("t", 0, 0, records(&["b"], None, START_MS)));
+    node.send(CONN, 9, produce_request("t", 0, 0, records(&["c"], None, START_MS)));
+    // The power goes: nothing of the segment holding "b" reached the disk, but the first
+    // sector of the newer one holding "c" did.
+    let mut node = node.crash_and_restart_torn(|base| if base == 2 { 1 } else { 0 });
+    assert_eq!(fetched_values(&mut node), (0, vec!["0:a".into()]));
+    let r = node.call(CONN, 9, produce_request("t", 0, -1, records(&["d"], None, START_MS)));
+    assert_eq!(produce_partition(&r).base_offset, 1, "the log goes on from where it really ends");
+    let f = node.call(CONN, 12, fetch_request("t", 0, 1, 0));
+    let values = decode_values(fetch_partition(&f).records.as_ref().unwrap());
+    assert_eq!(values, [(1, "d".to_string())]);
+}

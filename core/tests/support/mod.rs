@@ -83,6 +83,13 @@ impl Node {
         Self::boot(self.config, disk, self.now)
     }
 
+    /// Power loss where `torn(base_offset)` sectors of each log's unsynced tail survive.
+    pub fn crash_and_restart_torn(self, torn: impl Fn(i64) -> usize) -> Self {
+        let mut disk = self.disk;
+        disk.crash(&mut |f| torn(f.base_offset));
+        Self::boot(self.config, disk, self.now)
+    }
+
     /// The process dies but the machine does not: unsynced writes stay in the page cache and
     /// the restarted node sees them.
     pub fn kill_and_restart(self) -> Self {
