@@ -32,6 +32,22 @@ impl Client {
         self
     }
 
+    /// One request that gets no response (produce with acks=0): written and flushed only.
+    pub async fn send_only<R: Request + Into<RequestKind>>(&mut self, version: i16, body: R) -> Result<(), String> {
+        self.correlation += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(StrBytes::from_static_str(self.client_id)));
+        let frame = codec::encode_request(&header, &body.into())?;
+        let write = async {
+            self.stream.write_all(&frame).await.map_err(|e| format!("write: {e}"))?;
+            self.stream.flush().await.map_err(|e| format!("flush: {e}"))
+        };
+        tokio::time::timeout(self.timeout, write).await.map_err(|_| "write timed out".to_string())?
+    }
+
     /// One request and its response, or an error on timeout, a broken connection or a bad frame.
     pub async fn call<R: Request + Into<RequestKind>>(
         &mut self,

@@ -28,6 +28,7 @@ use spool_runtime::client::Client;
 
 const BROKER_IP: &str = "10.0.0.1";
 const TOPIC: &str = "events";
+const NOISE_TOPIC: &str = "noise";
 
 /// What one seed draws (besides its faults).
 #[derive(Debug, Clone)]
@@ -39,6 +40,10 @@ struct Params {
     /// Probability that a produce request is also sent on a second connection, as a client
     /// retrying after an ambiguous timeout would.
     duplicate_sends: f64,
+    /// Padding of each value, so batches span segments and sectors.
+    value_bytes: u64,
+    /// Batches of a plain (not idempotent) acks=0 producer on another topic, alongside.
+    noise_batches: u64,
 }
 
 impl Params {
@@ -51,6 +56,8 @@ impl Params {
             segment_bytes: if small_segments { segment_bytes } else { 1 << 30 },
             acks: if draw::int("single.acks_all", 0..2) == 1 { -1 } else { 1 },
             duplicate_sends: draw::rate("single.duplicate_sends", 0.01, 0.2),
+            value_bytes: draw::int("single.value_bytes", 0..1500),
+            noise_batches: draw::int("single.noise_batches", 0..100),
         }
     }
 }
@@ -117,6 +124,7 @@ async fn scenario(canary: bool) -> Result<String, String> {
     let client = handle.create_node().name("client").ip("10.0.0.2".parse().expect("ip")).build();
     let progress = Progress::default();
     let workload = client.spawn(produce_all(params.clone(), progress.clone()));
+    let noise = client.spawn(produce_noise(params.noise_batches));
     let applied = faults::run(&nemesis, &broker, &disk, &net).await;
     let acked = tokio::time::timeout(HEAL_LIMIT, workload)
         .await
@@ -128,10 +136,19 @@ async fn scenario(canary: bool) -> Result<String, String> {
             )
         })?
         .map_err(|e| format!("workload task failed: {e}"))??;
-    let log = client.spawn(read_all()).await.map_err(|e| format!("reader task failed: {e}"))??;
+    let log = client.spawn(read_all(TOPIC)).await.map_err(|e| format!("reader task failed: {e}"))??;
+    // Nothing is promised about acks=0 records, except that what is there reads back whole.
+    let _ = noise.await;
+    let noise_log =
+        client.spawn(read_all(NOISE_TOPIC)).await.map_err(|e| format!("noise reader task failed: {e}"))??;
     check(&acked, &log).map_err(|e| format!("at {:.3}s simulated: {e}", started.elapsed().as_secs_f64()))?;
     let injected = disk.lock().expect("disk").injected;
-    Ok(format!("{applied}, {injected} disk faults, {} records acknowledged, log end {}", acked.len(), log.len()))
+    Ok(format!(
+        "{applied}, {injected} disk faults, {} records acknowledged, log end {}, {} acks=0 records kept",
+        acked.len(),
+        log.len(),
+        noise_log.len()
+    ))
 }
 
 pub async fn connect() -> Client {
@@ -181,6 +198,38 @@ pub fn producer_batch(
 
 /// Produces every batch until acknowledged, retrying the same batch (same sequence) after
 /// errors and reconnects, as an idempotent producer does. Returns acknowledged (offset, value).
+/// A plain producer with acks=0: no producer id, no answers, batches sent once. Exercises the
+/// unacknowledged path next to the checked stream.
+async fn produce_noise(batches: u64) {
+    let mut client = connect().await;
+    let create = CreateTopicsRequest::default().with_timeout_ms(5000).with_topics(vec![
+        create_topics_request::CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str(NOISE_TOPIC)))
+            .with_num_partitions(1)
+            .with_replication_factor(1),
+    ]);
+    loop {
+        match client.call(7, create.clone()).await {
+            Ok(_) => break,
+            Err(_) => client = connect().await,
+        }
+    }
+    for b in 0..batches {
+        let records = producer_batch((-1, -1), -1, false, &[format!("n{b}")]);
+        let request = ProduceRequest::default().with_acks(0).with_timeout_ms(5000).with_topic_data(vec![
+            produce_request::TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str(NOISE_TOPIC)))
+                .with_partition_data(vec![produce_request::PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(records))]),
+        ]);
+        if client.send_only(9, request).await.is_err() {
+            client = connect().await;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
 /// Where the producer is, for a liveness failure's message.
 type Progress = Arc<Mutex<String>>;
 
@@ -234,7 +283,8 @@ async fn produce_all(params: Params, progress: Progress) -> Result<BTreeMap<i64,
     let mut acked = BTreeMap::new();
     let mut sequence = 0i32;
     for b in 0..params.batches {
-        let values: Vec<String> = (0..params.records_per_batch).map(|r| format!("b{b}-r{r}")).collect();
+        let pad = "x".repeat(params.value_bytes as usize);
+        let values: Vec<String> = (0..params.records_per_batch).map(|r| format!("b{b}-r{r}-{pad}")).collect();
         let records = batch(producer_id, sequence, &values);
         let request = ProduceRequest::default().with_acks(params.acks).with_timeout_ms(5000).with_topic_data(vec![
             produce_request::TopicProduceData::default()
@@ -285,7 +335,7 @@ async fn produce_all(params: Params, progress: Progress) -> Result<BTreeMap<i64,
 /// reader calls it a liveness failure.
 const READ_STALL_LIMIT: Duration = Duration::from_secs(60);
 
-async fn read_all() -> Result<Vec<String>, String> {
+async fn read_all(topic: &'static str) -> Result<Vec<String>, String> {
     let mut client = connect().await;
     let mut log = Vec::new();
     let mut last_progress = (0usize, tokio::time::Instant::now());
@@ -295,7 +345,7 @@ async fn read_all() -> Result<Vec<String>, String> {
             last_progress = (log.len(), tokio::time::Instant::now());
         } else if last_progress.1.elapsed() > READ_STALL_LIMIT {
             return Err(format!(
-                "liveness: no record served at offset {} for {}s after faults stopped",
+                "liveness: no record of {topic} served at offset {} for {}s after faults stopped",
                 log.len(),
                 READ_STALL_LIMIT.as_secs()
             ));
@@ -305,7 +355,7 @@ async fn read_all() -> Result<Vec<String>, String> {
             .with_max_bytes(1 << 20)
             .with_session_epoch(-1)
             .with_topics(vec![fetch_request::FetchTopic::default()
-                .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
+                .with_topic(TopicName(StrBytes::from_static_str(topic)))
                 .with_partitions(vec![fetch_request::FetchPartition::default()
                     .with_fetch_offset(log.len() as i64)
                     .with_partition_max_bytes(1 << 20)])]);

@@ -83,7 +83,13 @@ pub fn fuzz(binary: &str, first: u64, seeds: u64, jobs: usize, commit: &str) -> 
         }
         if let Some(why) = rest.strip_prefix("FAILED: ") {
             let why = why.split("; trace").next().unwrap_or(why).to_string();
-            bar.println(format!("seed {seed}: FAILED: {why}\n  replay with: cargo xtask sim run --seed {seed}"));
+            let line = format!("seed {seed}: FAILED: {why}\n  replay with: cargo xtask sim run --seed {seed}");
+            // A hidden bar (no terminal, as in CI) drops its printed lines.
+            if bar.is_hidden() {
+                println!("{line}");
+            } else {
+                bar.println(line);
+            }
             failures.push(Failure { seed, why, params: params.remove(&seed).unwrap_or_default() });
             bar.set_message(format!("{} failed", failures.len()));
         } else {
