@@ -745,3 +745,24 @@ fn a_segment_that_survived_a_crash_past_a_lost_tail_is_dropped_not_served_after_
     let values = decode_values(fetch_partition(&f).records.as_ref().unwrap());
     assert_eq!(values, [(1, "d".to_string())]);
 }
+
+#[test]
+fn a_stored_batch_that_cannot_be_read_is_a_storage_error_not_an_empty_answer_forever() {
+    let mut node = Node::single();
+    create(&mut node, "t", 1, &[]);
+    let first = records(&["a"], None, START_MS);
+    for batch in [first.clone(), records(&["b"], None, START_MS)] {
+        let r = node.call(CONN, 9, produce_request("t", 0, -1, batch));
+        assert_eq!(produce_partition(&r).error_code, 0);
+    }
+    // The second batch's length field now claims far more than the file holds.
+    let log = spool_core::storage::SegmentFile::new(
+        &spool_core::storage::TopicPartition::new("t", 0),
+        0,
+        spool_core::storage::FileKind::Log,
+    );
+    assert!(node.disk.corrupt(&log, first.len() + 8, 6));
+    let f = node.call(CONN, 12, fetch_request("t", 0, 1, 0));
+    assert_eq!(fetch_partition(&f).error_code, ResponseError::KafkaStorageError.code());
+    assert_eq!(fetched_values(&mut node), (0, vec!["0:a".into()]), "what comes before it is served");
+}

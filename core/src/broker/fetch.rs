@@ -246,10 +246,11 @@ impl Broker {
                     // otherwise ask for the same read forever.
                     let len = len.min(durable_end.saturating_sub(position) as usize);
                     let progress = position > plan.position || len > plan.len;
-                    if !progress {
-                        tracing::error!(file = %plan.file.relative_path(), position, "unreadable batch; answering empty");
-                    }
-                    if position < durable_end && !short && progress {
+                    if short || !progress {
+                        // Waiting would not help: say so rather than answer empty forever.
+                        tracing::error!(file = %plan.file.relative_path(), position, "unreadable batch; answering with a storage error");
+                        slot.error = ResponseError::KafkaStorageError.code();
+                    } else if position < durable_end {
                         let file = plan.file.clone();
                         self.ops.read(Purpose::FetchRead { fetch: id, slot: slot_key }, file.clone(), position, len);
                         slot.read = Some((ReadPlan { file, position, len }, durable_end));
