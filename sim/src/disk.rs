@@ -1,7 +1,8 @@
 //! The simulated disk behind the runtime's Storage interface: the core's MemDisk model, shared
 //! with the fault injector so it outlives a killed node. fsyncs and reads take simulated time;
 //! while faults are on, fsyncs fail (EIO), writes fail (ENOSPC), metadata replacements fail,
-//! reads come back with a flipped bit, and some operations are slow.
+//! reads come back with a flipped bit, log writes land with a flipped bit, and some operations
+//! are slow.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -9,9 +10,10 @@ use std::time::Duration;
 use anyhow::Result;
 use bytes::Bytes;
 use madsim::rand::{thread_rng, Rng};
+use spool_core::batch::Batches;
 use spool_core::loader;
 use spool_core::mem_disk::MemDisk;
-use spool_core::storage::{Completion, StorageError, StorageOp};
+use spool_core::storage::{Completion, FileKind, StorageError, StorageOp, TopicPartition};
 use spool_core::LoadedState;
 use spool_runtime::storage::Storage;
 use tokio::sync::mpsc::UnboundedSender;
@@ -30,11 +32,15 @@ pub struct DiskFaults {
     pub fsync_ms: u64,
     /// Sectors of an unsynced tail a power loss may keep (torn writes).
     pub max_torn_sectors: u64,
+    /// A bit of a log write flipped on its way to the disk, silently (the write succeeds).
+    pub write_flip: f64,
 }
 
 impl DiskFaults {
     /// Draws the seed's disk faults, naming the parameters `<scenario>.<field>`.
-    pub fn draw(scenario: &str) -> DiskFaults {
+    /// Write corruption only where the scenario's checker knows what it may cost (on one node,
+    /// acknowledged records from the corrupted batch on).
+    pub fn draw(scenario: &str, write_corruption: bool) -> DiskFaults {
         let name = |field: &str| format!("{scenario}.{field}");
         DiskFaults {
             fsync_error: draw::rate(&name("fsync_error"), 0.0005, 0.02),
@@ -44,6 +50,7 @@ impl DiskFaults {
             slow_io: draw::rate(&name("slow_io"), 0.001, 0.05),
             fsync_ms: draw::int(&name("fsync_ms"), 1..20),
             max_torn_sectors: draw::int(&name("max_torn_sectors"), 0..4),
+            write_flip: if write_corruption { draw::rate(&name("write_flip"), 0.0005, 0.01) } else { 0.0 },
         }
     }
 }
@@ -58,11 +65,20 @@ pub struct SimDisk {
     pub errors_since_start: u64,
     /// All faults injected, for the report.
     pub injected: u64,
+    /// Batches a write corruption hit: partition and the batch's first offset.
+    pub corrupted: Vec<(TopicPartition, i64)>,
 }
 
 impl SimDisk {
     pub fn new(mem: MemDisk, faults: DiskFaults) -> SharedDisk {
-        Arc::new(Mutex::new(SimDisk { mem, faults, faulty: true, errors_since_start: 0, injected: 0 }))
+        Arc::new(Mutex::new(SimDisk {
+            mem,
+            faults,
+            faulty: true,
+            errors_since_start: 0,
+            injected: 0,
+            corrupted: Vec::new(),
+        }))
     }
 
     /// A power loss: unsynced writes are lost, torn at a drawn sector.
@@ -111,6 +127,23 @@ impl Storage for SimStorage {
             StorageOp::Write { id, .. } if disk.fires(disk.faults.write_error) => {
                 disk.errors_since_start += 1;
                 Some(Completion::Written { id, result: Err(StorageError("no space left on device".into())) })
+            }
+            StorageOp::Write { id, file, position, data }
+                if file.kind == FileKind::Log && disk.fires(disk.faults.write_flip) =>
+            {
+                let mut flipped = data.to_vec();
+                let at = thread_rng().gen_range(0..flipped.len().max(1));
+                if let Some(byte) = flipped.get_mut(at) {
+                    *byte ^= 1 << thread_rng().gen_range(0..8);
+                }
+                // Which batch the flip hit, read from the bytes as they were meant to be.
+                let hit = Batches::new(&data, false)
+                    .find(|(start, b)| (*start..start + b.len()).contains(&at))
+                    .map(|(_, b)| b.base_offset());
+                if let Some(first) = hit {
+                    disk.corrupted.push((file.tp.clone(), first));
+                }
+                disk.mem.execute(StorageOp::Write { id, file, position, data: Bytes::from(flipped) })
             }
             StorageOp::WriteMeta { id, .. } if disk.fires(disk.faults.meta_error) => {
                 disk.errors_since_start += 1;

@@ -66,7 +66,7 @@ async fn scenario() -> Result<String, String> {
         records: draw::int("groups.records", 20..300) as usize,
         consumer_faults: draw::int("groups.consumer_faults", 0..6) as usize,
     };
-    let disk_faults = DiskFaults::draw("groups");
+    let disk_faults = DiskFaults::draw("groups", false);
     let net = NetFaults::draw("groups");
     let nemesis = Nemesis::draw("groups");
     let handle = Handle::current();

@@ -29,6 +29,8 @@ use spool_runtime::client::Client;
 const BROKER_IP: &str = "10.0.0.1";
 const TOPIC: &str = "events";
 const NOISE_TOPIC: &str = "noise";
+/// Stands in the read log for offsets below the log start.
+const GONE: &str = "<gone>";
 
 /// What one seed draws (besides its faults).
 #[derive(Debug, Clone)]
@@ -113,7 +115,7 @@ pub fn broker_addr() -> SocketAddr {
 async fn scenario(canary: bool) -> Result<String, String> {
     let started = tokio::time::Instant::now();
     let params = Params::draw();
-    let disk_faults = DiskFaults::draw("single");
+    let disk_faults = DiskFaults::draw("single", true);
     let net = NetFaults::draw("single");
     let nemesis = Nemesis::draw("single");
     let handle = Handle::current();
@@ -123,7 +125,7 @@ async fn scenario(canary: bool) -> Result<String, String> {
     let broker = start_broker(&handle, disk.clone(), &net, draw_buggify("single"));
     let client = handle.create_node().name("client").ip("10.0.0.2".parse().expect("ip")).build();
     let progress = Progress::default();
-    let workload = client.spawn(produce_all(params.clone(), progress.clone()));
+    let workload = client.spawn(produce_all(params.clone(), progress.clone(), disk.clone()));
     let noise = client.spawn(produce_noise(params.noise_batches));
     let applied = faults::run(&nemesis, &broker, &disk, &net).await;
     let acked = tokio::time::timeout(HEAL_LIMIT, workload)
@@ -136,18 +138,22 @@ async fn scenario(canary: bool) -> Result<String, String> {
             )
         })?
         .map_err(|e| format!("workload task failed: {e}"))??;
-    let log = client.spawn(read_all(TOPIC)).await.map_err(|e| format!("reader task failed: {e}"))??;
+    let log = client.spawn(read_all(TOPIC, disk.clone())).await.map_err(|e| format!("reader task failed: {e}"))??;
     // Nothing is promised about acks=0 records, except that what is there reads back whole.
     let _ = noise.await;
-    let noise_log =
-        client.spawn(read_all(NOISE_TOPIC)).await.map_err(|e| format!("noise reader task failed: {e}"))??;
-    check(&acked, &log).map_err(|e| format!("at {:.3}s simulated: {e}", started.elapsed().as_secs_f64()))?;
+    let noise_log = client
+        .spawn(read_all(NOISE_TOPIC, disk.clone()))
+        .await
+        .map_err(|e| format!("noise reader task failed: {e}"))??;
+    let loss_from =
+        disk.lock().expect("disk").corrupted.iter().filter(|(tp, _)| &*tp.topic == TOPIC).map(|(_, o)| *o).min();
+    check(&acked, &log, loss_from).map_err(|e| format!("at {:.3}s simulated: {e}", started.elapsed().as_secs_f64()))?;
     let injected = disk.lock().expect("disk").injected;
     Ok(format!(
         "{applied}, {injected} disk faults, {} records acknowledged, log end {}, {} acks=0 records kept",
         acked.len(),
         log.len(),
-        noise_log.len()
+        noise_log.iter().filter(|v| *v != GONE).count()
     ))
 }
 
@@ -230,6 +236,18 @@ async fn produce_noise(batches: u64) {
     }
 }
 
+/// An idempotent producer id, asked for until the broker gives one.
+async fn init_producer_id(client: &mut Client) -> i64 {
+    loop {
+        let request = InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(60_000);
+        match client.call(4, request).await {
+            Ok(ResponseKind::InitProducerId(r)) if r.error_code == 0 => return r.producer_id.0,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(_) => *client = connect().await,
+        }
+    }
+}
+
 /// Where the producer is, for a liveness failure's message.
 type Progress = Arc<Mutex<String>>;
 
@@ -237,7 +255,7 @@ fn note(progress: &Progress, what: String) {
     *progress.lock().expect("progress") = what;
 }
 
-async fn produce_all(params: Params, progress: Progress) -> Result<BTreeMap<i64, String>, String> {
+async fn produce_all(params: Params, progress: Progress, disk: SharedDisk) -> Result<BTreeMap<i64, String>, String> {
     let mut client = connect().await;
     let create = CreateTopicsRequest::default().with_timeout_ms(5000).with_topics(vec![
         create_topics_request::CreatableTopic::default()
@@ -265,34 +283,23 @@ async fn produce_all(params: Params, progress: Progress) -> Result<BTreeMap<i64,
             }
         }
     }
-    let producer_id = loop {
-        match client
-            .call(4, InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(60_000))
-            .await
-        {
-            Ok(ResponseKind::InitProducerId(r)) if r.error_code == 0 => break r.producer_id.0,
-            other => {
-                note(&progress, format!("taking a producer id: {other:?}"));
-                match other {
-                    Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                    Err(_) => client = connect().await,
-                }
-            }
-        }
-    };
+    note(&progress, "taking a producer id".to_string());
+    let mut producer_id = init_producer_id(&mut client).await;
     let mut acked = BTreeMap::new();
     let mut sequence = 0i32;
     for b in 0..params.batches {
         let pad = "x".repeat(params.value_bytes as usize);
         let values: Vec<String> = (0..params.records_per_batch).map(|r| format!("b{b}-r{r}-{pad}")).collect();
-        let records = batch(producer_id, sequence, &values);
-        let request = ProduceRequest::default().with_acks(params.acks).with_timeout_ms(5000).with_topic_data(vec![
-            produce_request::TopicProduceData::default()
-                .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
-                .with_partition_data(vec![produce_request::PartitionProduceData::default()
-                    .with_index(0)
-                    .with_records(Some(records))]),
-        ]);
+        let produce = |producer_id: i64, sequence: i32, values: &[String]| {
+            ProduceRequest::default().with_acks(params.acks).with_timeout_ms(5000).with_topic_data(vec![
+                produce_request::TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+                    .with_partition_data(vec![produce_request::PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(batch(producer_id, sequence, values)))]),
+            ])
+        };
+        let mut request = produce(producer_id, sequence, &values);
         loop {
             if draw::happens(params.duplicate_sends) {
                 // The same request again on its own connection, racing the original.
@@ -310,9 +317,17 @@ async fn produce_all(params: Params, progress: Progress) -> Result<BTreeMap<i64,
                         }
                         break;
                     }
-                    if p.error_code == ResponseError::OutOfOrderSequenceNumber.code()
-                        || p.error_code == ResponseError::CorruptMessage.code()
-                    {
+                    let lost_state = p.error_code == ResponseError::OutOfOrderSequenceNumber.code()
+                        || p.error_code == ResponseError::UnknownProducerId.code();
+                    if lost_state && !disk.lock().expect("disk").corrupted.is_empty() {
+                        // Recovery cut the log at a corrupted batch and took acknowledged
+                        // batches with it: start over as a new producer, as a Kafka client does.
+                        producer_id = init_producer_id(&mut client).await;
+                        sequence = 0;
+                        request = produce(producer_id, sequence, &values);
+                        continue;
+                    }
+                    if lost_state || p.error_code == ResponseError::CorruptMessage.code() {
                         return Err(format!("batch {b} refused with error {}: {:?}", p.error_code, p.error_message));
                     }
                     note(&progress, format!("batch {b}: error {} {:?}", p.error_code, p.error_message));
@@ -335,11 +350,12 @@ async fn produce_all(params: Params, progress: Progress) -> Result<BTreeMap<i64,
 /// reader calls it a liveness failure.
 const READ_STALL_LIMIT: Duration = Duration::from_secs(60);
 
-async fn read_all(topic: &'static str) -> Result<Vec<String>, String> {
+async fn read_all(topic: &'static str, disk: SharedDisk) -> Result<Vec<String>, String> {
     let mut client = connect().await;
     let mut log = Vec::new();
     let mut last_progress = (0usize, tokio::time::Instant::now());
     let mut max_high_watermark = 0i64;
+    let mut storage_errors = 0;
     loop {
         if log.len() > last_progress.0 {
             last_progress = (log.len(), tokio::time::Instant::now());
@@ -368,8 +384,26 @@ async fn read_all(topic: &'static str) -> Result<Vec<String>, String> {
             }
         };
         if p.error_code == ResponseError::KafkaStorageError.code() {
-            // Retriable (a read that kept failing its CRC); the stall limit bounds the retries.
+            // Retriable (a read that kept failing its CRC); the stall limit bounds the retries,
+            // unless a write corruption hit this batch: then the log is readable up to here.
+            let corrupt_here = disk
+                .lock()
+                .expect("disk")
+                .corrupted
+                .iter()
+                .any(|(tp, first)| &*tp.topic == topic && *first <= log.len() as i64);
+            storage_errors += 1;
+            if corrupt_here && storage_errors >= 20 {
+                return Ok(log);
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        storage_errors = 0;
+        if p.error_code == ResponseError::OffsetOutOfRange.code() && p.log_start_offset > log.len() as i64 {
+            // The log now starts later (what was before is gone): go on from its start, as a
+            // consumer resetting to the earliest offset does. The checker sees the gap.
+            log.resize(p.log_start_offset as usize, GONE.to_string());
             continue;
         }
         if p.error_code != 0 {
@@ -405,7 +439,12 @@ async fn read_all(topic: &'static str) -> Result<Vec<String>, String> {
 
 /// No acknowledged record lost or moved; no record written twice; acknowledged records in the
 /// order they were sent.
-fn check(acked: &BTreeMap<i64, String>, log: &[String]) -> Result<(), String> {
+/// With `loss_from`, a write corruption hit the batch at that offset: on one node what was
+/// acknowledged from there on may be gone (recovery cuts the log there, or reads stop there).
+fn check(acked: &BTreeMap<i64, String>, log: &[String], loss_from: Option<i64>) -> Result<(), String> {
+    let acked: BTreeMap<i64, String> =
+        acked.iter().filter(|(o, _)| loss_from.is_none_or(|l| **o < l)).map(|(o, v)| (*o, v.clone())).collect();
+    let acked = &acked;
     let mut previous: Option<(i64, &String)> = None;
     for (offset, value) in acked {
         if let Some((before_offset, before)) = previous {
@@ -439,7 +478,7 @@ fn check(acked: &BTreeMap<i64, String>, log: &[String]) -> Result<(), String> {
         }
     }
     let mut seen = std::collections::BTreeSet::new();
-    for (offset, value) in log.iter().enumerate() {
+    for (offset, value) in log.iter().enumerate().filter(|(_, v)| *v != GONE) {
         if !seen.insert(value) {
             return Err(format!(
                 "{} appears twice (again at offset {offset}) although the producer is idempotent",

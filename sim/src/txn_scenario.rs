@@ -55,7 +55,7 @@ async fn scenario() -> Result<String, String> {
         abort_rate: draw::int("txn.abort_percent", 0..60) as f64 / 100.0,
         duplicate_end: draw::rate("txn.duplicate_end", 0.05, 0.5),
     };
-    let disk_faults = DiskFaults::draw("txn");
+    let disk_faults = DiskFaults::draw("txn", false);
     let net = NetFaults::draw("txn");
     let nemesis = Nemesis::draw("txn");
     let handle = Handle::current();
