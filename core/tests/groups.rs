@@ -507,7 +507,9 @@ fn time_passing_while_the_log_is_replayed_expires_no_restored_member() {
         members: vec![member],
     };
     c.load(GroupRecord::Group { group: "g".into(), value: Some(snapshot) }, 0);
-    // A slow read: ticks arrive before the rest of the log is replayed.
+    // A slow read: ticks arrive before the rest of the log is replayed, and none is asked for
+    // before the next offsets-expiry check.
+    assert!(c.next_deadline().is_none_or(|at| at > 5_000), "no deadline spins the loop while loading");
     c.tick(5_000);
     assert!(c.poll_output().is_none(), "nothing is written while loading");
     c.finish_loading(6_000);

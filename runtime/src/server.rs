@@ -212,7 +212,7 @@ async fn event_loop<S: Storage>(
             Some(c) = completions.recv() => {
                 let now = now_ms();
                 trace::record("completion", now, &c);
-                let detail = completion_detail(&c);
+                let detail = if trace::verbose() { completion_detail(&c) } else { String::new() };
                 broker.handle_completion(now, c);
                 trace::describe("completion", now, || detail, || broker.summary());
             }
@@ -253,7 +253,7 @@ fn handle_event(broker: &mut Broker, writers: &mut HashMap<ConnId, mpsc::Unbound
         Event::Frame(conn, frame) => {
             let now = now_ms();
             trace::record("frame", now, &(conn, &frame));
-            let detail = frame_detail(conn, &frame);
+            let detail = if trace::verbose() { frame_detail(conn, &frame) } else { String::new() };
             broker.handle_frame(now, conn, frame);
             trace::describe("request", now, || detail, || broker.summary());
         }

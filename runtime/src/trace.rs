@@ -47,6 +47,10 @@ pub fn set_verbose(on: bool) {
     VERBOSE.store(on, Ordering::Relaxed);
 }
 
+pub fn verbose() -> bool {
+    VERBOSE.load(Ordering::Relaxed)
+}
+
 /// Prints an event line when verbose; `state` is only computed then.
 pub fn describe(kind: &str, now_ms: i64, detail: impl FnOnce() -> String, state: impl FnOnce() -> String) {
     if VERBOSE.load(Ordering::Relaxed) {

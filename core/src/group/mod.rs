@@ -393,6 +393,10 @@ impl GroupCoordinator {
 
     pub fn next_deadline(&self) -> Option<i64> {
         let mut next = Some(self.next_expiry_check);
+        // While loading, `tick` does nothing: restored members' zero deadlines would spin it.
+        if self.loading {
+            return next;
+        }
         for g in self.groups.values() {
             let mut consider = |t: i64| next = Some(next.map_or(t, |n: i64| n.min(t)));
             if g.state == GroupState::PreparingRebalance {
