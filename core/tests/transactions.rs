@@ -284,8 +284,11 @@ fn a_commit_marker_lost_with_its_partition_is_written_after_a_restart() {
         .with_producer_id(ProducerId(pid))
         .with_producer_epoch(epoch)
         .with_committed(true);
-    node.send(CONN, 3, request);
-    assert!(node.take::<EndTxnRequest>(CONN, 3).is_none(), "not ended while a marker is missing");
+    node.send(CONN, 3, request.clone());
+    let (_, r) = node.take::<EndTxnRequest>(CONN, 3).expect("answered, not held until a restart");
+    let ResponseKind::EndTxn(r) = r else { panic!() };
+    assert_eq!(r.error_code, ResponseError::CoordinatorNotAvailable.code(), "not ended while a marker is missing");
+    assert_eq!(end(&mut node, (pid, epoch), true), ResponseError::ConcurrentTransactions.code());
     node.fail_syncs_of = None;
     let mut node = node.crash_and_restart();
     for name in ["t", "u"] {

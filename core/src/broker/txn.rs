@@ -278,6 +278,7 @@ impl Broker {
         let partitions: Vec<(String, i32)> = txn.partitions.iter().cloned().collect();
         let marker = batch::transaction_marker(producer_id, epoch, commit, now_ms);
         let mut remaining = 0;
+        let mut blocked = false;
         for (topic, partition) in partitions {
             let tp = TopicPartition::new(&topic, partition);
             match self.append_marker(now_ms, &tp, producer_id, &marker) {
@@ -288,9 +289,13 @@ impl Broker {
                 }
                 // Never counted down: the transaction stays ending until a restart's recovery
                 // writes the marker again (the decision is durable in the metadata).
-                MarkerWrite::Offline => remaining += 1,
+                MarkerWrite::Offline => {
+                    remaining += 1;
+                    blocked = true;
+                }
             }
         }
+        let reply = if blocked { self.answer_blocked_end(reply) } else { reply };
         self.ending.insert(id.to_string(), EndingTxn { remaining, reply });
         if remaining == 0 {
             self.markers_durable(now_ms, id);
@@ -332,6 +337,15 @@ impl Broker {
         }
     }
 
+    /// A transaction that cannot end before a restart does not hold its EndTxn (and every later
+    /// answer on that connection): the client hears a retriable error and asks again.
+    fn answer_blocked_end(&mut self, reply: Option<RequestCtx>) -> Option<RequestCtx> {
+        if let Some(ctx) = reply {
+            self.respond_end_txn(ctx, ResponseError::CoordinatorNotAvailable.code());
+        }
+        None
+    }
+
     /// `tp`'s high watermark moved, it failed, or it was deleted: count the markers it made
     /// durable. A marker on a failed partition is never counted: its transaction stays ending
     /// until a restart's recovery writes the marker again; a deleted partition needs none.
@@ -347,6 +361,8 @@ impl Broker {
             self.marker_waits.remove(&wait);
             if failed {
                 tracing::error!(partition = %tp, transactional_id = wait.2, "a transaction marker was lost with its partition; the transaction ends after a restart");
+                let reply = self.ending.get_mut(&wait.2).and_then(|e| e.reply.take());
+                self.answer_blocked_end(reply);
                 continue;
             }
             let id = wait.2;
