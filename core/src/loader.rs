@@ -97,12 +97,22 @@ fn load_partition(
     let active_base = *bases.last().expect("not empty");
     let mut snapshots = dir.list(tp, FileKind::ProducerSnapshot);
     snapshots.sort_unstable();
-    let snapshot = snapshots.into_iter().rev().filter(|&at| clean || at <= active_base).find_map(|at| {
-        ProducerStates::decode_snapshot(&dir.read(&file(at, FileKind::ProducerSnapshot))?).map(|s| (at, s))
-    });
-    let recovery = recover_partition(segments, clean, index_interval, snapshot, &mut |base| {
-        dir.read(&file(base, FileKind::Log)).unwrap_or_default()
-    });
+    let mut trusted_up_to = if clean { i64::MAX } else { active_base };
+    let recovery = loop {
+        let snapshot = snapshots.iter().rev().filter(|&&at| at <= trusted_up_to).find_map(|&at| {
+            ProducerStates::decode_snapshot(&dir.read(&file(at, FileKind::ProducerSnapshot))?).map(|s| (at, s))
+        });
+        let from = snapshot.as_ref().map(|s| s.0);
+        let recovery = recover_partition(segments.clone(), clean, index_interval, snapshot, &mut |base| {
+            dir.read(&file(base, FileKind::Log)).unwrap_or_default()
+        });
+        // A snapshot taken past where the log now ends describes data that is gone (its open
+        // transactions, its sequences): start again from one at or below the end.
+        match from {
+            Some(at) if at > recovery.log_end_offset => trusted_up_to = recovery.log_end_offset,
+            _ => break recovery,
+        }
+    };
     for note in &recovery.notes {
         tracing::warn!(partition = %tp, "recovery: {note}");
     }

@@ -319,3 +319,31 @@ fn a_commit_decision_whose_clearing_was_lost_does_not_commit_the_next_transactio
     assert_eq!(values(&seen), ["first", "second"]);
     assert_eq!(aborted, [(pid, 2)], "the open transaction is aborted, not committed by the old decision");
 }
+
+#[test]
+fn a_snapshot_past_a_hole_does_not_hide_a_transaction_whose_marker_was_lost() {
+    let mut node = Node::single();
+    // Every batch gets its own segment, and every roll writes a producer snapshot.
+    let ResponseKind::CreateTopics(r) = node.call(CONN, 5, create_topic("t", 1, &[("segment.bytes", "100")])) else {
+        panic!()
+    };
+    assert_eq!(r.topics[0].error_code, 0);
+    let (pid, epoch, _) = init(&mut node, 60_000);
+    add_partition(&mut node, (pid, epoch), "t", 0);
+    assert_eq!(produce_txn(&mut node, "t", 0, txn_records(&["x"], (pid, epoch, 0), START_MS)).0, 0);
+    // The abort marker (offset 1) and a later batch (offset 2) are written but never synced.
+    node.hold_syncs = true;
+    let request = EndTxnRequest::default()
+        .with_transactional_id(TransactionalId(StrBytes::from_static_str(TXN)))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_committed(false);
+    node.send(CONN, 3, request);
+    node.send(CONN, 9, produce_request("t", 0, 0, records(&["y"], None, START_MS)));
+    // Power loss: the marker's segment is gone, the newest segment and its snapshot survive.
+    let mut node = node.crash_and_restart_torn(|base| if base == 2 { 1 } else { 0 });
+    let (hw, lso, aborted, seen) = fetch(&mut node, true);
+    assert_eq!((hw, lso), (2, 2), "the log ends after the cut, with nothing left open");
+    assert_eq!(values(&seen), ["x"]);
+    assert_eq!(aborted, [(pid, 0)], "the transaction whose marker was lost is aborted again");
+}
