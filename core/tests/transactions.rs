@@ -347,3 +347,24 @@ fn a_snapshot_past_a_hole_does_not_hide_a_transaction_whose_marker_was_lost() {
     assert_eq!(values(&seen), ["x"]);
     assert_eq!(aborted, [(pid, 0)], "the transaction whose marker was lost is aborted again");
 }
+
+#[test]
+fn a_stale_commit_decision_is_dropped_when_the_next_transaction_is_open_elsewhere() {
+    let mut node = Node::single();
+    create(&mut node, "t", 1);
+    create(&mut node, "u", 1);
+    let (pid, epoch, _) = init(&mut node, 60_000);
+    add_partition(&mut node, (pid, epoch), "t", 0);
+    produce_txn(&mut node, "t", 0, txn_records(&["first"], (pid, epoch, 0), START_MS));
+    node.fail_meta_writes.extend([false, true]);
+    assert_eq!(end(&mut node, (pid, epoch), true), 0);
+    // The next transaction writes only to "u", which the stale decision does not name.
+    add_partition(&mut node, (pid, epoch), "u", 0);
+    produce_txn(&mut node, "u", 0, txn_records(&["second"], (pid, epoch, 0), START_MS));
+    let mut node = node.crash_and_restart();
+    let r = node.call(CONN, 11, fetch_request("u", 0, 0, 0).with_isolation_level(1));
+    let p = fetch_partition(&r);
+    assert_eq!(p.last_stable_offset, p.high_watermark, "the open transaction in u is not left hanging");
+    let aborted: Vec<_> = p.aborted_transactions.iter().flatten().map(|a| (a.producer_id.0, a.first_offset)).collect();
+    assert_eq!(aborted, [(pid, 0)], "it is aborted, as a crash aborts open transactions");
+}

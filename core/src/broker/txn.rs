@@ -486,12 +486,14 @@ impl Broker {
         for (id, record) in committing {
             let producer_id = self.txns.by_id[&id].producer_id;
             // With one epoch for many transactions (transactions v1), a decision whose clearing
-            // was lost would otherwise commit the next transaction: a partition where a
-            // transaction of the producer is open from another offset shows the decision is done.
-            let stale = record.first_offsets.iter().any(|(topic, partition, first)| {
-                self.partition(&TopicPartition::new(topic, *partition))
-                    .and_then(|log| log.producers.get(producer_id)?.txn_first_offset)
-                    .is_some_and(|open| open != *first)
+            // was lost would otherwise commit the next transaction: a transaction of the
+            // producer open anywhere the decision does not name shows the decision is done.
+            let stale = self.topics.values().flat_map(|t| t.partitions.iter()).any(|log| {
+                log.producers.get(producer_id).and_then(|e| e.txn_first_offset).is_some_and(|open| {
+                    !record.first_offsets.iter().any(|(topic, partition, first)| {
+                        **topic == *log.tp.topic && *partition == log.tp.partition && *first == open
+                    })
+                })
             });
             if stale {
                 tracing::warn!(transactional_id = %id, "a commit decision outlived its transaction; dropping it");
