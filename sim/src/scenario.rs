@@ -319,7 +319,8 @@ async fn produce_all(params: Params, progress: Progress, disk: SharedDisk) -> Re
                     }
                     let lost_state = p.error_code == ResponseError::OutOfOrderSequenceNumber.code()
                         || p.error_code == ResponseError::UnknownProducerId.code();
-                    if lost_state && !disk.lock().expect("disk").corrupted.is_empty() {
+                    let corrupted = disk.lock().expect("disk").corrupted.iter().any(|(tp, _)| &*tp.topic == TOPIC);
+                    if lost_state && corrupted {
                         // Recovery cut the log at a corrupted batch and took acknowledged
                         // batches with it: start over as a new producer, as a Kafka client does.
                         producer_id = init_producer_id(&mut client).await;

@@ -117,13 +117,20 @@ pub fn shrink(binary: &str, seed: u64, canary: bool, pins: Vec<String>) -> Resul
             break;
         }
     }
-    let original = run(binary, seed, canary, &pinned)?.params;
+    // Everything that differs from what the seed draws by itself, the caller's pins included.
+    let original = run(binary, seed, canary, &[])?.params;
     let changed: Vec<String> = current
         .iter()
         .filter(|(name, value)| original.iter().find(|(n, _)| n == name).is_none_or(|(_, v)| v != value))
         .map(|(name, value)| format!("--set {name}={value}"))
         .collect();
-    let last = run(binary, seed, canary, &current)?;
+    // Replay exactly what will be printed.
+    let printed: Vec<(String, f64)> = current
+        .iter()
+        .filter(|(name, value)| original.iter().find(|(n, _)| n == name).is_none_or(|(_, v)| v != value))
+        .cloned()
+        .collect();
+    let last = run(binary, seed, canary, &printed)?;
     let Some(why) = last.failure else { bail!("the shrunk case no longer fails: the simulator is not deterministic") };
     println!("shrink: {} runs; {} of {} parameters lowered", tries, changed.len(), current.len());
     println!("shrink: still fails with: {why}");
