@@ -443,6 +443,15 @@ async fn read_all(topic: &'static str, disk: SharedDisk) -> Result<Vec<String>, 
 /// With `loss_from`, a write corruption hit the batch at that offset: on one node what was
 /// acknowledged from there on may be gone (recovery cuts the log there, or reads stop there).
 fn check(acked: &BTreeMap<i64, String>, log: &[String], loss_from: Option<i64>) -> Result<(), String> {
+    // Whatever was lost, an acknowledged value that is served is served at its own offset.
+    let acked_at: BTreeMap<&String, i64> = acked.iter().map(|(o, v)| (v, *o)).collect();
+    for (offset, value) in log.iter().enumerate() {
+        if let Some(&at) = acked_at.get(value) {
+            if at != offset as i64 {
+                return Err(format!("{} was acknowledged at offset {at} but is served at {offset}", short(value)));
+            }
+        }
+    }
     let acked: BTreeMap<i64, String> =
         acked.iter().filter(|(o, _)| loss_from.is_none_or(|l| **o < l)).map(|(o, v)| (*o, v.clone())).collect();
     let acked = &acked;
