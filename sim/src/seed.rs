@@ -54,7 +54,8 @@ where
     match outcome {
         Ok((result, simulated)) => {
             SIMULATED_MS.fetch_add(simulated.as_millis() as u64, Ordering::Relaxed);
-            result
+            // Every failure names when, in simulated time, the scenario gave up.
+            result.map_err(|e| format!("{e} (scenario ended at {:.3}s simulated)", simulated.as_secs_f64()))
         }
         Err(panic) => {
             SIMULATED_MS.fetch_add(TIME_LIMIT.as_millis() as u64, Ordering::Relaxed);
