@@ -24,7 +24,7 @@ use spool_runtime::client::Client;
 use crate::disk::{DiskFaults, SimDisk};
 use crate::draw;
 use crate::faults::{self, Nemesis, NetFaults};
-use crate::scenario::{broker_addr, draw_buggify, start_broker, HEAL_LIMIT};
+use crate::scenario::{broker_addr, create_topic, draw_buggify, start_broker, HEAL_LIMIT};
 
 const TOPIC: &str = "events";
 const GROUP: &str = "workers";
@@ -207,24 +207,7 @@ fn batch(values: &[String]) -> Bytes {
 
 async fn produce(params: Params, observed: Shared) -> Result<(), String> {
     let mut client = connect().await;
-    let create = CreateTopicsRequest::default().with_timeout_ms(5000).with_topics(vec![
-        create_topics_request::CreatableTopic::default()
-            .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
-            .with_num_partitions(params.partitions)
-            .with_replication_factor(1),
-    ]);
-    loop {
-        match client.call(7, create.clone()).await {
-            Ok(ResponseKind::CreateTopics(r))
-                if r.topics[0].error_code == 0
-                    || r.topics[0].error_code == ResponseError::TopicAlreadyExists.code() =>
-            {
-                break
-            }
-            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            Err(_) => client = connect().await,
-        }
-    }
+    create_topic(&mut client, TOPIC, params.partitions, None).await;
     for i in 0..params.records {
         let value = format!("r{i}");
         let partition = i as i32 % params.partitions;

@@ -207,18 +207,7 @@ pub fn producer_batch(
 /// unacknowledged path next to the checked stream.
 async fn produce_noise(batches: u64) {
     let mut client = connect().await;
-    let create = CreateTopicsRequest::default().with_timeout_ms(5000).with_topics(vec![
-        create_topics_request::CreatableTopic::default()
-            .with_name(TopicName(StrBytes::from_static_str(NOISE_TOPIC)))
-            .with_num_partitions(1)
-            .with_replication_factor(1),
-    ]);
-    loop {
-        match client.call(7, create.clone()).await {
-            Ok(_) => break,
-            Err(_) => client = connect().await,
-        }
-    }
+    create_topic(&mut client, NOISE_TOPIC, 1, None).await;
     for b in 0..batches {
         let records = producer_batch((-1, -1), -1, false, &[format!("n{b}")]);
         let request = ProduceRequest::default().with_acks(0).with_timeout_ms(5000).with_topic_data(vec![
@@ -232,6 +221,34 @@ async fn produce_noise(batches: u64) {
             client = connect().await;
         }
         tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+/// Creates a topic, asking again through faults until it exists (or already did).
+pub async fn create_topic(client: &mut Client, name: &'static str, partitions: i32, segment_bytes: Option<u64>) {
+    let configs = segment_bytes.map_or_else(Vec::new, |bytes| {
+        vec![create_topics_request::CreatableTopicConfig::default()
+            .with_name(StrBytes::from_static_str("segment.bytes"))
+            .with_value(Some(StrBytes::from_string(bytes.to_string())))]
+    });
+    let create = CreateTopicsRequest::default().with_timeout_ms(5000).with_topics(vec![
+        create_topics_request::CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str(name)))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1)
+            .with_configs(configs),
+    ]);
+    loop {
+        match client.call(7, create.clone()).await {
+            Ok(ResponseKind::CreateTopics(r))
+                if r.topics[0].error_code == 0
+                    || r.topics[0].error_code == ResponseError::TopicAlreadyExists.code() =>
+            {
+                return
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(_) => *client = connect().await,
+        }
     }
 }
 
@@ -256,32 +273,8 @@ fn note(progress: &Progress, what: String) {
 
 async fn produce_all(params: Params, progress: Progress, disk: SharedDisk) -> Result<BTreeMap<i64, String>, String> {
     let mut client = connect().await;
-    let create = CreateTopicsRequest::default().with_timeout_ms(5000).with_topics(vec![
-        create_topics_request::CreatableTopic::default()
-            .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
-            .with_num_partitions(1)
-            .with_replication_factor(1)
-            .with_configs(vec![create_topics_request::CreatableTopicConfig::default()
-                .with_name(StrBytes::from_static_str("segment.bytes"))
-                .with_value(Some(StrBytes::from_string(params.segment_bytes.to_string())))]),
-    ]);
-    loop {
-        match client.call(7, create.clone()).await {
-            Ok(ResponseKind::CreateTopics(r))
-                if r.topics[0].error_code == 0
-                    || r.topics[0].error_code == ResponseError::TopicAlreadyExists.code() =>
-            {
-                break
-            }
-            other => {
-                note(&progress, format!("creating the topic: {other:?}"));
-                match other {
-                    Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                    Err(_) => client = connect().await,
-                }
-            }
-        }
-    }
+    note(&progress, "creating the topic".to_string());
+    create_topic(&mut client, TOPIC, 1, Some(params.segment_bytes)).await;
     note(&progress, "taking a producer id".to_string());
     let mut producer_id = init_producer_id(&mut client).await;
     let mut acked = BTreeMap::new();

@@ -21,7 +21,7 @@ use spool_runtime::client::Client;
 use crate::disk::{DiskFaults, SimDisk};
 use crate::draw;
 use crate::faults::{self, Nemesis, NetFaults};
-use crate::scenario::{connect, draw_buggify, producer_batch, start_broker, HEAL_LIMIT};
+use crate::scenario::{connect, create_topic, draw_buggify, producer_batch, start_broker, HEAL_LIMIT};
 
 const TOPIC: &str = "ledger";
 const PARTITIONS: i32 = 2;
@@ -215,24 +215,7 @@ impl Producer {
 
 async fn run_transactions(params: Params, outcomes: Arc<Mutex<Outcomes>>) -> Result<(), String> {
     let mut client = connect().await;
-    let create = CreateTopicsRequest::default().with_timeout_ms(5000).with_topics(vec![
-        create_topics_request::CreatableTopic::default()
-            .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
-            .with_num_partitions(PARTITIONS)
-            .with_replication_factor(1),
-    ]);
-    loop {
-        match client.call(7, create.clone()).await {
-            Ok(ResponseKind::CreateTopics(r))
-                if r.topics[0].error_code == 0
-                    || r.topics[0].error_code == ResponseError::TopicAlreadyExists.code() =>
-            {
-                break
-            }
-            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            Err(_) => client = connect().await,
-        }
-    }
+    create_topic(&mut client, TOPIC, PARTITIONS, None).await;
     let mut producer = Producer { client, id: (-1, -1), sequences: [0; PARTITIONS as usize], in_flight_copy: false };
     producer.init().await?;
     for t in 0..params.transactions {
