@@ -45,13 +45,16 @@ fn produce_txn(node: &mut Node, topic_name: &str, partition: i32, batch: bytes::
     (produce_partition(&r).error_code, produce_partition(&r).base_offset)
 }
 
-fn end(node: &mut Node, (pid, epoch): (i64, i16), commit: bool) -> i16 {
-    let request = EndTxnRequest::default()
+fn end_request((pid, epoch): (i64, i16), commit: bool) -> EndTxnRequest {
+    EndTxnRequest::default()
         .with_transactional_id(TransactionalId(StrBytes::from_static_str(TXN)))
         .with_producer_id(ProducerId(pid))
         .with_producer_epoch(epoch)
-        .with_committed(commit);
-    let ResponseKind::EndTxn(r) = node.call(CONN, 3, request) else { panic!() };
+        .with_committed(commit)
+}
+
+fn end(node: &mut Node, id: (i64, i16), commit: bool) -> i16 {
+    let ResponseKind::EndTxn(r) = node.call(CONN, 3, end_request(id, commit)) else { panic!() };
     r.error_code
 }
 
@@ -187,11 +190,7 @@ fn a_commit_decided_before_a_crash_is_finished_after_it() {
     produce_txn(&mut node, "t", 0, txn_records(&["kept"], (pid, epoch, 0), START_MS));
     // The decision reaches the metadata; the marker's fsync never happens.
     node.hold_syncs = true;
-    let request = EndTxnRequest::default()
-        .with_transactional_id(TransactionalId(StrBytes::from_static_str(TXN)))
-        .with_producer_id(ProducerId(pid))
-        .with_producer_epoch(epoch)
-        .with_committed(true);
+    let request = end_request((pid, epoch), true);
     node.send(CONN, 3, request);
     assert!(node.take::<EndTxnRequest>(CONN, 3).is_none(), "no answer before the marker is durable");
     let mut node = node.crash_and_restart();
@@ -253,11 +252,7 @@ fn deleting_a_topic_does_not_leave_an_end_txn_waiting_for_its_marker() {
     add_partition(&mut node, (pid, epoch), "t", 0);
     produce_txn(&mut node, "t", 0, txn_records(&["gone"], (pid, epoch, 0), START_MS));
     node.hold_syncs = true;
-    let request = EndTxnRequest::default()
-        .with_transactional_id(TransactionalId(StrBytes::from_static_str(TXN)))
-        .with_producer_id(ProducerId(pid))
-        .with_producer_epoch(epoch)
-        .with_committed(false);
+    let request = end_request((pid, epoch), false);
     node.send(CONN, 3, request);
     assert!(node.take::<EndTxnRequest>(CONN, 3).is_none(), "waiting for the marker's fsync");
     let delete = DeleteTopicsRequest::default().with_timeout_ms(30_000).with_topic_names(vec![topic("t")]);
@@ -279,11 +274,7 @@ fn a_commit_marker_lost_with_its_partition_is_written_after_a_restart() {
     produce_txn(&mut node, "u", 0, txn_records(&["in-u"], (pid, epoch, 0), START_MS));
     // The marker reaches "t", but "u" fails its fsync and goes offline.
     node.fail_syncs_of = Some("u".into());
-    let request = EndTxnRequest::default()
-        .with_transactional_id(TransactionalId(StrBytes::from_static_str(TXN)))
-        .with_producer_id(ProducerId(pid))
-        .with_producer_epoch(epoch)
-        .with_committed(true);
+    let request = end_request((pid, epoch), true);
     node.send(CONN, 3, request.clone());
     let (_, r) = node.take::<EndTxnRequest>(CONN, 3).expect("answered, not held until a restart");
     let ResponseKind::EndTxn(r) = r else { panic!() };
@@ -333,11 +324,7 @@ fn a_snapshot_past_a_hole_does_not_hide_a_transaction_whose_marker_was_lost() {
     assert_eq!(produce_txn(&mut node, "t", 0, txn_records(&["x"], (pid, epoch, 0), START_MS)).0, 0);
     // The abort marker (offset 1) and a later batch (offset 2) are written but never synced.
     node.hold_syncs = true;
-    let request = EndTxnRequest::default()
-        .with_transactional_id(TransactionalId(StrBytes::from_static_str(TXN)))
-        .with_producer_id(ProducerId(pid))
-        .with_producer_epoch(epoch)
-        .with_committed(false);
+    let request = end_request((pid, epoch), false);
     node.send(CONN, 3, request);
     node.send(CONN, 9, produce_request("t", 0, 0, records(&["y"], None, START_MS)));
     // Power loss: the marker's segment is gone, the newest segment and its snapshot survive.

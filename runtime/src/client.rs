@@ -32,20 +32,27 @@ impl Client {
         self
     }
 
-    /// One request that gets no response (produce with acks=0): written and flushed only.
-    pub async fn send_only<R: Request + Into<RequestKind>>(&mut self, version: i16, body: R) -> Result<(), String> {
+    /// A request frame with the next correlation id.
+    fn frame<R: Request + Into<RequestKind>>(&mut self, version: i16, body: R) -> Result<bytes::Bytes, String> {
         self.correlation += 1;
         let header = RequestHeader::default()
             .with_request_api_key(R::KEY)
             .with_request_api_version(version)
             .with_correlation_id(self.correlation)
             .with_client_id(Some(StrBytes::from_static_str(self.client_id)));
-        let frame = codec::encode_request(&header, &body.into())?;
-        let write = async {
-            self.stream.write_all(&frame).await.map_err(|e| format!("write: {e}"))?;
-            self.stream.flush().await.map_err(|e| format!("flush: {e}"))
-        };
-        tokio::time::timeout(self.timeout, write).await.map_err(|_| "write timed out".to_string())?
+        codec::encode_request(&header, &body.into())
+    }
+
+    async fn write(&mut self, frame: &[u8]) -> Result<(), String> {
+        self.stream.write_all(frame).await.map_err(|e| format!("write: {e}"))?;
+        self.stream.flush().await.map_err(|e| format!("flush: {e}"))
+    }
+
+    /// One request that gets no response (produce with acks=0): written and flushed only.
+    pub async fn send_only<R: Request + Into<RequestKind>>(&mut self, version: i16, body: R) -> Result<(), String> {
+        let frame = self.frame(version, body)?;
+        let timeout = self.timeout;
+        tokio::time::timeout(timeout, self.write(&frame)).await.map_err(|_| "write timed out".to_string())?
     }
 
     /// One request and its response, or an error on timeout, a broken connection or a bad frame.
@@ -54,17 +61,10 @@ impl Client {
         version: i16,
         body: R,
     ) -> Result<ResponseKind, String> {
-        self.correlation += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation)
-            .with_client_id(Some(StrBytes::from_static_str(self.client_id)));
-        let frame = codec::encode_request(&header, &body.into())?;
-        let correlation = self.correlation;
+        let frame = self.frame(version, body)?;
+        let (correlation, timeout) = (self.correlation, self.timeout);
         let exchange = async {
-            self.stream.write_all(&frame).await.map_err(|e| format!("write: {e}"))?;
-            self.stream.flush().await.map_err(|e| format!("flush: {e}"))?;
+            self.write(&frame).await?;
             let size = self.stream.read_i32().await.map_err(|e| format!("read: {e}"))?;
             let mut buf = BytesMut::zeroed(size.max(0) as usize);
             self.stream.read_exact(&mut buf).await.map_err(|e| format!("read: {e}"))?;
@@ -75,6 +75,6 @@ impl Client {
             }
             Ok(response)
         };
-        tokio::time::timeout(self.timeout, exchange).await.map_err(|_| "request timed out".to_string())?
+        tokio::time::timeout(timeout, exchange).await.map_err(|_| "request timed out".to_string())?
     }
 }

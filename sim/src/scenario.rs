@@ -252,6 +252,36 @@ pub async fn create_topic(client: &mut Client, name: &'static str, partitions: i
     }
 }
 
+/// One fetch of one partition from `offset` (isolation 1: read_committed). None after a
+/// connection failure, with `client` connected again.
+pub async fn fetch_at(
+    client: &mut Client,
+    topic: &'static str,
+    partition: i32,
+    offset: i64,
+    isolation_level: i8,
+) -> Result<Option<fetch_response::PartitionData>, String> {
+    let fetch = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_isolation_level(isolation_level)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![fetch_request::FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str(topic)))
+            .with_partitions(vec![fetch_request::FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])]);
+    match client.call(12, fetch).await {
+        Ok(ResponseKind::Fetch(r)) => Ok(Some(r.responses[0].partitions[0].clone())),
+        Ok(other) => Err(format!("unexpected response {other:?}")),
+        Err(_) => {
+            *client = connect().await;
+            Ok(None)
+        }
+    }
+}
+
 /// An idempotent producer id, asked for until the broker gives one.
 async fn init_producer_id(client: &mut Client) -> i64 {
     loop {
@@ -359,22 +389,8 @@ async fn read_all(topic: &'static str, disk: SharedDisk) -> Result<Vec<String>, 
                 READ_STALL_LIMIT.as_secs()
             ));
         }
-        let fetch = FetchRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_max_bytes(1 << 20)
-            .with_session_epoch(-1)
-            .with_topics(vec![fetch_request::FetchTopic::default()
-                .with_topic(TopicName(StrBytes::from_static_str(topic)))
-                .with_partitions(vec![fetch_request::FetchPartition::default()
-                    .with_fetch_offset(log.len() as i64)
-                    .with_partition_max_bytes(1 << 20)])]);
-        let p = match client.call(12, fetch).await {
-            Ok(ResponseKind::Fetch(r)) => r.responses[0].partitions[0].clone(),
-            Ok(other) => return Err(format!("unexpected response {other:?}")),
-            Err(_) => {
-                client = connect().await;
-                continue;
-            }
+        let Some(p) = fetch_at(&mut client, topic, 0, log.len() as i64, 0).await? else {
+            continue;
         };
         if p.error_code == ResponseError::KafkaStorageError.code() {
             // Retriable (a read that kept failing its CRC); the stall limit bounds the retries,

@@ -21,7 +21,7 @@ use spool_runtime::client::Client;
 use crate::disk::{DiskFaults, SimDisk};
 use crate::draw;
 use crate::faults::{self, Nemesis, NetFaults};
-use crate::scenario::{connect, create_topic, draw_buggify, producer_batch, start_broker, HEAL_LIMIT};
+use crate::scenario::{connect, create_topic, draw_buggify, fetch_at, producer_batch, start_broker, HEAL_LIMIT};
 
 const TOPIC: &str = "ledger";
 const PARTITIONS: i32 = 2;
@@ -309,24 +309,8 @@ async fn read_committed() -> Result<Vec<(i32, i64, String)>, String> {
             if stalled_since.elapsed() > Duration::from_secs(60) {
                 return Err(format!("liveness: read_committed stuck at offset {position} of partition {partition}"));
             }
-            let fetch = FetchRequest::default()
-                .with_replica_id(BrokerId(-1))
-                .with_isolation_level(1)
-                .with_max_bytes(1 << 20)
-                .with_session_epoch(-1)
-                .with_topics(vec![fetch_request::FetchTopic::default()
-                    .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
-                    .with_partitions(vec![fetch_request::FetchPartition::default()
-                        .with_partition(partition)
-                        .with_fetch_offset(position)
-                        .with_partition_max_bytes(1 << 20)])]);
-            let p = match client.call(12, fetch).await {
-                Ok(ResponseKind::Fetch(r)) => r.responses[0].partitions[0].clone(),
-                Ok(other) => return Err(format!("unexpected response {other:?}")),
-                Err(_) => {
-                    client = connect().await;
-                    continue;
-                }
+            let Some(p) = fetch_at(&mut client, TOPIC, partition, position, 1).await? else {
+                continue;
             };
             if p.error_code == ResponseError::KafkaStorageError.code() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
