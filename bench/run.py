@@ -462,6 +462,17 @@ def client_problems(out: str) -> list[str]:
     return [m.strip() for m in CLIENT_PROBLEM_RE.findall(out)]
 
 
+DISK_TIMES_RE = re.compile(r"disk times: fsyncs \d+: p50 ([\d.]+) ms, p99 ([\d.]+) ms, p99\.9 [\d.]+ ms, max ([\d.]+) ms")
+
+
+def broker_fsync_times(logfile: Path | None) -> dict[str, float]:
+    """fsync p50/p99/max from the line Spool logs at a clean shutdown; empty for other brokers."""
+    if not logfile or not logfile.exists():
+        return {}
+    m = DISK_TIMES_RE.search(ANSI.sub("", logfile.read_text(errors="replace")))
+    return dict(zip(("p50", "p99", "max"), map(float, m.groups()))) if m else {}
+
+
 def percentile(sorted_vals: list[float], p: float) -> float:
     """Nearest-rank percentile of an ascending list."""
     if not sorted_vals:
@@ -503,8 +514,10 @@ CONSUME_SOURCE = {(1024, 1, 5), (100, 1, 5)}  # produce cases whose data is then
 
 
 class Bench:
-    def __init__(self, args, brokers: list[Broker], perf: Path, logdir: Path, budget: Budget):
+    def __init__(self, args, brokers: list[Broker], perf: Path, logdir: Path, budget: Budget,
+                 active: list[Broker]):
         self.args, self.brokers, self.perf, self.logdir, self.budget = args, brokers, perf, logdir, budget
+        self.active = active  # the brokers this run measures (--brokers); the report lists all
         self.samples: dict[str, dict[str, list[float]]] = {b.key: {} for b in brokers}
         self.errors: list[dict] = []
         self.broker_problems: dict[str, dict[str, int]] = {b.key: {} for b in brokers}
@@ -561,7 +574,7 @@ class Bench:
         self.add(b, "startup_cpu_ms", sum(threads.values()) / 1e6 if threads else ticks * 1000)
         return True
 
-    def end(self, b: Broker) -> None:
+    def end(self, b: Broker, kind: str = "") -> None:
         m = b.mem()
         if "VmHWM" in m:
             self.add(b, "peak_rss_mib", m["VmHWM"] / 1024)
@@ -574,6 +587,10 @@ class Bench:
                 self.error(b, "stop", f"did not exit within 10 s of SIGTERM (killed); log {b.logfile}")
             else:
                 self.add(b, "stop_ms", took * 1000)
+        if kind == "latency":
+            # The fsyncs the broker saw in this run, so a latency tail can be told apart from a disk stall.
+            for p, v in broker_fsync_times(b.logfile).items():
+                self.add(b, f"latency run broker fsync {p} ms", v)
         for line in b.log_problems():
             d = self.broker_problems[b.key]
             key = re.sub(r"\b\d+\b", "N", line)[:300]
@@ -730,22 +747,22 @@ class Bench:
         except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
             self.error(b, "latency session", str(e))
         finally:
-            self.end(b)
+            self.end(b, "latency")
 
     def run(self) -> None:
         cases = produce_cases()
-        n = len(self.brokers)
+        n = len(self.active)
         for rep in range(self.args.reps):
             log(f"repetition {rep + 1}/{self.args.reps}")
-            for ci, case in enumerate(cases):
+            for ci, case in enumerate(cases if self.args.only != "latency" else []):
                 shift = (rep * len(cases) + ci) % n
-                for b in self.brokers[shift:] + self.brokers[:shift]:  # alternate who goes first
+                for b in self.active[shift:] + self.active[:shift]:  # alternate who goes first
                     if self.budget.exhausted():
                         self.skipped += 1
                         continue
                     self.produce_session(b, case, rep)
             shift = rep % n
-            for b in self.brokers[shift:] + self.brokers[:shift]:
+            for b in self.active[shift:] + self.active[:shift] if self.args.only != "produce" else []:
                 if self.budget.exhausted():
                     self.skipped += 1
                     continue
@@ -939,6 +956,9 @@ def metric_rows(quick_rate: bool) -> list[tuple[str, str, str | None, str]]:
         ("produce ack latency p99 ms", LOWER, None, ""),
         ("produce ack latency p999 ms", LOWER, None, ""),
         ("latency run broker CPU %", LOWER, None, ""),
+        ("latency run broker fsync p50 ms", LOWER, None, ""),
+        ("latency run broker fsync p99 ms", LOWER, None, ""),
+        ("latency run broker fsync max ms", LOWER, None, ""),
         ("consume 1024B group join+read s", LOWER, None, ""),
         ("consume 100B group join+read s", LOWER, None, ""),
     ]
@@ -971,6 +991,7 @@ def target_text(target: str | None) -> str:
 def report(bench: Bench, med: dict, machine: dict, meta: dict) -> tuple[str, list[dict]]:
     spool, relaxed, peer = (b.key for b in bench.brokers)
     labels = {b.key: b.label for b in bench.brokers}
+    active = {b.key for b in bench.active}
     header = ["metric (median)", labels[spool], labels[relaxed], labels[peer], "Spool/peer", "target",
               "Spool vs target", "relaxed vs target"]
     rows, findings = [], []
@@ -984,7 +1005,8 @@ def report(bench: Bench, med: dict, machine: dict, meta: dict) -> tuple[str, lis
         name = metric + (f" ({unit})" if unit else "")
         rows.append([name, fmt(s, 2), fmt(r, 2), fmt(p, 2), fmt(ratio, 2) if ratio is not None else "-",
                      target_text(target), vs, vr])
-        if target:
+        # A target is judged only when this run measured what it compares (see --brokers).
+        if target and spool in active and (target != "peer" or peer in active):
             findings.append({"metric": metric, "target": target_text(target), "spool": s, "spool_relaxed": r,
                              "peer": p, "spool_verdict": vs, "relaxed_verdict": vr,
                              "met": vs == "ok", "relaxed_met": vr == "ok"})
@@ -1089,6 +1111,9 @@ def main() -> int:
     ap.add_argument("--work-dir", default=None, help="where temp data dirs go (default: system temp dir)")
     ap.add_argument("--budget-minutes", type=float, help="stop starting new runs after this (default 25; 5 quick)")
     ap.add_argument("--skip-machine", action="store_true", help="skip the machine-limit measurements")
+    ap.add_argument("--only", choices=("produce", "latency"), help="run only these sessions (to study one figure)")
+    ap.add_argument("--brokers", default="spool,spool_relaxed,tansu",
+                    help="comma-separated brokers to run, of spool, spool_relaxed, tansu (default: all three)")
     args = ap.parse_args()
     q = args.quick
     args.reps = args.reps or (1 if q else 3)
@@ -1141,6 +1166,10 @@ def main() -> int:
             Broker("spool_relaxed", "Spool relaxed", "spool", spool_bin, datadirs, logdir, "relaxed"),
             Broker("tansu", "Tansu (peer)", "tansu", tansu_bin, datadirs, logdir),
         ]
+        wanted = args.brokers.split(",")
+        unknown = set(wanted) - {b.key for b in brokers}
+        if unknown:
+            raise SetupError(f"unknown broker(s) {', '.join(sorted(unknown))}")
         load_before = cpu_busy(1.0)
         foreign = ForeignLoad()
         if load_before["busy_pct"] > 10:
@@ -1155,7 +1184,7 @@ def main() -> int:
                 log(f"machine limits failed: {e!r}")
                 machine = {"error": repr(e)}
             log("  " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in machine.items()))
-        bench = Bench(args, brokers, perf, logdir, budget)
+        bench = Bench(args, brokers, perf, logdir, budget, active=[b for b in brokers if b.key in wanted])
         bench.run()
         med = bench.medians()
         foreign_load = foreign.result()

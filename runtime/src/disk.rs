@@ -6,12 +6,15 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::Bytes;
 use spool_core::storage::{Completion, SegmentFile, StorageError, StorageOp};
 use spool_core::LoadedState;
 use tokio::sync::mpsc;
 
+use crate::io_times::IoTimes;
 use crate::storage::Storage;
 
 /// Handles kept open at most; beyond this the cache is emptied (reopening is cheap).
@@ -23,10 +26,17 @@ pub struct FileStorage {
     files: HashMap<PathBuf, File>,
     /// Directories that gained a file since their last fsync.
     dirty_dirs: BTreeSet<PathBuf>,
+    /// Shared with the blocking threads that run fsyncs.
+    io_times: Arc<Mutex<IoTimes>>,
 }
 
 fn storage_error(what: &str, path: &Path, e: io::Error) -> StorageError {
     StorageError(format!("{what} {}: {e}", path.display()))
+}
+
+/// Timings stay usable even if a thread panicked while holding them.
+fn lock(times: &Mutex<IoTimes>) -> std::sync::MutexGuard<'_, IoTimes> {
+    times.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
@@ -55,13 +65,14 @@ impl Storage for FileStorage {
     }
 
     fn mark_clean_shutdown(&mut self) -> anyhow::Result<()> {
+        tracing::info!("disk times: {}", lock(&self.io_times).summary());
         crate::load::write_clean_shutdown_marker(&self.root)
     }
 }
 
 impl FileStorage {
     pub fn new(root: PathBuf) -> Self {
-        FileStorage { root, files: HashMap::new(), dirty_dirs: BTreeSet::new() }
+        FileStorage { root, files: HashMap::new(), dirty_dirs: BTreeSet::new(), io_times: Arc::default() }
     }
 
     fn path(&self, file: &SegmentFile) -> PathBuf {
@@ -92,6 +103,7 @@ impl FileStorage {
         match op {
             StorageOp::Write { id, file, position, data } => {
                 let path = self.path(&file);
+                let started = Instant::now();
                 let result = self
                     .open(&path, true)
                     .and_then(|f| {
@@ -102,6 +114,7 @@ impl FileStorage {
                         f.write_all_at(&data, position)
                     })
                     .map_err(|e| storage_error("write", &path, e));
+                lock(&self.io_times).record_write(started.elapsed(), data.len());
                 Some(Completion::Written { id, result })
             }
             StorageOp::Read { id, file, position, len } => {
@@ -128,13 +141,16 @@ impl FileStorage {
                 }
                 let dirs: Vec<PathBuf> = std::mem::take(&mut self.dirty_dirs).into_iter().collect();
                 let tx = completions.clone();
+                let io_times = self.io_times.clone();
                 tokio::task::spawn_blocking(move || {
+                    let started = Instant::now();
                     let result = handles
                         .iter()
                         .try_for_each(|(path, f)| f.sync_data().map_err(|e| storage_error("fsync", path, e)))
                         .and_then(|_| {
                             dirs.iter().try_for_each(|d| fsync_dir(d).map_err(|e| storage_error("fsync dir", d, e)))
                         });
+                    lock(&io_times).record_fsync(started.elapsed(), handles.len() + dirs.len());
                     let _ = tx.send(Completion::Synced { id, result });
                 });
                 None

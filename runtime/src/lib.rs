@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod client;
 pub mod disk;
+pub mod io_times;
 pub mod load;
 pub mod server;
 pub mod storage;
