@@ -685,6 +685,9 @@ class Bench:
         rounds = a.calibration_rounds
         n_cal = max(1000, int(target * a.calibration_seconds))
         total = rounds * n_cal + count
+        waited = settle_disk()
+        log(f"  {b.label:14} latency: disk quiet after {waited:.1f} s")
+        self.add(b, "latency run disk settle s", waited)
         if not self.begin(b, "latency"):
             return
         try:
@@ -798,6 +801,30 @@ class Bench:
 
 # ---------------------------------------------------------------------------------------------
 # Machine limits
+
+
+def disk_written_sectors() -> int:
+    """Sectors written so far by every block device (Linux); 0 where /proc/diskstats is missing."""
+    try:
+        return sum(int(f[9]) for f in (line.split() for line in Path("/proc/diskstats").read_text().splitlines())
+                   if len(f) > 9)
+    except OSError:
+        return 0
+
+
+def settle_disk(quiet: float = 2.0, limit: float = 60.0) -> float:
+    """Flushes the page cache and waits until no block device has written for `quiet` seconds
+    (at most `limit`), so one session's writeback does not land in the next one's figures.
+    Returns the seconds waited."""
+    t0 = time.monotonic()
+    os.sync()
+    last, since = disk_written_sectors(), time.monotonic()
+    while time.monotonic() - since < quiet and time.monotonic() - t0 < limit:
+        time.sleep(0.1)
+        now = disk_written_sectors()
+        if now != last:
+            last, since = now, time.monotonic()
+    return time.monotonic() - t0
 
 
 def cpu_busy(seconds: float = 1.0) -> dict:
@@ -980,6 +1007,7 @@ def metric_rows(quick_rate: bool) -> list[tuple[str, str, str | None, str]]:
         ("produce ack latency p99 ms", LOWER, None, ""),
         ("produce ack latency p999 ms", LOWER, None, ""),
         ("latency run broker CPU %", LOWER, None, ""),
+        ("latency run disk settle s", LOWER, None, ""),
         ("latency run broker fsync p50 ms", LOWER, None, ""),
         ("latency run broker fsync p99 ms", LOWER, None, ""),
         ("latency run broker fsync max ms", LOWER, None, ""),
