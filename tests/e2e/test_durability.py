@@ -4,6 +4,7 @@ Uses confluent-kafka (librdkafka 2.16) with an idempotent acks=all producer: the
 answers acks=all only after fsync, and dedups producer retries by sequence number, so
 after a crash every acknowledged message must be there exactly once and in order."""
 
+import re
 import time
 from collections import Counter
 
@@ -150,6 +151,11 @@ def test_clean_restart_keeps_data_and_offsets(broker):
 
     code = broker.stop()
     assert code == 0, f"SIGTERM should be a clean shutdown, broker exited with {code}"
+    # A clean stop reports how long the disk took; the fsyncs behind the acknowledgements count.
+    times = re.findall(r"disk times: fsyncs (\d+): .*; writes (\d+): ", broker.log_path.read_text(errors="replace"))
+    assert times, f"no 'disk times' line at the clean stop:\n{broker.log_tail()}"
+    fsyncs, writes = map(int, times[-1])
+    assert fsyncs >= 1 and writes >= 1, f"a stop after acknowledged appends timed {fsyncs} fsyncs, {writes} writes"
     broker.start()
 
     # New appends must continue after the recovered log end, not overwrite it.
