@@ -7,6 +7,9 @@
 pub struct SegmentIndex {
     /// (offset - base, position where the append holding that offset starts), offsets increasing.
     pub offsets: Vec<(u32, u32)>,
+    /// For each entry, offset - base of the first offset its append holds; `UNKNOWN` for entries
+    /// loaded from an index file, which keeps only the last. In memory only.
+    pub append_firsts: Vec<u32>,
     /// (max timestamp so far, offset - base), both increasing.
     pub times: Vec<(i64, u32)>,
     pub bytes_since_entry: u64,
@@ -15,6 +18,9 @@ pub struct SegmentIndex {
     pub offset_of_max_timestamp: i64,
 }
 
+/// An `append_firsts` value for an entry whose append's first offset is not known.
+pub const UNKNOWN: u32 = u32::MAX;
+
 impl SegmentIndex {
     pub fn new() -> Self {
         SegmentIndex { max_timestamp: -1, offset_of_max_timestamp: -1, ..Default::default() }
@@ -22,16 +28,21 @@ impl SegmentIndex {
 
     /// Accounts for one append (Kafka's LogSegment.append rule): an entry maps the append's largest
     /// offset to the position where the append starts, once more than `interval` bytes passed.
+    #[allow(clippy::too_many_arguments)]
     pub fn on_append(
         &mut self,
         base_offset: i64,
+        first_offset: i64,
         last_offset: i64,
         position: u64,
         len: u64,
         max_ts: i64,
         interval: u64,
     ) {
-        assert!(last_offset >= base_offset, "appended offset {last_offset} below segment base {base_offset}");
+        assert!(
+            last_offset >= first_offset && first_offset >= base_offset,
+            "appended offsets {first_offset}..={last_offset} outside the segment from {base_offset}"
+        );
         if max_ts > self.max_timestamp {
             self.max_timestamp = max_ts;
             self.offset_of_max_timestamp = last_offset;
@@ -39,6 +50,7 @@ impl SegmentIndex {
         if self.bytes_since_entry > interval || self.offsets.is_empty() {
             let rel = (last_offset - base_offset) as u32;
             self.offsets.push((rel, position as u32));
+            self.append_firsts.push((first_offset - base_offset) as u32);
             if self.max_timestamp >= 0 && self.times.last().is_none_or(|&(ts, _)| self.max_timestamp > ts) {
                 self.times.push((self.max_timestamp, (self.offset_of_max_timestamp - base_offset) as u32));
             }
@@ -55,6 +67,26 @@ impl SegmentIndex {
         let start = if after == 0 { 0 } else { self.offsets[after - 1].1 as u64 };
         let next = self.offsets.get(after).map(|&(_, p)| p as u64);
         (start, next)
+    }
+
+    /// Where a read for `offset` starts, the next entry's position, and whether the append that
+    /// starts there is known to hold `offset`. It then ends by the next entry's position, so a
+    /// read needs nothing past that beyond its byte limit; otherwise the bytes up to the next
+    /// entry may all be skipped before the append holding `offset` begins.
+    pub fn lookup_read(&self, base_offset: i64, offset: i64) -> (u64, Option<u64>, bool) {
+        let rel = offset.saturating_sub(base_offset).clamp(0, UNKNOWN as i64 - 1) as u32;
+        let after = self.offsets.partition_point(|&(o, _)| o <= rel);
+        let position = |i: usize| self.offsets.get(i).map(|&(_, p)| p as u64);
+        if after > 0 && self.offsets[after - 1].0 == rel {
+            // That entry's append ends with `offset`.
+            return (self.offsets[after - 1].1 as u64, position(after), true);
+        }
+        if self.append_firsts.get(after).is_some_and(|&first| first != UNKNOWN && first <= rel) {
+            // The next entry's append starts at or below `offset` (and ends above it).
+            return (self.offsets[after].1 as u64, position(after + 1), true);
+        }
+        let (start, next) = self.lookup(base_offset, offset);
+        (start, next, false)
     }
 
     /// Offset to start a timestamp search from: that of the last entry whose time is below `ts`.
@@ -104,6 +136,7 @@ impl SegmentIndex {
                 return None;
             }
             index.offsets.push((rel, pos));
+            index.append_firsts.push(UNKNOWN);
         }
         for chunk in times.chunks_exact(12) {
             let ts = i64::from_be_bytes(chunk[0..8].try_into().ok()?);
@@ -129,15 +162,24 @@ mod tests {
         let mut index = SegmentIndex::new();
         // Ten appends of 100 bytes, 3 offsets each, entry every >250 bytes.
         for i in 0..10u64 {
-            index.on_append(100, 100 + 3 * i as i64 + 2, i * 100, 100, 1000 + i as i64, 250);
+            index.on_append(100, 100 + 3 * i as i64, 100 + 3 * i as i64 + 2, i * 100, 100, 1000 + i as i64, 250);
         }
         assert_eq!(index.offsets, vec![(2, 0), (11, 300), (20, 600), (29, 900)]);
         assert_eq!(index.lookup(100, 100), (0, Some(0)));
         assert_eq!(index.lookup(100, 112), (300, Some(600)));
         assert_eq!(index.lookup(100, 200), (900, None));
         assert_eq!(index.lookup_time(100, 1004), 100 + 11);
+        // Appends at 0, 300, 600, 900 have entries; those at 100, 200, ... do not.
+        assert_eq!(index.append_firsts, vec![0, 9, 18, 27]);
+        assert_eq!(index.lookup_read(100, 100), (0, Some(300), true), "the first append holds it");
+        assert_eq!(index.lookup_read(100, 102), (0, Some(300), true), "it ends that append");
+        assert_eq!(index.lookup_read(100, 103), (0, Some(300), false), "an append without an entry holds it");
+        assert_eq!(index.lookup_read(100, 109), (300, Some(600), true), "the next entry's append starts with it");
+        assert_eq!(index.lookup_read(100, 128), (900, None, true));
         let decoded = SegmentIndex::decode(&index.encode_offsets(), &index.encode_times(), 1000).unwrap();
         assert_eq!(decoded.offsets, index.offsets);
+        assert_eq!(decoded.lookup_read(100, 111), (300, Some(600), true), "it ends an append with an entry");
+        assert_eq!(decoded.lookup_read(100, 109), (0, Some(300), false), "first offsets are not in index files");
         assert_eq!(decoded.times, index.times);
         assert!(SegmentIndex::decode(&index.encode_offsets(), &index.encode_times(), 800).is_none());
         assert!(SegmentIndex::decode(&index.encode_offsets()[..7], &[], 1000).is_none());

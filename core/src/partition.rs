@@ -252,7 +252,15 @@ impl PartitionLog {
         let max_ts = Batches::new(&written, false).map(|(_, b)| b.max_timestamp()).max().unwrap_or(-1);
         let interval = self.config.index_interval_bytes as u64;
         let seg = self.segments.last_mut().expect("active segment");
-        seg.index.on_append(seg.base_offset, last_offset, position, written.len() as u64, max_ts, interval);
+        seg.index.on_append(
+            seg.base_offset,
+            first_offset,
+            last_offset,
+            position,
+            written.len() as u64,
+            max_ts,
+            interval,
+        );
         seg.size += written.len() as u64;
         seg.next_offset = next;
         let base = seg.base_offset;
@@ -391,12 +399,15 @@ impl PartitionLog {
         } else {
             seg.size
         };
-        let (position, next_entry) = seg.index.lookup(seg.base_offset, offset);
+        let (position, next_entry, holds) = seg.index.lookup_read(seg.base_offset, offset);
         if position >= end {
             return Ok(None);
         }
-        let reach = next_entry.unwrap_or(end).min(end) - position;
-        let len = (reach as usize).saturating_add(max_bytes).min((end - position) as usize);
+        // With `holds`, `reach` covers the append holding `offset`; otherwise all of it may be
+        // bytes to skip before that append, so the byte limit comes on top.
+        let reach = (next_entry.unwrap_or(end).min(end) - position) as usize;
+        let len = if holds { reach.max(max_bytes) } else { reach.saturating_add(max_bytes) };
+        let len = len.min((end - position) as usize);
         Ok(Some(ReadPlan { file: self.file(seg.base_offset, FileKind::Log), position, len }))
     }
 

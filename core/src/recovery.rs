@@ -72,6 +72,7 @@ pub fn scan_segment(
         }
         index.on_append(
             base_offset,
+            batch.base_offset(),
             batch.last_offset(),
             position as u64,
             batch.len() as u64,

@@ -655,6 +655,40 @@ fn with_relaxed_durability_a_waiting_fetch_wakes_on_append() {
     assert_eq!(decode_values(fetch_partition(&f).records.as_ref().unwrap()), vec![(0, "x".to_string())]);
 }
 
+#[test]
+fn a_fetch_reads_the_append_holding_its_offset_not_the_one_before() {
+    let mut node = Node::single();
+    // The first three batches fill the first segment, so its index is a file after a restart.
+    create(&mut node, "t", 1, &[("segment.bytes", "19000")]);
+    // Four batches of two 3 KB records: each gets its own index entry (4 KB interval).
+    let values: Vec<String> = ["a", "b", "c", "d", "e", "f", "g", "h"].iter().map(|v| v.repeat(3000)).collect();
+    let mut sizes = Vec::new();
+    for pair in values.chunks(2) {
+        let batch = records(&[pair[0].as_str(), pair[1].as_str()], None, START_MS);
+        sizes.push(batch.len());
+        let r = node.call(CONN, 9, produce_request("t", 0, -1, batch));
+        assert_eq!(produce_partition(&r).error_code, 0);
+    }
+    // Offset 2 starts the second batch; the limit is below one batch.
+    let fetch_second = |node: &mut Node| {
+        let mut request = fetch_request("t", 0, 2, 0);
+        request.topics[0].partitions[0].partition_max_bytes = 1000;
+        let f = node.call(CONN, 12, request);
+        decode_values(fetch_partition(&f).records.as_ref().expect("records"))
+    };
+    let second = vec![(2, values[2].clone()), (3, values[3].clone())];
+    node.read_lens.clear();
+    assert_eq!(fetch_second(&mut node), second, "the first batch past the limit, whole");
+    assert_eq!(node.read_lens, vec![sizes[1]], "one read of exactly the batch holding offset 2");
+
+    // Index files keep only each append's last offset: after a restart the read of the sealed
+    // segment also covers the batch before, and serves the same.
+    let mut node = node.clean_restart();
+    node.read_lens.clear();
+    assert_eq!(fetch_second(&mut node), second);
+    assert!(node.read_lens.iter().sum::<usize>() > sizes[1], "{:?}", node.read_lens);
+}
+
 /// Three one-record batches at offsets 0, 1, 2.
 fn three_batches(node: &mut Node) {
     create(node, "t", 1, &[]);

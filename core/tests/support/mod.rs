@@ -34,6 +34,8 @@ pub struct Node {
     pub fail_syncs_of: Option<String>,
     /// Each upcoming metadata replacement fails if its entry is true.
     pub fail_meta_writes: VecDeque<bool>,
+    /// The length of every read asked for, in order.
+    pub read_lens: Vec<usize>,
     next_correlation: i32,
 }
 
@@ -66,6 +68,7 @@ impl Node {
             flip_next_reads,
             fail_syncs_of: None,
             fail_meta_writes: VecDeque::new(),
+            read_lens: Vec::new(),
             next_correlation: 1,
         };
         node.run();
@@ -140,6 +143,9 @@ impl Node {
                             self.broker.handle_completion(self.now, failed);
                             continue;
                         }
+                    }
+                    if let StorageOp::Read { len, .. } = &op {
+                        self.read_lens.push(*len);
                     }
                     if matches!(op, StorageOp::Sync { .. }) {
                         self.syncs_issued += 1;
