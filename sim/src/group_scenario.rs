@@ -441,7 +441,8 @@ async fn run_generation(
         let mut commits = Vec::new();
         for p in f.responses.iter().flat_map(|t| t.partitions.iter()) {
             if p.error_code == ResponseError::OffsetOutOfRange.code() {
-                positions.insert(p.partition_index, 0);
+                // auto.offset.reset=earliest: the log may now start later than 0.
+                positions.insert(p.partition_index, p.log_start_offset.max(0));
                 continue;
             }
             let mut records = p.records.clone().unwrap_or_default();
