@@ -316,6 +316,12 @@ async fn read_committed() -> Result<Vec<(i32, i64, String)>, String> {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
+            if p.error_code == ResponseError::OffsetOutOfRange.code() && p.log_start_offset > position {
+                // The log can start past 0 when records never acknowledged were not kept; the
+                // checker still finds any committed record that went with them.
+                position = p.log_start_offset;
+                continue;
+            }
             if p.error_code != 0 {
                 return Err(format!("read_committed fetch at {position} failed with error {}", p.error_code));
             }
