@@ -74,6 +74,7 @@ impl SegmentIndex {
     /// read needs nothing past that beyond its byte limit; otherwise the bytes up to the next
     /// entry may all be skipped before the append holding `offset` begins.
     pub fn lookup_read(&self, base_offset: i64, offset: i64) -> (u64, Option<u64>, bool) {
+        assert_eq!(self.append_firsts.len(), self.offsets.len(), "one first offset per entry");
         let rel = offset.saturating_sub(base_offset).clamp(0, UNKNOWN as i64 - 1) as u32;
         let after = self.offsets.partition_point(|&(o, _)| o <= rel);
         let position = |i: usize| self.offsets.get(i).map(|&(_, p)| p as u64);
