@@ -37,20 +37,23 @@ impl MemDisk {
     /// Carries out one operation at once and returns its completion, if it has one.
     pub fn execute(&mut self, op: StorageOp) -> Option<Completion> {
         match op {
-            StorageOp::Write { id, file, position, data } => {
+            StorageOp::Write { id, file, position, chunks } => {
                 let f = self.files.entry(file.clone()).or_default();
-                let position = position as usize;
+                let mut position = position as usize;
                 if position == 0 && file.kind != FileKind::Log {
                     f.current.clear();
                 }
                 if f.current.len() < position {
                     f.current.resize(position, 0);
                 }
-                let end = position + data.len();
-                if f.current.len() < end {
-                    f.current.resize(end, 0);
+                for data in chunks {
+                    let end = position + data.len();
+                    if f.current.len() < end {
+                        f.current.resize(end, 0);
+                    }
+                    f.current[position..end].copy_from_slice(&data);
+                    position = end;
                 }
-                f.current[position..end].copy_from_slice(&data);
                 Some(Completion::Written { id, result: Ok(()) })
             }
             StorageOp::Sync { id, files } => {

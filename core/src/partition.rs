@@ -271,7 +271,7 @@ impl PartitionLog {
             self.durable =
                 LogPoint { offset: next, segment_base: self.active().base_offset, position: self.active().size };
         }
-        self.maybe_sync(ops);
+        ops.syncs_due.insert(self.tp.clone());
         Ok(Appended { base_offset: first_offset, last_offset, log_append_time })
     }
 

@@ -88,8 +88,9 @@ impl MetaFile {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum StorageOp {
-    /// Write `data` at `position`, creating the file if needed. Not durable until a `Sync`.
-    Write { id: OpId, file: SegmentFile, position: u64, data: Bytes },
+    /// Write `chunks`, back to back, at `position`, creating the file if needed. Not durable until
+    /// a `Sync`. Several chunks are log appends of one turn joined into one write.
+    Write { id: OpId, file: SegmentFile, position: u64, chunks: Vec<Bytes> },
     /// Make every earlier write to these files durable, in order.
     Sync { id: OpId, files: Vec<SegmentFile> },
     /// Read up to `len` bytes at `position` (fewer at end of file).
@@ -100,6 +101,11 @@ pub enum StorageOp {
     DeletePartition { tp: TopicPartition },
     /// Replace a metadata file atomically and durably.
     WriteMeta { id: OpId, file: MetaFile, data: Bytes },
+}
+
+/// Bytes a write's chunks hold together.
+pub fn chunks_len(chunks: &[Bytes]) -> usize {
+    chunks.iter().map(Bytes::len).sum()
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

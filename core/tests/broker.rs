@@ -173,6 +173,35 @@ fn acks_all_is_answered_only_after_fsync_and_syncs_are_shared() {
 }
 
 #[test]
+fn appends_handled_in_one_turn_reach_the_disk_as_one_write_per_partition() {
+    let mut node = Node::single();
+    create(&mut node, "t", 2, &[]);
+    node.log_writes.clear();
+    let syncs_before = node.syncs_issued;
+    let ab = node.queue(CONN, 9, produce_request("t", 0, -1, records(&["a", "b"], None, START_MS)));
+    let c = node.queue(2, 9, produce_request("t", 0, -1, records(&["c"], None, START_MS)));
+    let x = node.queue(3, 9, produce_request("t", 1, -1, records(&["x"], None, START_MS)));
+    let d = node.queue(4, 9, produce_request("t", 0, -1, records(&["d"], None, START_MS)));
+    node.run();
+    assert_eq!(node.log_writes, [(0, 0, 3), (0, 0, 1)], "partition 0 in one write of three appends");
+    assert_eq!(node.syncs_issued - syncs_before, 2, "one sync per partition");
+    for (conn, correlation, offset) in [(CONN, ab, 0), (2, c, 2), (3, x, 0), (4, d, 3)] {
+        let (got, r) = node.take::<ProduceRequest>(conn, 9).expect("acknowledged");
+        assert_eq!(
+            (got, produce_partition(&r).error_code, produce_partition(&r).base_offset),
+            (correlation, 0, offset)
+        );
+    }
+    let mut node = node.crash_and_restart();
+    let f = node.call(CONN, 12, fetch_request("t", 0, 0, 0));
+    let values: Vec<_> = decode_values(fetch_partition(&f).records.as_ref().unwrap())
+        .into_iter()
+        .map(|(o, v)| format!("{o}:{v}"))
+        .collect();
+    assert_eq!(values, ["0:a", "1:b", "2:c", "3:d"], "every acknowledged append survives a crash");
+}
+
+#[test]
 fn acks_zero_gets_no_answer_but_later_requests_still_do() {
     let mut node = Node::single();
     create(&mut node, "t", 1, &[]);

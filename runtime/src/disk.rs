@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
-use spool_core::storage::{Completion, SegmentFile, StorageError, StorageOp};
+use spool_core::storage::{chunks_len, Completion, SegmentFile, StorageError, StorageOp};
 use spool_core::LoadedState;
 use tokio::sync::mpsc;
 
@@ -101,7 +101,7 @@ impl FileStorage {
     #[cfg_attr(madsim, allow(deprecated))]
     fn execute_op(&mut self, op: StorageOp, completions: &mpsc::UnboundedSender<Completion>) -> Option<Completion> {
         match op {
-            StorageOp::Write { id, file, position, data } => {
+            StorageOp::Write { id, file, position, chunks } => {
                 let path = self.path(&file);
                 let started = Instant::now();
                 let result = self
@@ -111,10 +111,10 @@ impl FileStorage {
                         if position == 0 && file.kind != spool_core::storage::FileKind::Log {
                             f.set_len(0)?;
                         }
-                        f.write_all_at(&data, position)
+                        write_all_chunks_at(f, &chunks, position)
                     })
                     .map_err(|e| storage_error("write", &path, e));
-                lock(&self.io_times).record_write(started.elapsed(), data.len());
+                lock(&self.io_times).record_write(started.elapsed(), chunks_len(&chunks));
                 Some(Completion::Written { id, result })
             }
             StorageOp::Read { id, file, position, len } => {
@@ -188,6 +188,31 @@ impl FileStorage {
     }
 }
 
+/// Writes the chunks back to back from `position` with as few `pwritev` calls as the kernel allows.
+fn write_all_chunks_at(f: &File, chunks: &[Bytes], mut position: u64) -> io::Result<()> {
+    let mut first = 0;
+    let mut skip = 0;
+    while first < chunks.len() {
+        let slices: Vec<io::IoSlice<'_>> = std::iter::once(&chunks[first][skip..])
+            .chain(chunks[first + 1..].iter().map(|c| &c[..]))
+            .map(io::IoSlice::new)
+            .collect();
+        let mut written = rustix::io::pwritev(f, &slices, position)?;
+        if written == 0 && slices.iter().any(|s| !s.is_empty()) {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        position += written as u64;
+        // Step past what the kernel took: whole chunks, then part of the next.
+        while first < chunks.len() && written >= chunks[first].len() - skip {
+            written -= chunks[first].len() - skip;
+            first += 1;
+            skip = 0;
+        }
+        skip += written;
+    }
+    Ok(())
+}
+
 fn read_at(f: &File, position: u64, len: usize) -> io::Result<Bytes> {
     let mut buf = vec![0u8; len];
     let mut filled = 0;
@@ -200,4 +225,22 @@ fn read_at(f: &File, position: u64, len: usize) -> io::Result<Bytes> {
     }
     buf.truncate(filled);
     Ok(Bytes::from(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_land_back_to_back_at_the_position() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let f =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.path().join("x")).unwrap();
+        f.write_all_at(b"0123456789", 0).unwrap();
+        let chunks = [Bytes::from_static(b"ab"), Bytes::new(), Bytes::from_static(b"cde")];
+        write_all_chunks_at(&f, &chunks, 3).unwrap();
+        assert_eq!(read_at(&f, 0, 100).unwrap(), Bytes::from_static(b"012abcde89"));
+        write_all_chunks_at(&f, &[Bytes::from_static(b"zz")], 12).unwrap();
+        assert_eq!(read_at(&f, 8, 100).unwrap(), Bytes::from_static(b"89\0\0zz"));
+    }
 }

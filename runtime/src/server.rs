@@ -29,11 +29,17 @@ pub struct ServerOptions {
     pub broker: BrokerConfig,
     /// Network faults to inject on connections; `None` in production, drawn by the simulator.
     pub conn_faults: Option<ConnFaults>,
+    /// How long each turn of the event loop takes. `None` in production, where turns take real
+    /// time; the simulator sets it so requests arrive while a turn is busy, as under load.
+    pub turn_time: Option<TurnTime>,
 }
+
+/// Asked once per turn of the event loop.
+pub type TurnTime = std::sync::Arc<dyn Fn() -> Duration + Send + Sync>;
 
 impl ServerOptions {
     pub fn new(listen: SocketAddr, broker: BrokerConfig) -> Self {
-        ServerOptions { listen, broker, conn_faults: None }
+        ServerOptions { listen, broker, conn_faults: None, turn_time: None }
     }
 }
 
@@ -92,7 +98,7 @@ pub async fn serve<S: Storage>(
     }
     let (events_tx, events_rx) = mpsc::channel::<Event>(4096);
     let accept = tokio::spawn(accept_loop(listener, events_tx, max_frame, options.conn_faults));
-    let result = event_loop(broker, storage, events_rx, shutdown).await;
+    let result = event_loop(broker, storage, events_rx, shutdown, options.turn_time).await;
     accept.abort();
     result
 }
@@ -190,6 +196,7 @@ async fn event_loop<S: Storage>(
     mut storage: S,
     mut events: mpsc::Receiver<Event>,
     mut shutdown: oneshot::Receiver<()>,
+    turn_time: Option<TurnTime>,
 ) -> Result<()> {
     let (completions_tx, mut completions) = mpsc::unbounded_channel::<Completion>();
     let mut writers: HashMap<ConnId, mpsc::UnboundedSender<Bytes>> = HashMap::new();
@@ -199,6 +206,9 @@ async fn event_loop<S: Storage>(
             storage.mark_clean_shutdown()?;
             tracing::info!("clean shutdown complete");
             return Ok(());
+        }
+        if let Some(busy) = turn_time.as_ref().map(|f| f()).filter(|d| !d.is_zero()) {
+            tokio::time::sleep(busy).await;
         }
         let deadline = broker.next_deadline();
         let sleep = async {

@@ -65,6 +65,8 @@ pub struct SimDisk {
     pub errors_since_start: u64,
     /// All faults injected, for the report.
     pub injected: u64,
+    /// Log writes that carried the appends of more than one request, for the report.
+    pub joined_writes: u64,
     /// Batches a write corruption hit: partition and the batch's first offset.
     pub corrupted: Vec<(TopicPartition, i64)>,
 }
@@ -77,6 +79,7 @@ impl SimDisk {
             faulty: true,
             errors_since_start: 0,
             injected: 0,
+            joined_writes: 0,
             corrupted: Vec::new(),
         }))
     }
@@ -123,15 +126,19 @@ impl Storage for SimStorage {
     fn execute(&mut self, op: StorageOp, completions: &UnboundedSender<Completion>) -> Option<Completion> {
         let mut guard = self.disk.lock().expect("disk lock");
         let disk: &mut SimDisk = &mut guard;
+        if matches!(&op, StorageOp::Write { chunks, .. } if chunks.len() > 1) {
+            disk.joined_writes += 1;
+        }
         match op {
             StorageOp::Write { id, .. } if disk.fires(disk.faults.write_error) => {
                 disk.errors_since_start += 1;
                 Some(Completion::Written { id, result: Err(StorageError("no space left on device".into())) })
             }
-            StorageOp::Write { id, file, position, data }
+            StorageOp::Write { id, file, position, chunks }
                 if file.kind == FileKind::Log && disk.fires(disk.faults.write_flip) =>
             {
-                let mut flipped = data.to_vec();
+                let data = chunks.concat();
+                let mut flipped = data.clone();
                 let at = thread_rng().gen_range(0..flipped.len().max(1));
                 if let Some(byte) = flipped.get_mut(at) {
                     *byte ^= 1 << thread_rng().gen_range(0..8);
@@ -143,7 +150,7 @@ impl Storage for SimStorage {
                 if let Some(first) = hit {
                     disk.corrupted.push((file.tp.clone(), first));
                 }
-                disk.mem.execute(StorageOp::Write { id, file, position, data: Bytes::from(flipped) })
+                disk.mem.execute(StorageOp::Write { id, file, position, chunks: vec![Bytes::from(flipped)] })
             }
             StorageOp::WriteMeta { id, .. } if disk.fires(disk.faults.meta_error) => {
                 disk.errors_since_start += 1;

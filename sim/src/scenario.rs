@@ -19,7 +19,7 @@ use madsim::runtime::Handle;
 use spool_core::buggify::BuggifyConfig;
 use spool_core::config::BrokerConfig;
 use spool_core::mem_disk::MemDisk;
-use spool_runtime::server::{serve, ServerOptions};
+use spool_runtime::server::{serve, ServerOptions, TurnTime};
 
 use crate::disk::{DiskFaults, SharedDisk, SimDisk, SimStorage};
 use crate::draw;
@@ -46,6 +46,8 @@ struct Params {
     value_bytes: u64,
     /// Batches of a plain (not idempotent) acks=0 producer on another topic, alongside.
     noise_batches: u64,
+    /// Idempotent producers writing the checked partition at once, each `batches` batches.
+    producers: u64,
 }
 
 impl Params {
@@ -60,6 +62,7 @@ impl Params {
             duplicate_sends: draw::rate("single.duplicate_sends", 0.01, 0.2),
             value_bytes: draw::int("single.value_bytes", 0..1500),
             noise_batches: draw::int("single.noise_batches", 0..100),
+            producers: draw::int("single.producers", 1..5),
         }
     }
 }
@@ -74,6 +77,7 @@ pub fn start_broker(
     disk: SharedDisk,
     net: &NetFaults,
     buggify: Option<BuggifyConfig>,
+    turn_time: TurnTime,
 ) -> madsim::runtime::NodeHandle {
     let conn_faults = net.hook();
     handle
@@ -83,6 +87,7 @@ pub fn start_broker(
         .init(move || {
             let disk = disk.clone();
             let conn_faults = conn_faults.clone();
+            let turn_time = turn_time.clone();
             async move {
                 let (_keep_running, stop) = tokio::sync::oneshot::channel();
                 let mut config = BrokerConfig::single_node(BROKER_IP, 9092);
@@ -90,6 +95,7 @@ pub fn start_broker(
                 config.buggify = buggify.map(|b| BuggifyConfig { fire_seed: thread_rng().gen(), ..b });
                 let mut options = ServerOptions::new(broker_addr(), config);
                 options.conn_faults = Some(conn_faults);
+                options.turn_time = Some(turn_time);
                 if let Err(e) = serve(options, SimStorage { disk }, stop, None).await {
                     panic!("broker failed: {e:#}");
                 }
@@ -103,6 +109,13 @@ pub fn draw_buggify(scenario: &str) -> Option<BuggifyConfig> {
     let fire_probability = draw::rate(&format!("{scenario}.buggify_fire"), 0.01, 0.3);
     let sites_seed = draw::int(&format!("{scenario}.buggify_sites"), 0..1 << 32);
     (fire_probability > 0.0).then_some(BuggifyConfig { sites_seed, fire_seed: 0, fire_probability })
+}
+
+/// How long a turn of the broker's event loop takes: up to a drawn bound, so that under some
+/// seeds requests from several clients pile up and are handled in one turn.
+pub fn draw_turn_time(scenario: &str) -> TurnTime {
+    let max_us = draw::int(&format!("{scenario}.turn_us"), 0..2000);
+    Arc::new(move || Duration::from_micros(thread_rng().gen_range(0..=max_us)))
 }
 
 /// How long after faults stop the system has to converge before it is a liveness failure.
@@ -121,7 +134,7 @@ async fn scenario(canary: bool) -> Result<String, String> {
     let mut mem = MemDisk::new();
     mem.fsync_lies = canary;
     let disk = SimDisk::new(mem, disk_faults);
-    let broker = start_broker(&handle, disk.clone(), &net, draw_buggify("single"));
+    let broker = start_broker(&handle, disk.clone(), &net, draw_buggify("single"), draw_turn_time("single"));
     let client = handle.create_node().name("client").ip("10.0.0.2".parse().expect("ip")).build();
     let progress = Progress::default();
     let workload = client.spawn(produce_all(params.clone(), progress.clone(), disk.clone()));
@@ -146,11 +159,17 @@ async fn scenario(canary: bool) -> Result<String, String> {
         .map_err(|e| format!("noise reader task failed: {e}"))??;
     let loss_from =
         disk.lock().expect("disk").corrupted.iter().filter(|(tp, _)| &*tp.topic == TOPIC).map(|(_, o)| *o).min();
+    let acked = by_offset(acked, loss_from)?;
     check(&acked, &log, loss_from)?;
-    let injected = disk.lock().expect("disk").injected;
+    let (injected, joined) = {
+        let d = disk.lock().expect("disk");
+        (d.injected, d.joined_writes)
+    };
     Ok(format!(
-        "{applied}, {injected} disk faults, {} records acknowledged, log end {}, {} acks=0 records kept",
+        "{applied}, {injected} disk faults, {} records acknowledged from {} producers, log end {}, \
+         {joined} joined writes, {} acks=0 records kept",
         acked.len(),
+        params.producers,
         log.len(),
         noise_log.iter().filter(|v| *v != GONE).count()
     ))
@@ -201,8 +220,6 @@ pub fn producer_batch(
     buf.freeze()
 }
 
-/// Produces every batch until acknowledged, retrying the same batch (same sequence) after
-/// errors and reconnects, as an idempotent producer does. Returns acknowledged (offset, value).
 /// A plain producer with acks=0: no producer id, no answers, batches sent once. Exercises the
 /// unacknowledged path next to the checked stream.
 async fn produce_noise(batches: u64) {
@@ -301,17 +318,56 @@ fn note(progress: &Progress, what: String) {
     *progress.lock().expect("progress") = what;
 }
 
-async fn produce_all(params: Params, progress: Progress, disk: SharedDisk) -> Result<BTreeMap<i64, String>, String> {
+/// Runs every producer at once over the checked partition; returns every acknowledged
+/// (offset, value) of each.
+async fn produce_all(params: Params, progress: Progress, disk: SharedDisk) -> Result<Vec<(i64, String)>, String> {
     let mut client = connect().await;
     note(&progress, "creating the topic".to_string());
     create_topic(&mut client, TOPIC, 1, Some(params.segment_bytes)).await;
-    note(&progress, "taking a producer id".to_string());
+    let producers: Vec<_> = (0..params.producers)
+        .map(|p| tokio::spawn(produce_batches(p, params.clone(), progress.clone(), disk.clone())))
+        .collect();
+    let mut acked = Vec::new();
+    for producer in producers {
+        acked.extend(producer.await.map_err(|e| format!("producer task failed: {e}"))??);
+    }
+    Ok(acked)
+}
+
+/// One value per acknowledged offset. Two producers acknowledged at one offset is lost data,
+/// unless a write corruption at or before it let recovery cut the log there.
+fn by_offset(acked: Vec<(i64, String)>, loss_from: Option<i64>) -> Result<BTreeMap<i64, String>, String> {
+    let mut by_offset: BTreeMap<i64, String> = BTreeMap::new();
+    for (offset, value) in acked {
+        if let Some(other) = by_offset.get(&offset) {
+            if loss_from.is_none_or(|l| offset < l) {
+                return Err(format!("offset {offset} acknowledged for both {} and {}", short(other), short(&value)));
+            }
+            continue;
+        }
+        by_offset.insert(offset, value);
+    }
+    Ok(by_offset)
+}
+
+/// One idempotent producer: every batch until acknowledged, retrying the same batch (same
+/// sequence) after errors and reconnects. Values are `p<producer>-b<batch>-r<record>-<padding>`.
+/// Returns acknowledged (offset, value).
+async fn produce_batches(
+    producer: u64,
+    params: Params,
+    progress: Progress,
+    disk: SharedDisk,
+) -> Result<BTreeMap<i64, String>, String> {
+    let mut client = connect().await;
+    note(&progress, format!("producer {producer}: taking a producer id"));
     let mut producer_id = init_producer_id(&mut client).await;
     let mut acked = BTreeMap::new();
     let mut sequence = 0i32;
     for b in 0..params.batches {
         let pad = "x".repeat(params.value_bytes as usize);
-        let values: Vec<String> = (0..params.records_per_batch).map(|r| format!("b{b}-r{r}-{pad}")).collect();
+        let values: Vec<String> =
+            (0..params.records_per_batch).map(|r| format!("p{producer}-b{b}-r{r}-{pad}")).collect();
         let produce = |producer_id: i64, sequence: i32, values: &[String]| {
             ProduceRequest::default().with_acks(params.acks).with_timeout_ms(5000).with_topic_data(vec![
                 produce_request::TopicProduceData::default()
@@ -351,14 +407,20 @@ async fn produce_all(params: Params, progress: Progress, disk: SharedDisk) -> Re
                         continue;
                     }
                     if lost_state || p.error_code == ResponseError::CorruptMessage.code() {
-                        return Err(format!("batch {b} refused with error {}: {:?}", p.error_code, p.error_message));
+                        return Err(format!(
+                            "producer {producer} batch {b} refused with error {}: {:?}",
+                            p.error_code, p.error_message
+                        ));
                     }
-                    note(&progress, format!("batch {b}: error {} {:?}", p.error_code, p.error_message));
+                    note(
+                        &progress,
+                        format!("producer {producer} batch {b}: error {} {:?}", p.error_code, p.error_message),
+                    );
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Ok(other) => return Err(format!("unexpected response {other:?}")),
                 Err(e) => {
-                    note(&progress, format!("batch {b}: {e}"));
+                    note(&progress, format!("producer {producer} batch {b}: {e}"));
                     client = connect().await;
                 }
             }
@@ -463,10 +525,12 @@ fn check(acked: &BTreeMap<i64, String>, log: &[String], loss_from: Option<i64>) 
     let acked: BTreeMap<i64, String> =
         acked.iter().filter(|(o, _)| loss_from.is_none_or(|l| **o < l)).map(|(o, v)| (*o, v.clone())).collect();
     let acked = &acked;
-    let mut previous: Option<(i64, &String)> = None;
+    // Each producer's records sit in the order it sent them.
+    let mut previous: BTreeMap<u64, (i64, &String)> = BTreeMap::new();
     for (offset, value) in acked {
-        if let Some((before_offset, before)) = previous {
-            if sent_order(before) > sent_order(value) {
+        let (producer, batch, record) = sent_order(value);
+        if let Some((before_offset, before)) = previous.get(&producer) {
+            if sent_order(before) > (producer, batch, record) {
                 return Err(format!(
                     "{} was sent before {} but sits after it (offsets {offset} and {before_offset})",
                     short(value),
@@ -474,7 +538,7 @@ fn check(acked: &BTreeMap<i64, String>, log: &[String], loss_from: Option<i64>) 
                 ));
             }
         }
-        previous = Some((*offset, value));
+        previous.insert(producer, (*offset, value));
     }
     for (offset, value) in acked {
         match log.get(*offset as usize) {
@@ -507,14 +571,14 @@ fn check(acked: &BTreeMap<i64, String>, log: &[String], loss_from: Option<i64>) 
     Ok(())
 }
 
-/// (batch, record) of a value the producer wrote as `b<batch>-r<record>`.
-fn sent_order(value: &str) -> (u64, u64) {
-    let parse = |part: Option<&str>| part.and_then(|p| p[1..].parse().ok()).unwrap_or(u64::MAX);
+/// (producer, batch, record) of a value written as `p<producer>-b<batch>-r<record>`.
+fn sent_order(value: &str) -> (u64, u64, u64) {
+    let parse = |part: Option<&str>| part.and_then(|p| p.get(1..)?.parse().ok()).unwrap_or(u64::MAX);
     let mut parts = value.split('-');
-    (parse(parts.next()), parse(parts.next()))
+    (parse(parts.next()), parse(parts.next()), parse(parts.next()))
 }
 
 /// A value without its padding, for messages.
 fn short(value: &str) -> String {
-    format!("{:?}", value.splitn(3, '-').take(2).collect::<Vec<_>>().join("-"))
+    format!("{:?}", value.splitn(4, '-').take(3).collect::<Vec<_>>().join("-"))
 }

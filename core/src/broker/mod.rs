@@ -257,7 +257,20 @@ impl Broker {
     }
 
     pub fn poll_action(&mut self) -> Option<Action> {
+        if !self.ops.syncs_due.is_empty() {
+            self.start_due_syncs();
+        }
         self.ops.pop()
+    }
+
+    /// Group commits of the partitions that appended since the driver last polled: the appends of
+    /// every request handled in one turn share one fsync.
+    fn start_due_syncs(&mut self) {
+        for tp in std::mem::take(&mut self.ops.syncs_due) {
+            if let Some(p) = self.topics.get_mut(&tp.topic).and_then(|t| t.partitions.get_mut(tp.partition as usize)) {
+                p.maybe_sync(&mut self.ops);
+            }
+        }
     }
 
     /// The earliest time at which `handle_tick` has work to do.

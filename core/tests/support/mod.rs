@@ -13,7 +13,7 @@ use spool_core::codec;
 use spool_core::config::BrokerConfig;
 use spool_core::loader;
 use spool_core::mem_disk::MemDisk;
-use spool_core::storage::{Completion, StorageError, StorageOp};
+use spool_core::storage::{Completion, FileKind, StorageError, StorageOp};
 use spool_core::{Action, Broker, ConnId};
 
 pub struct Node {
@@ -36,6 +36,8 @@ pub struct Node {
     pub fail_meta_writes: VecDeque<bool>,
     /// The length of every read asked for, in order.
     pub read_lens: Vec<usize>,
+    /// Every log write: (segment base, position, chunk count), in order.
+    pub log_writes: Vec<(i64, u64, usize)>,
     next_correlation: i32,
 }
 
@@ -69,6 +71,7 @@ impl Node {
             fail_syncs_of: None,
             fail_meta_writes: VecDeque::new(),
             read_lens: Vec::new(),
+            log_writes: Vec::new(),
             next_correlation: 1,
         };
         node.run();
@@ -147,6 +150,11 @@ impl Node {
                     if let StorageOp::Read { len, .. } = &op {
                         self.read_lens.push(*len);
                     }
+                    if let StorageOp::Write { file, position, chunks, .. } = &op {
+                        if file.kind == FileKind::Log {
+                            self.log_writes.push((file.base_offset, *position, chunks.len()));
+                        }
+                    }
                     if matches!(op, StorageOp::Sync { .. }) {
                         self.syncs_issued += 1;
                         if self.hold_syncs {
@@ -194,6 +202,19 @@ impl Node {
         version: i16,
         body: R,
     ) -> i32 {
+        let correlation = self.queue(conn, version, body);
+        self.run();
+        correlation
+    }
+
+    /// Hands a request to the broker without carrying out its actions yet, as a driver does
+    /// with requests that arrive in the same turn.
+    pub fn queue<R: kafka_protocol::protocol::Request + Into<RequestKind>>(
+        &mut self,
+        conn: ConnId,
+        version: i16,
+        body: R,
+    ) -> i32 {
         let correlation = self.next_correlation;
         self.next_correlation += 1;
         let header = RequestHeader::default()
@@ -203,7 +224,6 @@ impl Node {
             .with_client_id(Some(StrBytes::from_static_str("test")));
         let frame = codec::encode_request(&header, &body.into()).expect("encode request");
         self.broker.handle_frame(self.now, conn, frame.slice(4..));
-        self.run();
         correlation
     }
 
