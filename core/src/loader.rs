@@ -116,6 +116,13 @@ fn load_partition(
     for note in &recovery.notes {
         tracing::warn!(partition = %tp, "recovery: {note}");
     }
+    let mut recovery = recovery;
+    // The log now begins past where it should: its first segments were lost whole (never
+    // synced, so never acknowledged). What a snapshot says about them no longer holds.
+    if let Some(first) = recovery.segments.first().map(|s| s.base_offset).filter(|&first| first > log_start) {
+        tracing::warn!(partition = %tp, "recovery: offsets {log_start}..{first} are gone; the log starts at {first}");
+        recovery.producers.forget_lost(log_start, first);
+    }
     if let Some((base, len)) = recovery.truncate {
         repairs.push(Repair::Truncate(file(base, FileKind::Log), len));
     }

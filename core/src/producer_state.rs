@@ -194,6 +194,22 @@ impl ProducerStates {
         self.aborted.iter().filter(move |a| a.last_offset >= from && a.first_offset < to)
     }
 
+    /// Forgets what a snapshot says about `from..to`, data a crash took (the log's first files
+    /// never reached the disk though a later snapshot did): a producer whose batches all lay
+    /// there is forgotten, so its retry is written again rather than taken for a duplicate of
+    /// data that is gone; an open transaction that began there now begins at `to`.
+    pub fn forget_lost(&mut self, from: i64, to: i64) {
+        let lost = from..to;
+        for entry in self.entries.values_mut() {
+            entry.batches.retain(|b| !lost.contains(&b.last_offset));
+            if entry.txn_first_offset.is_some_and(|first| lost.contains(&first)) {
+                entry.txn_first_offset = Some(to);
+            }
+        }
+        self.entries.retain(|_, e| !e.batches.is_empty() || e.txn_first_offset.is_some());
+        self.aborted.retain(|a| !lost.contains(&a.last_offset));
+    }
+
     /// Forgets aborted transactions that lie wholly below the log start.
     pub fn forget_aborted_before(&mut self, log_start_offset: i64) {
         self.aborted.retain(|a| a.last_offset >= log_start_offset);

@@ -280,6 +280,40 @@ fn idempotent_retries_get_the_original_offset_and_gaps_are_refused() {
     assert!(again.producer_id.0 > id, "producer ids are never reused across restarts");
 }
 
+/// Seed 303630: the first segment never reached the disk, but the producer snapshot written when
+/// it rolled did, so after the crash the log started at the snapshot's offset while the snapshot
+/// still held the lost batch. The producer's retry was taken for a duplicate and acknowledged at
+/// an offset below the log start, where nothing was.
+#[test]
+fn a_retry_of_a_batch_lost_with_the_start_of_the_log_is_written_again_not_taken_for_a_duplicate() {
+    let mut node = Node::single();
+    create(&mut node, "t", 1, &[("segment.bytes", "100")]);
+    let ResponseKind::InitProducerId(pid) = node.call(
+        CONN,
+        4,
+        InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(60_000),
+    ) else {
+        panic!()
+    };
+    let id = pid.producer_id.0;
+    let first = records(&["a", &"x".repeat(120)], Some((id, 0, 0)), START_MS);
+    node.hold_syncs = true;
+    node.send(CONN, 9, produce_request("t", 0, -1, first.clone()));
+    // The next append rolls: segment 2 and the producer snapshot at 2 are written.
+    node.send(CONN, 9, produce_request("t", 0, -1, records(&[&"c".repeat(600)], Some((id, 0, 2)), START_MS)));
+    assert!(node.take::<ProduceRequest>(CONN, 9).is_none(), "nothing acknowledged before an fsync");
+    // Power loss: segment 0 never synced and vanishes; of the files at offset 2 one sector
+    // survives, all of the small snapshot and too little of the log for a whole batch.
+    let mut node = node.crash_and_restart_torn(|base| if base == 0 { 0 } else { 1 });
+    let retry = node.call(CONN, 9, produce_request("t", 0, -1, first));
+    let p = produce_partition(&retry);
+    assert_eq!(p.error_code, 0);
+    let f = node.call(CONN, 12, fetch_request("t", 0, p.base_offset, 0));
+    let values: Vec<_> =
+        decode_values(fetch_partition(&f).records.as_ref().unwrap()).into_iter().map(|(_, v)| v).collect();
+    assert_eq!(values.first().map(String::as_str), Some("a"), "the acknowledged retry is in the log at its offset");
+}
+
 #[test]
 fn a_crash_loses_only_what_was_never_acknowledged() {
     let mut node = Node::single();
