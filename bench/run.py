@@ -473,6 +473,17 @@ def client_problems(out: str) -> list[str]:
 DISK_TIMES_RE = re.compile(r"disk times: fsyncs \d+: p50 ([\d.]+) ms, p99 ([\d.]+) ms, p99\.9 [\d.]+ ms, max ([\d.]+) ms")
 
 
+DISK_COUNTS_RE = re.compile(r"disk times: fsyncs (\d+)(?::[^;]*)?; writes (\d+)")
+
+
+def broker_disk_counts(logfile: Path | None) -> tuple[int, int] | None:
+    """(fsyncs, writes) the broker made, from the line Spool logs at a clean shutdown."""
+    if not logfile or not logfile.exists():
+        return None
+    m = DISK_COUNTS_RE.search(ANSI.sub("", logfile.read_text(errors="replace")))
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
 def broker_fsync_times(logfile: Path | None) -> dict[str, float]:
     """fsync p50/p99/max from the line Spool logs at a clean shutdown; empty for other brokers."""
     if not logfile or not logfile.exists():
@@ -519,6 +530,8 @@ def case_key(size: int, acks: int, linger: int) -> str:
 
 
 CONSUME_SOURCE = {(1024, 1, 5), (100, 1, 5)}  # produce cases whose data is then consumed
+PRODUCERS = 4  # producer processes of the many-producers case
+MANY_KEY = f"produce 100B acks=all linger=0 x{PRODUCERS} producers"
 
 
 class Bench:
@@ -675,6 +688,61 @@ class Bench:
             f"  cpu {cpu_delta(cpu0, cpu1):5.2f} s (wall {secs:.1f} s with group join)")
         return True
 
+    # -- several producers at once into one topic, on a fresh broker
+
+    def producers_session(self, b: Broker, rep: int) -> None:
+        """PRODUCERS producer processes at once, 100 B records, acks=all, no linger: the load
+        under which the appends of many producers should share writes and fsyncs."""
+        count = self.args.count // PRODUCERS
+        if not self.begin(b, "many"):
+            return
+        procs: list[tuple[subprocess.Popen, Path]] = []
+        delivered = 0
+        try:
+            topic = "bench-many"
+            b.create_topic(topic)
+            timeout = self.budget.cap(self.timeout_for(count * PRODUCERS, 100))
+            t0 = time.perf_counter()
+            for i in range(PRODUCERS):
+                self.n_tool += 1
+                logfile = self.logdir / f"{b.key}-{b.sessions:03d}-{self.n_tool:04d}-many-{i}.log"
+                cmd = [str(self.perf), "-P", "-t", topic, "-b", b.addr, "-s", "100", "-c", str(count),
+                       "-a", "-1", "-X", "linger.ms=0", "-q"]
+                procs.append((spawn(cmd, logfile), logfile))
+            cpu0 = b.cpu()
+            timed_out = False
+            for p, logfile in procs:
+                try:
+                    p.wait(timeout=max(1.0, timeout - (time.perf_counter() - t0)))
+                except subprocess.TimeoutExpired:
+                    timed_out = True
+                out = logfile.read_text(errors="replace")
+                self.note_client(b, out)
+                res = parse_produce(out)
+                delivered += res["delivered"] if res else 0
+            secs = time.perf_counter() - t0
+            cpu1 = b.cpu()
+            if timed_out or delivered != count * PRODUCERS:
+                self.error(b, MANY_KEY, f"delivered {delivered} of {count * PRODUCERS}"
+                           + (f", timed out after {secs:.0f} s" if timed_out else ""))
+                return
+            self.add(b, f"{MANY_KEY} msg/s", delivered / secs)
+            self.add(b, f"{MANY_KEY} CPU s/GB", cpu_delta(cpu0, cpu1) / (delivered * 100 / 1e9))
+            self.runs.append({"broker": b.key, "rep": rep, "kind": "producers", "case": MANY_KEY,
+                              "delivered": delivered, "broker_cpu_s": cpu_delta(cpu0, cpu1), "wall_s": secs})
+            log(f"  {b.label:14} {MANY_KEY}: {delivered / secs:10.0f} msg/s  cpu {cpu_delta(cpu0, cpu1):5.2f} s")
+        except (RuntimeError, OSError) as e:
+            self.error(b, MANY_KEY, str(e))
+        finally:
+            for p, _ in procs:
+                kill(p)
+            self.end(b, "producers")
+            counts = broker_disk_counts(b.logfile)
+            if counts and delivered:
+                fsyncs, writes = counts
+                self.add(b, f"{MANY_KEY} broker writes per 1k msgs", 1000 * writes / delivered)
+                self.add(b, f"{MANY_KEY} broker fsyncs per 1k msgs", 1000 * fsyncs / delivered)
+
     # -- end-to-end latency at a fixed rate on a fresh broker
 
     def latency_session(self, b: Broker, rep: int) -> None:
@@ -779,7 +847,7 @@ class Bench:
         n = len(self.active)
         for rep in range(self.args.reps):
             log(f"repetition {rep + 1}/{self.args.reps}")
-            for ci, case in enumerate(cases if self.args.only != "latency" else []):
+            for ci, case in enumerate(cases if self.args.only in (None, "produce") else []):
                 shift = (rep * len(cases) + ci) % n
                 for b in self.active[shift:] + self.active[:shift]:  # alternate who goes first
                     if self.budget.exhausted():
@@ -787,7 +855,12 @@ class Bench:
                         continue
                     self.produce_session(b, case, rep)
             shift = rep % n
-            for b in self.active[shift:] + self.active[:shift] if self.args.only != "produce" else []:
+            for b in self.active[shift:] + self.active[:shift] if self.args.only in (None, "producers") else []:
+                if self.budget.exhausted():
+                    self.skipped += 1
+                    continue
+                self.producers_session(b, rep)
+            for b in self.active[shift:] + self.active[:shift] if self.args.only in (None, "latency") else []:
                 if self.budget.exhausted():
                     self.skipped += 1
                     continue
@@ -998,6 +1071,12 @@ def metric_rows(quick_rate: bool) -> list[tuple[str, str, str | None, str]]:
     for s in (1024, 100):
         rows.append((f"consume {s}B CPU s/GB", LOWER, "peer", ""))
     rows += [
+        (f"{MANY_KEY} msg/s", HIGHER, None, ""),
+        (f"{MANY_KEY} CPU s/GB", LOWER, None, ""),
+        (f"{MANY_KEY} broker writes per 1k msgs", LOWER, None, ""),
+        (f"{MANY_KEY} broker fsyncs per 1k msgs", LOWER, None, ""),
+    ]
+    rows += [
         ("latency achieved msg/s", HIGHER, None, ""),
         ("e2e latency p50 ms", LOWER, "abs<5", ""),
         ("e2e latency p99 ms", LOWER, "abs<10", ""),
@@ -1163,7 +1242,7 @@ def main() -> int:
     ap.add_argument("--work-dir", default=None, help="where temp data dirs go (default: system temp dir)")
     ap.add_argument("--budget-minutes", type=float, help="stop starting new runs after this (default 25; 5 quick)")
     ap.add_argument("--skip-machine", action="store_true", help="skip the machine-limit measurements")
-    ap.add_argument("--only", choices=("produce", "latency"), help="run only these sessions (to study one figure)")
+    ap.add_argument("--only", choices=("produce", "producers", "latency"), help="run only these sessions (to study one figure)")
     ap.add_argument("--brokers", default="spool,spool_relaxed,tansu",
                     help="comma-separated brokers to run, of spool, spool_relaxed, tansu (default: all three)")
     args = ap.parse_args()
