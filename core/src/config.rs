@@ -24,6 +24,9 @@ pub struct BrokerConfig {
     pub max_request_bytes: usize,
     /// How often retention and segment.ms are checked.
     pub retention_check_interval_ms: i64,
+    /// How often the recovery points are written: after a crash, segments below a partition's
+    /// recovery point are trusted without being read.
+    pub recovery_point_interval_ms: i64,
     /// Defaults for topics that do not override them.
     pub topic_defaults: TopicConfig,
     /// Rare-path injection for simulation; always `None` in production.
@@ -41,6 +44,7 @@ impl BrokerConfig {
             durability: Durability::Fsync,
             max_request_bytes: 100 * 1024 * 1024,
             retention_check_interval_ms: 300_000,
+            recovery_point_interval_ms: 10_000,
             topic_defaults: TopicConfig::default(),
             buggify: None,
         }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::broker::decode_log_starts;
+use crate::broker::{decode_log_starts, decode_recovery_points, recovery_point_key};
 use crate::index::SegmentIndex;
 use crate::meta::ClusterMeta;
 use crate::producer_state::ProducerStates;
@@ -31,6 +31,10 @@ pub enum Repair {
     /// Make the file durable: after a crash, what recovery kept may still sit only in the page
     /// cache (the process died, the machine did not), and it is served as durable from now on.
     Sync(SegmentFile),
+    /// Remove the recovery-point checkpoint: recovery cut a log below its recovery point, so
+    /// segments written there from now on would be trusted though never fsynced. The broker
+    /// writes a new one at its next interval.
+    ForgetRecoveryPoints,
 }
 
 pub fn load(
@@ -51,6 +55,8 @@ pub fn load(
     };
     let clean = dir.clean_shutdown();
     let log_starts = dir.read_meta(MetaFile::LogStartOffsets).map(|b| decode_log_starts(&b)).unwrap_or_default();
+    let recovery_points =
+        dir.read_meta(MetaFile::RecoveryPoints).map(|b| decode_recovery_points(&b)).unwrap_or_default();
     tracing::info!(clean, topics = meta.topics.len(), "loading the data directory");
     let mut partitions = BTreeMap::new();
     let mut repairs = Vec::new();
@@ -58,7 +64,9 @@ pub fn load(
         for p in 0..topic.partitions {
             let tp = TopicPartition::new(&topic.name, p);
             let log_start = log_starts.get(&tp.dir_name()).copied().unwrap_or(0);
-            if let Some(loaded) = load_partition(dir, &tp, clean, index_interval, log_start, &mut repairs) {
+            let recovery_point = recovery_points.get(&recovery_point_key(&tp, &topic.id)).copied().unwrap_or(0);
+            let found = Found { log_start, recovery_point };
+            if let Some(loaded) = load_partition(dir, &tp, clean, index_interval, found, &mut repairs) {
                 partitions.insert(tp, loaded);
             }
         }
@@ -66,14 +74,22 @@ pub fn load(
     Ok((LoadedState { meta, partitions }, repairs))
 }
 
+/// What the checkpoints say about a partition.
+struct Found {
+    log_start: i64,
+    /// Segments below this base are sealed and were fsynced: a crash cannot have torn them.
+    recovery_point: i64,
+}
+
 fn load_partition(
     dir: &mut dyn DataDir,
     tp: &TopicPartition,
     clean: bool,
     index_interval: u64,
-    log_start: i64,
+    found: Found,
     repairs: &mut Vec<Repair>,
 ) -> Option<LoadedPartition> {
+    let Found { log_start, recovery_point } = found;
     let mut bases = dir.list(tp, FileKind::Log);
     if bases.is_empty() {
         return None;
@@ -98,12 +114,16 @@ fn load_partition(
     let mut snapshots = dir.list(tp, FileKind::ProducerSnapshot);
     snapshots.sort_unstable();
     let mut trusted_up_to = if clean { i64::MAX } else { active_base };
+    let trusted_below = if clean { i64::MAX } else { recovery_point };
+    if !clean && recovery_point > 0 {
+        tracing::info!(partition = %tp, recovery_point, "recovery: segments below the recovery point are trusted");
+    }
     let recovery = loop {
         let snapshot = snapshots.iter().rev().filter(|&&at| at <= trusted_up_to).find_map(|&at| {
             ProducerStates::decode_snapshot(&dir.read(&file(at, FileKind::ProducerSnapshot))?).map(|s| (at, s))
         });
         let from = snapshot.as_ref().map(|s| s.0);
-        let recovery = recover_partition(segments.clone(), clean, index_interval, snapshot, &mut |base| {
+        let recovery = recover_partition(segments.clone(), trusted_below, index_interval, snapshot, &mut |base| {
             dir.read(&file(base, FileKind::Log)).unwrap_or_default()
         });
         // A snapshot taken past where the log now ends describes data that is gone (its open
@@ -125,6 +145,12 @@ fn load_partition(
     }
     if let Some((base, len)) = recovery.truncate {
         repairs.push(Repair::Truncate(file(base, FileKind::Log), len));
+    }
+    let cut_below_point = recovery.truncate.is_some_and(|(base, _)| base < recovery_point)
+        || recovery.delete.iter().any(|&base| base < recovery_point);
+    if cut_below_point && !repairs.contains(&Repair::ForgetRecoveryPoints) {
+        tracing::warn!(partition = %tp, recovery_point, "recovery cut the log below its recovery point; forgetting recovery points");
+        repairs.push(Repair::ForgetRecoveryPoints);
     }
     for &base in &recovery.delete {
         for kind in [FileKind::Log, FileKind::OffsetIndex, FileKind::TimeIndex, FileKind::ProducerSnapshot] {

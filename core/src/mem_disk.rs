@@ -27,6 +27,8 @@ pub struct MemDisk {
     clean_marker: bool,
     /// Test switch: pretend fsyncs succeed without making anything durable (the canary bug).
     pub fsync_lies: bool,
+    /// Log files the loader read whole, in order (what recovery had to read).
+    pub loader_log_reads: Vec<SegmentFile>,
 }
 
 impl MemDisk {
@@ -139,6 +141,9 @@ impl MemDisk {
                     }
                 }
                 Repair::Sync(_) => {}
+                Repair::ForgetRecoveryPoints => {
+                    self.meta.remove(&MetaFile::RecoveryPoints);
+                }
             }
         }
         self.clean_marker = false;
@@ -179,6 +184,9 @@ impl DataDir for MemDisk {
         self.file_len(file) as u64
     }
     fn read(&mut self, file: &SegmentFile) -> Option<Vec<u8>> {
+        if file.kind == FileKind::Log {
+            self.loader_log_reads.push(file.clone());
+        }
         self.files.get(file).map(|f| f.current.clone())
     }
 }

@@ -50,6 +50,8 @@ pub enum Purpose {
     Meta,
     /// The log-start-offset checkpoint.
     LogStartCheckpoint,
+    /// The recovery-point checkpoint.
+    RecoveryPointCheckpoint,
 }
 
 pub struct Ops {

@@ -88,6 +88,9 @@ pub struct PartitionLog {
     pub leader_epoch: i32,
     pub producers: ProducerStates,
     durable: LogPoint,
+    /// Segments below this base are sealed and fsynced with their index files (in relaxed
+    /// durability too, where `durable` runs ahead of the disk).
+    synced_segment_base: i64,
     unsynced: BTreeSet<SegmentFile>,
     sync_in_flight: Option<(OpId, LogPoint)>,
     /// Set when a write or fsync failed: the partition serves no more until a restart recovers it.
@@ -104,6 +107,7 @@ impl PartitionLog {
             leader_epoch: 0,
             producers: ProducerStates::default(),
             durable: LogPoint { offset: 0, segment_base: 0, position: 0 },
+            synced_segment_base: 0,
             unsynced: BTreeSet::new(),
             sync_in_flight: None,
             failed: None,
@@ -142,6 +146,7 @@ impl PartitionLog {
             log_start_offset,
             leader_epoch: 0,
             producers,
+            synced_segment_base: durable.segment_base,
             durable,
             unsynced: BTreeSet::new(),
             sync_in_flight: None,
@@ -337,6 +342,7 @@ impl PartitionLog {
             self.fail(format!("fsync failed: {why}"));
             return false;
         }
+        self.synced_segment_base = self.synced_segment_base.max(target.segment_base);
         let moved = target.offset > self.durable.offset;
         if moved {
             self.durable = target;
@@ -350,6 +356,12 @@ impl PartitionLog {
         if self.failed.is_none() {
             self.failed = Some(why);
         }
+    }
+
+    /// Where recovery after a crash must start reading: every segment below is sealed and its
+    /// log and index files are fsynced.
+    pub fn recovery_point(&self) -> i64 {
+        self.synced_segment_base
     }
 
     /// Whether every written byte is durable (nothing unsynced, no sync in flight).

@@ -94,11 +94,14 @@ pub fn scan_segment(
     SegmentScan { valid_len, next_offset, index, stop }
 }
 
-/// Recovers one partition. `clean` means the clean-shutdown marker was present, so CRCs are not
-/// rechecked. `snapshot` is the newest producer snapshot (its offset and state), if any.
+/// Recovers one partition. Sealed segments that end at or below `trusted_below` were fsynced
+/// before the stop and are trusted without a read unless producer state needs replaying; the
+/// rest are read and their CRCs checked. `i64::MAX` means a clean shutdown: nothing is checked
+/// and the last segment is trusted too. `snapshot` is the newest producer snapshot (its offset
+/// and state), if any.
 pub fn recover_partition(
     mut segments: Vec<SegmentOnDisk>,
-    clean: bool,
+    trusted_below: i64,
     index_interval: u64,
     snapshot: Option<(i64, ProducerStates)>,
     read_log: &mut dyn FnMut(i64) -> Vec<u8>,
@@ -139,9 +142,13 @@ pub fn recover_partition(
         }
         let is_last = i + 1 == count;
         let end_if_sealed = segments.get(i + 1).map(|n| n.base_offset);
-        let full_check = (is_last && !clean) || seg.index.is_none();
-        // After a crash every segment is walked: a sealed one may have lost its tail.
-        let needs_walk = is_last || !clean || end_if_sealed.is_some_and(|end| end > replay_from);
+        // A segment not known to be fsynced may have lost its tail or hold torn sectors.
+        let trusted = match end_if_sealed {
+            Some(end) => end <= trusted_below,
+            None => trusted_below == i64::MAX,
+        };
+        let full_check = !trusted || seg.index.is_none();
+        let needs_walk = is_last || !trusted || end_if_sealed.is_some_and(|end| end > replay_from);
         if full_check || needs_walk {
             let bytes = read_log(seg.base_offset);
             let scan =
@@ -202,7 +209,8 @@ mod tests {
 
     fn recover_single(log: &[u8], clean: bool) -> PartitionRecovery {
         let seg = SegmentOnDisk { base_offset: 0, log_size: log.len() as u64, index: None };
-        recover_partition(vec![seg], clean, 4096, None, &mut |_| log.to_vec())
+        let trusted_below = if clean { i64::MAX } else { 0 };
+        recover_partition(vec![seg], trusted_below, 4096, None, &mut |_| log.to_vec())
     }
 
     #[test]
@@ -224,7 +232,7 @@ mod tests {
             SegmentOnDisk { base_offset: 0, log_size: bad.len() as u64, index: None },
             SegmentOnDisk { base_offset: 4, log_size: second.len() as u64, index: None },
         ];
-        let r = recover_partition(segments, false, 4096, None, &mut |base| {
+        let r = recover_partition(segments, 0, 4096, None, &mut |base| {
             if base == 0 {
                 bad.clone()
             } else {
@@ -234,6 +242,39 @@ mod tests {
         assert_eq!(r.truncate, Some((0, ends[0].0 as u64)));
         assert_eq!(r.delete, vec![4]);
         assert_eq!(r.log_end_offset, 2);
+    }
+
+    #[test]
+    fn a_sealed_segment_is_crc_checked_unless_the_recovery_point_covers_it() {
+        let (log, ends) = log_of(&[2, 2]);
+        let mut bad = log.clone();
+        bad[ends[0].0 + 40] ^= 0xff;
+        let mut second = batch(1).to_vec();
+        stamp(&mut second, 4, 0);
+        let mut index = SegmentIndex::new();
+        index.on_append(0, 0, 3, 0, bad.len() as u64, 0, 4096);
+        let segments = vec![
+            SegmentOnDisk { base_offset: 0, log_size: bad.len() as u64, index: Some(index) },
+            SegmentOnDisk { base_offset: 4, log_size: second.len() as u64, index: None },
+        ];
+        let mut read = Vec::new();
+        let recover = |trusted_below: i64, read: &mut Vec<i64>| {
+            recover_partition(segments.clone(), trusted_below, 4096, Some((4, ProducerStates::default())), &mut |b| {
+                read.push(b);
+                if b == 0 {
+                    bad.clone()
+                } else {
+                    second.clone()
+                }
+            })
+        };
+        let crashed = recover(0, &mut read);
+        assert_eq!((crashed.truncate, crashed.log_end_offset), (Some((0, ends[0].0 as u64)), 2));
+        assert_eq!(read, [0]);
+        read.clear();
+        let covered = recover(4, &mut read);
+        assert_eq!((covered.truncate, covered.log_end_offset), (None, 5), "fsynced before the crash: trusted");
+        assert_eq!(read, [4], "only the segment past the recovery point is read");
     }
 
     proptest! {

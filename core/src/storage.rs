@@ -75,6 +75,8 @@ pub enum MetaFile {
     Cluster,
     /// Per-partition log start offsets (after retention and DeleteRecords).
     LogStartOffsets,
+    /// Per-partition recovery points: segments below one are sealed and fsynced.
+    RecoveryPoints,
 }
 
 impl MetaFile {
@@ -82,6 +84,7 @@ impl MetaFile {
         match self {
             MetaFile::Cluster => "cluster.json",
             MetaFile::LogStartOffsets => "log-start-offsets.json",
+            MetaFile::RecoveryPoints => "recovery-points.json",
         }
     }
 }

@@ -6,6 +6,9 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use spool_core::api_versions::SERVED_APIS;
+use spool_core::config::{BrokerConfig, Durability};
+use spool_core::loader::DataDir;
+use spool_core::storage::{FileKind, MetaFile, SegmentFile, StorageOp, TopicPartition};
 use support::*;
 
 const CONN: u64 = 1;
@@ -312,6 +315,84 @@ fn a_retry_of_a_batch_lost_with_the_start_of_the_log_is_written_again_not_taken_
     let values: Vec<_> =
         decode_values(fetch_partition(&f).records.as_ref().unwrap()).into_iter().map(|(_, v)| v).collect();
     assert_eq!(values.first().map(String::as_str), Some("a"), "the acknowledged retry is in the log at its offset");
+}
+
+/// Base offsets of the log files of `topic` the loader read at the last start.
+fn loader_reads(node: &Node, topic: &str) -> Vec<i64> {
+    node.disk.loader_log_reads.iter().filter(|f| &*f.tp.topic == topic).map(|f| f.base_offset).collect()
+}
+
+#[test]
+fn after_a_crash_recovery_reads_only_the_segments_past_the_recovery_point() {
+    let mut node = Node::single();
+    create(&mut node, "t", 1, &[("segment.bytes", "300")]);
+    for i in 0..30 {
+        let r = node.call(CONN, 9, produce_request("t", 0, -1, records(&[&format!("m{i}")], None, START_MS + i)));
+        assert_eq!(produce_partition(&r).base_offset, i);
+    }
+    let segments = node.disk.log_files().iter().filter(|f| &*f.tp.topic == "t").count();
+    assert!(segments >= 5, "{segments} segments");
+    node.advance(node.config.recovery_point_interval_ms);
+    node.hold_syncs = true;
+    node.send(CONN, 9, produce_request("t", 0, -1, records(&["lost"], None, START_MS)));
+    node.disk.loader_log_reads.clear();
+    let mut node = node.crash_and_restart();
+    let reads = loader_reads(&node, "t");
+    assert_eq!(reads.len(), 1, "only the active segment is read, not {segments}: {reads:?}");
+    let mut offset = 0;
+    let mut values = Vec::new();
+    while offset < 30 {
+        let f = node.call(CONN, 12, fetch_request("t", 0, offset, 0));
+        let p = fetch_partition(&f);
+        assert_eq!((p.error_code, p.high_watermark), (0, 30));
+        for (o, v) in decode_values(p.records.as_ref().unwrap()) {
+            values.push(v);
+            offset = o + 1;
+        }
+    }
+    assert_eq!(values, (0..30).map(|i| format!("m{i}")).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_recovery_that_cuts_a_log_below_its_recovery_point_forgets_the_points() {
+    let mut node = Node::single();
+    create(&mut node, "t", 1, &[("segment.bytes", "300")]);
+    for i in 0..30 {
+        node.call(CONN, 9, produce_request("t", 0, -1, records(&[&format!("m{i}")], None, START_MS + i)));
+    }
+    node.advance(node.config.recovery_point_interval_ms);
+    assert!(node.disk.read_meta(MetaFile::RecoveryPoints).is_some(), "a checkpoint was written");
+    // A sealed segment below the point loses its index file and a bit of its log: recovery must
+    // read it, and cuts the log there.
+    let tp = TopicPartition::new("t", 0);
+    assert!(node.disk.corrupt(&SegmentFile::new(&tp, 8, FileKind::Log), 40, 3));
+    node.disk.execute(StorageOp::Delete { file: SegmentFile::new(&tp, 8, FileKind::OffsetIndex) });
+    let mut node = node.crash_and_restart();
+    let f = node.call(CONN, 12, fetch_request("t", 0, 0, 0));
+    assert_eq!(fetch_partition(&f).high_watermark, 8, "the log ends at the damaged segment");
+    assert!(
+        node.disk.read_meta(MetaFile::RecoveryPoints).is_none(),
+        "segments written past the cut must not be trusted by a stale point"
+    );
+}
+
+#[test]
+fn a_recovery_point_never_covers_a_segment_that_was_not_fsynced() {
+    let mut config = BrokerConfig::single_node("127.0.0.1", 9092);
+    config.durability = Durability::Relaxed;
+    let mut node = Node::new(config);
+    create(&mut node, "t", 1, &[("segment.bytes", "300")]);
+    // Acknowledged once written; the fsyncs behind never finish.
+    node.hold_syncs = true;
+    for i in 0..30 {
+        let r = node.call(CONN, 9, produce_request("t", 0, -1, records(&[&format!("m{i}")], None, START_MS + i)));
+        assert_eq!(produce_partition(&r).error_code, 0);
+    }
+    node.advance(node.config.recovery_point_interval_ms);
+    node.disk.loader_log_reads.clear();
+    let node = node.crash_and_restart_torn(|_| 1);
+    let segments = node.disk.log_files().iter().filter(|f| &*f.tp.topic == "t").count();
+    assert_eq!(loader_reads(&node, "t").len(), segments, "every segment that survived is read");
 }
 
 #[test]

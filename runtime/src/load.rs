@@ -76,6 +76,16 @@ pub fn load(
                     .with_context(|| format!("syncing {}", path.display()))?;
                 touched.insert(root.join(file.tp.dir_name()));
             }
+            Repair::ForgetRecoveryPoints => {
+                let path = root.join(MetaFile::RecoveryPoints.file_name());
+                match fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(e).with_context(|| format!("removing {}", path.display()))
+                    }
+                    _ => {}
+                }
+                touched.insert(root.to_path_buf());
+            }
         }
     }
     for dir in touched {

@@ -53,6 +53,10 @@ struct ServeArgs {
     /// How often retention is applied, in milliseconds.
     #[arg(long, env = "SPOOL_RETENTION_CHECK_INTERVAL_MS", default_value_t = 300_000)]
     retention_check_interval_ms: i64,
+    /// How often each partition's recovery point is recorded, in milliseconds: after a crash,
+    /// recovery reads only what was written since.
+    #[arg(long, env = "SPOOL_RECOVERY_POINT_INTERVAL_MS", default_value_t = 10_000)]
+    recovery_point_interval_ms: i64,
 }
 
 #[derive(Subcommand)]
@@ -209,6 +213,8 @@ fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: log files and `docker logs` get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     match cli.command {
@@ -300,6 +306,7 @@ fn run_serve(args: ServeArgs) -> Result<()> {
     broker.auto_create_topics = args.auto_create_topics;
     broker.max_request_bytes = args.max_request_bytes;
     broker.retention_check_interval_ms = args.retention_check_interval_ms.max(10);
+    broker.recovery_point_interval_ms = args.recovery_point_interval_ms.max(10);
     broker.durability = match args.durability {
         DurabilityArg::Fsync => Durability::Fsync,
         DurabilityArg::Relaxed => Durability::Relaxed,

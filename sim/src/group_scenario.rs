@@ -24,7 +24,7 @@ use spool_runtime::client::Client;
 use crate::disk::{DiskFaults, SimDisk};
 use crate::draw;
 use crate::faults::{self, Nemesis, NetFaults};
-use crate::scenario::{broker_addr, create_topic, draw_buggify, draw_turn_time, start_broker, HEAL_LIMIT};
+use crate::scenario::{broker_addr, create_topic, start_broker, BrokerKnobs, HEAL_LIMIT};
 
 const TOPIC: &str = "events";
 const GROUP: &str = "workers";
@@ -71,7 +71,7 @@ async fn scenario() -> Result<String, String> {
     let nemesis = Nemesis::draw("groups");
     let handle = Handle::current();
     let disk = SimDisk::new(MemDisk::new(), disk_faults);
-    let broker = start_broker(&handle, disk.clone(), &net, draw_buggify("groups"), draw_turn_time("groups"));
+    let broker = start_broker(&handle, disk.clone(), &net, BrokerKnobs::draw("groups"));
     let observed: Shared = Arc::new(Mutex::new(Observed::default()));
 
     let producer = handle.create_node().name("producer").ip("10.0.0.2".parse().expect("ip")).build();

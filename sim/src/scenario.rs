@@ -71,13 +71,37 @@ pub fn run_seed(seed: u64, canary: bool) -> Result<String, String> {
     crate::seed::simulate(seed, || scenario(canary))
 }
 
+/// What a seed draws about the broker itself (besides faults).
+#[derive(Clone)]
+pub struct BrokerKnobs {
+    /// Whether the broker takes rare paths at its buggify sites, and how often.
+    buggify: Option<BuggifyConfig>,
+    /// How long a turn of the event loop takes: up to a drawn bound, so that under some seeds
+    /// requests from several clients pile up and are handled in one turn.
+    turn_time: TurnTime,
+    /// How often recovery points are written, so crashes land at every distance from the last.
+    recovery_point_interval_ms: i64,
+}
+
+impl BrokerKnobs {
+    pub fn draw(scenario: &str) -> BrokerKnobs {
+        let fire_probability = draw::rate(&format!("{scenario}.buggify_fire"), 0.01, 0.3);
+        let sites_seed = draw::int(&format!("{scenario}.buggify_sites"), 0..1 << 32);
+        let max_us = draw::int(&format!("{scenario}.turn_us"), 0..2000);
+        BrokerKnobs {
+            buggify: (fire_probability > 0.0).then_some(BuggifyConfig { sites_seed, fire_seed: 0, fire_probability }),
+            turn_time: Arc::new(move || Duration::from_micros(thread_rng().gen_range(0..=max_us))),
+            recovery_point_interval_ms: draw::int(&format!("{scenario}.recovery_point_ms"), 100..20_000) as i64,
+        }
+    }
+}
+
 /// Starts (and on restart, restarts) a broker node over the shared disk.
 pub fn start_broker(
     handle: &Handle,
     disk: SharedDisk,
     net: &NetFaults,
-    buggify: Option<BuggifyConfig>,
-    turn_time: TurnTime,
+    knobs: BrokerKnobs,
 ) -> madsim::runtime::NodeHandle {
     let conn_faults = net.hook();
     handle
@@ -87,35 +111,22 @@ pub fn start_broker(
         .init(move || {
             let disk = disk.clone();
             let conn_faults = conn_faults.clone();
-            let turn_time = turn_time.clone();
+            let knobs = knobs.clone();
             async move {
                 let (_keep_running, stop) = tokio::sync::oneshot::channel();
                 let mut config = BrokerConfig::single_node(BROKER_IP, 9092);
                 // Each incarnation fires differently; the enabled sites stay those of the seed.
-                config.buggify = buggify.map(|b| BuggifyConfig { fire_seed: thread_rng().gen(), ..b });
+                config.buggify = knobs.buggify.map(|b| BuggifyConfig { fire_seed: thread_rng().gen(), ..b });
+                config.recovery_point_interval_ms = knobs.recovery_point_interval_ms;
                 let mut options = ServerOptions::new(broker_addr(), config);
                 options.conn_faults = Some(conn_faults);
-                options.turn_time = Some(turn_time);
+                options.turn_time = Some(knobs.turn_time);
                 if let Err(e) = serve(options, SimStorage { disk }, stop, None).await {
                     panic!("broker failed: {e:#}");
                 }
             }
         })
         .build()
-}
-
-/// Whether this seed's broker takes rare paths at its buggify sites, and how often.
-pub fn draw_buggify(scenario: &str) -> Option<BuggifyConfig> {
-    let fire_probability = draw::rate(&format!("{scenario}.buggify_fire"), 0.01, 0.3);
-    let sites_seed = draw::int(&format!("{scenario}.buggify_sites"), 0..1 << 32);
-    (fire_probability > 0.0).then_some(BuggifyConfig { sites_seed, fire_seed: 0, fire_probability })
-}
-
-/// How long a turn of the broker's event loop takes: up to a drawn bound, so that under some
-/// seeds requests from several clients pile up and are handled in one turn.
-pub fn draw_turn_time(scenario: &str) -> TurnTime {
-    let max_us = draw::int(&format!("{scenario}.turn_us"), 0..2000);
-    Arc::new(move || Duration::from_micros(thread_rng().gen_range(0..=max_us)))
 }
 
 /// How long after faults stop the system has to converge before it is a liveness failure.
@@ -134,7 +145,7 @@ async fn scenario(canary: bool) -> Result<String, String> {
     let mut mem = MemDisk::new();
     mem.fsync_lies = canary;
     let disk = SimDisk::new(mem, disk_faults);
-    let broker = start_broker(&handle, disk.clone(), &net, draw_buggify("single"), draw_turn_time("single"));
+    let broker = start_broker(&handle, disk.clone(), &net, BrokerKnobs::draw("single"));
     let client = handle.create_node().name("client").ip("10.0.0.2".parse().expect("ip")).build();
     let progress = Progress::default();
     let workload = client.spawn(produce_all(params.clone(), progress.clone(), disk.clone()));

@@ -21,9 +21,7 @@ use spool_runtime::client::Client;
 use crate::disk::{DiskFaults, SimDisk};
 use crate::draw;
 use crate::faults::{self, Nemesis, NetFaults};
-use crate::scenario::{
-    connect, create_topic, draw_buggify, draw_turn_time, fetch_at, producer_batch, start_broker, HEAL_LIMIT,
-};
+use crate::scenario::{connect, create_topic, fetch_at, producer_batch, start_broker, BrokerKnobs, HEAL_LIMIT};
 
 const TOPIC: &str = "ledger";
 const PARTITIONS: i32 = 2;
@@ -62,7 +60,7 @@ async fn scenario() -> Result<String, String> {
     let nemesis = Nemesis::draw("txn");
     let handle = Handle::current();
     let disk = SimDisk::new(MemDisk::new(), disk_faults);
-    let broker = start_broker(&handle, disk.clone(), &net, draw_buggify("txn"), draw_turn_time("txn"));
+    let broker = start_broker(&handle, disk.clone(), &net, BrokerKnobs::draw("txn"));
     let client = handle.create_node().name("txn-client").ip("10.0.0.3".parse().expect("ip")).build();
     let outcomes = Arc::new(Mutex::new(Outcomes::default()));
     let workload = client.spawn(run_transactions(params.clone(), outcomes.clone()));

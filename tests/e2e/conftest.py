@@ -44,6 +44,7 @@ class Broker:
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
         self.last_exit_code: int | None = None
+        self.extra_args: list[str] = []  # more `spool serve` flags, from the next start on
 
     @property
     def bootstrap(self) -> str:
@@ -59,7 +60,8 @@ class Broker:
         assert self.proc is None or self.proc.poll() is not None, "broker already running"
         addr = self.bootstrap
         cmd = [str(self.binary), "serve", "--listen", addr, "--advertised", addr,
-               "--data-dir", str(self.data_dir), "--num-partitions", str(self.num_partitions), "--node-id", "1"]
+               "--data-dir", str(self.data_dir), "--num-partitions", str(self.num_partitions), "--node-id", "1",
+               *self.extra_args]
         with open(self.log_path, "ab") as log:
             log.write(f"\n=== e2e: starting {' '.join(cmd)}\n".encode())
             log.flush()

@@ -9,7 +9,10 @@ mod groups;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod recovery_points;
 mod txn;
+
+pub use recovery_points::{decode_recovery_points, recovery_point_key};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -130,6 +133,7 @@ pub struct Broker {
     pub(crate) txn_offset_persists: BTreeMap<PersistId, (String, Option<RequestCtx>)>,
     log_start_dirty: bool,
     log_start_write_in_flight: bool,
+    recovery_points: recovery_points::RecoveryPoints,
     shutting_down: bool,
     shutdown_reported: bool,
 }
@@ -168,6 +172,7 @@ impl Broker {
             tracing::warn!(partition = %tp, "data directory holds a partition of no known topic; ignoring it");
         }
         let next_producer_id = meta.producer_id_block_end;
+        let recovery_point_interval_ms = config.recovery_point_interval_ms;
         let mut broker = Broker {
             next_retention_check_ms: now_ms + config.retention_check_interval_ms,
             groups: GroupCoordinator::new(GroupConfig::default(), now_ms),
@@ -198,6 +203,7 @@ impl Broker {
             time_searches: BTreeMap::new(),
             log_start_dirty: false,
             log_start_write_in_flight: false,
+            recovery_points: recovery_points::RecoveryPoints::new(now_ms + recovery_point_interval_ms),
             shutting_down: false,
             shutdown_reported: false,
         };
@@ -276,10 +282,17 @@ impl Broker {
     /// The earliest time at which `handle_tick` has work to do.
     pub fn next_deadline(&self) -> Option<i64> {
         let fetch = self.fetches.values().filter_map(|f| f.parked_until()).min();
-        [fetch, self.groups.next_deadline(), self.txns.next_deadline(), Some(self.next_retention_check_ms)]
-            .into_iter()
-            .flatten()
-            .min()
+        let recovery_points = Some(self.recovery_points.next_due_ms());
+        [
+            fetch,
+            self.groups.next_deadline(),
+            self.txns.next_deadline(),
+            Some(self.next_retention_check_ms),
+            recovery_points,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub fn handle_connect(&mut self, conn: ConnId) {
@@ -433,6 +446,9 @@ impl Broker {
                 self.maybe_write_log_starts();
                 self.check_shutdown();
             }
+            (Purpose::RecoveryPointCheckpoint, Completion::MetaWritten { result, .. }) => {
+                self.on_recovery_points_written(result)
+            }
             (purpose, completion) => {
                 tracing::error!(?purpose, ?completion, "completion does not match its operation");
             }
@@ -445,6 +461,7 @@ impl Broker {
         self.groups.tick(now_ms);
         self.pump_groups(now_ms);
         self.expire_transactions(now_ms);
+        self.maybe_write_recovery_points(now_ms);
         if now_ms >= self.next_retention_check_ms {
             self.next_retention_check_ms = now_ms + self.config.retention_check_interval_ms;
             let mut moved = false;
@@ -481,7 +498,11 @@ impl Broker {
             return;
         }
         let quiet = self.topics.values().all(|t| t.partitions.iter().all(|p| p.is_quiescent() || p.failed.is_some()));
-        if quiet && !self.log_start_write_in_flight && !self.log_start_dirty && self.meta_in_flight.is_none() {
+        let checkpoints_done = !self.log_start_write_in_flight
+            && !self.log_start_dirty
+            && !self.recovery_points.write_in_flight()
+            && self.meta_in_flight.is_none();
+        if quiet && checkpoints_done {
             self.shutdown_reported = true;
             self.ops.push(Action::ShutdownComplete);
         }
