@@ -342,6 +342,11 @@ impl PartitionLog {
             self.fail(format!("fsync failed: {why}"));
             return false;
         }
+        // Offline after a failed write: the bytes this sync was to cover may never have reached
+        // the file, so nothing it covered counts as durable or fsynced.
+        if self.failed.is_some() {
+            return false;
+        }
         self.synced_segment_base = self.synced_segment_base.max(target.segment_base);
         let moved = target.offset > self.durable.offset;
         if moved {

@@ -376,6 +376,54 @@ fn a_recovery_that_cuts_a_log_below_its_recovery_point_forgets_the_points() {
     );
 }
 
+/// Seed 507907: in one turn a log write to the active segment failed (no space) while the write
+/// to the segment rolled after it succeeded; the fsync issued with them succeeded, and the
+/// recovery point moved past the segment missing its tail. After a restart recovery trusted that
+/// segment unread, and readers stalled at the hole.
+#[test]
+fn a_failed_write_moves_neither_the_high_watermark_nor_the_recovery_point() {
+    let mut node = Node::single();
+    create(&mut node, "t", 1, &[("segment.bytes", "300")]);
+    for i in 0..10 {
+        node.call(CONN, 9, produce_request("t", 0, -1, records(&[&format!("m{i}")], None, START_MS + i)));
+    }
+    let active = node.disk.log_files().iter().filter(|f| &*f.tp.topic == "t").map(|f| f.base_offset).max();
+    let active = active.expect("a log");
+    assert!(active > 0, "several segments");
+    node.fail_writes_of = Some(("t".to_string(), active));
+    let small = node.queue(CONN, 9, produce_request("t", 0, -1, records(&["a"], None, START_MS)));
+    let rolls = node.queue(2, 9, produce_request("t", 0, -1, records(&[&"x".repeat(400)], None, START_MS)));
+    node.run();
+    node.fail_writes_of = None;
+    for (conn, correlation) in [(CONN, small), (2, rolls)] {
+        let (got, r) = node.take::<ProduceRequest>(conn, 9).expect("answered");
+        assert_eq!(got, correlation);
+        assert_ne!(produce_partition(&r).error_code, 0, "nothing of a turn with a failed write is acknowledged");
+    }
+    node.advance(node.config.recovery_point_interval_ms);
+    let f = node.call(CONN, 12, fetch_request("t", 0, 0, 0));
+    assert!(fetch_partition(&f).high_watermark <= 10, "the high watermark passed bytes never written");
+    // The process restarts (page cache kept), as an operator does after disk errors.
+    let mut node = node.kill_and_restart();
+    let mut offset = 0;
+    let mut values = Vec::new();
+    loop {
+        let f = node.call(CONN, 12, fetch_request("t", 0, offset, 0));
+        let p = fetch_partition(&f);
+        assert_eq!(p.error_code, 0);
+        if offset >= p.high_watermark {
+            break;
+        }
+        let got = decode_values(p.records.as_ref().unwrap());
+        assert!(!got.is_empty(), "nothing served at {offset} below the high watermark {}", p.high_watermark);
+        for (o, v) in got {
+            values.push(v);
+            offset = o + 1;
+        }
+    }
+    assert_eq!(values, (0..10).map(|i| format!("m{i}")).collect::<Vec<_>>());
+}
+
 #[test]
 fn a_recovery_point_never_covers_a_segment_that_was_not_fsynced() {
     let mut config = BrokerConfig::single_node("127.0.0.1", 9092);

@@ -54,7 +54,8 @@ impl Broker {
         let mut points = BTreeMap::new();
         for topic in self.topics.values() {
             let id = topic.id.to_string();
-            for p in topic.partitions.iter().filter(|p| p.recovery_point() > 0) {
+            // An offline partition's entry is left out: recovery then reads all of it.
+            for p in topic.partitions.iter().filter(|p| p.failed.is_none() && p.recovery_point() > 0) {
                 points.insert(recovery_point_key(&p.tp, &id), p.recovery_point());
             }
         }

@@ -32,6 +32,8 @@ pub struct Node {
     pub flip_next_reads: VecDeque<isize>,
     /// fsyncs touching a file of this topic fail (EIO) instead of making anything durable.
     pub fail_syncs_of: Option<String>,
+    /// Log writes to this segment (topic, base offset) fail (ENOSPC) and write nothing.
+    pub fail_writes_of: Option<(String, i64)>,
     /// Each upcoming metadata replacement fails if its entry is true.
     pub fail_meta_writes: VecDeque<bool>,
     /// The length of every read asked for, in order.
@@ -69,6 +71,7 @@ impl Node {
             syncs_issued: 0,
             flip_next_reads,
             fail_syncs_of: None,
+            fail_writes_of: None,
             fail_meta_writes: VecDeque::new(),
             read_lens: Vec::new(),
             log_writes: Vec::new(),
@@ -135,6 +138,14 @@ impl Node {
                     if let StorageOp::Sync { id, files } = &op {
                         if files.iter().any(|f| Some(&*f.tp.topic) == self.fail_syncs_of.as_deref()) {
                             let failed = Completion::Synced { id: *id, result: Err(StorageError("EIO".into())) };
+                            self.broker.handle_completion(self.now, failed);
+                            continue;
+                        }
+                    }
+                    if let StorageOp::Write { id, file, .. } = &op {
+                        let segment = (file.tp.topic.to_string(), file.base_offset);
+                        if file.kind == FileKind::Log && self.fail_writes_of.as_ref() == Some(&segment) {
+                            let failed = Completion::Written { id: *id, result: Err(StorageError("ENOSPC".into())) };
                             self.broker.handle_completion(self.now, failed);
                             continue;
                         }
