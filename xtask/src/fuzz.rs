@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{bail, Result};
@@ -18,30 +18,50 @@ struct Failure {
     params: String,
 }
 
+/// Seeds one simulator process runs before a fresh process takes over: a process's memory
+/// grows with every seed it has run (about 2 MB each), so a long fuzz run is cut into these.
+const SEEDS_PER_PROCESS: u64 = 500;
+
 pub fn fuzz(binary: &str, first: u64, seeds: u64, jobs: usize, commit: &str) -> Result<()> {
     let started = Instant::now();
     let (lines_tx, lines) = mpsc::channel::<String>();
-    let mut children = Vec::new();
-    let chunk = seeds.div_ceil(jobs as u64).max(1);
-    let mut next = first;
-    while next < first + seeds {
-        let count = chunk.min(first + seeds - next);
-        let mut child = Command::new(binary)
-            .args(["--seed", &next.to_string(), "--seeds", &count.to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let out = child.stdout.take().expect("piped");
-        let tx = lines_tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
+    let end = first + seeds;
+    let next_seed = Arc::new(Mutex::new(first));
+    let crashed = Arc::new(Mutex::new(Vec::new()));
+    let mut workers = Vec::new();
+    for _ in 0..jobs.max(1) {
+        let (next_seed, crashed, tx, binary) =
+            (next_seed.clone(), crashed.clone(), lines_tx.clone(), binary.to_string());
+        workers.push(std::thread::spawn(move || -> Result<()> {
+            loop {
+                let (start, count) = {
+                    let mut next = next_seed.lock().expect("seed counter");
+                    if *next >= end {
+                        return Ok(());
+                    }
+                    let count = SEEDS_PER_PROCESS.min(end - *next);
+                    *next += count;
+                    (*next - count, count)
+                };
+                let mut child = Command::new(&binary)
+                    .args(["--seed", &start.to_string(), "--seeds", &count.to_string()])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()?;
+                let out = child.stdout.take().expect("piped");
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        let _ = child.kill();
+                        return Ok(());
+                    }
+                }
+                let status = child.wait()?;
+                // Exit 1 is "some seed failed", counted from its lines; anything else is a broken simulator.
+                if !status.success() && status.code() != Some(1) {
+                    crashed.lock().expect("crashed").push(status.to_string());
                 }
             }
-        });
-        children.push(child);
-        next += count;
+        }));
     }
     drop(lines_tx);
     let bar = ProgressBar::new(seeds).with_style(
@@ -99,14 +119,10 @@ pub fn fuzz(binary: &str, first: u64, seeds: u64, jobs: usize, commit: &str) -> 
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let mut crashed = Vec::new();
-    for mut child in children {
-        let status = child.wait()?;
-        // Exit 1 is "some seed failed", already counted; anything else is a broken simulator.
-        if !status.success() && status.code() != Some(1) {
-            crashed.push(status.to_string());
-        }
+    for worker in workers {
+        worker.join().expect("fuzz worker")?;
     }
+    let crashed = std::mem::take(&mut *crashed.lock().expect("crashed"));
     let wall = started.elapsed().as_secs_f64();
     println!(
         "fuzz: {finished} seeds in {wall:.1} s with {jobs} jobs = {:.0} seeds/s; {simulated_s:.0} s simulated = {:.0}x real time",
