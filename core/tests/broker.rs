@@ -317,6 +317,38 @@ fn a_retry_of_a_batch_lost_with_the_start_of_the_log_is_written_again_not_taken_
     assert_eq!(values.first().map(String::as_str), Some("a"), "the acknowledged retry is in the log at its offset");
 }
 
+/// A node whose topic `t` holds m0, m1, ... acknowledged, in segments of a few records each.
+fn small_segments_holding(count: i64) -> Node {
+    let mut node = Node::single();
+    create(&mut node, "t", 1, &[("segment.bytes", "300")]);
+    for i in 0..count {
+        let r = node.call(CONN, 9, produce_request("t", 0, -1, records(&[&format!("m{i}")], None, START_MS + i)));
+        assert_eq!((produce_partition(&r).error_code, produce_partition(&r).base_offset), (0, i));
+    }
+    node
+}
+
+/// Every value of partition 0 of `topic` up to its high watermark. Fails on an error, and on a
+/// read below the high watermark that serves nothing (a reader would stall there).
+fn read_to_high_watermark(node: &mut Node, topic: &str) -> Vec<String> {
+    let mut offset = 0;
+    let mut values = Vec::new();
+    loop {
+        let f = node.call(CONN, 12, fetch_request(topic, 0, offset, 0));
+        let p = fetch_partition(&f);
+        assert_eq!(p.error_code, 0);
+        if offset >= p.high_watermark {
+            return values;
+        }
+        let got = decode_values(p.records.as_ref().unwrap());
+        assert!(!got.is_empty(), "nothing served at {offset} below the high watermark {}", p.high_watermark);
+        for (o, v) in got {
+            values.push(v);
+            offset = o + 1;
+        }
+    }
+}
+
 /// Base offsets of the log files of `topic` the loader read at the last start.
 fn loader_reads(node: &Node, topic: &str) -> Vec<i64> {
     node.disk.loader_log_reads.iter().filter(|f| &*f.tp.topic == topic).map(|f| f.base_offset).collect()
@@ -324,12 +356,7 @@ fn loader_reads(node: &Node, topic: &str) -> Vec<i64> {
 
 #[test]
 fn after_a_crash_recovery_reads_only_the_segments_past_the_recovery_point() {
-    let mut node = Node::single();
-    create(&mut node, "t", 1, &[("segment.bytes", "300")]);
-    for i in 0..30 {
-        let r = node.call(CONN, 9, produce_request("t", 0, -1, records(&[&format!("m{i}")], None, START_MS + i)));
-        assert_eq!(produce_partition(&r).base_offset, i);
-    }
+    let mut node = small_segments_holding(30);
     let segments = node.disk.log_files().iter().filter(|f| &*f.tp.topic == "t").count();
     assert!(segments >= 5, "{segments} segments");
     node.advance(node.config.recovery_point_interval_ms);
@@ -339,27 +366,13 @@ fn after_a_crash_recovery_reads_only_the_segments_past_the_recovery_point() {
     let mut node = node.crash_and_restart();
     let reads = loader_reads(&node, "t");
     assert_eq!(reads.len(), 1, "only the active segment is read, not {segments}: {reads:?}");
-    let mut offset = 0;
-    let mut values = Vec::new();
-    while offset < 30 {
-        let f = node.call(CONN, 12, fetch_request("t", 0, offset, 0));
-        let p = fetch_partition(&f);
-        assert_eq!((p.error_code, p.high_watermark), (0, 30));
-        for (o, v) in decode_values(p.records.as_ref().unwrap()) {
-            values.push(v);
-            offset = o + 1;
-        }
-    }
+    let values = read_to_high_watermark(&mut node, "t");
     assert_eq!(values, (0..30).map(|i| format!("m{i}")).collect::<Vec<_>>());
 }
 
 #[test]
 fn a_recovery_that_cuts_a_log_below_its_recovery_point_forgets_the_points() {
-    let mut node = Node::single();
-    create(&mut node, "t", 1, &[("segment.bytes", "300")]);
-    for i in 0..30 {
-        node.call(CONN, 9, produce_request("t", 0, -1, records(&[&format!("m{i}")], None, START_MS + i)));
-    }
+    let mut node = small_segments_holding(30);
     node.advance(node.config.recovery_point_interval_ms);
     assert!(node.disk.read_meta(MetaFile::RecoveryPoints).is_some(), "a checkpoint was written");
     // A sealed segment below the point loses its index file and a bit of its log: recovery must
@@ -382,11 +395,7 @@ fn a_recovery_that_cuts_a_log_below_its_recovery_point_forgets_the_points() {
 /// segment unread, and readers stalled at the hole.
 #[test]
 fn a_failed_write_moves_neither_the_high_watermark_nor_the_recovery_point() {
-    let mut node = Node::single();
-    create(&mut node, "t", 1, &[("segment.bytes", "300")]);
-    for i in 0..10 {
-        node.call(CONN, 9, produce_request("t", 0, -1, records(&[&format!("m{i}")], None, START_MS + i)));
-    }
+    let mut node = small_segments_holding(10);
     let active = node.disk.log_files().iter().filter(|f| &*f.tp.topic == "t").map(|f| f.base_offset).max();
     let active = active.expect("a log");
     assert!(active > 0, "several segments");
@@ -405,22 +414,7 @@ fn a_failed_write_moves_neither_the_high_watermark_nor_the_recovery_point() {
     assert!(fetch_partition(&f).high_watermark <= 10, "the high watermark passed bytes never written");
     // The process restarts (page cache kept), as an operator does after disk errors.
     let mut node = node.kill_and_restart();
-    let mut offset = 0;
-    let mut values = Vec::new();
-    loop {
-        let f = node.call(CONN, 12, fetch_request("t", 0, offset, 0));
-        let p = fetch_partition(&f);
-        assert_eq!(p.error_code, 0);
-        if offset >= p.high_watermark {
-            break;
-        }
-        let got = decode_values(p.records.as_ref().unwrap());
-        assert!(!got.is_empty(), "nothing served at {offset} below the high watermark {}", p.high_watermark);
-        for (o, v) in got {
-            values.push(v);
-            offset = o + 1;
-        }
-    }
+    let values = read_to_high_watermark(&mut node, "t");
     assert_eq!(values, (0..10).map(|i| format!("m{i}")).collect::<Vec<_>>());
 }
 
