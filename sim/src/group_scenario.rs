@@ -86,6 +86,10 @@ async fn scenario() -> Result<String, String> {
             .build()
     };
     let consumers: Vec<_> = (0..params.consumers).map(consumer_node).collect();
+    let mut nodes = crate::seed::KillOnExit::new(&handle);
+    for node in consumers.iter().chain([&broker, &producer]) {
+        nodes.add(node);
+    }
 
     // Faults: consumers crash (silently), leave and come back, while the nemesis works on the
     // broker.

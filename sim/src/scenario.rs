@@ -147,6 +147,9 @@ async fn scenario(canary: bool) -> Result<String, String> {
     let disk = SimDisk::new(mem, disk_faults);
     let broker = start_broker(&handle, disk.clone(), &net, BrokerKnobs::draw("single"));
     let client = handle.create_node().name("client").ip("10.0.0.2".parse().expect("ip")).build();
+    let mut nodes = crate::seed::KillOnExit::new(&handle);
+    nodes.add(&broker);
+    nodes.add(&client);
     let progress = Progress::default();
     let workload = client.spawn(produce_all(params.clone(), progress.clone(), disk.clone()));
     let noise = client.spawn(produce_noise(params.noise_batches));

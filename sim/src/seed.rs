@@ -68,3 +68,29 @@ where
         }
     }
 }
+
+/// Kills the scenario's nodes when dropped, at the end of the scenario however it ends. madsim
+/// keeps a node's tasks when its runtime is dropped (see madsim-rs/madsim#242), so without this
+/// every seed's broker, with its simulated disk, stayed in memory: about 2 MB per seed.
+pub struct KillOnExit {
+    handle: madsim::runtime::Handle,
+    nodes: Vec<madsim::task::NodeId>,
+}
+
+impl KillOnExit {
+    pub fn new(handle: &madsim::runtime::Handle) -> Self {
+        KillOnExit { handle: handle.clone(), nodes: Vec::new() }
+    }
+
+    pub fn add(&mut self, node: &madsim::runtime::NodeHandle) {
+        self.nodes.push(node.id());
+    }
+}
+
+impl Drop for KillOnExit {
+    fn drop(&mut self) {
+        for &id in &self.nodes {
+            self.handle.kill(id);
+        }
+    }
+}

@@ -62,6 +62,9 @@ async fn scenario() -> Result<String, String> {
     let disk = SimDisk::new(MemDisk::new(), disk_faults);
     let broker = start_broker(&handle, disk.clone(), &net, BrokerKnobs::draw("txn"));
     let client = handle.create_node().name("txn-client").ip("10.0.0.3".parse().expect("ip")).build();
+    let mut nodes = crate::seed::KillOnExit::new(&handle);
+    nodes.add(&broker);
+    nodes.add(&client);
     let outcomes = Arc::new(Mutex::new(Outcomes::default()));
     let workload = client.spawn(run_transactions(params.clone(), outcomes.clone()));
     let applied = faults::run(&nemesis, &broker, &disk, &net).await;

@@ -18,8 +18,8 @@ struct Failure {
     params: String,
 }
 
-/// Seeds one simulator process runs before a fresh process takes over: a process's memory
-/// grows with every seed it has run (about 2 MB each), so a long fuzz run is cut into these.
+/// Seeds one simulator process runs before a fresh process takes over, so a process that dies
+/// (or a leak like the one madsim-rs/madsim#242 caused, now worked around) costs at most these.
 const SEEDS_PER_PROCESS: u64 = 500;
 
 pub fn fuzz(binary: &str, first: u64, seeds: u64, jobs: usize, commit: &str) -> Result<()> {
