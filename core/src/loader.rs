@@ -118,7 +118,7 @@ fn load_partition(
     if !clean && recovery_point > 0 {
         tracing::info!(partition = %tp, recovery_point, "recovery: segments below the recovery point are trusted");
     }
-    let recovery = loop {
+    let mut recovery = loop {
         let snapshot = snapshots.iter().rev().filter(|&&at| at <= trusted_up_to).find_map(|&at| {
             ProducerStates::decode_snapshot(&dir.read(&file(at, FileKind::ProducerSnapshot))?).map(|s| (at, s))
         });
@@ -136,7 +136,6 @@ fn load_partition(
     for note in &recovery.notes {
         tracing::warn!(partition = %tp, "recovery: {note}");
     }
-    let mut recovery = recovery;
     // The log now begins past where it should: its first segments were lost whole (never
     // synced, so never acknowledged). What a snapshot says about them no longer holds.
     if let Some(first) = recovery.segments.first().map(|s| s.base_offset).filter(|&first| first > log_start) {
