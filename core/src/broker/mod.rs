@@ -99,6 +99,9 @@ pub struct Broker {
     pub(crate) topics: BTreeMap<Arc<str>, Topic>,
     pub(crate) ops: Ops,
     conns: BTreeMap<ConnId, Connection>,
+    /// Connections this broker closed whose disconnect the driver has not reported yet: frames
+    /// still in flight from them are dropped, never executed.
+    closed_conns: BTreeSet<ConnId>,
     /// Metadata as durable on disk (what clients see) and as it will be once queued changes land.
     durable_meta: ClusterMeta,
     pub(crate) desired_meta: ClusterMeta,
@@ -107,8 +110,7 @@ pub struct Broker {
     next_producer_id: i64,
     pub(crate) next_request_id: u64,
     pub(crate) produces: BTreeMap<u64, produce::PendingProduce>,
-    /// (partition, last offset, produce, slot) waiting for the high watermark to pass.
-    pub(crate) produce_waits: BTreeSet<(TopicPartition, i64, u64, usize)>,
+    pub(crate) produce_waits: BTreeSet<produce::ProduceWait>,
     pub(crate) fetches: BTreeMap<u64, FetchState>,
     pub(crate) time_searches: BTreeMap<u64, list_offsets::TimeSearch>,
     next_retention_check_ms: i64,
@@ -191,6 +193,7 @@ impl Broker {
             topics,
             ops: Ops::new(Buggify::new(buggify)),
             conns: BTreeMap::new(),
+            closed_conns: BTreeSet::new(),
             desired_meta: meta.clone(),
             durable_meta: meta,
             meta_queue: Vec::new(),
@@ -296,11 +299,13 @@ impl Broker {
     }
 
     pub fn handle_connect(&mut self, conn: ConnId) {
+        assert!(!self.closed_conns.contains(&conn), "connection ids are never reused");
         self.conns.insert(conn, Connection::default());
     }
 
     /// A connection from a known peer address (shown for group members).
     pub fn handle_connect_from(&mut self, conn: ConnId, peer_ip: &str) {
+        assert!(!self.closed_conns.contains(&conn), "connection ids are never reused");
         self.conns.insert(conn, Connection { host: format!("/{peer_ip}"), ..Connection::default() });
     }
 
@@ -314,12 +319,17 @@ impl Broker {
 
     pub fn handle_disconnect(&mut self, conn: ConnId) {
         self.conns.remove(&conn);
+        self.closed_conns.remove(&conn);
         // Parked fetches of a gone connection need no answer.
         self.fetches.retain(|_, f| f.conn() != conn || f.has_reads_in_flight());
     }
 
     /// One request frame (without its size prefix) from a connection.
     pub fn handle_frame(&mut self, now_ms: i64, conn: ConnId, frame: Bytes) {
+        if self.closed_conns.contains(&conn) {
+            tracing::debug!(conn, "dropping a request that arrived after its connection was closed");
+            return;
+        }
         if !self.conns.contains_key(&conn) {
             self.handle_connect(conn);
         }
@@ -545,6 +555,7 @@ impl Broker {
     pub(crate) fn close(&mut self, conn: ConnId, reason: String) {
         tracing::info!(conn, "closing connection: {reason}");
         self.conns.remove(&conn);
+        self.closed_conns.insert(conn);
         self.ops.push(Action::Close { conn, reason });
     }
 

@@ -8,7 +8,40 @@ use kafka_protocol::ResponseError;
 
 use super::{Broker, RequestCtx};
 use crate::partition::AppendError;
+use crate::records::ClientBatchError;
 use crate::storage::TopicPartition;
+
+/// One partition of a produce request waiting for the high watermark to pass its last offset.
+/// Ordered by partition, then offset, so one range finds every wait a new high watermark covers.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct ProduceWait {
+    tp: TopicPartition,
+    last_offset: i64,
+    produce: u64,
+    slot: ResponseSlot,
+}
+
+/// Where a partition's answer sits in its produce response: (topic, partition) positions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct ResponseSlot {
+    topic: usize,
+    partition: usize,
+}
+
+impl ProduceWait {
+    fn first_of(tp: &TopicPartition, last_offset: i64) -> Self {
+        ProduceWait { tp: tp.clone(), last_offset, produce: 0, slot: ResponseSlot { topic: 0, partition: 0 } }
+    }
+
+    fn last_of(tp: &TopicPartition) -> Self {
+        ProduceWait {
+            tp: tp.clone(),
+            last_offset: i64::MAX,
+            produce: u64::MAX,
+            slot: ResponseSlot { topic: usize::MAX, partition: usize::MAX },
+        }
+    }
+}
 
 pub(crate) struct PendingProduce {
     ctx: RequestCtx,
@@ -25,6 +58,15 @@ fn error_response(index: i32, error: ResponseError, message: Option<String>) -> 
         .with_log_append_time_ms(-1)
         .with_log_start_offset(-1)
         .with_error_message(message.map(StrBytes::from_string))
+}
+
+/// Kafka's INVALID_RECORD cases for a client's batches; framing and CRC errors are left to the
+/// append, which answers them with CORRUPT_MESSAGE.
+fn invalid_client_records(records: &bytes::Bytes) -> Option<String> {
+    match crate::records::check_client_batches(records) {
+        Err(ClientBatchError::Invalid(message)) => Some(message),
+        Ok(()) | Err(ClientBatchError::Corrupt(_)) => None,
+    }
 }
 
 fn refuse(index: i32, error: ResponseError, message: Option<String>) -> Box<PartitionProduceResponse> {
@@ -54,12 +96,14 @@ impl Broker {
                         ResponseError::InvalidRequiredAcks,
                         Some(format!("acks={acks} is not one of -1, 0, 1")),
                     ))
-                } else if name.0.as_str() == super::OFFSETS_TOPIC {
+                } else if super::admin::is_internal_topic(name.0.as_str()) {
                     Err(refuse(
                         pd.index,
                         ResponseError::InvalidTopicException,
                         Some("cannot produce to an internal topic".into()),
                     ))
+                } else if let Some(message) = pd.records.as_ref().and_then(|r| invalid_client_records(r)) {
+                    Err(refuse(pd.index, ResponseError::InvalidRecord, Some(message)))
                 } else if let Err((error, message)) = self.check_transactional_produce(
                     request.transactional_id.as_ref().map(|t| t.0.as_str()),
                     name.0.as_str(),
@@ -82,7 +126,7 @@ impl Broker {
                         let tp = TopicPartition::new(name.0.as_str(), pd.index);
                         let hw = self.partition(&tp).map_or(i64::MAX, |p| p.high_watermark());
                         if acks != 0 && hw <= last_offset {
-                            waits.push((tp, last_offset, topics.len(), slot));
+                            waits.push((tp, last_offset, ResponseSlot { topic: topics.len(), partition: slot }));
                         }
                         partitions.push(response);
                     }
@@ -103,9 +147,9 @@ impl Broker {
             self.respond_produce(pending);
             return;
         }
-        // Slots are addressed as topic index * 2^16 + partition slot; requests stay far below that.
-        for (tp, last_offset, topic_index, slot) in waits {
-            self.produce_waits.insert((tp, last_offset, id, (topic_index << 16) | slot));
+        for (tp, last_offset, slot) in waits {
+            let fresh = self.produce_waits.insert(ProduceWait { tp, last_offset, produce: id, slot });
+            assert!(fresh, "a produce waits once per response slot");
         }
         self.produces.insert(id, pending);
     }
@@ -168,38 +212,36 @@ impl Broker {
     /// Answers the produces that the new high watermark of `tp` covers.
     pub(crate) fn release_produce_waits(&mut self, tp: &TopicPartition) {
         let hw = self.partition(tp).map_or(i64::MAX, |p| p.high_watermark());
-        let covered: Vec<_> =
-            self.produce_waits.range((tp.clone(), i64::MIN, 0, 0)..(tp.clone(), hw, 0, 0)).cloned().collect();
+        let covered: Vec<_> = self
+            .produce_waits
+            .range(ProduceWait::first_of(tp, i64::MIN)..ProduceWait::first_of(tp, hw))
+            .cloned()
+            .collect();
         for wait in covered {
             self.produce_waits.remove(&wait);
-            self.finish_wait(wait.2, None);
+            self.finish_wait(wait.produce, None);
         }
     }
 
     /// Answers every produce waiting on `tp` with an error (partition offline or deleted).
     pub(crate) fn fail_produce_waits(&mut self, tp: &TopicPartition) {
-        let waiting: Vec<_> = self
-            .produce_waits
-            .range((tp.clone(), i64::MIN, 0, 0)..=(tp.clone(), i64::MAX, u64::MAX, usize::MAX))
-            .cloned()
-            .collect();
+        let waiting: Vec<_> =
+            self.produce_waits.range(ProduceWait::first_of(tp, i64::MIN)..=ProduceWait::last_of(tp)).cloned().collect();
         let error = match self.partition(tp) {
             Some(p) => (ResponseError::KafkaStorageError, p.failed.clone().unwrap_or_else(|| "storage error".into())),
             None => (ResponseError::UnknownTopicOrPartition, "the topic was deleted".into()),
         };
         for wait in waiting {
             self.produce_waits.remove(&wait);
-            self.finish_wait(wait.2, Some((wait.3, error.clone())));
+            self.finish_wait(wait.produce, Some((wait.slot, error.clone())));
         }
     }
 
-    fn finish_wait(&mut self, id: u64, error: Option<(usize, (ResponseError, String))>) {
-        let Some(pending) = self.produces.get_mut(&id) else {
-            return;
-        };
+    fn finish_wait(&mut self, id: u64, error: Option<(ResponseSlot, (ResponseError, String))>) {
+        let pending = self.produces.get_mut(&id).expect("a produce wait belongs to a pending produce");
+        assert!(pending.waiting > 0);
         if let Some((slot, (code, message))) = error {
-            let (topic_index, partition_slot) = (slot >> 16, slot & 0xffff);
-            let response = &mut pending.topics[topic_index].1[partition_slot];
+            let response = &mut pending.topics[slot.topic].1[slot.partition];
             *response = error_response(response.index, code, Some(message));
         }
         pending.waiting -= 1;
