@@ -16,6 +16,7 @@ pub mod meta;
 pub mod ops;
 pub mod partition;
 pub mod producer_state;
+pub mod records;
 pub mod recovery;
 pub mod storage;
 pub mod txn;

@@ -8,13 +8,13 @@ use kafka_protocol::messages::{
     ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ResponseKind,
     TopicName,
 };
-use kafka_protocol::records::RecordBatchDecoder;
 use kafka_protocol::ResponseError;
 
 use super::{Broker, RequestCtx};
 use crate::batch::{Batch, Batches};
 use crate::ops::Purpose;
 use crate::partition::ReadPlan;
+use crate::records;
 use crate::storage::{StorageError, TopicPartition};
 
 const LATEST: i64 = -1;
@@ -55,14 +55,17 @@ fn first_record_at_or_after(batch: &Batch<'_>, target: i64) -> (i64, i64) {
     if batch.is_log_append_time() {
         return (batch.base_offset(), batch.max_timestamp());
     }
-    let mut bytes = Bytes::copy_from_slice(batch.bytes());
-    if let Ok(set) = RecordBatchDecoder::decode(&mut bytes) {
-        if let Some(r) = set.records.iter().find(|r| r.timestamp >= target) {
-            return (r.offset, r.timestamp);
-        }
+    let mut found = None;
+    if let Ok(area) = records::decompressed(batch, records::MAX_DECOMPRESSED_BATCH_BYTES) {
+        let _ = records::for_each_record(&area, batch.records_count(), |r| {
+            let timestamp = batch.base_timestamp().wrapping_add(r.timestamp_delta);
+            if found.is_none() && timestamp >= target {
+                found = Some((batch.base_offset() + r.offset_delta as i64, timestamp));
+            }
+        });
     }
-    // Undecodable (an unknown codec framing): batch granularity is still a correct lower bound.
-    (batch.base_offset(), batch.max_timestamp())
+    // Unreadable records: batch granularity is still a correct lower bound.
+    found.unwrap_or((batch.base_offset(), batch.max_timestamp()))
 }
 
 impl Broker {
