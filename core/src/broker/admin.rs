@@ -29,6 +29,19 @@ const SOURCE_STATIC_BROKER_CONFIG: i8 = 4;
 const SOURCE_DEFAULT_CONFIG: i8 = 5;
 const MAX_PARTITIONS: i32 = 10_000;
 
+/// The topics the broker owns (Kafka's `Topic.isInternal`): clients may read them but never
+/// create, delete, reconfigure, grow, truncate or produce to them.
+pub(crate) fn is_internal_topic(name: &str) -> bool {
+    matches!(name, super::OFFSETS_TOPIC | TRANSACTION_STATE_TOPIC)
+}
+
+/// Reserved for transaction state, as in Kafka, though Spool keeps that state in its metadata.
+const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
+
+fn internal_topic_refused(name: &str, what: &str) -> (ResponseError, String) {
+    (ResponseError::InvalidRequest, format!("{name} is an internal topic owned by the broker: it cannot be {what}"))
+}
+
 /// Kafka's topic name rules.
 pub(crate) fn validate_topic_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
@@ -65,7 +78,7 @@ impl Broker {
     /// Queues creation of an unknown topic with the broker defaults. Returns false when
     /// auto-creation is off or the name is invalid.
     pub(crate) fn maybe_auto_create(&mut self, name: &str) -> bool {
-        if !self.config.auto_create_topics || validate_topic_name(name).is_err() {
+        if !self.config.auto_create_topics || validate_topic_name(name).is_err() || is_internal_topic(name) {
             return false;
         }
         if !self.topic_exists_or_pending(name) {
@@ -128,6 +141,9 @@ impl Broker {
                 Err(fail(ResponseError::InvalidRequest, format!("Topic {name} appears more than once in the request")))
             } else if let Err(e) = validate_topic_name(&name) {
                 Err(fail(ResponseError::InvalidTopicException, e))
+            } else if is_internal_topic(&name) {
+                let (code, message) = internal_topic_refused(&name, "created by a client");
+                Err(fail(code, message))
             } else if self.topic_exists_or_pending(&name) {
                 Err(fail(ResponseError::TopicAlreadyExists, format!("Topic '{name}' already exists.")))
             } else if !t.assignments.is_empty() && !t.assignments.iter().all(|a| single_node(&a.broker_ids)) {
@@ -210,6 +226,12 @@ impl Broker {
             let result =
                 DeletableTopicResult::default().with_name(name.clone().map(|n| TopicName(n.into()))).with_topic_id(id);
             match name {
+                Some(n) if is_internal_topic(&n) => {
+                    let (code, message) = internal_topic_refused(&n, "deleted");
+                    responses.push(
+                        result.with_error_code(code.code()).with_error_message(Some(StrBytes::from_string(message))),
+                    );
+                }
                 Some(n)
                     if self.topic_exists_or_pending(&n) && !changes.contains(&MetaChange::DeleteTopic(n.clone())) =>
                 {
@@ -237,6 +259,7 @@ impl Broker {
             let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
             let current = self.desired_meta.topic(&name).map(|m| m.partitions);
             let error = match current {
+                _ if is_internal_topic(&name) => Some(internal_topic_refused(&name, "given more partitions")),
                 None => Some((ResponseError::UnknownTopicOrPartition, format!("The topic '{name}' does not exist."))),
                 Some(n) if t.count <= n => Some((
                     ResponseError::InvalidPartitions,
@@ -367,6 +390,9 @@ impl Broker {
         if self.desired_meta.topic(name).is_none() {
             return Err((ResponseError::UnknownTopicOrPartition, format!("Topic {name} does not exist")));
         }
+        if is_internal_topic(name) {
+            return Err(internal_topic_refused(name, "reconfigured"));
+        }
         let overrides = overrides.map_err(|e| (ResponseError::InvalidConfig, e))?;
         TopicConfig::resolve(&self.config.topic_defaults, &overrides).map_err(|e| (ResponseError::InvalidConfig, e))?;
         Ok(MetaChange::SetConfigs { topic: name.to_string(), configs: overrides })
@@ -466,6 +492,10 @@ impl Broker {
                         let result = DeleteRecordsPartitionResult::default()
                             .with_partition_index(p.partition_index)
                             .with_low_watermark(-1);
+                        if is_internal_topic(t.name.0.as_str()) {
+                            // Kafka's answer: InvalidTopicException, "Cannot delete records of internal topic".
+                            return result.with_error_code(ResponseError::InvalidTopicException.code());
+                        }
                         let log = self
                             .topics
                             .get_mut(t.name.0.as_str())

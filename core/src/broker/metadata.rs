@@ -110,7 +110,7 @@ impl Broker {
         MetadataResponseTopic::default()
             .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
             .with_topic_id(topic.id)
-            .with_is_internal(name.starts_with("__"))
+            .with_is_internal(super::admin::is_internal_topic(name))
             .with_partitions(partitions)
     }
 

@@ -1,0 +1,203 @@
+//! What a hostile or broken client sends: each case once crashed, corrupted or fooled the broker.
+
+mod support;
+
+use bytes::Bytes;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use spool_core::batch::{ATTRIBUTES, CRC};
+use support::*;
+
+const CONN: u64 = 1;
+
+fn create(node: &mut Node, name: &str, partitions: i32) {
+    match node.call(CONN, 7, create_topic(name, partitions, &[])) {
+        ResponseKind::CreateTopics(r) => assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0].error_message),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn delete_topic(node: &mut Node, name: &str) -> (i16, Option<String>) {
+    let request = DeleteTopicsRequest::default().with_timeout_ms(30_000).with_topic_names(vec![topic(name)]);
+    match node.call(CONN, 5, request) {
+        ResponseKind::DeleteTopics(r) => {
+            (r.responses[0].error_code, r.responses[0].error_message.as_ref().map(|m| m.to_string()))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+fn topic_names(node: &mut Node) -> Vec<String> {
+    match node.call(CONN, 12, MetadataRequest::default().with_topics(None)) {
+        ResponseKind::Metadata(m) => m.topics.iter().filter_map(|t| t.name.as_ref().map(|n| n.0.to_string())).collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_metadata_frame_with_a_forged_array_length_closes_its_connection_and_nothing_else() {
+    let mut node = Node::single();
+    create(&mut node, "t", 1);
+    // Metadata v1, correlation 5, client id "fuzz", then a topic array of 2^31-1 entries.
+    let frame = Bytes::from_static(b"\x00\x03\x00\x01\x00\x00\x00\x05\x00\x04fuzz\x7f\xff\xff\xff");
+    node.broker.handle_frame(node.now, 9, frame);
+    node.run();
+    assert!(node.closed.contains(&9));
+    assert_eq!(topic_names(&mut node), ["t"], "other clients are still served");
+}
+
+#[test]
+fn a_produce_of_65537_partitions_then_deleting_its_topic_answers_every_partition() {
+    let mut node = Node::single();
+    create(&mut node, "wide", 1);
+    node.hold_syncs = true;
+    let batch = records(&["x"], None, START_MS);
+    let partitions: Vec<_> = (0..65_537)
+        .map(|i| {
+            produce_request::PartitionProduceData::default()
+                .with_index(if i == 0 || i == 65_536 { 0 } else { 1 + i % 7 })
+                .with_records(Some(batch.clone()))
+        })
+        .collect();
+    let request = ProduceRequest::default().with_acks(-1).with_timeout_ms(30_000).with_topic_data(vec![
+        produce_request::TopicProduceData::default().with_name(topic("wide")).with_partition_data(partitions),
+    ]);
+    let correlation = node.send(CONN, 3, request);
+    node.hold_syncs = false;
+    let deleted = DeleteTopicsRequest::default().with_timeout_ms(30_000).with_topic_names(vec![topic("wide")]);
+    node.send(2, 4, deleted);
+    node.release_syncs();
+    let (got, response) = node.take::<ProduceRequest>(CONN, 3).expect("the produce is answered");
+    assert_eq!(got, correlation);
+    let ResponseKind::Produce(response) = response else { panic!() };
+    let answers = &response.responses[0].partition_responses;
+    assert_eq!(answers.len(), 65_537);
+    // Both entries for partition 0 waited for the sync that the deletion overtook or followed;
+    // either way each has its own answer, and the unknown partitions are refused.
+    for slot in [0, 65_536] {
+        let code = answers[slot].error_code;
+        assert!(code == 0 || code == ResponseError::UnknownTopicOrPartition.code(), "slot {slot}: {code}");
+    }
+    assert!(answers[1..65_536].iter().all(|a| a.error_code == ResponseError::UnknownTopicOrPartition.code()));
+}
+
+#[test]
+fn after_the_broker_closes_a_connection_its_later_requests_are_not_executed() {
+    let mut node = Node::single();
+    // Garbage closes connection 3; a CreateTopics that was already on its way must not run.
+    node.broker.handle_frame(node.now, 3, Bytes::from_static(&[0x7f, 0x7f, 0, 0, 0, 0, 0, 1]));
+    node.run();
+    assert!(node.closed.contains(&3));
+    node.send(3, 7, create_topic("sneaky", 1, &[]));
+    assert!(node.responses.get(&3).is_none_or(|q| q.is_empty()), "no answer on a closed connection");
+    assert!(!topic_names(&mut node).contains(&"sneaky".to_string()));
+    // Once the driver reports the disconnect, nothing of it lingers.
+    node.broker.handle_disconnect(3);
+}
+
+/// A transaction marker as the coordinator writes it, re-signed as a client would send it;
+/// `transactional` false clears its transactional bit, so only the control bit gives it away.
+fn forged_marker(producer_id: i64, epoch: i16, commit: bool, transactional: bool) -> Bytes {
+    let marker = spool_core::batch::transaction_marker(producer_id, epoch, commit, START_MS);
+    let mut bytes = marker.to_vec();
+    assert_eq!(bytes[ATTRIBUTES + 1] & 0x30, 0x30, "a real control batch");
+    if !transactional {
+        bytes[ATTRIBUTES + 1] &= !0x10;
+    }
+    let crc = crc32c::crc32c(&bytes[ATTRIBUTES..]);
+    bytes[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(bytes)
+}
+
+#[test]
+fn clients_cannot_write_transaction_markers() {
+    let mut node = Node::single();
+    create(&mut node, "t", 1);
+    for (commit, transactional) in [(false, true), (true, true), (false, false), (true, false)] {
+        let r = node.call(CONN, 9, produce_request("t", 0, -1, forged_marker(1000, 0, commit, transactional)));
+        let p = produce_partition(&r);
+        assert_eq!(p.error_code, ResponseError::InvalidRecord.code(), "{:?}", p.error_message);
+    }
+    let f = node.call(CONN, 12, fetch_request("t", 0, 0, 0));
+    assert_eq!(fetch_partition(&f).high_watermark, 0, "nothing was appended");
+}
+
+#[test]
+fn a_batch_whose_count_disagrees_with_its_offsets_is_an_invalid_record() {
+    let mut node = Node::single();
+    create(&mut node, "t", 1);
+    let mut bytes = records(&["a", "b"], None, START_MS).to_vec();
+    // lastOffsetDelta 1 -> 2^31-1: without the check the log end would jump by two billion.
+    bytes[spool_core::batch::LAST_OFFSET_DELTA..spool_core::batch::LAST_OFFSET_DELTA + 4]
+        .copy_from_slice(&i32::MAX.to_be_bytes());
+    let crc = crc32c::crc32c(&bytes[ATTRIBUTES..]);
+    bytes[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    let r = node.call(CONN, 9, produce_request("t", 0, -1, Bytes::from(bytes)));
+    assert_eq!(produce_partition(&r).error_code, ResponseError::InvalidRecord.code());
+    let r = node.call(CONN, 9, produce_request("t", 0, -1, records(&["c"], None, START_MS)));
+    assert_eq!(produce_partition(&r).base_offset, 0);
+}
+
+#[test]
+fn internal_topics_cannot_be_deleted_created_reconfigured_grown_or_truncated() {
+    let mut node = Node::single();
+    assert!(topic_names(&mut node).contains(&"__consumer_offsets".to_string()));
+    let (code, message) = delete_topic(&mut node, "__consumer_offsets");
+    assert_eq!(code, ResponseError::InvalidRequest.code());
+    assert!(message.unwrap().contains("internal topic"));
+    match node.call(CONN, 7, create_topic("__transaction_state", 3, &[])) {
+        ResponseKind::CreateTopics(r) => assert_eq!(r.topics[0].error_code, ResponseError::InvalidRequest.code()),
+        other => panic!("{other:?}"),
+    }
+    let alter = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        incremental_alter_configs_request::AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("__consumer_offsets"))
+            .with_configs(vec![incremental_alter_configs_request::AlterableConfig::default()
+                .with_name(StrBytes::from_static_str("retention.ms"))
+                .with_config_operation(0)
+                .with_value(Some(StrBytes::from_static_str("1000")))]),
+    ]);
+    match node.call(CONN, 1, alter) {
+        ResponseKind::IncrementalAlterConfigs(r) => {
+            assert_eq!(r.responses[0].error_code, ResponseError::InvalidRequest.code())
+        }
+        other => panic!("{other:?}"),
+    }
+    let grow = CreatePartitionsRequest::default().with_topics(vec![
+        create_partitions_request::CreatePartitionsTopic::default()
+            .with_name(topic("__consumer_offsets"))
+            .with_count(3),
+    ]);
+    match node.call(CONN, 3, grow) {
+        ResponseKind::CreatePartitions(r) => assert_eq!(r.results[0].error_code, ResponseError::InvalidRequest.code()),
+        other => panic!("{other:?}"),
+    }
+    let truncate =
+        DeleteRecordsRequest::default().with_topics(vec![delete_records_request::DeleteRecordsTopic::default()
+            .with_name(topic("__consumer_offsets"))
+            .with_partitions(vec![delete_records_request::DeleteRecordsPartition::default()
+                .with_partition_index(0)
+                .with_offset(-1)])]);
+    match node.call(CONN, 2, truncate) {
+        ResponseKind::DeleteRecords(r) => {
+            assert_eq!(r.topics[0].partitions[0].error_code, ResponseError::InvalidTopicException.code())
+        }
+        other => panic!("{other:?}"),
+    }
+    let r = node.call(CONN, 9, produce_request("__consumer_offsets", 0, -1, records(&["x"], None, START_MS)));
+    assert_eq!(produce_partition(&r).error_code, ResponseError::InvalidTopicException.code());
+    let mut node = node.clean_restart();
+    assert!(topic_names(&mut node).contains(&"__consumer_offsets".to_string()));
+    match node.call(CONN, 12, MetadataRequest::default().with_topics(None)) {
+        ResponseKind::Metadata(m) => {
+            let offsets =
+                m.topics.iter().find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == "__consumer_offsets"));
+            let offsets = offsets.expect("listed");
+            assert!(offsets.is_internal);
+            assert_eq!(offsets.partitions.len(), 1);
+        }
+        other => panic!("{other:?}"),
+    }
+}
