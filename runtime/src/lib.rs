@@ -4,8 +4,10 @@
 
 pub mod cli;
 pub mod client;
+mod connection;
 pub mod disk;
 pub mod io_times;
+pub mod limits;
 pub mod load;
 pub mod server;
 pub mod storage;

@@ -2,12 +2,14 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use spool_core::config::{BrokerConfig, Durability};
 use spool_runtime::cli::{self, Output};
 use spool_runtime::disk::FileStorage;
+use spool_runtime::limits::ConnectionLimits;
 use spool_runtime::server::{serve, ServerOptions};
 use tokio::sync::oneshot;
 
@@ -50,6 +52,31 @@ struct ServeArgs {
     /// Largest request frame accepted, in bytes.
     #[arg(long, env = "SPOOL_MAX_REQUEST_BYTES", default_value_t = 100 * 1024 * 1024)]
     max_request_bytes: usize,
+    /// Bytes of request frames buffered across all connections (Kafka's queued.max.request.bytes);
+    /// a connection whose frame does not fit waits before reading it.
+    #[arg(long, env = "SPOOL_MAX_BUFFERED_REQUEST_BYTES", default_value_t = 512 * 1024 * 1024)]
+    max_buffered_request_bytes: usize,
+    /// Connections open at once (Kafka's max.connections); more are closed on accept.
+    #[arg(long, env = "SPOOL_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// Connections open at once from one IP address (Kafka's max.connections.per.ip).
+    #[arg(long, env = "SPOOL_MAX_CONNECTIONS_PER_IP", default_value_t = 1_000)]
+    max_connections_per_ip: usize,
+    /// A connection with nothing received and nothing in flight for this long is closed
+    /// (Kafka's connections.max.idle.ms).
+    #[arg(long, env = "SPOOL_CONNECTIONS_MAX_IDLE_MS", default_value_t = 600_000)]
+    connections_max_idle_ms: u64,
+    /// Once a request's size has arrived, the whole request must arrive within this time.
+    #[arg(long, env = "SPOOL_REQUEST_FRAME_TIMEOUT_MS", default_value_t = 60_000)]
+    request_frame_timeout_ms: u64,
+    /// Requests of one connection read and not yet answered; the connection is not read further
+    /// until answers go out.
+    #[arg(long, env = "SPOOL_MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION", default_value_t = 100)]
+    max_in_flight_requests_per_connection: usize,
+    /// Bytes of answers waiting for one client to read them; the connection is not read further
+    /// until it does.
+    #[arg(long, env = "SPOOL_MAX_QUEUED_RESPONSE_BYTES_PER_CONNECTION", default_value_t = 64 * 1024 * 1024)]
+    max_queued_response_bytes_per_connection: usize,
     /// How often retention is applied, in milliseconds.
     #[arg(long, env = "SPOOL_RETENTION_CHECK_INTERVAL_MS", default_value_t = 300_000)]
     retention_check_interval_ms: i64,
@@ -311,6 +338,20 @@ fn run_serve(args: ServeArgs) -> Result<()> {
         DurabilityArg::Fsync => Durability::Fsync,
         DurabilityArg::Relaxed => Durability::Relaxed,
     };
+    let mut options = ServerOptions::new(listen, broker);
+    options.limits = ConnectionLimits {
+        max_request_bytes: args.max_request_bytes,
+        max_buffered_request_bytes: args.max_buffered_request_bytes,
+        max_connections: args.max_connections,
+        max_connections_per_ip: args.max_connections_per_ip,
+        idle_timeout: Duration::from_millis(args.connections_max_idle_ms),
+        frame_timeout: Duration::from_millis(args.request_frame_timeout_ms),
+        max_in_flight_requests: args.max_in_flight_requests_per_connection.max(1),
+        max_queued_response_bytes: args.max_queued_response_bytes_per_connection,
+    };
+    if options.limits.max_request_bytes > options.limits.max_buffered_request_bytes {
+        bail!("--max-request-bytes cannot exceed --max-buffered-request-bytes");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -318,7 +359,7 @@ fn run_serve(args: ServeArgs) -> Result<()> {
             wait_for_signal().await;
             let _ = stop_tx.send(());
         });
-        serve(ServerOptions::new(listen, broker), FileStorage::new(args.data_dir), stop_rx, None).await
+        serve(options, FileStorage::new(args.data_dir), stop_rx, None).await
     })
 }
 

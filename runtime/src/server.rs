@@ -1,32 +1,36 @@
 //! The event loop: one task owns the broker state machine and feeds it connection frames,
 //! storage completions and time; connection tasks only frame bytes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use spool_core::config::BrokerConfig;
 use spool_core::storage::Completion;
 use spool_core::{Action, Broker, ConnId};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
+use crate::connection::{self, ConnContext, ConnCounts, ConnHandle, ConnSlot};
+use crate::limits::ConnectionLimits;
 use crate::storage::Storage;
 use crate::trace;
 
 /// Inputs to the event loop from connection tasks.
-enum Event {
-    Connected(ConnId, mpsc::UnboundedSender<Bytes>, String),
-    Frame(ConnId, Bytes),
+pub(crate) enum Event {
+    Connected(ConnId, ConnHandle, String),
+    /// A request frame and the share of the request budget it holds until handled.
+    Frame(ConnId, Bytes, Option<OwnedSemaphorePermit>),
     Disconnected(ConnId),
 }
 
 pub struct ServerOptions {
     pub listen: SocketAddr,
     pub broker: BrokerConfig,
+    pub limits: ConnectionLimits,
     /// Network faults to inject on connections; `None` in production, drawn by the simulator.
     pub conn_faults: Option<ConnFaults>,
     /// How long each turn of the event loop takes. `None` in production, where turns take real
@@ -39,7 +43,8 @@ pub type TurnTime = std::sync::Arc<dyn Fn() -> Duration + Send + Sync>;
 
 impl ServerOptions {
     pub fn new(listen: SocketAddr, broker: BrokerConfig) -> Self {
-        ServerOptions { listen, broker, conn_faults: None, turn_time: None }
+        let limits = ConnectionLimits { max_request_bytes: broker.max_request_bytes, ..ConnectionLimits::default() };
+        ServerOptions { listen, broker, limits, conn_faults: None, turn_time: None }
     }
 }
 
@@ -58,9 +63,6 @@ pub enum ConnFault {
 
 /// Asked once per request frame.
 pub type ConnFaults = std::sync::Arc<dyn Fn() -> ConnFault + Send + Sync>;
-
-/// How long a half-open connection lingers before the broker notices and drops it.
-const HALF_OPEN_FOR: Duration = Duration::from_secs(120);
 
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -85,7 +87,8 @@ pub async fn serve<S: Storage>(
     // Listen only once the data is loaded: an accepted connection means a ready broker.
     let listener = TcpListener::bind(options.listen).await.with_context(|| format!("binding {}", options.listen))?;
     let local = listener.local_addr()?;
-    let max_frame = options.broker.max_request_bytes;
+    let mut limits = options.limits;
+    limits.max_request_bytes = limits.max_request_bytes.min(limits.max_buffered_request_bytes);
     let mut config = options.broker;
     // Listening on port 0: advertise the port actually bound.
     if config.advertised_port == 0 {
@@ -97,22 +100,42 @@ pub async fn serve<S: Storage>(
         let _ = ready.send(local);
     }
     let (events_tx, events_rx) = mpsc::channel::<Event>(4096);
-    let accept = tokio::spawn(accept_loop(listener, events_tx, max_frame, options.conn_faults));
+    let cx = ConnContext {
+        events: events_tx,
+        request_budget: Arc::new(Semaphore::new(limits.max_buffered_request_bytes)),
+        limits: Arc::new(limits),
+        faults: options.conn_faults,
+    };
+    let accept = tokio::spawn(accept_loop(listener, cx));
     let result = event_loop(broker, storage, events_rx, shutdown, options.turn_time).await;
     accept.abort();
     result
 }
 
-async fn accept_loop(listener: TcpListener, events: mpsc::Sender<Event>, max_frame: usize, faults: Option<ConnFaults>) {
+async fn accept_loop(listener: TcpListener, cx: ConnContext) {
     let mut next_conn: ConnId = 0;
+    let counts = Arc::new(Mutex::new(ConnCounts::default()));
+    let mut refused: u64 = 0;
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let slot = match ConnSlot::take(&counts, peer.ip(), &cx.limits) {
+                    Ok(slot) => slot,
+                    Err(why) => {
+                        // One line per power of two refusals: a flood does not flood the log.
+                        refused += 1;
+                        if refused.is_power_of_two() {
+                            tracing::warn!(%peer, refused, "refusing a connection: {why}");
+                        }
+                        drop(stream);
+                        continue;
+                    }
+                };
                 next_conn += 1;
                 let conn = next_conn;
                 let _ = stream.set_nodelay(true);
                 tracing::debug!(conn, %peer, "connection accepted");
-                tokio::spawn(connection(conn, stream, events.clone(), max_frame, faults.clone()));
+                tokio::spawn(connection::run(conn, stream, cx.clone(), slot));
             }
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
@@ -120,75 +143,6 @@ async fn accept_loop(listener: TcpListener, events: mpsc::Sender<Event>, max_fra
             }
         }
     }
-}
-
-/// Reads size-prefixed frames into the event loop; writes responses back in the order given.
-async fn connection(
-    conn: ConnId,
-    stream: TcpStream,
-    events: mpsc::Sender<Event>,
-    max_frame: usize,
-    faults: Option<ConnFaults>,
-) {
-    let peer = stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
-    let (mut reader, writer) = tokio::io::split(stream);
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
-    if events.send(Event::Connected(conn, out_tx, peer)).await.is_err() {
-        return;
-    }
-    let write_task = tokio::spawn(async move {
-        let mut writer = BufWriter::new(writer);
-        while let Some(frame) = out_rx.recv().await {
-            if writer.write_all(&frame).await.is_err() {
-                return;
-            }
-            // Coalesce whatever else is ready before flushing.
-            while let Ok(more) = out_rx.try_recv() {
-                if writer.write_all(&more).await.is_err() {
-                    return;
-                }
-            }
-            if writer.flush().await.is_err() {
-                return;
-            }
-        }
-        let _ = writer.shutdown().await;
-    });
-    while let Ok(size) = reader.read_i32().await {
-        if size < 0 || size as usize > max_frame {
-            tracing::warn!(conn, size, max_frame, "closing connection: request frame size out of range");
-            break;
-        }
-        let mut frame = BytesMut::zeroed(size as usize);
-        if reader.read_exact(&mut frame).await.is_err() {
-            break;
-        }
-        match faults.as_ref().map_or(ConnFault::None, |f| f()) {
-            ConnFault::None => {}
-            ConnFault::Reset { deliver } => {
-                tracing::debug!(conn, deliver, "injected fault: connection reset");
-                if deliver {
-                    let _ = events.send(Event::Frame(conn, frame.freeze())).await;
-                }
-                write_task.abort();
-                let _ = events.send(Event::Disconnected(conn)).await;
-                return;
-            }
-            ConnFault::HalfOpen => {
-                tracing::debug!(conn, "injected fault: connection half-open");
-                write_task.abort();
-                tokio::time::sleep(HALF_OPEN_FOR).await;
-                let _ = events.send(Event::Disconnected(conn)).await;
-                return;
-            }
-        }
-        if events.send(Event::Frame(conn, frame.freeze())).await.is_err() {
-            break;
-        }
-    }
-    let _ = events.send(Event::Disconnected(conn)).await;
-    // Let queued responses drain; the loop drops our sender when it is done with us.
-    let _ = write_task.await;
 }
 
 async fn event_loop<S: Storage>(
@@ -199,7 +153,7 @@ async fn event_loop<S: Storage>(
     turn_time: Option<TurnTime>,
 ) -> Result<()> {
     let (completions_tx, mut completions) = mpsc::unbounded_channel::<Completion>();
-    let mut writers: HashMap<ConnId, mpsc::UnboundedSender<Bytes>> = HashMap::new();
+    let mut writers: HashMap<ConnId, ConnHandle> = HashMap::new();
     let mut shutting_down = false;
     loop {
         if drain_actions(&mut broker, &mut storage, &completions_tx, &mut writers) {
@@ -251,20 +205,24 @@ async fn event_loop<S: Storage>(
     }
 }
 
-fn handle_event(broker: &mut Broker, writers: &mut HashMap<ConnId, mpsc::UnboundedSender<Bytes>>, event: Event) {
+fn handle_event(broker: &mut Broker, writers: &mut HashMap<ConnId, ConnHandle>, event: Event) {
     match event {
-        Event::Connected(conn, tx, peer) => {
-            writers.insert(conn, tx);
+        Event::Connected(conn, handle, peer) => {
+            writers.insert(conn, handle);
             let now = now_ms();
             trace::record("connect", now, &(conn, &peer));
             broker.handle_connect_from(conn, &peer);
             trace::describe("connect", now, || format!("conn={conn} from {peer}"), || broker.summary());
         }
-        Event::Frame(conn, frame) => {
+        Event::Frame(conn, frame, budget) => {
             let now = now_ms();
             trace::record("frame", now, &(conn, &frame));
             let detail = if trace::verbose() { frame_detail(conn, &frame) } else { String::new() };
             broker.handle_frame(now, conn, frame);
+            drop(budget);
+            if let Some(handle) = writers.get(&conn) {
+                handle.set_in_flight(broker.unanswered_requests(conn));
+            }
             trace::describe("request", now, || detail, || broker.summary());
         }
         Event::Disconnected(conn) => {
@@ -282,22 +240,31 @@ fn drain_actions<S: Storage>(
     broker: &mut Broker,
     storage: &mut S,
     completions: &mpsc::UnboundedSender<Completion>,
-    writers: &mut HashMap<ConnId, mpsc::UnboundedSender<Bytes>>,
+    writers: &mut HashMap<ConnId, ConnHandle>,
 ) -> bool {
     let mut done = false;
+    let mut answered = BTreeSet::new();
     loop {
         let Some(action) = broker.poll_action() else {
+            for conn in answered {
+                if let Some(handle) = writers.get(&conn) {
+                    handle.set_in_flight(broker.unanswered_requests(conn));
+                }
+            }
             return done;
         };
         trace::record("action", now_ms(), &action);
         match action {
             Action::Send { conn, frame } => {
-                if let Some(w) = writers.get(&conn) {
-                    let _ = w.send(frame);
+                if let Some(handle) = writers.get(&conn) {
+                    handle.send(frame);
+                    answered.insert(conn);
                 }
             }
             Action::Close { conn, .. } => {
-                writers.remove(&conn);
+                if let Some(handle) = writers.remove(&conn) {
+                    handle.close();
+                }
             }
             Action::Storage(op) => {
                 if let Some(completion) = storage.execute(op, completions) {

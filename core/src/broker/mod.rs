@@ -309,6 +309,15 @@ impl Broker {
         self.conns.insert(conn, Connection { host: format!("/{peer_ip}"), ..Connection::default() });
     }
 
+    /// Requests read from `conn` and not yet answered (or, for acks=0, finished): the driver
+    /// stops reading a connection at its limit.
+    pub fn unanswered_requests(&self, conn: ConnId) -> usize {
+        self.conns.get(&conn).map_or(0, |c| {
+            assert!(c.next_to_send <= c.next_seq);
+            (c.next_seq - c.next_to_send) as usize
+        })
+    }
+
     fn client_host(&self, conn: ConnId) -> String {
         self.conns
             .get(&conn)
