@@ -38,6 +38,9 @@ pub struct ServerOptions {
     pub turn_time: Option<TurnTime>,
 }
 
+/// How long a stopping broker may take to finish in-flight work and sync.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(30);
+
 /// Asked once per turn of the event loop.
 pub type TurnTime = std::sync::Arc<dyn Fn() -> Duration + Send + Sync>;
 
@@ -155,6 +158,9 @@ async fn event_loop<S: Storage>(
     let (completions_tx, mut completions) = mpsc::unbounded_channel::<Completion>();
     let mut writers: HashMap<ConnId, ConnHandle> = HashMap::new();
     let mut shutting_down = false;
+    // Set at SIGTERM: past it the broker stops without its clean-shutdown marker (a stuck disk
+    // must not keep a stopping broker alive; the next start recovers as after a crash).
+    let mut give_up_at: Option<tokio::time::Instant> = None;
     loop {
         if drain_actions(&mut broker, &mut storage, &completions_tx, &mut writers) {
             storage.mark_clean_shutdown()?;
@@ -193,7 +199,15 @@ async fn event_loop<S: Storage>(
             _ = &mut shutdown, if !shutting_down => {
                 tracing::info!("shutting down: finishing in-flight requests and syncing");
                 shutting_down = true;
+                give_up_at = Some(tokio::time::Instant::now() + SHUTDOWN_LIMIT);
                 broker.handle_shutdown();
+            }
+            _ = async { tokio::time::sleep_until(give_up_at.expect("set")).await }, if give_up_at.is_some() => {
+                tracing::error!(
+                    "shutdown did not finish within {SHUTDOWN_LIMIT:?} (is the disk full or stuck?); stopping without \
+                     the clean-shutdown marker: the next start recovers as after a crash"
+                );
+                return Ok(());
             }
             _ = sleep => {
                 let now = now_ms();
