@@ -201,3 +201,31 @@ fn internal_topics_cannot_be_deleted_created_reconfigured_grown_or_truncated() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_full_disk_makes_checkpoints_back_off_and_never_holds_a_shutdown() {
+    let mut node = Node::single();
+    create(&mut node, "t", 1);
+    let r = node.call(CONN, 9, produce_request("t", 0, -1, records(&["a", "b", "c"], None, START_MS)));
+    assert_eq!(produce_partition(&r).error_code, 0);
+    // Every metadata write fails from now on, as on a full disk.
+    node.fail_meta_writes = std::iter::repeat_n(true, 1000).collect();
+    let truncate =
+        DeleteRecordsRequest::default().with_topics(vec![delete_records_request::DeleteRecordsTopic::default()
+            .with_name(topic("t"))
+            .with_partitions(vec![delete_records_request::DeleteRecordsPartition::default()
+                .with_partition_index(0)
+                .with_offset(2)])]);
+    match node.call(CONN, 2, truncate) {
+        ResponseKind::DeleteRecords(r) => assert_eq!(r.topics[0].partitions[0].low_watermark, 2),
+        other => panic!("{other:?}"),
+    }
+    let attempts = |node: &Node| 1000 - node.fail_meta_writes.len();
+    assert_eq!(attempts(&node), 1, "a failed checkpoint is not retried at once");
+    for _ in 0..100 {
+        node.advance(100);
+    }
+    assert!(attempts(&node) <= 8, "ten seconds of a full disk took {} checkpoint attempts", attempts(&node));
+    node.broker.handle_shutdown();
+    assert!(node.run(), "a shutdown completes although the checkpoint cannot be written");
+}

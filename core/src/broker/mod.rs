@@ -135,6 +135,10 @@ pub struct Broker {
     pub(crate) txn_offset_persists: BTreeMap<PersistId, (String, Option<RequestCtx>)>,
     log_start_dirty: bool,
     log_start_write_in_flight: bool,
+    /// After a failed log-start checkpoint (a full disk), when to try again, and how many in a row
+    /// failed: retries back off, and only every power of two of them is logged.
+    log_start_retry_at_ms: Option<i64>,
+    log_start_failures: u32,
     recovery_points: recovery_points::RecoveryPoints,
     shutting_down: bool,
     shutdown_reported: bool,
@@ -206,6 +210,8 @@ impl Broker {
             time_searches: BTreeMap::new(),
             log_start_dirty: false,
             log_start_write_in_flight: false,
+            log_start_retry_at_ms: None,
+            log_start_failures: 0,
             recovery_points: recovery_points::RecoveryPoints::new(now_ms + recovery_point_interval_ms),
             shutting_down: false,
             shutdown_reported: false,
@@ -292,6 +298,7 @@ impl Broker {
             self.txns.next_deadline(),
             Some(self.next_retention_check_ms),
             recovery_points,
+            self.log_start_retry_at_ms,
         ]
         .into_iter()
         .flatten()
@@ -457,13 +464,7 @@ impl Broker {
                 self.on_meta_written(now_ms, result.map_err(|e| e.0))
             }
             (Purpose::LogStartCheckpoint, Completion::MetaWritten { result, .. }) => {
-                self.log_start_write_in_flight = false;
-                if let Err(e) = result {
-                    tracing::error!("log start checkpoint failed: {e}");
-                    self.log_start_dirty = true;
-                }
-                self.maybe_write_log_starts();
-                self.check_shutdown();
+                self.on_log_starts_written(now_ms, result);
             }
             (Purpose::RecoveryPointCheckpoint, Completion::MetaWritten { result, .. }) => {
                 self.on_recovery_points_written(result)
@@ -476,6 +477,7 @@ impl Broker {
 
     /// Time passed: expire long-poll fetches, apply retention.
     pub fn handle_tick(&mut self, now_ms: i64) {
+        self.retry_log_starts(now_ms);
         self.expire_fetches(now_ms);
         self.groups.tick(now_ms);
         self.pump_groups(now_ms);
@@ -508,6 +510,7 @@ impl Broker {
             }
         }
         self.log_start_dirty = true;
+        self.log_start_retry_at_ms = None;
         self.maybe_write_log_starts();
         self.check_shutdown();
     }
@@ -739,7 +742,7 @@ impl Broker {
     }
 
     fn maybe_write_log_starts(&mut self) {
-        if !self.log_start_dirty || self.log_start_write_in_flight {
+        if !self.log_start_dirty || self.log_start_write_in_flight || self.log_start_retry_at_ms.is_some() {
             return;
         }
         let mut starts: BTreeMap<String, i64> = BTreeMap::new();
@@ -754,6 +757,47 @@ impl Broker {
         self.ops.write_meta(Purpose::LogStartCheckpoint, MetaFile::LogStartOffsets, Bytes::from(data));
         self.log_start_dirty = false;
         self.log_start_write_in_flight = true;
+    }
+
+    fn on_log_starts_written(&mut self, now_ms: i64, result: Result<(), crate::storage::StorageError>) {
+        assert!(self.log_start_write_in_flight);
+        self.log_start_write_in_flight = false;
+        match result {
+            Ok(()) => {
+                if self.log_start_failures > 0 {
+                    tracing::info!(failures = self.log_start_failures, "log start checkpoint written again");
+                }
+                self.log_start_failures = 0;
+            }
+            // Stopping: a lost checkpoint only lets deleted records reappear, so give up rather
+            // than hold the shutdown on a full disk.
+            Err(e) if self.shutting_down => {
+                tracing::error!(
+                    "log start checkpoint failed at shutdown: {e}; records below the log start may reappear"
+                );
+            }
+            Err(e) => {
+                self.log_start_failures += 1;
+                let backoff_ms = (100i64 << self.log_start_failures.min(7)).min(10_000);
+                if self.log_start_failures.is_power_of_two() {
+                    tracing::error!(
+                        failures = self.log_start_failures,
+                        "log start checkpoint failed: {e}; trying again in {backoff_ms} ms"
+                    );
+                }
+                self.log_start_dirty = true;
+                self.log_start_retry_at_ms = Some(now_ms + backoff_ms);
+            }
+        }
+        self.maybe_write_log_starts();
+        self.check_shutdown();
+    }
+
+    fn retry_log_starts(&mut self, now_ms: i64) {
+        if self.log_start_retry_at_ms.is_some_and(|at| now_ms >= at || self.shutting_down) {
+            self.log_start_retry_at_ms = None;
+            self.maybe_write_log_starts();
+        }
     }
 
     /// The high watermark of `tp` moved: answer produces it covers and wake fetches on it.
