@@ -5,7 +5,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
-use crate::api_versions;
+use crate::{api_versions, wire_guard};
 
 pub struct DecodedRequest {
     pub header: RequestHeader,
@@ -45,6 +45,9 @@ pub fn decode_request(mut frame: Bytes) -> Result<DecodedRequest, DecodeFailure>
     let header_version = api_key.request_header_version(version);
     let header = RequestHeader::decode(&mut frame, header_version)
         .map_err(|e| DecodeFailure::Close(format!("bad {api_key:?} v{version} request header: {e}")))?;
+    // The crate allocates from counts it has not checked; refuse those first (see wire_guard).
+    wire_guard::check_request_body(api_key, version, &frame)
+        .map_err(|reason| DecodeFailure::Close(format!("bad {api_key:?} v{version} request body: {reason}")))?;
     let body = RequestKind::decode(api_key, &mut frame, version)
         .map_err(|e| DecodeFailure::Close(format!("bad {api_key:?} v{version} request body: {e}")))?;
     Ok(DecodedRequest { header, api_key, body })

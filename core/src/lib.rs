@@ -20,6 +20,7 @@ pub mod records;
 pub mod recovery;
 pub mod storage;
 pub mod txn;
+pub mod wire_guard;
 
 pub use broker::{Broker, LoadedPartition, LoadedState};
 pub use ops::{Action, ConnId};
