@@ -45,6 +45,8 @@ class Broker:
         self.proc: subprocess.Popen | None = None
         self.last_exit_code: int | None = None
         self.extra_args: list[str] = []  # more `spool serve` flags, from the next start on
+        self.recorder: subprocess.Popen | None = None
+        self.internal_port: int | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -59,7 +61,17 @@ class Broker:
     def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None, "broker already running"
         addr = self.bootstrap
-        cmd = [str(self.binary), "serve", "--listen", addr, "--advertised", addr,
+        listen = addr
+        if os.environ.get("E2E_RECORD_FRAMES") and self.recorder is None:
+            # Clients reach the broker through a proxy that keeps their request frames as the
+            # fuzzer's seed corpus (fuzz/record_corpus.py).
+            self.internal_port = free_port()
+            recorder = Path(__file__).resolve().parents[2] / "fuzz" / "record_corpus.py"
+            self.recorder = subprocess.Popen(["python3", str(recorder), "--broker", f"127.0.0.1:{self.internal_port}",
+                                              "--listen", addr], stdin=subprocess.DEVNULL)
+        if self.recorder is not None:
+            listen = f"127.0.0.1:{self.internal_port}"
+        cmd = [str(self.binary), "serve", "--listen", listen, "--advertised", addr,
                "--data-dir", str(self.data_dir), "--num-partitions", str(self.num_partitions), "--node-id", "1",
                *self.extra_args]
         with open(self.log_path, "ab") as log:
@@ -67,7 +79,7 @@ class Broker:
             log.flush()
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT
-        while not _port_open(self.port):
+        while not _port_open(self.internal_port if self.recorder is not None else self.port):
             code = self.proc.poll()
             if code is not None:
                 self.proc = None
@@ -75,6 +87,8 @@ class Broker:
             if time.monotonic() > deadline:
                 self._kill()
                 pytest.fail(f"broker did not accept connections on {addr} within {START_TIMEOUT}s:\n{self.log_tail()}")
+            time.sleep(0.05)
+        while self.recorder is not None and not _port_open(self.port) and time.monotonic() < deadline:
             time.sleep(0.05)
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
@@ -143,3 +157,6 @@ def broker(tmp_path):
             b.stop()
         finally:
             b._kill()
+            if b.recorder is not None:
+                b.recorder.kill()
+                b.recorder.wait()

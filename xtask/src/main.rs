@@ -2,6 +2,8 @@
 
 mod bench;
 mod fuzz;
+mod fuzz_frames;
+mod gen_wire_schema;
 mod image;
 mod shrink;
 mod sim;
@@ -35,6 +37,10 @@ enum Command {
         #[arg(long, default_value = "spool:latest")]
         tag: String,
     },
+    /// Regenerate core/src/wire_guard/schema.rs from kafka-protocol's request decoders.
+    GenWireSchema,
+    /// The coverage-guided fuzzer (libFuzzer) over request frames into the broker core.
+    FuzzFrames(fuzz_frames::FuzzFramesArgs),
 }
 
 fn main() -> Result<()> {
@@ -43,6 +49,8 @@ fn main() -> Result<()> {
         Command::Sim(command) => sim::run(command),
         Command::Image { tag } => image::run(&tag),
         Command::Bench { quick } => bench::run(quick),
+        Command::GenWireSchema => gen_wire_schema::run(&root()),
+        Command::FuzzFrames(args) => fuzz_frames::run(args),
     }
 }
 

@@ -15,6 +15,8 @@ pub enum Suite {
     E2e,
     /// Seeded simulation: the corpus, a batch of fresh seeds, and the canary.
     Sim,
+    /// The coverage-guided fuzzer over request frames, a bounded run.
+    Fuzz,
     /// librdkafka's own test suite against the broker (the allowlist in tests/librdkafka).
     Librdkafka,
     /// The FROM-scratch image in a Docker engine (installed and started if needed).
@@ -45,6 +47,7 @@ pub fn run(args: TestArgs) -> Result<()> {
             Suite::Cargo => lint().and_then(|()| run_cmd("cargo", &["test", "--workspace", "--release"], &[])),
             Suite::E2e => e2e(),
             Suite::Sim => sim(),
+            Suite::Fuzz => crate::fuzz_frames::run(crate::fuzz_frames::FuzzFramesArgs::bounded(FUZZ_FRAMES_PER_RUN)),
             Suite::Librdkafka => librdkafka(),
             Suite::Docker => run_cmd("bash", &["tests/docker/run.sh"], &[]),
         };
@@ -67,6 +70,10 @@ pub fn run(args: TestArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// Frames the fuzz suite runs on every change (about a minute); `cargo xtask fuzz-frames
+/// --runs 0 --seconds N` runs longer campaigns.
+const FUZZ_FRAMES_PER_RUN: u64 = 300_000;
 
 fn e2e() -> Result<()> {
     run_cmd("cargo", &["build", "--release", "--bin", "spool"], &[])?;
