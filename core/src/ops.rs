@@ -31,6 +31,19 @@ pub enum Action {
     Storage(StorageOp),
     /// Everything is durable and the clean-shutdown marker may be written.
     ShutdownComplete,
+    /// A partition has been offline too long: nothing is in flight any more, and the driver drops
+    /// this broker without the clean-shutdown marker, loads the data directory again (recovery
+    /// repairs what the failure left, as after a crash) and starts a new one in its place.
+    Restart {
+        reason: String,
+    },
+}
+
+/// Where a partition sits in a fetch request: the topic's index, then the partition's within it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FetchSlot {
+    pub topic: usize,
+    pub partition: usize,
 }
 
 /// What a storage completion continues.
@@ -40,8 +53,8 @@ pub enum Purpose {
     PartitionWrite(TopicPartition),
     /// A group-commit fsync of a partition.
     PartitionSync(TopicPartition),
-    /// A read for one partition slot of a fetch.
-    FetchRead { fetch: u64, slot: usize },
+    /// A read for one partition of a fetch: its topic's and its own place in the request.
+    FetchRead { fetch: u64, slot: FetchSlot },
     /// A read while searching a partition for a timestamp (ListOffsets).
     TimeSearchRead { request: u64, slot: usize },
     /// A read of the group coordinator's log while loading it.

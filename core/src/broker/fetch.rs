@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::{Broker, RequestCtx};
 use crate::batch::Batches;
 use crate::buggify::Site;
-use crate::ops::{ConnId, Purpose};
+use crate::ops::{ConnId, FetchSlot, Purpose};
 use crate::partition::{fit_batches, trim_fetched, ReadPlan};
 use crate::storage::{StorageError, TopicPartition};
 
@@ -174,7 +174,10 @@ impl Broker {
                             .flatten()
                             .map_or(end, |p| p.position + p.len as u64);
                         self.ops.read(
-                            Purpose::FetchRead { fetch: id, slot: (topic_index << 16) | slot_index },
+                            Purpose::FetchRead {
+                                fetch: id,
+                                slot: FetchSlot { topic: topic_index, partition: slot_index },
+                            },
                             plan.file.clone(),
                             plan.position,
                             plan.len,
@@ -194,11 +197,11 @@ impl Broker {
         }
     }
 
-    pub(crate) fn on_fetch_read(&mut self, id: u64, slot_key: usize, result: Result<Bytes, StorageError>) {
+    pub(crate) fn on_fetch_read(&mut self, id: u64, slot_key: FetchSlot, result: Result<Bytes, StorageError>) {
         let Some(state) = self.fetches.get_mut(&id) else {
             return;
         };
-        let slot = &mut state.topics[slot_key >> 16].2[slot_key & 0xffff];
+        let slot = &mut state.topics[slot_key.topic].2[slot_key.partition];
         let (plan, durable_end) = slot.read.take().expect("a read was in flight");
         match result {
             Err(e) => {
@@ -255,6 +258,11 @@ impl Broker {
                         self.ops.read(Purpose::FetchRead { fetch: id, slot: slot_key }, file.clone(), position, len);
                         slot.read = Some((ReadPlan { file, position, len }, durable_end));
                         return;
+                    } else {
+                        // Every batch up to the durable end lies before the fetch offset, which is
+                        // below the high watermark: a base offset (outside the CRC) is corrupt.
+                        tracing::error!(file = %plan.file.relative_path(), offset = slot.fetch_offset, "no stored batch holds the offset; answering with a storage error");
+                        slot.error = ResponseError::KafkaStorageError.code();
                     }
                 }
             },
