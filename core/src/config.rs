@@ -27,6 +27,10 @@ pub struct BrokerConfig {
     /// How often the recovery points are written: after a crash, segments below a partition's
     /// recovery point are trusted without being read.
     pub recovery_point_interval_ms: i64,
+    /// How long a partition stays offline after a failed write or fsync (a full disk) before the
+    /// broker asks its driver to restart it in place, recovering the data directory as after a
+    /// crash: the partition comes back once the disk takes writes again.
+    pub offline_restart_after_ms: i64,
     /// Defaults for topics that do not override them.
     pub topic_defaults: TopicConfig,
     /// Rare-path injection for simulation; always `None` in production.
@@ -45,6 +49,7 @@ impl BrokerConfig {
             max_request_bytes: 100 * 1024 * 1024,
             retention_check_interval_ms: 300_000,
             recovery_point_interval_ms: 10_000,
+            offline_restart_after_ms: 10_000,
             topic_defaults: TopicConfig::default(),
             buggify: None,
         }

@@ -1,7 +1,7 @@
 //! The event loop: one task owns the broker state machine and feeds it connection frames,
 //! storage completions and time; connection tasks only frame bytes.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -78,15 +78,7 @@ pub async fn serve<S: Storage>(
     shutdown: oneshot::Receiver<()>,
     ready: Option<oneshot::Sender<SocketAddr>>,
 ) -> Result<()> {
-    let interval = options.broker.topic_defaults.index_interval_bytes as u64;
-    let node_id = options.broker.node_id;
-    let mut storage = storage;
-    // Loading reads whole files: off the event loop in production, inline in simulation.
-    #[cfg(not(madsim))]
-    let (loaded, storage) =
-        tokio::task::spawn_blocking(move || storage.load(node_id, interval).map(|l| (l, storage))).await??;
-    #[cfg(madsim)]
-    let loaded = storage.load(node_id, interval)?;
+    let (loaded, storage) = load(storage, &options.broker).await?;
     // Listen only once the data is loaded: an accepted connection means a ready broker.
     let listener = TcpListener::bind(options.listen).await.with_context(|| format!("binding {}", options.listen))?;
     let local = listener.local_addr()?;
@@ -97,7 +89,7 @@ pub async fn serve<S: Storage>(
     if config.advertised_port == 0 {
         config.advertised_port = local.port() as i32;
     }
-    let broker = Broker::new(config, loaded, now_ms());
+    let broker = Broker::new(config.clone(), loaded, now_ms());
     tracing::info!(address = %local, cluster = broker.cluster_id(), "spool broker listening");
     if let Some(ready) = ready {
         let _ = ready.send(local);
@@ -110,9 +102,35 @@ pub async fn serve<S: Storage>(
         faults: options.conn_faults,
     };
     let accept = tokio::spawn(accept_loop(listener, cx));
-    let result = event_loop(broker, storage, events_rx, shutdown, options.turn_time).await;
+    let result = event_loop(Running { broker, storage, config }, events_rx, shutdown, options.turn_time).await;
     accept.abort();
     result
+}
+
+/// Reads the data directory and runs recovery: off the event loop in production, inline in
+/// simulation.
+async fn load<S: Storage>(mut storage: S, config: &BrokerConfig) -> Result<(spool_core::LoadedState, S)> {
+    let interval = config.topic_defaults.index_interval_bytes as u64;
+    let node_id = config.node_id;
+    #[cfg(not(madsim))]
+    let loaded = tokio::task::spawn_blocking(move || storage.load(node_id, interval).map(|l| (l, storage))).await??;
+    #[cfg(madsim)]
+    let loaded = (storage.load(node_id, interval)?, storage);
+    Ok(loaded)
+}
+
+/// The broker, its disk, and what it was built from, so it can be built again in place.
+struct Running<S> {
+    broker: Broker,
+    storage: S,
+    config: BrokerConfig,
+}
+
+/// What draining the broker's actions ended with.
+enum Drained {
+    More,
+    ShutdownComplete,
+    Restart(String),
 }
 
 async fn accept_loop(listener: TcpListener, cx: ConnContext) {
@@ -149,23 +167,45 @@ async fn accept_loop(listener: TcpListener, cx: ConnContext) {
 }
 
 async fn event_loop<S: Storage>(
-    mut broker: Broker,
-    mut storage: S,
+    running: Running<S>,
     mut events: mpsc::Receiver<Event>,
     mut shutdown: oneshot::Receiver<()>,
     turn_time: Option<TurnTime>,
 ) -> Result<()> {
+    let Running { mut broker, mut storage, mut config } = running;
     let (completions_tx, mut completions) = mpsc::unbounded_channel::<Completion>();
     let mut writers: HashMap<ConnId, ConnHandle> = HashMap::new();
+    // Connections of a broker replaced in place: what they still send is dropped.
+    let mut retired: HashSet<ConnId> = HashSet::new();
     let mut shutting_down = false;
     // Set at SIGTERM: past it the broker stops without its clean-shutdown marker (a stuck disk
     // must not keep a stopping broker alive; the next start recovers as after a crash).
     let mut give_up_at: Option<tokio::time::Instant> = None;
     loop {
-        if drain_actions(&mut broker, &mut storage, &completions_tx, &mut writers) {
-            storage.mark_clean_shutdown()?;
-            tracing::info!("clean shutdown complete");
-            return Ok(());
+        match drain_actions(&mut broker, &mut storage, &completions_tx, &mut writers) {
+            Drained::More => {}
+            Drained::ShutdownComplete => {
+                storage.mark_clean_shutdown()?;
+                tracing::info!("clean shutdown complete");
+                return Ok(());
+            }
+            Drained::Restart(_) if shutting_down => {
+                tracing::warn!("stopping without the clean-shutdown marker: a partition was offline");
+                return Ok(());
+            }
+            Drained::Restart(reason) => {
+                tracing::warn!("restarting the broker in place: {reason}");
+                for (conn, handle) in writers.drain() {
+                    handle.close();
+                    retired.insert(conn);
+                }
+                let (loaded, reloaded) = load(storage, &config).await?;
+                storage = reloaded;
+                // Each restart in a row waits twice as long before the next, up to ten minutes.
+                config.offline_restart_after_ms = (config.offline_restart_after_ms * 2).min(600_000);
+                broker = Broker::new(config.clone(), loaded, now_ms());
+                continue;
+            }
         }
         if let Some(busy) = turn_time.as_ref().map(|f| f()).filter(|d| !d.is_zero()) {
             tokio::time::sleep(busy).await;
@@ -187,11 +227,11 @@ async fn event_loop<S: Storage>(
                 trace::describe("completion", now, || detail, || broker.summary());
             }
             Some(event) = events.recv() => {
-                handle_event(&mut broker, &mut writers, event);
+                handle_event(&mut broker, &mut writers, &mut retired, event);
                 // Take what else is queued so its writes share one group commit.
                 for _ in 0..256 {
                     match events.try_recv() {
-                        Ok(event) => handle_event(&mut broker, &mut writers, event),
+                        Ok(event) => handle_event(&mut broker, &mut writers, &mut retired, event),
                         Err(_) => break,
                     }
                 }
@@ -219,8 +259,15 @@ async fn event_loop<S: Storage>(
     }
 }
 
-fn handle_event(broker: &mut Broker, writers: &mut HashMap<ConnId, ConnHandle>, event: Event) {
+fn handle_event(
+    broker: &mut Broker,
+    writers: &mut HashMap<ConnId, ConnHandle>,
+    retired: &mut HashSet<ConnId>,
+    event: Event,
+) {
     match event {
+        Event::Frame(conn, ..) if retired.contains(&conn) => {}
+        Event::Disconnected(conn) if retired.remove(&conn) => {}
         Event::Connected(conn, handle, peer) => {
             writers.insert(conn, handle);
             let now = now_ms();
@@ -249,14 +296,14 @@ fn handle_event(broker: &mut Broker, writers: &mut HashMap<ConnId, ConnHandle>, 
     }
 }
 
-/// Carries out every queued action. Returns true once the broker reports a finished shutdown.
+/// Carries out every queued action, up to a finished shutdown or a restart.
 fn drain_actions<S: Storage>(
     broker: &mut Broker,
     storage: &mut S,
     completions: &mpsc::UnboundedSender<Completion>,
     writers: &mut HashMap<ConnId, ConnHandle>,
-) -> bool {
-    let mut done = false;
+) -> Drained {
+    let mut done = Drained::More;
     let mut answered = BTreeSet::new();
     loop {
         let Some(action) = broker.poll_action() else {
@@ -287,7 +334,8 @@ fn drain_actions<S: Storage>(
                     broker.handle_completion(now, completion);
                 }
             }
-            Action::ShutdownComplete => done = true,
+            Action::ShutdownComplete => done = Drained::ShutdownComplete,
+            Action::Restart { reason } => done = Drained::Restart(reason),
         }
     }
 }

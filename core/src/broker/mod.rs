@@ -142,6 +142,10 @@ pub struct Broker {
     recovery_points: recovery_points::RecoveryPoints,
     shutting_down: bool,
     shutdown_reported: bool,
+    /// When a partition first went offline, while one is.
+    offline_since_ms: Option<i64>,
+    /// The stop under way is a restart in place, for this reason.
+    restart_reason: Option<String>,
 }
 
 impl Broker {
@@ -215,6 +219,8 @@ impl Broker {
             recovery_points: recovery_points::RecoveryPoints::new(now_ms + recovery_point_interval_ms),
             shutting_down: false,
             shutdown_reported: false,
+            offline_since_ms: None,
+            restart_reason: None,
         };
         // Persist identity on first start (and any repair done above).
         broker.queue_meta(MetaChange::ProducerIdBlock { end: next_producer_id }, None);
@@ -299,6 +305,7 @@ impl Broker {
             Some(self.next_retention_check_ms),
             recovery_points,
             self.log_start_retry_at_ms,
+            self.offline_since_ms.filter(|_| !self.shutting_down).map(|at| at + self.config.offline_restart_after_ms),
         ]
         .into_iter()
         .flatten()
@@ -432,6 +439,7 @@ impl Broker {
                 if let Err(e) = result {
                     if let Some(p) = self.partition_mut(&tp.topic, tp.partition) {
                         p.fail(format!("write failed: {e}"));
+                        self.offline_since_ms.get_or_insert(now_ms);
                     }
                     self.fail_produce_waits(&tp);
                 }
@@ -445,6 +453,7 @@ impl Broker {
                 if moved {
                     self.on_high_watermark(now_ms, &tp);
                 } else if self.partition(&tp).is_some_and(|p| p.failed.is_some()) {
+                    self.offline_since_ms.get_or_insert(now_ms);
                     self.fail_produce_waits(&tp);
                     self.release_marker_waits(now_ms, &tp);
                     if &*tp.topic == OFFSETS_TOPIC {
@@ -477,6 +486,7 @@ impl Broker {
 
     /// Time passed: expire long-poll fetches, apply retention.
     pub fn handle_tick(&mut self, now_ms: i64) {
+        self.maybe_restart(now_ms);
         self.retry_log_starts(now_ms);
         self.expire_fetches(now_ms);
         self.groups.tick(now_ms);
@@ -496,6 +506,35 @@ impl Broker {
                 self.maybe_write_log_starts();
             }
         }
+    }
+
+    /// A partition offline for `offline_restart_after_ms`: stop as for a shutdown, then ask the
+    /// driver for a restart in place. Recovery then repairs the partition as after a crash; if
+    /// the disk still fails, the new broker takes it offline again and asks again later.
+    fn maybe_restart(&mut self, now_ms: i64) {
+        let Some(since) = self.offline_since_ms else {
+            return;
+        };
+        if self.shutting_down || now_ms < since + self.config.offline_restart_after_ms {
+            return;
+        }
+        let offline: Vec<String> = self
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.iter())
+            .filter(|p| p.failed.is_some())
+            .map(|p| p.tp.to_string())
+            .collect();
+        assert!(!offline.is_empty(), "offline_since is set only when a partition fails");
+        let reason = format!(
+            "{} partition(s) offline for {} ms ({}); restarting in place to recover them",
+            offline.len(),
+            now_ms - since,
+            offline.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+        );
+        tracing::warn!("{reason}");
+        self.restart_reason = Some(reason);
+        self.handle_shutdown();
     }
 
     /// Stop serving, make everything durable, then report `Action::ShutdownComplete`.
@@ -526,7 +565,10 @@ impl Broker {
             && self.meta_in_flight.is_none();
         if quiet && checkpoints_done {
             self.shutdown_reported = true;
-            self.ops.push(Action::ShutdownComplete);
+            match self.restart_reason.take() {
+                Some(reason) => self.ops.push(Action::Restart { reason }),
+                None => self.ops.push(Action::ShutdownComplete),
+            }
         }
     }
 

@@ -102,7 +102,7 @@ impl Broker {
                         ResponseError::InvalidTopicException,
                         Some("cannot produce to an internal topic".into()),
                     ))
-                } else if let Some(message) = pd.records.as_ref().and_then(|r| invalid_client_records(r)) {
+                } else if let Some(message) = pd.records.as_ref().and_then(invalid_client_records) {
                     Err(refuse(pd.index, ResponseError::InvalidRecord, Some(message)))
                 } else if let Err((error, message)) = self.check_transactional_produce(
                     request.transactional_id.as_ref().map(|t| t.0.as_str()),

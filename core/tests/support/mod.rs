@@ -40,6 +40,8 @@ pub struct Node {
     pub read_lens: Vec<usize>,
     /// Every log write: (segment base, position, chunk count), in order.
     pub log_writes: Vec<(i64, u64, usize)>,
+    /// Set when the broker asked for a restart in place.
+    pub restart_requested: Option<String>,
     next_correlation: i32,
 }
 
@@ -75,6 +77,7 @@ impl Node {
             fail_meta_writes: VecDeque::new(),
             read_lens: Vec::new(),
             log_writes: Vec::new(),
+            restart_requested: None,
             next_correlation: 1,
         };
         node.run();
@@ -134,6 +137,7 @@ impl Node {
                     self.closed.insert(conn);
                 }
                 Action::ShutdownComplete => done = true,
+                Action::Restart { reason } => self.restart_requested = Some(reason),
                 Action::Storage(op) => {
                     if let StorageOp::Sync { id, files } = &op {
                         if files.iter().any(|f| Some(&*f.tp.topic) == self.fail_syncs_of.as_deref()) {
