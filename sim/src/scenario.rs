@@ -24,6 +24,7 @@ use spool_runtime::server::{serve, ServerOptions, TurnTime};
 use crate::disk::{DiskFaults, SharedDisk, SimDisk, SimStorage};
 use crate::draw;
 use crate::faults::{self, Nemesis, NetFaults};
+use crate::hostile::{self, Hostile};
 use spool_runtime::client::Client;
 
 const BROKER_IP: &str = "10.0.0.1";
@@ -146,6 +147,7 @@ async fn scenario(canary: bool) -> Result<String, String> {
     mem.fsync_lies = canary;
     let disk = SimDisk::new(mem, disk_faults);
     let broker = start_broker(&handle, disk.clone(), &net, BrokerKnobs::draw("single"));
+    let hostile = Hostile::draw("single");
     let client = handle.create_node().name("client").ip("10.0.0.2".parse().expect("ip")).build();
     let mut nodes = crate::seed::KillOnExit::new(&handle);
     nodes.add(&broker);
@@ -153,6 +155,10 @@ async fn scenario(canary: bool) -> Result<String, String> {
     let progress = Progress::default();
     let workload = client.spawn(produce_all(params.clone(), progress.clone(), disk.clone()));
     let noise = client.spawn(produce_noise(params.noise_batches));
+    let attacker = handle.create_node().name("hostile").ip("10.0.0.9".parse().expect("ip")).build();
+    nodes.add(&attacker);
+    let attacks = hostile.attacks;
+    let attacking = attacker.spawn(hostile::attack(hostile));
     let applied = faults::run(&nemesis, &broker, &disk, &net).await;
     let acked = tokio::time::timeout(HEAL_LIMIT, workload)
         .await
@@ -167,6 +173,7 @@ async fn scenario(canary: bool) -> Result<String, String> {
     let log = client.spawn(read_all(TOPIC, disk.clone())).await.map_err(|e| format!("reader task failed: {e}"))??;
     // Nothing is promised about acks=0 records, except that what is there reads back whole.
     let _ = noise.await;
+    let _ = attacking.await;
     let noise_log = client
         .spawn(read_all(NOISE_TOPIC, disk.clone()))
         .await
@@ -181,7 +188,7 @@ async fn scenario(canary: bool) -> Result<String, String> {
     };
     Ok(format!(
         "{applied}, {injected} disk faults, {} records acknowledged from {} producers, log end {}, \
-         {joined} joined writes, {} acks=0 records kept",
+         {joined} joined writes, {} acks=0 records kept, {attacks} hostile connections",
         acked.len(),
         params.producers,
         log.len(),
@@ -283,6 +290,18 @@ pub async fn create_topic(client: &mut Client, name: &'static str, partitions: i
     }
 }
 
+/// A fetch of one partition from `offset`, up to 1 MiB, answered at once.
+pub fn fetch_request_for(topic: &'static str, partition: i32, offset: i64) -> FetchRequest {
+    FetchRequest::default().with_replica_id(BrokerId(-1)).with_max_bytes(1 << 20).with_session_epoch(-1).with_topics(
+        vec![fetch_request::FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str(topic)))
+            .with_partitions(vec![fetch_request::FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])],
+    )
+}
+
 /// One fetch of one partition from `offset` (isolation 1: read_committed). None after a
 /// connection failure, with `client` connected again.
 pub async fn fetch_at(
@@ -292,17 +311,7 @@ pub async fn fetch_at(
     offset: i64,
     isolation_level: i8,
 ) -> Result<Option<fetch_response::PartitionData>, String> {
-    let fetch = FetchRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_isolation_level(isolation_level)
-        .with_max_bytes(1 << 20)
-        .with_session_epoch(-1)
-        .with_topics(vec![fetch_request::FetchTopic::default()
-            .with_topic(TopicName(StrBytes::from_static_str(topic)))
-            .with_partitions(vec![fetch_request::FetchPartition::default()
-                .with_partition(partition)
-                .with_fetch_offset(offset)
-                .with_partition_max_bytes(1 << 20)])]);
+    let fetch = fetch_request_for(topic, partition, offset).with_isolation_level(isolation_level);
     match client.call(12, fetch).await {
         Ok(ResponseKind::Fetch(r)) => Ok(Some(r.responses[0].partitions[0].clone())),
         Ok(other) => Err(format!("unexpected response {other:?}")),
