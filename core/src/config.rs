@@ -31,6 +31,9 @@ pub struct BrokerConfig {
     /// broker asks its driver to restart it in place, recovering the data directory as after a
     /// crash: the partition comes back once the disk takes writes again.
     pub offline_restart_after_ms: i64,
+    /// The longest the driver waits between restarts in place while they keep failing (each in a
+    /// row waits twice as long as the one before).
+    pub offline_restart_max_ms: i64,
     /// Defaults for topics that do not override them.
     pub topic_defaults: TopicConfig,
     /// Rare-path injection for simulation; always `None` in production.
@@ -50,6 +53,7 @@ impl BrokerConfig {
             retention_check_interval_ms: 300_000,
             recovery_point_interval_ms: 10_000,
             offline_restart_after_ms: 10_000,
+            offline_restart_max_ms: 600_000,
             topic_defaults: TopicConfig::default(),
             buggify: None,
         }

@@ -280,3 +280,27 @@ fn a_stored_batch_whose_base_offset_went_bad_is_a_storage_error_not_an_empty_ans
     let served: Vec<_> = decode_values(fetch_partition(&f).records.as_ref().unwrap()).into_iter().collect();
     assert_eq!(served, [(0, "a".to_string())], "what is before it is still served");
 }
+
+#[test]
+fn the_brokers_own_metadata_changes_are_written_again_after_a_failed_write() {
+    // Found by the simulator (seeds 2015, 3351, 3676): a failed metadata write dropped the
+    // broker's own changes (there, the creation of __consumer_offsets); nothing asked for them
+    // again, and consumer groups never became stable until a restart.
+    let mut node = Node::single();
+    node.fail_meta_writes = [true, true].into_iter().collect();
+    let ask = MetadataRequest::default()
+        .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default().with_name(Some(topic("auto")))]))
+        .with_allow_auto_topic_creation(true);
+    node.call(CONN, 12, ask);
+    assert_eq!(node.fail_meta_writes.len(), 1, "the first write failed and is not retried at once");
+    for _ in 0..3 {
+        node.advance(1_000);
+    }
+    assert!(node.fail_meta_writes.is_empty(), "the retry failed too, and a later one was made");
+    assert!(
+        topic_names(&mut node).contains(&"auto".to_string()),
+        "the auto-created topic exists without a new request"
+    );
+    let mut node = node.kill_and_restart();
+    assert!(topic_names(&mut node).contains(&"auto".to_string()), "and it is durable");
+}

@@ -201,8 +201,9 @@ async fn event_loop<S: Storage>(
                 }
                 let (loaded, reloaded) = load(storage, &config).await?;
                 storage = reloaded;
-                // Each restart in a row waits twice as long before the next, up to ten minutes.
-                config.offline_restart_after_ms = (config.offline_restart_after_ms * 2).min(600_000);
+                // Each restart in a row waits twice as long before the next, up to a bound.
+                config.offline_restart_after_ms =
+                    (config.offline_restart_after_ms * 2).min(config.offline_restart_max_ms);
                 broker = Broker::new(config.clone(), loaded, now_ms());
                 continue;
             }

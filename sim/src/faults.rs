@@ -59,6 +59,9 @@ pub struct Nemesis {
     pub pause: u64,
     pub isolate: u64,
     pub one_way: u64,
+    /// Whether an operator restarts a broker whose disk reported errors; without one, the
+    /// broker's own restart in place must bring its partitions back.
+    pub operator: bool,
 }
 
 impl Nemesis {
@@ -71,6 +74,7 @@ impl Nemesis {
             pause: weight("pause"),
             isolate: weight("isolate"),
             one_way: weight("one_way"),
+            operator: draw::int(&format!("{scenario}.operator"), 0..2) == 1,
         }
     }
 }
@@ -115,7 +119,9 @@ pub async fn run(nemesis: &Nemesis, broker: &NodeHandle, disk: &SharedDisk, net:
     let total: u64 = weights.iter().sum();
     for _ in 0..nemesis.steps {
         pause_for(10..3000).await;
-        restart_after_disk_errors(&handle, broker, disk, &mut applied).await;
+        if nemesis.operator {
+            restart_after_disk_errors(&handle, broker, disk, &mut applied).await;
+        }
         if total == 0 {
             continue;
         }
@@ -183,7 +189,9 @@ pub async fn run(nemesis: &Nemesis, broker: &NodeHandle, disk: &SharedDisk, net:
     say("faults stop");
     disk.lock().expect("disk").faulty = false;
     net.active.store(false, Ordering::Relaxed);
-    restart_after_disk_errors(&handle, broker, disk, &mut applied).await;
+    if nemesis.operator {
+        restart_after_disk_errors(&handle, broker, disk, &mut applied).await;
+    }
     applied
 }
 

@@ -82,6 +82,9 @@ pub struct BrokerKnobs {
     turn_time: TurnTime,
     /// How often recovery points are written, so crashes land at every distance from the last.
     recovery_point_interval_ms: i64,
+    /// How long a partition stays offline after a disk error before the broker restarts itself
+    /// in place (seeds without an operator rely on it to heal).
+    offline_restart_after_ms: i64,
 }
 
 impl BrokerKnobs {
@@ -93,6 +96,7 @@ impl BrokerKnobs {
             buggify: (fire_probability > 0.0).then_some(BuggifyConfig { sites_seed, fire_seed: 0, fire_probability }),
             turn_time: Arc::new(move || Duration::from_micros(thread_rng().gen_range(0..=max_us))),
             recovery_point_interval_ms: draw::int(&format!("{scenario}.recovery_point_ms"), 100..20_000) as i64,
+            offline_restart_after_ms: draw::int(&format!("{scenario}.offline_restart_ms"), 200..5_000) as i64,
         }
     }
 }
@@ -119,6 +123,9 @@ pub fn start_broker(
                 // Each incarnation fires differently; the enabled sites stay those of the seed.
                 config.buggify = knobs.buggify.map(|b| BuggifyConfig { fire_seed: thread_rng().gen(), ..b });
                 config.recovery_point_interval_ms = knobs.recovery_point_interval_ms;
+                config.offline_restart_after_ms = knobs.offline_restart_after_ms;
+                // Restarts in a row back off, but within the time the checks give to heal.
+                config.offline_restart_max_ms = 15_000;
                 let mut options = ServerOptions::new(broker_addr(), config);
                 options.conn_faults = Some(conn_faults);
                 options.turn_time = Some(knobs.turn_time);

@@ -87,10 +87,20 @@ enum Deferred {
     TxnDecided(String, RequestCtx),
 }
 
+/// A metadata change waiting to be written. `internal` changes are the broker's own (its
+/// identity, the offsets topic, transaction states, auto-created topics): written again after a
+/// failure rather than dropped, since no client request would ask for them again.
+struct QueuedChange {
+    change: MetaChange,
+    deferred: Option<Deferred>,
+    internal: bool,
+}
+
 struct MetaWrite {
     id: OpId,
     changes: Vec<MetaChange>,
     deferred: Vec<Deferred>,
+    internal: Vec<MetaChange>,
     next: ClusterMeta,
 }
 
@@ -105,7 +115,11 @@ pub struct Broker {
     /// Metadata as durable on disk (what clients see) and as it will be once queued changes land.
     durable_meta: ClusterMeta,
     pub(crate) desired_meta: ClusterMeta,
-    meta_queue: Vec<(MetaChange, Option<Deferred>)>,
+    meta_queue: Vec<QueuedChange>,
+    /// After a failed metadata write, when to write again what the broker itself queued (a full
+    /// disk); a client's changes are dropped instead and its request fails.
+    meta_retry_at_ms: Option<i64>,
+    meta_failures: u32,
     meta_in_flight: Option<MetaWrite>,
     next_producer_id: i64,
     pub(crate) next_request_id: u64,
@@ -205,6 +219,8 @@ impl Broker {
             desired_meta: meta.clone(),
             durable_meta: meta,
             meta_queue: Vec::new(),
+            meta_retry_at_ms: None,
+            meta_failures: 0,
             meta_in_flight: None,
             next_producer_id,
             next_request_id: 0,
@@ -223,7 +239,7 @@ impl Broker {
             restart_reason: None,
         };
         // Persist identity on first start (and any repair done above).
-        broker.queue_meta(MetaChange::ProducerIdBlock { end: next_producer_id }, None);
+        broker.queue_meta_silent(MetaChange::ProducerIdBlock { end: next_producer_id });
         if broker.topics.contains_key(OFFSETS_TOPIC) {
             broker.start_group_load(now_ms);
         } else {
@@ -231,7 +247,7 @@ impl Broker {
             let configs = [("retention.ms".to_string(), "-1".to_string())].into_iter().collect();
             let id = broker.desired_meta.new_topic_id(OFFSETS_TOPIC).to_string();
             let meta = crate::meta::TopicMeta { name: OFFSETS_TOPIC.to_string(), id, partitions: 1, configs };
-            broker.queue_meta(MetaChange::CreateTopic(meta), None);
+            broker.queue_meta_silent(MetaChange::CreateTopic(meta));
         }
         broker.recover_transactions(now_ms);
         broker
@@ -305,6 +321,7 @@ impl Broker {
             Some(self.next_retention_check_ms),
             recovery_points,
             self.log_start_retry_at_ms,
+            self.meta_retry_at_ms,
             self.offline_since_ms.filter(|_| !self.shutting_down).map(|at| at + self.config.offline_restart_after_ms),
         ]
         .into_iter()
@@ -487,6 +504,7 @@ impl Broker {
     /// Time passed: expire long-poll fetches, apply retention.
     pub fn handle_tick(&mut self, now_ms: i64) {
         self.maybe_restart(now_ms);
+        self.retry_meta(now_ms);
         self.retry_log_starts(now_ms);
         self.expire_fetches(now_ms);
         self.groups.tick(now_ms);
@@ -551,6 +569,9 @@ impl Broker {
         self.log_start_dirty = true;
         self.log_start_retry_at_ms = None;
         self.maybe_write_log_starts();
+        // One last try for what waits on a metadata retry; a failure now drops it.
+        self.meta_retry_at_ms = None;
+        self.maybe_write_meta();
         self.check_shutdown();
     }
 
@@ -621,24 +642,35 @@ impl Broker {
 
     fn queue_meta(&mut self, change: MetaChange, deferred: Option<Deferred>) {
         self.desired_meta.apply(&change);
-        self.meta_queue.push((change, deferred));
+        self.meta_queue.push(QueuedChange { change, deferred, internal: false });
         self.maybe_write_meta();
     }
 
     fn maybe_write_meta(&mut self) {
-        if self.meta_in_flight.is_some() || self.meta_queue.is_empty() {
+        if self.meta_in_flight.is_some() || self.meta_queue.is_empty() || self.meta_retry_at_ms.is_some() {
             return;
         }
         let mut next = self.durable_meta.clone();
         let mut changes = Vec::new();
         let mut deferred = Vec::new();
-        for (change, d) in self.meta_queue.drain(..) {
-            next.apply(&change);
-            changes.push(change);
-            deferred.extend(d);
+        let mut internal = Vec::new();
+        for queued in self.meta_queue.drain(..) {
+            next.apply(&queued.change);
+            if queued.internal {
+                internal.push(queued.change.clone());
+            }
+            changes.push(queued.change);
+            deferred.extend(queued.deferred);
         }
         let id = self.ops.write_meta(Purpose::Meta, MetaFile::Cluster, Bytes::from(next.encode()));
-        self.meta_in_flight = Some(MetaWrite { id, changes, deferred, next });
+        self.meta_in_flight = Some(MetaWrite { id, changes, deferred, internal, next });
+    }
+
+    fn retry_meta(&mut self, now_ms: i64) {
+        if self.meta_retry_at_ms.is_some_and(|at| now_ms >= at) {
+            self.meta_retry_at_ms = None;
+            self.maybe_write_meta();
+        }
     }
 
     fn on_meta_written(&mut self, now_ms: i64, result: Result<(), String>) {
@@ -647,9 +679,28 @@ impl Broker {
         };
         debug_assert!(self.ops.in_flight() < usize::MAX && write.id.0 > 0);
         if let Err(e) = result {
-            tracing::error!("cluster metadata write failed: {e}; changes dropped");
+            self.meta_failures += 1;
+            let retried = write.internal.len();
+            if retried > 0 && !self.shutting_down {
+                // The broker's own changes go first again, in their order, after a backoff.
+                let backoff_ms = (100i64 << self.meta_failures.min(7)).min(10_000);
+                let mut queue: Vec<QueuedChange> = write
+                    .internal
+                    .into_iter()
+                    .map(|change| QueuedChange { change, deferred: None, internal: true })
+                    .collect();
+                queue.append(&mut self.meta_queue);
+                self.meta_queue = queue;
+                self.meta_retry_at_ms = Some(now_ms + backoff_ms);
+            }
+            if self.meta_failures.is_power_of_two() {
+                tracing::error!(
+                    failures = self.meta_failures,
+                    "cluster metadata write failed: {e}; clients' changes dropped, {retried} of the broker's own written again later"
+                );
+            }
             self.desired_meta = self.durable_meta.clone();
-            for change in self.meta_queue.iter().map(|(c, _)| c.clone()).collect::<Vec<_>>() {
+            for change in self.meta_queue.iter().map(|q| q.change.clone()).collect::<Vec<_>>() {
                 self.desired_meta.apply(&change);
             }
             for d in write.deferred {
@@ -663,6 +714,7 @@ impl Broker {
                 self.close(ctx.conn, format!("metadata write failed: {e}"));
             }
         } else {
+            self.meta_failures = 0;
             self.durable_meta = write.next;
             for change in &write.changes {
                 self.apply_live(now_ms, change);
@@ -772,8 +824,11 @@ impl Broker {
         }
     }
 
+    /// Queues a change of the broker's own, which no client answer waits for.
     pub(crate) fn queue_meta_silent(&mut self, change: MetaChange) {
-        self.queue_meta(change, None);
+        self.desired_meta.apply(&change);
+        self.meta_queue.push(QueuedChange { change, deferred: None, internal: true });
+        self.maybe_write_meta();
     }
 
     // ---- log start offsets ----
