@@ -52,7 +52,7 @@ impl BrokerConfig {
             max_request_bytes: 100 * 1024 * 1024,
             retention_check_interval_ms: 300_000,
             recovery_point_interval_ms: 10_000,
-            offline_restart_after_ms: 10_000,
+            offline_restart_after_ms: 15_000,
             offline_restart_max_ms: 600_000,
             topic_defaults: TopicConfig::default(),
             buggify: None,

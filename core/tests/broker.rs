@@ -409,10 +409,12 @@ fn a_failed_write_moves_neither_the_high_watermark_nor_the_recovery_point() {
         assert_eq!(got, correlation);
         assert_ne!(produce_partition(&r).error_code, 0, "nothing of a turn with a failed write is acknowledged");
     }
+    // A recovery point is due before the broker restarts itself in place.
+    assert!(node.config.recovery_point_interval_ms < node.config.offline_restart_after_ms);
     node.advance(node.config.recovery_point_interval_ms);
     let f = node.call(CONN, 12, fetch_request("t", 0, 0, 0));
     assert!(fetch_partition(&f).high_watermark <= 10, "the high watermark passed bytes never written");
-    // The process restarts (page cache kept), as an operator does after disk errors.
+    // The broker restarts in place (page cache kept), as its driver does when asked.
     let mut node = node.kill_and_restart();
     let values = read_to_high_watermark(&mut node, "t");
     assert_eq!(values, (0..10).map(|i| format!("m{i}")).collect::<Vec<_>>());
