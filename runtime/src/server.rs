@@ -36,9 +36,12 @@ pub struct ServerOptions {
     /// How long each turn of the event loop takes. `None` in production, where turns take real
     /// time; the simulator sets it so requests arrive while a turn is busy, as under load.
     pub turn_time: Option<TurnTime>,
+    /// How long a stopping broker may take to finish in-flight work and sync; past it, it stops
+    /// without the clean-shutdown marker (a stuck disk must not keep it alive).
+    pub shutdown_limit: Duration,
 }
 
-/// How long a stopping broker may take to finish in-flight work and sync.
+/// How long a stopping broker may take to finish in-flight work and sync, by default.
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(30);
 
 /// Asked once per turn of the event loop.
@@ -47,7 +50,7 @@ pub type TurnTime = std::sync::Arc<dyn Fn() -> Duration + Send + Sync>;
 impl ServerOptions {
     pub fn new(listen: SocketAddr, broker: BrokerConfig) -> Self {
         let limits = ConnectionLimits { max_request_bytes: broker.max_request_bytes, ..ConnectionLimits::default() };
-        ServerOptions { listen, broker, limits, conn_faults: None, turn_time: None }
+        ServerOptions { listen, broker, limits, conn_faults: None, turn_time: None, shutdown_limit: SHUTDOWN_LIMIT }
     }
 }
 
@@ -102,7 +105,8 @@ pub async fn serve<S: Storage>(
         faults: options.conn_faults,
     };
     let accept = tokio::spawn(accept_loop(listener, cx));
-    let result = event_loop(Running { broker, storage, config }, events_rx, shutdown, options.turn_time).await;
+    let timing = Timing { turn_time: options.turn_time, shutdown_limit: options.shutdown_limit };
+    let result = event_loop(Running { broker, storage, config }, events_rx, shutdown, timing).await;
     accept.abort();
     result
 }
@@ -124,6 +128,12 @@ struct Running<S> {
     broker: Broker,
     storage: S,
     config: BrokerConfig,
+}
+
+/// How the loop paces itself: simulated turn costs, and the bound on a stop.
+struct Timing {
+    turn_time: Option<TurnTime>,
+    shutdown_limit: Duration,
 }
 
 /// What draining the broker's actions ended with.
@@ -170,9 +180,10 @@ async fn event_loop<S: Storage>(
     running: Running<S>,
     mut events: mpsc::Receiver<Event>,
     mut shutdown: oneshot::Receiver<()>,
-    turn_time: Option<TurnTime>,
+    timing: Timing,
 ) -> Result<()> {
     let Running { mut broker, mut storage, mut config } = running;
+    let Timing { turn_time, shutdown_limit } = timing;
     let (completions_tx, mut completions) = mpsc::unbounded_channel::<Completion>();
     let mut writers: HashMap<ConnId, ConnHandle> = HashMap::new();
     // Connections of a broker replaced in place: what they still send is dropped.
@@ -240,12 +251,12 @@ async fn event_loop<S: Storage>(
             _ = &mut shutdown, if !shutting_down => {
                 tracing::info!("shutting down: finishing in-flight requests and syncing");
                 shutting_down = true;
-                give_up_at = Some(tokio::time::Instant::now() + SHUTDOWN_LIMIT);
+                give_up_at = Some(tokio::time::Instant::now() + shutdown_limit);
                 broker.handle_shutdown();
             }
             _ = async { tokio::time::sleep_until(give_up_at.expect("set")).await }, if give_up_at.is_some() => {
                 tracing::error!(
-                    "shutdown did not finish within {SHUTDOWN_LIMIT:?} (is the disk full or stuck?); stopping without \
+                    "shutdown did not finish within {shutdown_limit:?} (is the disk full or stuck?); stopping without \
                      the clean-shutdown marker: the next start recovers as after a crash"
                 );
                 return Ok(());
