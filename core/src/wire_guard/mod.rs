@@ -83,7 +83,7 @@ pub fn check_request_body(api_key: ApiKey, version: i16, body: &[u8]) -> Result<
 
 /// Walks one message and returns how many bytes it took.
 pub(crate) fn walk(message: &Message, version: i16, body: &[u8]) -> Result<usize, String> {
-    let mut reader = Reader { rest: body };
+    let mut reader = Reader { rest: body, elements: 0 };
     reader.message(message, version)?;
     Ok(body.len() - reader.rest.len())
 }
@@ -113,8 +113,15 @@ fn min_size(kind: &Kind, compact: bool, version: i16) -> usize {
     }
 }
 
+/// Array elements one request may hold in all. A decoded element takes up to tens of times its
+/// wire size, so this bounds what decoding one request costs in memory (to about 100 MB rather
+/// than gigabytes for a 100 MiB frame); real clients send thousands, not millions.
+pub const MAX_ELEMENTS_PER_REQUEST: usize = 1_000_000;
+
 struct Reader<'a> {
     rest: &'a [u8],
+    /// Array elements declared so far.
+    elements: usize,
 }
 
 impl Reader<'_> {
@@ -224,6 +231,13 @@ impl Reader<'_> {
                 // element at its smallest encoding, so the crate never reserves for more elements
                 // than the frame can hold.
                 let count = self.length(compact, true, nullable, what)?.unwrap_or(0);
+                self.elements += count;
+                if self.elements > MAX_ELEMENTS_PER_REQUEST {
+                    return Err(format!(
+                        "{}: more than {MAX_ELEMENTS_PER_REQUEST} array elements in one request",
+                        what()
+                    ));
+                }
                 let smallest = min_size(element, compact, version).max(1);
                 if count > self.rest.len() / smallest {
                     return Err(format!(

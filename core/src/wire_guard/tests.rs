@@ -187,3 +187,19 @@ fn requests_encoded_by_the_crate_are_accepted() {
         assert_eq!(decoded.body, body);
     }
 }
+
+#[test]
+fn a_request_of_more_array_elements_than_the_bound_is_refused() {
+    // Metadata v1 with 1,000,001 topics of one-character names: 3 bytes each on the wire, about
+    // 72 bytes each once decoded.
+    let count = MAX_ELEMENTS_PER_REQUEST + 1;
+    let mut body = (count as i32).to_be_bytes().to_vec();
+    for _ in 0..count {
+        body.extend_from_slice(&[0, 1, b'x']);
+    }
+    let reason = check_request_body(ApiKey::Metadata, 1, &body).unwrap_err();
+    assert!(reason.contains("array elements in one request"), "{reason}");
+    body[..4].copy_from_slice(&(MAX_ELEMENTS_PER_REQUEST as i32).to_be_bytes());
+    body.truncate(4 + 3 * MAX_ELEMENTS_PER_REQUEST);
+    assert_eq!(check_request_body(ApiKey::Metadata, 1, &body), Ok(()), "the bound itself is accepted");
+}
