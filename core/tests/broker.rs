@@ -988,3 +988,34 @@ fn a_stored_batch_that_cannot_be_read_is_a_storage_error_not_an_empty_answer_for
     assert_eq!(fetch_partition(&f).error_code, ResponseError::KafkaStorageError.code());
     assert_eq!(fetched_values(&mut node), (0, vec!["0:a".into()]), "what comes before it is served");
 }
+
+#[test]
+fn deleting_a_topic_deletes_its_committed_offsets_also_across_a_restart() {
+    let mut node = Node::single();
+    create(&mut node, "t", 1, &[]);
+    // A group with no members commits, as a consumer with a manual assignment does.
+    assert_eq!(commit(&mut node, -1, "", 10), 0);
+    assert_eq!(committed(&mut node).0, 10);
+    let delete = DeleteTopicsRequest::default().with_timeout_ms(30_000).with_topic_names(vec![topic("t")]);
+    let ResponseKind::DeleteTopics(r) = node.call(CONN, 4, delete) else { panic!() };
+    assert_eq!(r.responses[0].error_code, 0);
+    create(&mut node, "t", 1, &[]);
+    assert_eq!(committed(&mut node).0, -1, "a re-created topic starts without the old offsets");
+    let mut node = node.crash_and_restart();
+    assert_eq!(committed(&mut node).0, -1, "the tombstones are durable");
+}
+
+#[test]
+fn offsets_of_a_topic_deleted_while_the_groups_were_not_loaded_go_when_they_load() {
+    let mut node = Node::single();
+    create(&mut node, "t", 1, &[]);
+    assert_eq!(commit(&mut node, -1, "", 10), 0);
+    // The topic goes but its tombstones do not reach the offsets log (a crash in between).
+    node.fail_writes_of = Some(("__consumer_offsets".to_string(), 0));
+    let delete = DeleteTopicsRequest::default().with_timeout_ms(30_000).with_topic_names(vec![topic("t")]);
+    node.call(CONN, 4, delete);
+    let mut node = node.kill_and_restart();
+    node.fail_writes_of = None;
+    create(&mut node, "t", 1, &[]);
+    assert_eq!(committed(&mut node).0, -1, "the load forgot the offsets of the topic it no longer has");
+}

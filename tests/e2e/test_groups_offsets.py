@@ -217,3 +217,45 @@ def test_kcat_balanced_consumer(broker):
     run2 = kcat_group(broker.bootstrap, group, topic)
     assert run2.returncode == 0, f"second kcat -G exited {run2.returncode}:\n{run2.stderr[-4000:]}"
     check_exactly_once(more, parse_kcat(run2.stdout), "second kcat -G run")
+
+
+def test_a_recreated_topic_starts_without_the_deleted_topics_offsets(broker):
+    """A group consumes and commits 10 records; the topic is deleted and created again with 10
+    new records: the group reads all 10 new ones (Kafka deletes a deleted topic's offsets)."""
+    from confluent_kafka.admin import AdminClient
+    topic = unique_topic("grp-recreate")
+    group = f"g-{topic}"
+    create_topic(broker.bootstrap, topic, 1)
+    first = messages("first", 10)
+    produce(broker.bootstrap, topic, first)
+    consumer = Ck(broker.bootstrap, topic, group, "recreate")
+    got = []
+    deadline = time.monotonic() + 30
+    while len(got) < 10 and time.monotonic() < deadline:
+        got += consumer.poll()
+    assert len(got) == 10, f"consumed {len(got)} of the first 10"
+    consumer.c.commit(asynchronous=False)
+    consumer.c.close()
+
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    for fut in admin.delete_topics([topic], operation_timeout=30, request_timeout=30).values():
+        fut.result(timeout=30)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            create_topic(broker.bootstrap, topic, 1)
+            break
+        except Exception:  # the deletion may still be on its way
+            assert time.monotonic() < deadline, "the topic could not be created again"
+            time.sleep(0.2)
+    second = messages("second", 10)
+    produce(broker.bootstrap, topic, second)
+
+    consumer = Ck(broker.bootstrap, topic, group, "recreate")
+    got = []
+    deadline = time.monotonic() + 30
+    while len(got) < 10 and time.monotonic() < deadline:
+        got += consumer.poll()
+    consumer.c.close()
+    assert sorted(g.value for g in got) == sorted(m.value for m in second), \
+        f"after re-creation the group read {[g.value for g in got]}"

@@ -475,6 +475,19 @@ impl Broker {
     // ---- coordinator outputs and the internal log ----
 
     /// Carries out what the coordinator asked for: answers and appends to its log.
+    /// The offsets log is read: the groups serve from now on. Offsets of topics deleted while
+    /// the coordinator was away (a crash before their tombstones) go now.
+    fn finish_group_load(&mut self, now_ms: i64) {
+        self.groups.finish_loading(now_ms);
+        let gone: Vec<String> =
+            self.groups.topics_with_offsets().into_iter().filter(|t| !self.topics.contains_key(t.as_str())).collect();
+        for topic in gone {
+            tracing::info!(topic, "forgetting committed offsets of a deleted topic");
+            self.groups.forget_topic(&topic);
+        }
+        self.pump_groups(now_ms);
+    }
+
     pub(crate) fn pump_groups(&mut self, now_ms: i64) {
         self.on_txn_offsets(now_ms, None);
         while let Some(output) = self.groups.poll_output() {
@@ -554,7 +567,7 @@ impl Broker {
         let start = self.partition(&offsets_tp()).map(|p| (p.log_start_offset, p.high_watermark()));
         match start {
             Some((from, hw)) if from < hw => self.read_group_log(from),
-            _ => self.groups.finish_loading(now_ms),
+            _ => self.finish_group_load(now_ms),
         }
     }
 
@@ -570,7 +583,7 @@ impl Broker {
             }
             _ => {
                 self.group_load = None;
-                self.groups.finish_loading(self.loaded_at_ms);
+                self.finish_group_load(self.loaded_at_ms);
             }
         }
     }
@@ -594,7 +607,7 @@ impl Broker {
             }
             Err(e) => {
                 tracing::error!("reading the offsets log failed: {e}; groups load what was read");
-                self.groups.finish_loading(now_ms);
+                self.finish_group_load(now_ms);
                 return;
             }
         };
@@ -613,12 +626,12 @@ impl Broker {
             }
             Err(_) if bytes.len() < plan.len => {
                 tracing::error!(offset, "short read of the offsets log; groups load what was read");
-                self.groups.finish_loading(now_ms);
+                self.finish_group_load(now_ms);
                 return;
             }
             Err((skip, len)) if skip == 0 && len <= plan.len => {
                 tracing::error!(offset, "unreadable batch in the offsets log; groups load what was read");
-                self.groups.finish_loading(now_ms);
+                self.finish_group_load(now_ms);
                 return;
             }
             Err((skip, len)) => {
@@ -649,7 +662,7 @@ impl Broker {
         }
         let hw = self.partition(&offsets_tp()).map_or(0, |p| p.high_watermark());
         if next >= hw || next == offset {
-            self.groups.finish_loading(now_ms);
+            self.finish_group_load(now_ms);
             tracing::info!(groups = self.groups.groups().count(), "group coordinator loaded");
         } else {
             self.read_group_log(next);

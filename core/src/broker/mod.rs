@@ -761,6 +761,12 @@ impl Broker {
                         // A marker in a deleted partition never becomes durable: stop waiting.
                         self.release_marker_waits(now_ms, &p.tp);
                     }
+                    tracing::info!(topic = %name, "topic deleted");
+                    // While loading, the end of the load forgets them (the topic is gone by then).
+                    if !self.groups.is_loading() {
+                        self.groups.forget_topic(name);
+                        self.pump_groups(now_ms);
+                    }
                 }
             }
             MetaChange::SetPartitions { topic, count } => {

@@ -1221,6 +1221,39 @@ impl GroupCoordinator {
         }
     }
 
+    /// A topic was deleted: every group's committed offsets for it go, with tombstones, so a
+    /// topic created again under the name starts without them (Kafka's cleanup on deletion).
+    /// Commits for it still being written are dropped too.
+    pub fn forget_topic(&mut self, topic: &str) {
+        for pending in self.pending.values_mut() {
+            if let PendingPersist::Offsets { entries, .. } = pending {
+                entries.retain(|((t, _), _)| t != topic);
+            }
+        }
+        let affected: Vec<(String, Vec<(String, i32)>)> = self
+            .groups
+            .iter()
+            .map(|(id, g)| (id.clone(), g.offsets.keys().filter(|(t, _)| t == topic).cloned().collect::<Vec<_>>()))
+            .filter(|(_, keys)| !keys.is_empty())
+            .collect();
+        for (group, keys) in affected {
+            let g = self.groups.get_mut(&group).expect("listed above");
+            for key in &keys {
+                g.offsets.remove(key);
+            }
+            let records = keys
+                .into_iter()
+                .map(|(topic, partition)| GroupRecord::Offset { group: group.clone(), topic, partition, value: None })
+                .collect();
+            self.persist(records, PendingPersist::Other);
+        }
+    }
+
+    /// Topics any group holds committed offsets for.
+    pub fn topics_with_offsets(&self) -> BTreeSet<String> {
+        self.groups.values().flat_map(|g| g.offsets.keys().map(|(t, _)| t.clone())).collect()
+    }
+
     pub fn committed(&self, group_id: &str, topic: &str, partition: i32) -> Option<&Committed> {
         self.groups.get(group_id)?.offsets.get(&(topic.to_string(), partition))
     }

@@ -126,8 +126,10 @@ pub async fn describe(bootstrap: &str, group: &str, output: Output) -> Result<St
             }
         }
     }
+    // As Kafka's kafka-consumer-groups computes it: a committed offset past the end (the topic
+    // was truncated or re-created) shows as a negative lag, never as 0.
     let lag = |r: &Row| match (r.committed, r.end) {
-        (Some(c), Some(e)) => Some((e - c).max(0)),
+        (Some(c), Some(e)) => Some(e - c),
         (None, Some(e)) => Some(e),
         _ => None,
     };
