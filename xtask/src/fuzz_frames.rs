@@ -102,7 +102,9 @@ pub fn run(args: FuzzFramesArgs) -> Result<()> {
         "the frame fuzzer found a crash after {executed} frames; its input is in {}",
         artifacts.display()
     );
-    println!("fuzz-frames: {executed} frames executed, no crash, no hang, no allocation over 256 MiB");
+    // libFuzzer's last status line: coverage reached and corpus size.
+    let status = log.lines().rev().find(|l| l.contains(" cov: ")).map(|l| l.trim().to_string()).unwrap_or_default();
+    println!("fuzz-frames: {executed} frames executed, no crash, no hang, no allocation over 256 MiB ({status})");
     Ok(())
 }
 
