@@ -219,6 +219,19 @@ def test_kcat_balanced_consumer(broker):
     check_exactly_once(more, parse_kcat(run2.stdout), "second kcat -G run")
 
 
+def consume_n(bootstrap, topic, group, n, timeout=30.0):
+    """Up to n records for `group` (a fresh consumer), committed before it leaves."""
+    consumer = Ck(bootstrap, topic, group, "recreate")
+    got = []
+    deadline = time.monotonic() + timeout
+    while len(got) < n and time.monotonic() < deadline:
+        got += consumer.poll()
+    if got:
+        consumer.c.commit(asynchronous=False)
+    consumer.c.close()
+    return got
+
+
 def test_a_recreated_topic_starts_without_the_deleted_topics_offsets(broker):
     """A group consumes and commits 10 records; the topic is deleted and created again with 10
     new records: the group reads all 10 new ones (Kafka deletes a deleted topic's offsets)."""
@@ -226,16 +239,9 @@ def test_a_recreated_topic_starts_without_the_deleted_topics_offsets(broker):
     topic = unique_topic("grp-recreate")
     group = f"g-{topic}"
     create_topic(broker.bootstrap, topic, 1)
-    first = messages("first", 10)
-    produce(broker.bootstrap, topic, first)
-    consumer = Ck(broker.bootstrap, topic, group, "recreate")
-    got = []
-    deadline = time.monotonic() + 30
-    while len(got) < 10 and time.monotonic() < deadline:
-        got += consumer.poll()
+    produce(broker.bootstrap, topic, messages("first", 10))
+    got = consume_n(broker.bootstrap, topic, group, 10)
     assert len(got) == 10, f"consumed {len(got)} of the first 10"
-    consumer.c.commit(asynchronous=False)
-    consumer.c.close()
 
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     for fut in admin.delete_topics([topic], operation_timeout=30, request_timeout=30).values():
@@ -251,11 +257,6 @@ def test_a_recreated_topic_starts_without_the_deleted_topics_offsets(broker):
     second = messages("second", 10)
     produce(broker.bootstrap, topic, second)
 
-    consumer = Ck(broker.bootstrap, topic, group, "recreate")
-    got = []
-    deadline = time.monotonic() + 30
-    while len(got) < 10 and time.monotonic() < deadline:
-        got += consumer.poll()
-    consumer.c.close()
+    got = consume_n(broker.bootstrap, topic, group, 10)
     assert sorted(g.value for g in got) == sorted(m.value for m in second), \
         f"after re-creation the group read {[g.value for g in got]}"
