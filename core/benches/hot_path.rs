@@ -11,9 +11,14 @@ use spool_core::codec;
 use spool_core::config::{Durability, TopicConfig};
 use spool_core::ops::Ops;
 use spool_core::partition::{trim_fetched, PartitionLog};
+use spool_core::records;
 use spool_core::storage::TopicPartition;
 
 fn batch(records: usize, value_len: usize) -> Bytes {
+    batch_compressed(records, value_len, Compression::None)
+}
+
+fn batch_compressed(records: usize, value_len: usize, compression: Compression) -> Bytes {
     let value = Bytes::from(vec![b'x'; value_len]);
     let records: Vec<Record> = (0..records)
         .map(|i| Record {
@@ -33,8 +38,7 @@ fn batch(records: usize, value_len: usize) -> Bytes {
         })
         .collect();
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .unwrap();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression }).unwrap();
     buf.freeze()
 }
 
@@ -45,6 +49,15 @@ fn validate(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(b.len() as u64));
         g.bench_function(format!("{records}x{size}B"), |bench| {
             bench.iter(|| Batch::validate(&b).unwrap().records_count())
+        });
+    }
+    // What a produced batch costs beyond its CRC: Kafka's client-batch checks, records walked
+    // (and decompressed when compressed).
+    for (name, compression) in [("none", Compression::None), ("lz4", Compression::Lz4), ("zstd", Compression::Zstd)] {
+        let b = batch_compressed(16, 1024, compression);
+        g.throughput(Throughput::Bytes(16 * 1024));
+        g.bench_function(format!("client_checks_16x1KB_{name}"), |bench| {
+            bench.iter(|| records::check_client_batches(&b).is_ok())
         });
     }
     g.finish();

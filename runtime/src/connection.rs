@@ -228,6 +228,7 @@ async fn wait_for_capacity(shared: &Shared, limits: &ConnectionLimits) -> bool {
             return true;
         }
         tokio::select! {
+            biased;
             _ = shared.capacity.notified() => {}
             _ = shared.close.notified() => return false,
         }
@@ -241,6 +242,7 @@ async fn read_some<R: AsyncRead + Unpin, B: BufMut>(
     shared: &Shared,
 ) -> Result<bool, String> {
     tokio::select! {
+            biased;
         read = reader.read_buf(buf) => match read {
             Ok(0) => Err("closed by the client".into()),
             Ok(_) => Ok(true),
@@ -287,6 +289,7 @@ async fn read_frame<R: AsyncRead + Unpin>(
     } else {
         let permits = u32::try_from(size).expect("a frame size is an i32");
         tokio::select! {
+            biased;
             permit = cx.request_budget.clone().acquire_many_owned(permits) => Some(permit.map_err(|_| "broker stopping")?),
             _ = shared.close.notified() => return Ok(None),
         }

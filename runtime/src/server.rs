@@ -1,7 +1,7 @@
 //! The event loop: one task owns the broker state machine and feeds it connection frames,
 //! storage completions and time; connection tasks only frame bytes.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -185,9 +185,9 @@ async fn event_loop<S: Storage>(
     let Running { mut broker, mut storage, mut config } = running;
     let Timing { turn_time, shutdown_limit } = timing;
     let (completions_tx, mut completions) = mpsc::unbounded_channel::<Completion>();
-    let mut writers: HashMap<ConnId, ConnHandle> = HashMap::new();
+    let mut writers: BTreeMap<ConnId, ConnHandle> = BTreeMap::new();
     // Connections of a broker replaced in place: what they still send is dropped.
-    let mut retired: HashSet<ConnId> = HashSet::new();
+    let mut retired: BTreeSet<ConnId> = BTreeSet::new();
     let mut shutting_down = false;
     // Set at SIGTERM: past it the broker stops without its clean-shutdown marker (a stuck disk
     // must not keep a stopping broker alive; the next start recovers as after a crash).
@@ -206,7 +206,7 @@ async fn event_loop<S: Storage>(
             }
             Drained::Restart(reason) => {
                 tracing::warn!("restarting the broker in place: {reason}");
-                for (conn, handle) in writers.drain() {
+                for (conn, handle) in std::mem::take(&mut writers) {
                     handle.close();
                     retired.insert(conn);
                 }
@@ -273,8 +273,8 @@ async fn event_loop<S: Storage>(
 
 fn handle_event(
     broker: &mut Broker,
-    writers: &mut HashMap<ConnId, ConnHandle>,
-    retired: &mut HashSet<ConnId>,
+    writers: &mut BTreeMap<ConnId, ConnHandle>,
+    retired: &mut BTreeSet<ConnId>,
     event: Event,
 ) {
     match event {
@@ -313,7 +313,7 @@ fn drain_actions<S: Storage>(
     broker: &mut Broker,
     storage: &mut S,
     completions: &mpsc::UnboundedSender<Completion>,
-    writers: &mut HashMap<ConnId, ConnHandle>,
+    writers: &mut BTreeMap<ConnId, ConnHandle>,
 ) -> Drained {
     let mut done = Drained::More;
     let mut answered = BTreeSet::new();
