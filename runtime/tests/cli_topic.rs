@@ -84,3 +84,23 @@ async fn topics_records_offsets_and_cluster_through_the_cli() {
     let gone = cli::topic::describe(&b, "orders", Output::Table).await.unwrap_err().to_string();
     assert!(gone.contains("UnknownTopicOrPartition"), "{gone}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_named_and_say_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = start(dir.path()).await;
+    let options = ConsumeOptions {
+        group: None,
+        from_beginning: true,
+        max_messages: Some(1),
+        timeout: Some(std::time::Duration::from_secs(2)),
+        format: "%s\\n".to_string(),
+        output: Output::Table,
+    };
+    let bad = cli::consume::run(&b, "a/b", options).await.unwrap_err().to_string();
+    assert!(bad.contains("InvalidTopicException") && bad.contains("ASCII letters"), "{bad}");
+    assert!(!bad.contains("error 17"), "{bad}");
+    let text = cli::error_text(10, None);
+    assert!(text.starts_with("MessageTooLarge: ") && text.contains("max.message.bytes"), "{text}");
+    assert_eq!(cli::error_text(36, Some("Topic 'x' already exists.")), "TopicAlreadyExists: Topic 'x' already exists.");
+}

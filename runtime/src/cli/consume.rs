@@ -41,7 +41,7 @@ pub async fn partition_count(client: &mut Client, topic: &str, allow_create: boo
             0 => return Ok(t.partitions.len() as i32),
             e if e == ResponseError::LeaderNotAvailable.code() => tokio::time::sleep(Duration::from_millis(100)).await,
             e if e == ResponseError::UnknownTopicOrPartition.code() => bail!("topic {topic} does not exist"),
-            e => bail!("metadata for {topic} failed with error {e}"),
+            e => bail!("metadata for {topic} failed: {}", super::error_text(e, None)),
         }
     }
     bail!("topic {topic} has no leader yet")
@@ -128,7 +128,7 @@ async fn poll(
     let mut text = String::new();
     for p in f.responses.iter().flat_map(|t| t.partitions.iter()) {
         if p.error_code != 0 {
-            bail!("fetching {topic}-{} failed with error {}", p.partition_index, p.error_code);
+            bail!("fetching {topic}-{} failed: {}", p.partition_index, super::error_text(p.error_code, None));
         }
         let position = positions[&p.partition_index];
         let mut records = p.records.clone().unwrap_or_default();
@@ -236,7 +236,7 @@ async fn run_in_group(bootstrap: &str, topic: &str, group: &str, options: Consum
             continue;
         }
         if j.error_code != 0 {
-            bail!("joining group {group} failed with error {}", j.error_code);
+            bail!("joining group {group} failed: {}", super::error_text(j.error_code, None));
         }
         member = j.member_id.to_string();
         let assignments = if j.leader == j.member_id {

@@ -18,7 +18,7 @@ pub async fn list(bootstrap: &str, output: Output) -> Result<String> {
         bail!("unexpected answer to ListGroups")
     };
     if r.error_code != 0 {
-        bail!("listing groups failed with error {}", r.error_code);
+        bail!("listing groups failed: {}", super::error_text(r.error_code, None));
     }
     let mut groups: Vec<(String, String, String)> = r
         .groups
@@ -55,7 +55,7 @@ pub async fn describe(bootstrap: &str, group: &str, output: Output) -> Result<St
     };
     let described = d.groups.into_iter().next().ok_or_else(|| anyhow::anyhow!("empty DescribeGroups answer"))?;
     if described.error_code != 0 {
-        bail!("describing group {group} failed with error {}", described.error_code);
+        bail!("describing group {group} failed: {}", super::error_text(described.error_code, None));
     }
     let state = described.group_state.to_string();
     let fetch = OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
@@ -250,7 +250,7 @@ pub async fn reset_offsets(bootstrap: &str, group: &str, topic: &str, to: ResetT
             bail!("group {group} has active members: stop its consumers before resetting offsets");
         }
         if p.error_code != 0 {
-            bail!("resetting {topic}-{} failed with error {}", p.partition_index, p.error_code);
+            bail!("resetting {topic}-{} failed: {}", p.partition_index, super::error_text(p.error_code, None));
         }
     }
     Ok(match output {

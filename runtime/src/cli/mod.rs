@@ -57,7 +57,7 @@ pub async fn health(bootstrap: &str) -> Result<String> {
             Ok(format!("ok: {bootstrap} serves {} APIs\n", r.api_keys.len()))
         }
         ResponseKind::ApiVersions(r) => {
-            bail!("the broker at {bootstrap} answered ApiVersions with error {}", r.error_code)
+            bail!("the broker at {bootstrap} answered ApiVersions with {}", error_text(r.error_code, None))
         }
         _ => bail!("unexpected answer to ApiVersions"),
     }
@@ -72,9 +72,8 @@ pub async fn coordinator(bootstrap: &str, group: &str) -> Result<Client> {
     };
     if r.error_code != 0 {
         bail!(
-            "the broker has no coordinator for group {group}: error {} {}",
-            r.error_code,
-            r.error_message.as_deref().unwrap_or("")
+            "the broker has no coordinator for group {group}: {}",
+            error_text(r.error_code, r.error_message.as_deref())
         );
     }
     let address = format!("{}:{}", r.host.as_str(), r.port);
@@ -82,6 +81,38 @@ pub async fn coordinator(bootstrap: &str, group: &str) -> Result<Client> {
         return Ok(client);
     }
     connect(&address).await
+}
+
+/// A Kafka error by its name, with the broker's message or, for the errors a user meets first,
+/// what to do about it: never a bare number.
+pub fn error_text(code: i16, message: Option<&str>) -> String {
+    let error = kafka_protocol::ResponseError::try_from_code(code);
+    let name = error.map_or(format!("error {code}"), |e| format!("{e:?}"));
+    let hint = match error {
+        Some(kafka_protocol::ResponseError::InvalidTopicException) => {
+            Some("topic names may hold only ASCII letters, digits, '.', '_' and '-', at most 249 of them")
+        }
+        Some(kafka_protocol::ResponseError::UnknownTopicOrPartition) => {
+            Some("no such topic or partition: create it with `spool topic create`")
+        }
+        Some(kafka_protocol::ResponseError::MessageTooLarge) => {
+            Some("the record is larger than the topic's max.message.bytes")
+        }
+        Some(
+            kafka_protocol::ResponseError::CoordinatorNotAvailable
+            | kafka_protocol::ResponseError::CoordinatorLoadInProgress
+            | kafka_protocol::ResponseError::NotCoordinator,
+        ) => Some("the group coordinator is not ready yet: try again in a moment"),
+        Some(kafka_protocol::ResponseError::KafkaStorageError) => {
+            Some("the broker cannot read or write this partition's data (see the broker's log)")
+        }
+        _ => None,
+    };
+    match (message.filter(|m| !m.is_empty()), hint) {
+        (Some(m), _) => format!("{name}: {m}"),
+        (None, Some(h)) => format!("{name}: {h}"),
+        (None, None) => name,
+    }
 }
 
 pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {

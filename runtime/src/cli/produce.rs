@@ -128,10 +128,9 @@ pub async fn run(
         for p in r.responses.iter().flat_map(|t| t.partition_responses.iter()) {
             if p.error_code != 0 {
                 bail!(
-                    "producing to {topic}-{} failed with error {} {}",
+                    "producing to {topic}-{} failed: {}",
                     p.index,
-                    p.error_code,
-                    p.error_message.as_deref().unwrap_or("")
+                    super::error_text(p.error_code, p.error_message.as_deref())
                 );
             }
         }

@@ -7,7 +7,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use serde_json::json;
 
-use super::{call, connect, table, Output};
+use super::{call, connect, error_text, table, Output};
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
@@ -22,14 +22,6 @@ pub fn parse_configs(pairs: &[String]) -> Result<BTreeMap<String, String>> {
             _ => bail!("config {p:?} is not KEY=VALUE"),
         })
         .collect()
-}
-
-fn error_text(code: i16, message: Option<&str>) -> String {
-    let name = kafka_protocol::ResponseError::try_from_code(code).map_or(format!("error {code}"), |e| format!("{e:?}"));
-    match message {
-        Some(m) if !m.is_empty() => format!("{name}: {m}"),
-        _ => name,
-    }
 }
 
 pub async fn create(
