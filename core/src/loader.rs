@@ -43,7 +43,9 @@ pub fn load(
     index_interval: u64,
     new_cluster_id: impl FnOnce() -> String,
 ) -> Result<(LoadedState, Vec<Repair>), String> {
-    let meta = match dir.read_meta(MetaFile::Cluster) {
+    let stored = dir.read_meta(MetaFile::Cluster);
+    let fresh = stored.is_none();
+    let meta = match stored {
         Some(bytes) => {
             let meta = ClusterMeta::decode(&bytes)?;
             if meta.node_id != node_id {
@@ -57,7 +59,11 @@ pub fn load(
     let log_starts = dir.read_meta(MetaFile::LogStartOffsets).map(|b| decode_log_starts(&b)).unwrap_or_default();
     let recovery_points =
         dir.read_meta(MetaFile::RecoveryPoints).map(|b| decode_recovery_points(&b)).unwrap_or_default();
-    tracing::info!(clean, topics = meta.topics.len(), "loading the data directory");
+    if fresh {
+        tracing::info!(cluster = %meta.cluster_id, "a new data directory: starting empty");
+    } else {
+        tracing::info!(clean, topics = meta.topics.len(), "loading the data directory");
+    }
     let mut partitions = BTreeMap::new();
     let mut repairs = Vec::new();
     for topic in &meta.topics {

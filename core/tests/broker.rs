@@ -1019,3 +1019,18 @@ fn offsets_of_a_topic_deleted_while_the_groups_were_not_loaded_go_when_they_load
     create(&mut node, "t", 1, &[]);
     assert_eq!(committed(&mut node).0, -1, "the load forgot the offsets of the topic it no longer has");
 }
+
+#[test]
+fn topic_names_that_differ_only_by_dot_and_underscore_collide_as_in_kafka() {
+    let mut node = Node::single();
+    create(&mut node, "a.b", 1, &[]);
+    let ResponseKind::CreateTopics(r) = node.call(CONN, 7, create_topic("a_b", 1, &[])) else { panic!() };
+    assert_eq!(r.topics[0].error_code, ResponseError::InvalidTopicException.code());
+    assert!(r.topics[0].error_message.as_ref().unwrap().contains("collides with existing topic: a.b"));
+    let ask = MetadataRequest::default()
+        .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default().with_name(Some(topic("a_b")))]))
+        .with_allow_auto_topic_creation(true);
+    node.call(CONN, 12, ask);
+    let ResponseKind::Metadata(m) = node.call(CONN, 12, MetadataRequest::default().with_topics(None)) else { panic!() };
+    assert!(m.topics.iter().all(|t| t.name.as_ref().is_none_or(|n| n.0.as_str() != "a_b")), "nor auto-created");
+}

@@ -228,6 +228,24 @@ fn resolve(addr: &str) -> Result<SocketAddr> {
         .with_context(|| format!("{addr} resolves to no address"))
 }
 
+/// What clients are told to connect to. Listening on every address (0.0.0.0 or ::) names no
+/// address a client can use: as Kafka does, advertise the machine's host name then, and say so.
+fn advertised_address(advertised: Option<&str>, listen: &str) -> Result<(String, i32)> {
+    if let Some(advertised) = advertised {
+        return split_host_port(advertised);
+    }
+    let (host, port) = split_host_port(listen)?;
+    if host != "0.0.0.0" && host != "::" {
+        return Ok((host, port));
+    }
+    let name = rustix::system::uname().nodename().to_string_lossy().into_owned();
+    tracing::warn!(
+        "--listen {listen} without --advertised: advertising {name}:{port}; set --advertised (SPOOL_ADVERTISED) \
+         to the address clients use"
+    );
+    Ok((name, port))
+}
+
 fn split_host_port(addr: &str) -> Result<(String, i32)> {
     let (host, port) = addr.rsplit_once(':').with_context(|| format!("{addr} is not HOST:PORT"))?;
     Ok((
@@ -326,7 +344,7 @@ fn run_serve(args: ServeArgs) -> Result<()> {
         bail!("--num-partitions must be at least 1");
     }
     let listen = resolve(&args.listen)?;
-    let (host, port) = split_host_port(args.advertised.as_deref().unwrap_or(&args.listen))?;
+    let (host, port) = advertised_address(args.advertised.as_deref(), &args.listen)?;
     let mut broker = BrokerConfig::single_node(&host, port);
     broker.node_id = args.node_id;
     broker.num_partitions = args.num_partitions;

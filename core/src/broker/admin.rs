@@ -75,10 +75,25 @@ fn text(s: &str) -> StrBytes {
 }
 
 impl Broker {
+    /// A topic whose name differs from `name` only by '.' against '_': Kafka refuses such a
+    /// pair, since both map to the same metric names.
+    fn colliding_topic(&self, name: &str) -> Option<String> {
+        let folded = name.replace('.', "_");
+        self.desired_meta
+            .topics
+            .iter()
+            .find(|t| t.name != name && t.name.replace('.', "_") == folded)
+            .map(|t| t.name.clone())
+    }
+
     /// Queues creation of an unknown topic with the broker defaults. Returns false when
     /// auto-creation is off or the name is invalid.
     pub(crate) fn maybe_auto_create(&mut self, name: &str) -> bool {
-        if !self.config.auto_create_topics || validate_topic_name(name).is_err() || is_internal_topic(name) {
+        if !self.config.auto_create_topics
+            || validate_topic_name(name).is_err()
+            || is_internal_topic(name)
+            || (!self.topic_exists_or_pending(name) && self.colliding_topic(name).is_some())
+        {
             return false;
         }
         if !self.topic_exists_or_pending(name) {
@@ -146,6 +161,11 @@ impl Broker {
                 Err(fail(code, message))
             } else if self.topic_exists_or_pending(&name) {
                 Err(fail(ResponseError::TopicAlreadyExists, format!("Topic '{name}' already exists.")))
+            } else if let Some(other) = self.colliding_topic(&name) {
+                Err(fail(
+                    ResponseError::InvalidTopicException,
+                    format!("Topic '{name}' collides with existing topic: {other}"),
+                ))
             } else if !t.assignments.is_empty() && !t.assignments.iter().all(|a| single_node(&a.broker_ids)) {
                 Err(fail(
                     ResponseError::InvalidReplicaAssignment,

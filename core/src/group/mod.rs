@@ -751,6 +751,7 @@ impl GroupCoordinator {
         group.initial_delay_until = None;
         group.generation += 1;
         if group.members.is_empty() {
+            tracing::info!(group = group_id, generation = group.generation, "group is empty");
             group.state = GroupState::Empty;
             group.protocol = None;
             group.leader = None;
@@ -764,6 +765,13 @@ impl GroupCoordinator {
             group.leader = group.join_order.iter().find(|id| group.members.contains_key(*id)).cloned();
         }
         group.state = GroupState::CompletingRebalance;
+        tracing::info!(
+            group = group_id,
+            generation = group.generation,
+            members = group.members.len(),
+            protocol = group.protocol.as_deref().unwrap_or(""),
+            "group rebalanced"
+        );
         let members = Self::member_list(group);
         let leader = group.leader.clone().unwrap_or_default();
         let mut answers = Vec::new();
