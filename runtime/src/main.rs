@@ -210,9 +210,11 @@ enum GroupCommand {
         to_earliest: bool,
         #[arg(long, conflicts_with = "to_offset")]
         to_latest: bool,
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         to_offset: Option<i64>,
     },
+    /// Delete a group that has no members, with its committed offsets.
+    Delete { group: String },
 }
 
 #[derive(Subcommand)]
@@ -310,10 +312,16 @@ fn main() -> Result<()> {
             match args.command {
                 GroupCommand::List => cli::group::list(&bootstrap_server, output).await,
                 GroupCommand::Describe { group } => cli::group::describe(&bootstrap_server, &group, output).await,
+                GroupCommand::Delete { group } => cli::group::delete(&bootstrap_server, &group).await,
                 GroupCommand::ResetOffsets { group, topic, to_earliest, to_latest, to_offset } => {
                     let to = match (to_earliest, to_latest, to_offset) {
                         (true, _, _) => cli::group::ResetTo::Earliest,
                         (_, true, _) => cli::group::ResetTo::Latest,
+                        (_, _, Some(o)) if o < 0 => {
+                            anyhow::bail!(
+                                "--to-offset {o}: an offset is 0 or more (or use --to-earliest / --to-latest)"
+                            )
+                        }
                         (_, _, Some(o)) => cli::group::ResetTo::Offset(o),
                         _ => anyhow::bail!("say where to: --to-earliest, --to-latest or --to-offset N"),
                     };

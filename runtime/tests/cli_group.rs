@@ -134,6 +134,16 @@ async fn group_commands_show_members_offsets_and_lag() {
     assert_eq!(json["partitions"][1]["committed_offset"], serde_json::Value::Null);
     let missing = cli::group::describe(&bootstrap, "nobody", Output::Table).await.unwrap_err();
     assert!(missing.to_string().contains("does not exist"), "{missing}");
+    // Delete: refused while the member is there, done once it has left.
+    let busy = cli::group::delete(&bootstrap, "billing").await.unwrap_err().to_string();
+    assert!(busy.contains("NonEmptyGroup") && busy.contains("stop its consumers"), "{busy}");
+    let leave = LeaveGroupRequest::default().with_group_id(GroupId(s("billing"))).with_member_id(s(&member));
+    let ResponseKind::LeaveGroup(left) = c.call(0, leave).await.unwrap() else { panic!() };
+    assert_eq!(left.error_code, 0);
+    assert_eq!(cli::group::delete(&bootstrap, "billing").await.unwrap(), "Deleted group billing.\n");
+    assert!(!cli::group::list(&bootstrap, Output::Table).await.unwrap().contains("billing"));
+    let gone = cli::group::delete(&bootstrap, "billing").await.unwrap_err().to_string();
+    assert!(gone.contains("GroupIdNotFound"), "{gone}");
     let unreachable = cli::group::list("127.0.0.1:1", Output::Table).await.unwrap_err();
     assert!(unreachable.to_string().contains("cannot reach the broker"), "{unreachable}");
 }

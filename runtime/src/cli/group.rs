@@ -1,4 +1,4 @@
-//! `spool group list` and `spool group describe`: what `kafka-consumer-groups.sh` shows.
+//! `spool group list`, `describe`, `reset-offsets` and `delete`: what `kafka-consumer-groups.sh` does.
 
 use std::collections::BTreeMap;
 
@@ -36,6 +36,22 @@ pub async fn list(bootstrap: &str, output: Output) -> Result<String> {
             table(&["GROUP", "STATE", "PROTOCOL-TYPE"], groups.into_iter().map(|(g, s, t)| vec![g, s, t]).collect())
         }
     })
+}
+
+/// `spool group delete G`: deletes a group with no members, and its committed offsets
+/// (`kafka-consumer-groups --delete`).
+pub async fn delete(bootstrap: &str, group: &str) -> Result<String> {
+    let mut client = coordinator(bootstrap, group).await?;
+    let request =
+        DeleteGroupsRequest::default().with_groups_names(vec![GroupId(StrBytes::from_string(group.to_string()))]);
+    let ResponseKind::DeleteGroups(r) = call(&mut client, 2, request).await? else {
+        bail!("unexpected answer to DeleteGroups")
+    };
+    let result = r.results.first().ok_or_else(|| anyhow::anyhow!("empty DeleteGroups answer"))?;
+    if result.error_code != 0 {
+        bail!("deleting group {group} failed: {}", super::error_text(result.error_code, None));
+    }
+    Ok(format!("Deleted group {group}.\n"))
 }
 
 /// One row of `group describe`: a partition the group owns or has an offset for.

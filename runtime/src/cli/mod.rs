@@ -103,6 +103,10 @@ pub fn error_text(code: i16, message: Option<&str>) -> String {
             | kafka_protocol::ResponseError::CoordinatorLoadInProgress
             | kafka_protocol::ResponseError::NotCoordinator,
         ) => Some("the group coordinator is not ready yet: try again in a moment"),
+        Some(kafka_protocol::ResponseError::NonEmptyGroup) => {
+            Some("the group has active members: stop its consumers first")
+        }
+        Some(kafka_protocol::ResponseError::GroupIdNotFound) => Some("no such group (see `spool group list`)"),
         Some(kafka_protocol::ResponseError::KafkaStorageError) => {
             Some("the broker cannot read or write this partition's data (see the broker's log)")
         }
