@@ -104,3 +104,25 @@ async fn errors_are_named_and_say_what_to_do() {
     assert!(text.starts_with("MessageTooLarge: ") && text.contains("max.message.bytes"), "{text}");
     assert_eq!(cli::error_text(36, Some("Topic 'x' already exists.")), "TopicAlreadyExists: Topic 'x' already exists.");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_timeout_counts_from_the_group_join_not_from_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = start(dir.path()).await;
+    cli::topic::create(&b, "late", 1, 1, &[]).await.unwrap();
+    let lines = "a\nb\n";
+    cli::produce::run(&b, "late", None, &[], Box::new(Cursor::new(lines)), 1_700_000_000_000).await.unwrap();
+    // The join alone takes longer than the time-out (the broker's 3 s initial rebalance delay).
+    let options = ConsumeOptions {
+        group: Some("late-readers".into()),
+        from_beginning: true,
+        max_messages: None,
+        timeout: Some(std::time::Duration::from_millis(500)),
+        format: "%s\\n".to_string(),
+        output: Output::Table,
+    };
+    cli::consume::run(&b, "late", options).await.unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_str(&cli::group::describe(&b, "late-readers", Output::Json).await.unwrap()).unwrap();
+    assert_eq!(doc["partitions"][0]["committed_offset"], 2, "both records consumed before the time-out: {doc}");
+}

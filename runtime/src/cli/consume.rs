@@ -264,6 +264,8 @@ async fn run_in_group(bootstrap: &str, topic: &str, group: &str, options: Consum
         if sg.error_code != 0 {
             continue;
         }
+        // Kafka's --timeout-ms counts time without a message, not time spent joining the group.
+        idle_since = Instant::now();
         let mine: Vec<i32> = decode_consumer_assignment(&sg.assignment)
             .into_iter()
             .filter(|(t, _)| t == topic)
