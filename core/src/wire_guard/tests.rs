@@ -4,7 +4,6 @@ use kafka_protocol::messages::{
     RequestHeader, RequestKind, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 
@@ -107,32 +106,6 @@ proptest! {
     }
 }
 
-fn record_batch() -> Bytes {
-    let record = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: 1_700_000_000_000,
-        key: Some(Bytes::from_static(b"key")),
-        value: Some(Bytes::from_static(b"value")),
-        headers: Default::default(),
-    };
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        [&record],
-        &RecordEncodeOptions { version: 2, compression: Compression::None },
-    )
-    .expect("a batch encodes");
-    buf.freeze()
-}
-
 fn topic(name: &'static str) -> TopicName {
     TopicName(StrBytes::from_static_str(name))
 }
@@ -141,7 +114,9 @@ fn topic(name: &'static str) -> TopicName {
 fn requests_encoded_by_the_crate_are_accepted() {
     let produce = ProduceRequest::default().with_acks(-1).with_timeout_ms(30_000).with_topic_data(vec![
         produce_request::TopicProduceData::default().with_name(topic("orders")).with_partition_data(vec![
-            produce_request::PartitionProduceData::default().with_index(0).with_records(Some(record_batch())),
+            produce_request::PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(crate::batch::test_batches::batch(1))),
         ]),
     ]);
     let fetch =
