@@ -209,7 +209,7 @@ impl<'a> Batch<'a> {
 }
 
 /// A zigzag varint as records use it.
-fn read_varint(buf: &[u8], at: &mut usize) -> Option<i64> {
+pub(crate) fn read_varint(buf: &[u8], at: &mut usize) -> Option<i64> {
     let mut value: u64 = 0;
     for shift in (0..64).step_by(7) {
         let byte = *buf.get(*at)?;

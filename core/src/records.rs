@@ -3,6 +3,7 @@
 //! `LogValidator` for `AppendOrigin.CLIENT`), so nothing stored can make a reader allocate by a
 //! forged count or a compression bomb.
 
+use std::borrow::Cow;
 use std::io::Read;
 
 use crate::batch::{Batch, BatchError};
@@ -26,18 +27,8 @@ pub struct RecordView<'a> {
     pub value: Option<&'a [u8]>,
 }
 
-/// A zigzag varint (Kafka's `ByteUtils.readVarlong`) of at most 10 bytes.
 fn varlong(buf: &[u8], at: &mut usize) -> Result<i64, &'static str> {
-    let mut value: u64 = 0;
-    for shift in (0..70).step_by(7) {
-        let byte = *buf.get(*at).ok_or("record ends inside a varint")?;
-        *at += 1;
-        value |= u64::from(byte & 0x7f).checked_shl(shift).unwrap_or(0);
-        if byte & 0x80 == 0 {
-            return Ok((value >> 1) as i64 ^ -((value & 1) as i64));
-        }
-    }
-    Err("varint longer than 10 bytes")
+    crate::batch::read_varint(buf, at).ok_or("record ends inside a varint, or one is longer than 10 bytes")
 }
 
 fn varint(buf: &[u8], at: &mut usize) -> Result<i32, &'static str> {
@@ -106,8 +97,9 @@ pub fn for_each_record<'a>(
     Ok(())
 }
 
-/// The records area of `batch`, decompressed, refusing to grow past `limit` bytes.
-pub fn decompressed(batch: &Batch<'_>, limit: usize) -> Result<Vec<u8>, String> {
+/// The records area of `batch`, decompressed, refusing to grow past `limit` bytes. An
+/// uncompressed area is borrowed, not copied.
+pub fn decompressed<'a>(batch: &Batch<'a>, limit: usize) -> Result<Cow<'a, [u8]>, String> {
     let data = batch.records();
     let mut out = Vec::new();
     let bounded = |reader: &mut dyn Read, out: &mut Vec<u8>| -> Result<(), String> {
@@ -118,7 +110,7 @@ pub fn decompressed(batch: &Batch<'_>, limit: usize) -> Result<Vec<u8>, String> 
         Ok(())
     };
     match batch.compression() {
-        CODEC_NONE => out.extend_from_slice(data),
+        CODEC_NONE => return Ok(Cow::Borrowed(data)),
         CODEC_GZIP => bounded(&mut flate2::read::GzDecoder::new(data), &mut out)?,
         CODEC_SNAPPY => snappy(data, limit, &mut out)?,
         CODEC_LZ4 => {
@@ -131,7 +123,7 @@ pub fn decompressed(batch: &Batch<'_>, limit: usize) -> Result<Vec<u8>, String> 
         }
         other => return Err(format!("unknown compression codec {other}")),
     }
-    Ok(out)
+    Ok(Cow::Owned(out))
 }
 
 /// Kafka's snappy: xerial framing (a magic header, then length-prefixed blocks) or, as the Java
@@ -177,12 +169,18 @@ pub enum ClientBatchError {
 /// Kafka's checks on batches a client produces: no control batches (markers are the
 /// coordinator's), a record count that matches the offset range, consecutive offset deltas and
 /// records that parse whole, compressed ones included.
+///
+/// The CRC is left to the append, which checks it anyway; it is computed here only for a batch
+/// that breaks a rule, since a batch that fails its CRC is corrupt whatever else is wrong.
 pub fn check_client_batches(records: &[u8]) -> Result<(), ClientBatchError> {
     let mut position = 0;
     while position < records.len() {
-        let batch = Batch::validate(&records[position..]).map_err(ClientBatchError::Corrupt)?;
+        let batch = Batch::parse(&records[position..]).map_err(ClientBatchError::Corrupt)?;
         position += batch.len();
-        check_client_batch(&batch).map_err(ClientBatchError::Invalid)?;
+        if let Err(why) = check_client_batch(&batch) {
+            Batch::validate(batch.bytes()).map_err(ClientBatchError::Corrupt)?;
+            return Err(ClientBatchError::Invalid(why));
+        }
     }
     Ok(())
 }
@@ -284,9 +282,14 @@ mod tests {
         assert!(
             matches!(check_client_batches(&resign(count)), Err(ClientBatchError::Invalid(m)) if m.contains("count"))
         );
-        let mut crc = bytes;
+        // A CRC failure is never an INVALID_RECORD: corrupt when the bytes also break a rule,
+        // otherwise left to the append (which answers CORRUPT_MESSAGE).
+        let mut crc = bytes.clone();
         crc[crate::batch::HEADER_LEN + 3] ^= 1;
-        assert!(matches!(check_client_batches(&crc), Err(ClientBatchError::Corrupt(_))));
+        assert!(!matches!(check_client_batches(&crc), Err(ClientBatchError::Invalid(_))));
+        let mut both = bytes;
+        both[crate::batch::RECORDS_COUNT + 3] = 9;
+        assert!(matches!(check_client_batches(&both), Err(ClientBatchError::Corrupt(_))));
     }
 
     #[test]
