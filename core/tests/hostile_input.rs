@@ -304,3 +304,20 @@ fn the_brokers_own_metadata_changes_are_written_again_after_a_failed_write() {
     let mut node = node.kill_and_restart();
     assert!(topic_names(&mut node).contains(&"auto".to_string()), "and it is durable");
 }
+
+#[test]
+fn a_topic_deleted_while_its_partition_is_offline_asks_for_no_restart() {
+    let mut node = Node::single();
+    create(&mut node, "t", 1);
+    node.fail_writes_of = Some(("t".to_string(), 0));
+    let r = node.call(CONN, 9, produce_request("t", 0, -1, records(&["a"], None, START_MS)));
+    assert_eq!(produce_partition(&r).error_code, ResponseError::KafkaStorageError.code());
+    node.fail_writes_of = None;
+    let (code, _) = delete_topic(&mut node, "t");
+    assert_eq!(code, 0);
+    node.advance(node.config.offline_restart_after_ms * 2);
+    assert_eq!(node.restart_requested, None, "nothing is offline any more");
+    create(&mut node, "t", 1);
+    let r = node.call(CONN, 9, produce_request("t", 0, -1, records(&["b"], None, START_MS)));
+    assert_eq!(produce_partition(&r).error_code, 0);
+}

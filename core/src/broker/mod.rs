@@ -543,7 +543,11 @@ impl Broker {
             .filter(|p| p.failed.is_some())
             .map(|p| p.tp.to_string())
             .collect();
-        assert!(!offline.is_empty(), "offline_since is set only when a partition fails");
+        if offline.is_empty() {
+            // The offline partitions were deleted meanwhile: nothing needs recovering.
+            self.offline_since_ms = None;
+            return;
+        }
         let reason = format!(
             "{} partition(s) offline for {} ms ({}); restarting in place to recover them",
             offline.len(),
