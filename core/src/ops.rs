@@ -39,9 +39,10 @@ pub enum Action {
     },
 }
 
-/// Where a partition sits in a fetch request: the topic's index, then the partition's within it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FetchSlot {
+/// Where a partition sits in a request (and its answer): the topic's index, then the
+/// partition's within it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RequestSlot {
     pub topic: usize,
     pub partition: usize,
 }
@@ -54,7 +55,7 @@ pub enum Purpose {
     /// A group-commit fsync of a partition.
     PartitionSync(TopicPartition),
     /// A read for one partition of a fetch: its topic's and its own place in the request.
-    FetchRead { fetch: u64, slot: FetchSlot },
+    FetchRead { fetch: u64, slot: RequestSlot },
     /// A read while searching a partition for a timestamp (ListOffsets).
     TimeSearchRead { request: u64, slot: usize },
     /// A read of the group coordinator's log while loading it.

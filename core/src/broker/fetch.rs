@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::{Broker, RequestCtx};
 use crate::batch::Batches;
 use crate::buggify::Site;
-use crate::ops::{ConnId, FetchSlot, Purpose};
+use crate::ops::{ConnId, Purpose, RequestSlot};
 use crate::partition::{fit_batches, trim_fetched, ReadPlan};
 use crate::storage::{StorageError, TopicPartition};
 
@@ -176,7 +176,7 @@ impl Broker {
                         self.ops.read(
                             Purpose::FetchRead {
                                 fetch: id,
-                                slot: FetchSlot { topic: topic_index, partition: slot_index },
+                                slot: RequestSlot { topic: topic_index, partition: slot_index },
                             },
                             plan.file.clone(),
                             plan.position,
@@ -197,7 +197,7 @@ impl Broker {
         }
     }
 
-    pub(crate) fn on_fetch_read(&mut self, id: u64, slot_key: FetchSlot, result: Result<Bytes, StorageError>) {
+    pub(crate) fn on_fetch_read(&mut self, id: u64, slot_key: RequestSlot, result: Result<Bytes, StorageError>) {
         let Some(state) = self.fetches.get_mut(&id) else {
             return;
         };

@@ -474,7 +474,6 @@ impl Broker {
 
     // ---- coordinator outputs and the internal log ----
 
-    /// Carries out what the coordinator asked for: answers and appends to its log.
     /// The offsets log is read: the groups serve from now on. Offsets of topics deleted while
     /// the coordinator was away (a crash before their tombstones) go now.
     fn finish_group_load(&mut self, now_ms: i64) {
@@ -488,6 +487,7 @@ impl Broker {
         self.pump_groups(now_ms);
     }
 
+    /// Carries out what the coordinator asked for: answers and appends to its log.
     pub(crate) fn pump_groups(&mut self, now_ms: i64) {
         self.on_txn_offsets(now_ms, None);
         while let Some(output) = self.groups.poll_output() {

@@ -87,6 +87,12 @@ enum Deferred {
     TxnDecided(String, RequestCtx),
 }
 
+/// How long to wait before writing a checkpoint or metadata again after `failures` failed
+/// writes in a row (a full disk): 200 ms doubling to 10 s.
+fn retry_backoff_ms(failures: u32) -> i64 {
+    (100i64 << failures.min(7)).min(10_000)
+}
+
 /// A metadata change waiting to be written. `internal` changes are the broker's own (its
 /// identity, the offsets topic, transaction states, auto-created topics): written again after a
 /// failure rather than dropped, since no client request would ask for them again.
@@ -645,8 +651,12 @@ impl Broker {
     }
 
     fn queue_meta(&mut self, change: MetaChange, deferred: Option<Deferred>) {
-        self.desired_meta.apply(&change);
-        self.meta_queue.push(QueuedChange { change, deferred, internal: false });
+        self.enqueue_meta(QueuedChange { change, deferred, internal: false });
+    }
+
+    fn enqueue_meta(&mut self, queued: QueuedChange) {
+        self.desired_meta.apply(&queued.change);
+        self.meta_queue.push(queued);
         self.maybe_write_meta();
     }
 
@@ -687,7 +697,7 @@ impl Broker {
             let retried = write.internal.len();
             if retried > 0 && !self.shutting_down {
                 // The broker's own changes go first again, in their order, after a backoff.
-                let backoff_ms = (100i64 << self.meta_failures.min(7)).min(10_000);
+                let backoff_ms = retry_backoff_ms(self.meta_failures);
                 let mut queue: Vec<QueuedChange> = write
                     .internal
                     .into_iter()
@@ -836,9 +846,7 @@ impl Broker {
 
     /// Queues a change of the broker's own, which no client answer waits for.
     pub(crate) fn queue_meta_silent(&mut self, change: MetaChange) {
-        self.desired_meta.apply(&change);
-        self.meta_queue.push(QueuedChange { change, deferred: None, internal: true });
-        self.maybe_write_meta();
+        self.enqueue_meta(QueuedChange { change, deferred: None, internal: true });
     }
 
     // ---- log start offsets ----
@@ -885,7 +893,7 @@ impl Broker {
             }
             Err(e) => {
                 self.log_start_failures += 1;
-                let backoff_ms = (100i64 << self.log_start_failures.min(7)).min(10_000);
+                let backoff_ms = retry_backoff_ms(self.log_start_failures);
                 if self.log_start_failures.is_power_of_two() {
                     tracing::error!(
                         failures = self.log_start_failures,

@@ -7,6 +7,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::{Broker, RequestCtx};
+use crate::ops::RequestSlot;
 use crate::partition::AppendError;
 use crate::records::ClientBatchError;
 use crate::storage::TopicPartition;
@@ -18,19 +19,12 @@ pub(crate) struct ProduceWait {
     tp: TopicPartition,
     last_offset: i64,
     produce: u64,
-    slot: ResponseSlot,
-}
-
-/// Where a partition's answer sits in its produce response: (topic, partition) positions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct ResponseSlot {
-    topic: usize,
-    partition: usize,
+    slot: RequestSlot,
 }
 
 impl ProduceWait {
     fn first_of(tp: &TopicPartition, last_offset: i64) -> Self {
-        ProduceWait { tp: tp.clone(), last_offset, produce: 0, slot: ResponseSlot { topic: 0, partition: 0 } }
+        ProduceWait { tp: tp.clone(), last_offset, produce: 0, slot: RequestSlot { topic: 0, partition: 0 } }
     }
 
     fn last_of(tp: &TopicPartition) -> Self {
@@ -38,7 +32,7 @@ impl ProduceWait {
             tp: tp.clone(),
             last_offset: i64::MAX,
             produce: u64::MAX,
-            slot: ResponseSlot { topic: usize::MAX, partition: usize::MAX },
+            slot: RequestSlot { topic: usize::MAX, partition: usize::MAX },
         }
     }
 }
@@ -126,7 +120,7 @@ impl Broker {
                         let tp = TopicPartition::new(name.0.as_str(), pd.index);
                         let hw = self.partition(&tp).map_or(i64::MAX, |p| p.high_watermark());
                         if acks != 0 && hw <= last_offset {
-                            waits.push((tp, last_offset, ResponseSlot { topic: topics.len(), partition: slot }));
+                            waits.push((tp, last_offset, RequestSlot { topic: topics.len(), partition: slot }));
                         }
                         partitions.push(response);
                     }
@@ -237,7 +231,7 @@ impl Broker {
         }
     }
 
-    fn finish_wait(&mut self, id: u64, error: Option<(ResponseSlot, (ResponseError, String))>) {
+    fn finish_wait(&mut self, id: u64, error: Option<(RequestSlot, (ResponseError, String))>) {
         let pending = self.produces.get_mut(&id).expect("a produce wait belongs to a pending produce");
         assert!(pending.waiting > 0);
         if let Some((slot, (code, message))) = error {
