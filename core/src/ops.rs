@@ -110,6 +110,13 @@ impl Ops {
     pub fn in_flight(&self) -> usize {
         self.purposes.len()
     }
+    /// Every operation issued and not yet completed, with what it is for.
+    pub fn in_flight_operations(&self) -> impl Iterator<Item = (&OpId, &Purpose)> {
+        self.purposes.iter()
+    }
+    pub fn purpose(&self, id: OpId) -> Option<&Purpose> {
+        self.purposes.get(&id)
+    }
     /// Queues a write. A log append that starts where a write still in the queue ends joins it,
     /// so the appends of many producers handled in one turn reach the disk as one write.
     pub fn write(&mut self, file: SegmentFile, position: u64, data: Bytes) -> OpId {

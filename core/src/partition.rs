@@ -2,7 +2,7 @@
 //! group-commit fsync that moves it. State is shaped for replication (leader epoch, log start,
 //! log end, high watermark) although a single node is its own only replica today.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 
 use bytes::{Bytes, BytesMut};
 
@@ -40,7 +40,7 @@ impl Segment {
     }
 }
 
-/// Where the durable end of the log is, as an offset and a byte position.
+/// A place in the log between two batches, as an offset and a byte position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct LogPoint {
     offset: i64,
@@ -71,6 +71,15 @@ pub struct Appended {
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 pub struct OffsetOutOfRange;
 
+/// How far a read may go: consumers stop at the high watermark (read_committed ones then cut at
+/// the last stable offset, which need not be a known byte position); followers read to the log
+/// end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadBound {
+    HighWatermark,
+    LogEnd,
+}
+
 /// A contiguous byte range of one segment to read for a fetch.
 #[derive(Debug, PartialEq, Eq, Clone)]
 pub struct ReadPlan {
@@ -79,7 +88,10 @@ pub struct ReadPlan {
     pub len: usize,
 }
 
-#[derive(Debug)]
+/// Invariants (checked by `check_invariants`): segments are in offset order and contiguous;
+/// log start <= high watermark <= durable end <= log end; the high watermark only moves forward;
+/// at most one fsync is in flight, and it covers no more than the log end.
+#[derive(Clone, Debug)]
 pub struct PartitionLog {
     pub tp: TopicPartition,
     pub config: TopicConfig,
@@ -87,7 +99,14 @@ pub struct PartitionLog {
     pub log_start_offset: i64,
     pub leader_epoch: i32,
     pub producers: ProducerStates,
+    /// Everything below is on disk (fsynced; in relaxed durability, written).
     durable: LogPoint,
+    /// Consumers read below it. It never passes the durable end of the replicas that count
+    /// (today this node alone) and only moves forward, through `advance_high_watermark`.
+    high_watermark: LogPoint,
+    /// The end of every batch appended above the high watermark, oldest first: the places it can
+    /// move to. Holds only what is appended and not yet acknowledged.
+    batch_ends: VecDeque<LogPoint>,
     /// Segments below this base are sealed and fsynced with their index files (in relaxed
     /// durability too, where `durable` runs ahead of the disk).
     synced_segment_base: i64,
@@ -107,6 +126,8 @@ impl PartitionLog {
             leader_epoch: 0,
             producers: ProducerStates::default(),
             durable: LogPoint { offset: 0, segment_base: 0, position: 0 },
+            high_watermark: LogPoint { offset: 0, segment_base: 0, position: 0 },
+            batch_ends: VecDeque::new(),
             synced_segment_base: 0,
             unsynced: BTreeSet::new(),
             sync_in_flight: None,
@@ -148,6 +169,8 @@ impl PartitionLog {
             producers,
             synced_segment_base: durable.segment_base,
             durable,
+            high_watermark: durable,
+            batch_ends: VecDeque::new(),
             unsynced: BTreeSet::new(),
             sync_in_flight: None,
             failed: None,
@@ -157,9 +180,48 @@ impl PartitionLog {
     pub fn log_end_offset(&self) -> i64 {
         self.active().next_offset
     }
-    /// Records below this are durable and visible to consumers.
+    /// Records below this are durable on every replica that counts, and visible to consumers.
     pub fn high_watermark(&self) -> i64 {
+        self.high_watermark.offset
+    }
+    /// Records below this are durable on this node.
+    pub fn durable_end(&self) -> i64 {
         self.durable.offset
+    }
+
+    /// Moves the high watermark forward to `offset`, the end of an appended batch that every
+    /// replica that counts holds durably. Returns whether it moved. Moving it backwards, past the
+    /// durable end, or into the middle of a batch is a programmer error.
+    pub fn advance_high_watermark(&mut self, offset: i64) -> bool {
+        assert!(
+            offset >= self.high_watermark.offset,
+            "{}: high watermark moved backwards from {} to {offset}",
+            self.tp,
+            self.high_watermark.offset
+        );
+        assert!(
+            offset <= self.durable.offset,
+            "{}: high watermark {offset} past the durable end {}",
+            self.tp,
+            self.durable.offset
+        );
+        if offset == self.high_watermark.offset {
+            return false;
+        }
+        let point = if offset == self.durable.offset {
+            self.durable
+        } else {
+            *self
+                .batch_ends
+                .iter()
+                .find(|p| p.offset == offset)
+                .unwrap_or_else(|| panic!("{}: high watermark {offset} is not the end of a batch", self.tp))
+        };
+        while self.batch_ends.front().is_some_and(|p| p.offset <= offset) {
+            self.batch_ends.pop_front();
+        }
+        self.high_watermark = point;
+        true
     }
     /// The end of what read_committed consumers may see: the high watermark, or the start of
     /// the earliest open transaction if that is lower.
@@ -242,6 +304,8 @@ impl PartitionLog {
         self.maybe_roll(total_len as u64, last_offset, now_ms, ops);
         let mut written = BytesMut::with_capacity(total_len);
         let mut next = first_offset;
+        let position = self.active().size;
+        let segment_base = self.active().base_offset;
         for mut b in batches {
             let delta = Batch::parse(&b).expect("validated").last_offset_delta() as i64;
             batch::stamp(&mut b, next, self.leader_epoch);
@@ -251,9 +315,13 @@ impl PartitionLog {
             self.producers.record(&Batch::parse(&b).expect("stamped batch parses"));
             next += delta + 1;
             written.extend_from_slice(&b);
+            self.batch_ends.push_back(LogPoint {
+                offset: next,
+                segment_base,
+                position: position + written.len() as u64,
+            });
         }
-        debug_assert_eq!(next - 1, last_offset);
-        let position = self.active().size;
+        assert_eq!(next - 1, last_offset);
         let max_ts = Batches::new(&written, false).map(|(_, b)| b.max_timestamp()).max().unwrap_or(-1);
         let interval = self.config.index_interval_bytes as u64;
         let seg = self.segments.last_mut().expect("active segment");
@@ -331,6 +399,7 @@ impl PartitionLog {
 
     /// A sync finished. Returns true when the high watermark moved.
     pub fn on_synced(&mut self, id: OpId, result: Result<(), String>, ops: &mut Ops) -> bool {
+        // A sync of a deleted partition can complete into one re-created under its name.
         let Some((expected, target)) = self.sync_in_flight else {
             return false;
         };
@@ -369,6 +438,11 @@ impl PartitionLog {
         self.synced_segment_base
     }
 
+    /// The fsync in flight, if any.
+    pub fn sync_in_flight(&self) -> Option<OpId> {
+        self.sync_in_flight.map(|(id, _)| id)
+    }
+
     /// Whether every written byte is durable (nothing unsynced, no sync in flight).
     pub fn is_quiescent(&self) -> bool {
         self.unsynced.is_empty() && self.sync_in_flight.is_none()
@@ -395,13 +469,30 @@ impl PartitionLog {
         self.maybe_sync(ops);
     }
 
-    /// Plans the read for a fetch at `offset`. Ok(None): nothing to return yet (at or past the
-    /// high watermark). Err: the offset is outside the log.
-    pub fn plan_read(&self, offset: i64, max_bytes: usize) -> Result<Option<ReadPlan>, OffsetOutOfRange> {
+    fn end_point(&self) -> LogPoint {
+        LogPoint {
+            offset: self.log_end_offset(),
+            segment_base: self.active().base_offset,
+            position: self.active().size,
+        }
+    }
+
+    /// Plans the read for a fetch at `offset`, up to `bound`. Ok(None): nothing to return yet
+    /// (at or past the bound). Err: the offset is outside the log.
+    pub fn plan_read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        bound: ReadBound,
+    ) -> Result<Option<ReadPlan>, OffsetOutOfRange> {
         if offset < self.log_start_offset || offset > self.log_end_offset() {
             return Err(OffsetOutOfRange);
         }
-        if offset >= self.high_watermark() {
+        let bound = match bound {
+            ReadBound::HighWatermark => self.high_watermark,
+            ReadBound::LogEnd => self.end_point(),
+        };
+        if offset >= bound.offset {
             return Ok(None);
         }
         let mut at = self.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
@@ -409,9 +500,9 @@ impl PartitionLog {
             at += 1;
         }
         let seg = &self.segments[at];
-        let end = if seg.base_offset == self.durable.segment_base {
-            self.durable.position
-        } else if seg.base_offset > self.durable.segment_base {
+        let end = if seg.base_offset == bound.segment_base {
+            bound.position
+        } else if seg.base_offset > bound.segment_base {
             return Ok(None);
         } else {
             seg.size
@@ -428,9 +519,9 @@ impl PartitionLog {
         Ok(Some(ReadPlan { file: self.file(seg.base_offset, FileKind::Log), position, len }))
     }
 
-    /// Durable byte ranges after `offset`, for a fetch's min_bytes check (approximate).
+    /// Bytes a consumer could read after `offset`, for a fetch's min_bytes check (approximate).
     pub fn bytes_available(&self, offset: i64) -> u64 {
-        match self.plan_read(offset, usize::MAX / 2) {
+        match self.plan_read(offset, usize::MAX / 2, ReadBound::HighWatermark) {
             Ok(Some(plan)) => plan.len as u64,
             _ => 0,
         }
@@ -493,13 +584,55 @@ impl PartitionLog {
         self.log_start_offset != before
     }
 
+    /// Asserts the invariants written on the type. Cheap enough to run after every input in
+    /// simulation and tests.
+    pub fn check_invariants(&self) {
+        let tp = &self.tp;
+        assert!(!self.segments.is_empty(), "{tp}: a log always has an active segment");
+        for s in &self.segments {
+            assert!(s.base_offset <= s.next_offset, "{tp}: segment {} ends before it starts", s.base_offset);
+        }
+        for pair in self.segments.windows(2) {
+            assert!(
+                pair[0].next_offset <= pair[1].base_offset,
+                "{tp}: segments {} and {} overlap",
+                pair[0].base_offset,
+                pair[1].base_offset
+            );
+        }
+        let (start, hw, durable, end) =
+            (self.log_start_offset, self.high_watermark.offset, self.durable.offset, self.log_end_offset());
+        assert!(
+            self.segments[0].base_offset <= start && start <= hw && hw <= durable && durable <= end,
+            "{tp}: expected first segment {} <= log start {start} <= high watermark {hw} <= durable end {durable} \
+             <= log end {end}",
+            self.segments[0].base_offset
+        );
+        let mut previous = hw;
+        for p in &self.batch_ends {
+            assert!(previous < p.offset && p.offset <= end, "{tp}: batch end {} out of order", p.offset);
+            previous = p.offset;
+        }
+        if let Some((_, target)) = self.sync_in_flight {
+            assert!(target.offset <= end, "{tp}: a sync covers {} past the log end {end}", target.offset);
+        }
+        assert!(self.synced_segment_base <= self.active().base_offset, "{tp}: recovery point past the active segment");
+    }
+
     /// First segment that may hold a record with timestamp >= `ts`, and where to start reading.
     pub fn plan_time_search(&self, ts: i64) -> Option<ReadPlan> {
         let seg =
             self.segments.iter().find(|s| s.index.max_timestamp >= ts && s.base_offset < self.high_watermark())?;
         let from = seg.index.lookup_time(seg.base_offset, ts);
         let (position, _) = seg.index.lookup(seg.base_offset, from);
-        let end = if seg.base_offset == self.durable.segment_base { self.durable.position } else { seg.size };
+        let hw = self.high_watermark;
+        let end = if seg.base_offset == hw.segment_base {
+            hw.position
+        } else if seg.base_offset > hw.segment_base {
+            return None;
+        } else {
+            seg.size
+        };
         if position >= end {
             return None;
         }

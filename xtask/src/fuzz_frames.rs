@@ -38,6 +38,9 @@ const COVERAGE_FLAGS: &[&str] = &[
     "-Cllvm-args=-sanitizer-coverage-trace-compares",
     "--cfg",
     "fuzzing",
+    // The broker's invariants are asserted after every frame.
+    "-Cdebug-assertions",
+    "-Coverflow-checks",
 ];
 
 pub fn run(args: FuzzFramesArgs) -> Result<()> {

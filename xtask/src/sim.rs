@@ -76,10 +76,10 @@ pub fn build() -> Result<String> {
     let rustflags = format!("{} --cfg madsim", std::env::var("RUSTFLAGS").unwrap_or_default()).trim().to_string();
     run_cmd(
         "cargo",
-        &["build", "--release", "-p", "spool-sim", "--target-dir", &target.display().to_string()],
+        &["build", "--profile", "checked", "-p", "spool-sim", "--target-dir", &target.display().to_string()],
         &[("RUSTFLAGS", rustflags)],
     )?;
-    Ok(target.join("release/spool-sim").display().to_string())
+    Ok(target.join("checked/spool-sim").display().to_string())
 }
 
 pub fn commit() -> String {

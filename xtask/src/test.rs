@@ -44,7 +44,9 @@ pub fn run(args: TestArgs) -> Result<()> {
     for suite in &suites {
         let started = Instant::now();
         let result = match suite {
-            Suite::Cargo => lint().and_then(|()| run_cmd("cargo", &["test", "--workspace", "--release"], &[])),
+            Suite::Cargo => {
+                lint().and_then(|()| run_cmd("cargo", &["test", "--workspace", "--profile", "checked"], &[]))
+            }
             Suite::E2e => e2e(),
             Suite::Sim => sim(),
             Suite::Fuzz => crate::fuzz_frames::run(crate::fuzz_frames::FuzzFramesArgs::bounded(FUZZ_FRAMES_PER_RUN)),
@@ -76,9 +78,8 @@ pub fn run(args: TestArgs) -> Result<()> {
 const FUZZ_FRAMES_PER_RUN: u64 = 300_000;
 
 fn e2e() -> Result<()> {
-    run_cmd("cargo", &["build", "--release", "--bin", "spool"], &[])?;
+    let spool = checked_spool()?;
     let venv = std::env::var("E2E_VENV").unwrap_or_else(|_| root().join("target/e2e-venv").display().to_string());
-    let spool = root().join("target/release/spool").display().to_string();
     run_cmd(&format!("{venv}/bin/python"), &["-m", "pytest", "tests/e2e"], &[("SPOOL_BIN", spool)])
 }
 
@@ -104,7 +105,13 @@ fn lint() -> Result<()> {
 }
 
 fn librdkafka() -> Result<()> {
-    run_cmd("cargo", &["build", "--release", "--bin", "spool"], &[])?;
+    let spool = checked_spool()?;
     run_cmd("bash", &["tests/librdkafka/build.sh"], &[])?;
-    run_cmd("bash", &["tests/librdkafka/run.sh"], &[])
+    run_cmd("bash", &["tests/librdkafka/run.sh"], &[("SPOOL_BIN", spool)])
+}
+
+/// The broker as the suites run it: release speed, invariants asserted (`profile.checked`).
+fn checked_spool() -> Result<String> {
+    run_cmd("cargo", &["build", "--profile", "checked", "--bin", "spool"], &[])?;
+    Ok(root().join("target/checked/spool").display().to_string())
 }

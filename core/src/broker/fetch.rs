@@ -11,7 +11,7 @@ use super::{Broker, RequestCtx};
 use crate::batch::Batches;
 use crate::buggify::Site;
 use crate::ops::{ConnId, Purpose, RequestSlot};
-use crate::partition::{fit_batches, trim_fetched, ReadPlan};
+use crate::partition::{fit_batches, trim_fetched, ReadBound, ReadPlan};
 use crate::storage::{StorageError, TopicPartition};
 
 #[derive(Debug)]
@@ -164,12 +164,12 @@ impl Broker {
                     continue;
                 };
                 let want = slot.max_bytes.min(budget);
-                match log.plan_read(slot.fetch_offset, want) {
+                match log.plan_read(slot.fetch_offset, want, ReadBound::HighWatermark) {
                     Ok(Some(plan)) => {
                         budget = budget.saturating_sub(plan.len.min(want));
                         let end = plan.position + plan.len as u64;
                         let durable_end = log
-                            .plan_read(slot.fetch_offset, usize::MAX / 2)
+                            .plan_read(slot.fetch_offset, usize::MAX / 2, ReadBound::HighWatermark)
                             .ok()
                             .flatten()
                             .map_or(end, |p| p.position + p.len as u64);

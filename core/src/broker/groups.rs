@@ -27,7 +27,7 @@ use super::{Broker, RequestCtx};
 use crate::group::records::{Committed, GroupRecord};
 use crate::group::{JoinArgs, JoinResult, OffsetDeletion, Output, PersistId, SyncArgs, SyncResult};
 use crate::ops::Purpose;
-use crate::partition::{trim_fetched, ReadPlan};
+use crate::partition::{trim_fetched, ReadBound, ReadPlan};
 use crate::storage::{StorageError, TopicPartition};
 
 /// The internal topic holding committed offsets and group metadata.
@@ -45,7 +45,7 @@ fn opt(v: &Option<StrBytes>) -> Option<String> {
 /// Committed offsets of one topic: (partition, offset, leader epoch, metadata).
 type TopicOffsets = (TopicName, Vec<(i32, i64, i32, Option<String>)>);
 
-fn offsets_tp() -> TopicPartition {
+pub(super) fn offsets_tp() -> TopicPartition {
     TopicPartition::new(OFFSETS_TOPIC, 0)
 }
 
@@ -510,10 +510,9 @@ impl Broker {
 
     fn append_group_records(&mut self, now_ms: i64, id: PersistId, records: Vec<GroupRecord>) {
         let batch = encode_group_batch(&records, now_ms);
-        let durability = self.config.durability;
         let tp = offsets_tp();
-        let appended = match self.topics.get_mut(OFFSETS_TOPIC).and_then(|t| t.partitions.get_mut(0)) {
-            Some(log) => log.append(&batch, now_ms, durability, &mut self.ops).map_err(|e| format!("{e:?}")),
+        let appended = match self.append_to_log(now_ms, &tp, &batch) {
+            Some(result) => result.map_err(|e| format!("{e:?}")),
             None => Err("the offsets topic does not exist yet".to_string()),
         };
         match appended {
@@ -575,7 +574,7 @@ impl Broker {
         let Some(log) = self.partition(&offsets_tp()) else {
             return;
         };
-        match log.plan_read(offset, LOAD_CHUNK) {
+        match log.plan_read(offset, LOAD_CHUNK, ReadBound::HighWatermark) {
             Ok(Some(plan)) => {
                 self.group_load_rereads = 0;
                 self.group_load = Some((offset, plan.clone()));

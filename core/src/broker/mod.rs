@@ -6,6 +6,7 @@
 mod admin;
 mod fetch;
 mod groups;
+mod invariants;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -28,8 +29,8 @@ use crate::config::{BrokerConfig, TopicConfig};
 use crate::group::{GroupConfig, GroupCoordinator, PersistId};
 use crate::meta::{ClusterMeta, MetaChange};
 use crate::ops::{Action, ConnId, Ops, Purpose};
-use crate::partition::PartitionLog;
 use crate::partition::ReadPlan;
+use crate::partition::{AppendError, Appended, PartitionLog};
 use crate::producer_state::ProducerStates;
 use crate::recovery::RecoveredSegment;
 use crate::storage::{Completion, MetaFile, OpId, TopicPartition};
@@ -299,9 +300,35 @@ impl Broker {
         self.topics.get_mut(topic)?.partitions.get_mut(usize::try_from(partition).ok()?)
     }
 
+    /// Appends to a partition's log (None: no such partition), then lets the high watermark
+    /// follow (relaxed durability makes an append durable at once).
+    pub(crate) fn append_to_log(
+        &mut self,
+        now_ms: i64,
+        tp: &TopicPartition,
+        records: &Bytes,
+    ) -> Option<Result<Appended, AppendError>> {
+        let durability = self.config.durability;
+        let log = self.topics.get_mut(&tp.topic)?.partitions.get_mut(usize::try_from(tp.partition).ok()?)?;
+        let appended = log.append(records, now_ms, durability, &mut self.ops);
+        self.advance_high_watermark(tp);
+        Some(appended)
+    }
+
+    /// Moves a partition's high watermark to the durable end of the replicas that count: on a
+    /// single node, its own. Returns whether it moved.
+    fn advance_high_watermark(&mut self, tp: &TopicPartition) -> bool {
+        let Some(log) = self.partition_mut(&tp.topic, tp.partition) else {
+            return false;
+        };
+        let durable_end = log.durable_end();
+        log.advance_high_watermark(durable_end)
+    }
+
     pub fn poll_action(&mut self) -> Option<Action> {
         if !self.ops.syncs_due.is_empty() {
             self.start_due_syncs();
+            self.debug_check_invariants();
         }
         self.ops.pop()
     }
@@ -338,12 +365,14 @@ impl Broker {
     pub fn handle_connect(&mut self, conn: ConnId) {
         assert!(!self.closed_conns.contains(&conn), "connection ids are never reused");
         self.conns.insert(conn, Connection::default());
+        self.debug_check_invariants();
     }
 
     /// A connection from a known peer address (shown for group members).
     pub fn handle_connect_from(&mut self, conn: ConnId, peer_ip: &str) {
         assert!(!self.closed_conns.contains(&conn), "connection ids are never reused");
         self.conns.insert(conn, Connection { host: format!("/{peer_ip}"), ..Connection::default() });
+        self.debug_check_invariants();
     }
 
     /// Requests read from `conn` and not yet answered (or, for acks=0, finished): the driver
@@ -368,10 +397,16 @@ impl Broker {
         self.closed_conns.remove(&conn);
         // Parked fetches of a gone connection need no answer.
         self.fetches.retain(|_, f| f.conn() != conn || f.has_reads_in_flight());
+        self.debug_check_invariants();
     }
 
     /// One request frame (without its size prefix) from a connection.
     pub fn handle_frame(&mut self, now_ms: i64, conn: ConnId, frame: Bytes) {
+        self.serve_frame(now_ms, conn, frame);
+        self.debug_check_invariants();
+    }
+
+    fn serve_frame(&mut self, now_ms: i64, conn: ConnId, frame: Bytes) {
         if self.closed_conns.contains(&conn) {
             tracing::debug!(conn, "dropping a request that arrived after its connection was closed");
             return;
@@ -451,11 +486,18 @@ impl Broker {
         }
     }
 
+    /// A storage operation this broker issued finished. Each operation completes exactly once;
+    /// a completion for an operation not in flight is a driver bug and panics.
     pub fn handle_completion(&mut self, now_ms: i64, completion: Completion) {
+        self.route_completion(now_ms, completion);
+        self.check_shutdown();
+        self.debug_check_invariants();
+    }
+
+    fn route_completion(&mut self, now_ms: i64, completion: Completion) {
         let id = completion.id();
         let Some(purpose) = self.ops.complete(id) else {
-            tracing::warn!(?id, "completion for an unknown operation");
-            return;
+            panic!("completion for an unknown operation {id:?}: {completion:?}");
         };
         match (purpose, completion) {
             (Purpose::PartitionWrite(tp), Completion::Written { result, .. }) => {
@@ -468,12 +510,12 @@ impl Broker {
                 }
             }
             (Purpose::PartitionSync(tp), Completion::Synced { result, .. }) => {
-                let moved =
+                let durable_moved =
                     match self.topics.get_mut(&tp.topic).and_then(|t| t.partitions.get_mut(tp.partition as usize)) {
                         Some(p) => p.on_synced(id, result.map_err(|e| e.0), &mut self.ops),
                         None => false,
                     };
-                if moved {
+                if durable_moved && self.advance_high_watermark(&tp) {
                     self.on_high_watermark(now_ms, &tp);
                 } else if self.partition(&tp).is_some_and(|p| p.failed.is_some()) {
                     self.offline_since_ms.get_or_insert(now_ms);
@@ -502,7 +544,7 @@ impl Broker {
                 self.on_recovery_points_written(result)
             }
             (purpose, completion) => {
-                tracing::error!(?purpose, ?completion, "completion does not match its operation");
+                panic!("completion {completion:?} does not match its operation {purpose:?}");
             }
         }
     }
@@ -530,6 +572,7 @@ impl Broker {
                 self.maybe_write_log_starts();
             }
         }
+        self.debug_check_invariants();
     }
 
     /// A partition offline for `offline_restart_after_ms`: stop as for a shutdown, then ask the
@@ -583,6 +626,7 @@ impl Broker {
         self.meta_retry_at_ms = None;
         self.maybe_write_meta();
         self.check_shutdown();
+        self.debug_check_invariants();
     }
 
     fn check_shutdown(&mut self) {
@@ -594,7 +638,9 @@ impl Broker {
             && !self.log_start_dirty
             && !self.recovery_points.write_in_flight()
             && self.meta_in_flight.is_none();
-        if quiet && checkpoints_done {
+        // A restart waits for every operation, so that none completes into the new broker.
+        let drained = self.restart_reason.is_none() || self.ops.in_flight() == 0;
+        if quiet && checkpoints_done && drained {
             self.shutdown_reported = true;
             match self.restart_reason.take() {
                 Some(reason) => self.ops.push(Action::Restart { reason }),

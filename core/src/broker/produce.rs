@@ -157,21 +157,20 @@ impl Broker {
         partition: i32,
         records: Option<&bytes::Bytes>,
     ) -> Result<(PartitionProduceResponse, i64), Box<PartitionProduceResponse>> {
-        let durability = self.config.durability;
-        let Some(log) = self.topics.get_mut(topic).and_then(|t| t.partitions.get_mut(usize::try_from(partition).ok()?))
-        else {
+        let tp = TopicPartition::new(topic, partition);
+        if self.partition(&tp).is_none() {
             return Err(refuse(partition, ResponseError::UnknownTopicOrPartition, None));
-        };
+        }
         let Some(records) = records else {
             return Err(refuse(partition, ResponseError::CorruptMessage, Some("no records".into())));
         };
-        match log.append(records, now_ms, durability, &mut self.ops) {
+        match self.append_to_log(now_ms, &tp, records).expect("the partition exists") {
             Ok(appended) => Ok((
                 PartitionProduceResponse::default()
                     .with_index(partition)
                     .with_base_offset(appended.base_offset)
                     .with_log_append_time_ms(appended.log_append_time)
-                    .with_log_start_offset(log.log_start_offset),
+                    .with_log_start_offset(self.partition(&tp).map_or(0, |p| p.log_start_offset)),
                 appended.last_offset,
             )),
             Err(e) => {
@@ -228,6 +227,31 @@ impl Broker {
         for wait in waiting {
             self.produce_waits.remove(&wait);
             self.finish_wait(wait.produce, Some((wait.slot, error.clone())));
+        }
+    }
+
+    /// Each wait belongs to a pending produce that counts it, and waits only while the high
+    /// watermark is below its last offset.
+    pub(super) fn check_produce_waits(&self) {
+        let mut counted = std::collections::BTreeMap::<u64, usize>::new();
+        for wait in &self.produce_waits {
+            *counted.entry(wait.produce).or_default() += 1;
+            if let Some(p) = self.partition(&wait.tp).filter(|p| p.failed.is_none()) {
+                assert!(
+                    wait.last_offset >= p.high_watermark(),
+                    "{}: a produce up to {} waits below the high watermark {}",
+                    wait.tp,
+                    wait.last_offset,
+                    p.high_watermark()
+                );
+            }
+        }
+        for (id, pending) in &self.produces {
+            assert_eq!(counted.get(id).copied().unwrap_or(0), pending.waiting, "produce {id} miscounts its waits");
+            assert!(pending.waiting > 0, "produce {id} is pending with nothing to wait for");
+        }
+        for id in counted.keys() {
+            assert!(self.produces.contains_key(id), "a wait for produce {id}, which is gone");
         }
     }
 

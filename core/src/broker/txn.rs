@@ -310,17 +310,16 @@ impl Broker {
         producer_id: i64,
         marker: &bytes::Bytes,
     ) -> MarkerWrite {
-        let durability = self.config.durability;
-        let Some(log) = self.topics.get_mut(&tp.topic).and_then(|t| t.partitions.get_mut(tp.partition as usize)) else {
+        let Some(log) = self.partition(tp) else {
             return MarkerWrite::NotNeeded;
         };
         if !log.producers.has_open_transaction(producer_id) {
             return MarkerWrite::NotNeeded;
         }
         let before = log.high_watermark();
-        match log.append(marker, now_ms, durability, &mut self.ops) {
+        match self.append_to_log(now_ms, tp, marker).expect("the partition exists") {
             Ok(appended) => {
-                let hw = log.high_watermark();
+                let hw = self.partition(tp).map_or(i64::MAX, |p| p.high_watermark());
                 if hw > before {
                     self.wake_fetches(now_ms, tp);
                 }
