@@ -10,6 +10,7 @@ pub mod codec;
 pub mod config;
 pub mod group;
 pub mod index;
+pub mod leader_epochs;
 pub mod loader;
 pub mod mem_disk;
 pub mod meta;

@@ -3,8 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use crate::batch::Batches;
 use crate::broker::{decode_log_starts, decode_recovery_points, recovery_point_key};
 use crate::index::SegmentIndex;
+use crate::leader_epochs::LeaderEpochs;
 use crate::meta::ClusterMeta;
 use crate::producer_state::ProducerStates;
 use crate::recovery::{recover_partition, SegmentOnDisk};
@@ -59,6 +61,7 @@ pub fn load(
     let log_starts = dir.read_meta(MetaFile::LogStartOffsets).map(|b| decode_log_starts(&b)).unwrap_or_default();
     let recovery_points =
         dir.read_meta(MetaFile::RecoveryPoints).map(|b| decode_recovery_points(&b)).unwrap_or_default();
+    let leader_epochs = dir.read_meta(MetaFile::LeaderEpochs).map(|b| decode_leader_epochs(&b)).unwrap_or_default();
     if fresh {
         tracing::info!(cluster = %meta.cluster_id, "a new data directory: starting empty");
     } else {
@@ -70,8 +73,10 @@ pub fn load(
         for p in 0..topic.partitions {
             let tp = TopicPartition::new(&topic.name, p);
             let log_start = log_starts.get(&tp.dir_name()).copied().unwrap_or(0);
-            let recovery_point = recovery_points.get(&recovery_point_key(&tp, &topic.id)).copied().unwrap_or(0);
-            let found = Found { log_start, recovery_point };
+            let key = recovery_point_key(&tp, &topic.id);
+            let recovery_point = recovery_points.get(&key).copied().unwrap_or(0);
+            let epochs = leader_epochs.get(&key).filter(|e| e.is_valid()).cloned();
+            let found = Found { log_start, recovery_point, epochs };
             if let Some(loaded) = load_partition(dir, &tp, clean, index_interval, found, &mut repairs) {
                 partitions.insert(tp, loaded);
             }
@@ -85,6 +90,8 @@ struct Found {
     log_start: i64,
     /// Segments below this base are sealed and were fsynced: a crash cannot have torn them.
     recovery_point: i64,
+    /// The leader-epoch cache as last checkpointed; None: rebuild it from the batches.
+    epochs: Option<LeaderEpochs>,
 }
 
 fn load_partition(
@@ -95,7 +102,7 @@ fn load_partition(
     found: Found,
     repairs: &mut Vec<Repair>,
 ) -> Option<LoadedPartition> {
-    let Found { log_start, recovery_point } = found;
+    let Found { log_start, recovery_point, epochs } = found;
     let mut bases = dir.list(tp, FileKind::Log);
     if bases.is_empty() {
         return None;
@@ -173,5 +180,36 @@ fn load_partition(
             repairs.push(Repair::Sync(file(segment.base_offset, FileKind::Log)));
         }
     }
-    Some(LoadedPartition { segments: recovery.segments, producers: recovery.producers, log_start_offset: log_start })
+    let epochs = match epochs {
+        // Recovery read every batch past what the checkpoint can have missed.
+        Some(mut epochs) => {
+            epochs.extend_from_batches(recovery.epoch_starts.iter().copied());
+            epochs
+        }
+        None => {
+            tracing::info!(partition = %tp, "rebuilding the leader-epoch cache from the batches");
+            LeaderEpochs::rebuild(recovery.segments.iter().flat_map(|s| {
+                let bytes = dir.read(&file(s.base_offset, FileKind::Log)).unwrap_or_default();
+                let valid = &bytes[..(s.size as usize).min(bytes.len())];
+                Batches::new(valid, false)
+                    .map(|(_, b)| (b.partition_leader_epoch(), b.base_offset()))
+                    .collect::<Vec<_>>()
+            }))
+        }
+    };
+    let mut epochs = epochs;
+    epochs.truncate_from_end(recovery.log_end_offset);
+    epochs.truncate_from_start(log_start);
+    Some(LoadedPartition {
+        segments: recovery.segments,
+        producers: recovery.producers,
+        log_start_offset: log_start,
+        leader_epochs: epochs,
+    })
+}
+
+/// Reads `leader-epochs.json`, keyed as the recovery points are (partition and topic id). An
+/// unreadable file is rebuilt from the batches.
+pub fn decode_leader_epochs(bytes: &[u8]) -> BTreeMap<String, LeaderEpochs> {
+    serde_json::from_slice(bytes).unwrap_or_default()
 }

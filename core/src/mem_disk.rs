@@ -161,6 +161,23 @@ impl MemDisk {
         }
     }
 
+    /// Replaces durable bytes at `at` (a test forging what an older or other writer left).
+    pub fn overwrite(&mut self, file: &SegmentFile, at: usize, bytes: &[u8]) -> bool {
+        match self.files.get_mut(file) {
+            Some(f) if at + bytes.len() <= f.current.len() => {
+                f.current[at..at + bytes.len()].copy_from_slice(bytes);
+                f.durable = f.current.clone();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Removes a metadata file, as a data directory from before it existed would lack it.
+    pub fn remove_meta(&mut self, file: MetaFile) -> bool {
+        self.meta.remove(&file).is_some()
+    }
+
     pub fn log_files(&self) -> Vec<SegmentFile> {
         self.files.keys().filter(|f| f.kind == FileKind::Log).cloned().collect()
     }

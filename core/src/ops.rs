@@ -64,6 +64,8 @@ pub enum Purpose {
     Meta,
     /// The log-start-offset checkpoint.
     LogStartCheckpoint,
+    /// The leader-epoch checkpoint.
+    LeaderEpochCheckpoint,
     /// The recovery-point checkpoint.
     RecoveryPointCheckpoint,
 }

@@ -10,6 +10,7 @@ use crate::batch::{self, Batch, Batches};
 use crate::buggify::Site;
 use crate::config::{Durability, TimestampType, TopicConfig};
 use crate::index::SegmentIndex;
+use crate::leader_epochs::LeaderEpochs;
 use crate::ops::Ops;
 use crate::producer_state::{BatchMeta, ProducerStates, SequenceCheck};
 use crate::recovery::RecoveredSegment;
@@ -98,6 +99,8 @@ pub struct PartitionLog {
     pub segments: Vec<Segment>,
     pub log_start_offset: i64,
     pub leader_epoch: i32,
+    /// Where each leader epoch starts; its latest epoch is `leader_epoch`.
+    epochs: LeaderEpochs,
     pub producers: ProducerStates,
     /// Everything below is on disk (fsynced; in relaxed durability, written).
     durable: LogPoint,
@@ -118,12 +121,13 @@ pub struct PartitionLog {
 
 impl PartitionLog {
     pub fn create(tp: TopicPartition, config: TopicConfig, now_ms: i64) -> Self {
-        PartitionLog {
+        let mut log = PartitionLog {
             tp,
             config,
             segments: vec![Segment::empty(0, now_ms)],
             log_start_offset: 0,
             leader_epoch: 0,
+            epochs: LeaderEpochs::default(),
             producers: ProducerStates::default(),
             durable: LogPoint { offset: 0, segment_base: 0, position: 0 },
             high_watermark: LogPoint { offset: 0, segment_base: 0, position: 0 },
@@ -132,7 +136,9 @@ impl PartitionLog {
             unsynced: BTreeSet::new(),
             sync_in_flight: None,
             failed: None,
-        }
+        };
+        log.become_leader(0);
+        log
     }
 
     /// A log rebuilt by recovery; everything recovered is durable (it was read back from disk).
@@ -141,7 +147,7 @@ impl PartitionLog {
         config: TopicConfig,
         segments: Vec<RecoveredSegment>,
         log_start_offset: i64,
-        producers: ProducerStates,
+        (producers, epochs): (ProducerStates, LeaderEpochs),
         now_ms: i64,
     ) -> Self {
         let mut segments: Vec<Segment> = segments
@@ -160,12 +166,13 @@ impl PartitionLog {
         let last = segments.last().expect("at least one segment");
         let durable = LogPoint { offset: last.next_offset, segment_base: last.base_offset, position: last.size };
         let log_start_offset = log_start_offset.clamp(segments[0].base_offset, durable.offset);
-        PartitionLog {
+        let mut log = PartitionLog {
             tp,
             config,
             segments,
             log_start_offset,
             leader_epoch: 0,
+            epochs,
             producers,
             synced_segment_base: durable.segment_base,
             durable,
@@ -174,7 +181,28 @@ impl PartitionLog {
             unsynced: BTreeSet::new(),
             sync_in_flight: None,
             failed: None,
-        }
+        };
+        // One node leads every partition, in the latest epoch its log knows (none yet: 0).
+        let epoch = log.epochs.latest().map_or(0, |l| l.epoch);
+        log.become_leader(epoch);
+        log
+    }
+
+    /// Leads the partition in `epoch`, from the log end: records appended from now on carry it.
+    /// The cache holds the epoch before anything is written in it (as Kafka's `makeLeader`).
+    pub fn become_leader(&mut self, epoch: i32) {
+        assert!(
+            epoch >= self.leader_epoch,
+            "{}: leader epoch moved back from {} to {epoch}",
+            self.tp,
+            self.leader_epoch
+        );
+        self.leader_epoch = epoch;
+        self.epochs.assign(epoch, self.log_end_offset());
+    }
+
+    pub fn leader_epochs(&self) -> &LeaderEpochs {
+        &self.epochs
     }
 
     pub fn log_end_offset(&self) -> i64 {
@@ -535,6 +563,7 @@ impl PartitionLog {
         }
         if offset > self.log_start_offset {
             self.log_start_offset = offset;
+            self.epochs.truncate_from_start(offset);
         }
         while self.segments.len() > 1 && self.segments[0].next_offset <= self.log_start_offset {
             let gone = self.segments.remove(0);
@@ -579,6 +608,7 @@ impl PartitionLog {
             total -= oldest.size as i64;
             let gone = self.segments.remove(0);
             self.log_start_offset = self.log_start_offset.max(gone.next_offset);
+            self.epochs.truncate_from_start(self.log_start_offset);
             self.delete_segment_files(gone.base_offset, ops);
         }
         self.log_start_offset != before
@@ -613,6 +643,13 @@ impl PartitionLog {
             assert!(previous < p.offset && p.offset <= end, "{tp}: batch end {} out of order", p.offset);
             previous = p.offset;
         }
+        self.epochs.check_invariants();
+        let latest = self.epochs.latest().expect("a leader's cache holds its epoch");
+        assert!(
+            latest.epoch == self.leader_epoch && latest.start_offset <= end,
+            "{tp}: latest cached epoch {latest:?}, leader epoch {}, log end {end}",
+            self.leader_epoch
+        );
         if let Some((_, target)) = self.sync_in_flight {
             assert!(target.offset <= end, "{tp}: a sync covers {} past the log end {end}", target.offset);
         }

@@ -34,6 +34,8 @@ pub struct PartitionRecovery {
     pub delete: Vec<i64>,
     pub producers: ProducerStates,
     pub log_end_offset: i64,
+    /// (leader epoch, base offset) of each batch that starts an epoch, in the segments read.
+    pub epoch_starts: Vec<(i32, i64)>,
     /// What recovery found, for the log.
     pub notes: Vec<String>,
 }
@@ -45,6 +47,8 @@ pub struct SegmentScan {
     pub next_offset: i64,
     pub index: SegmentIndex,
     pub stop: Option<String>,
+    /// (leader epoch, base offset) of each batch whose epoch differs from the batch before.
+    pub epoch_starts: Vec<(i32, i64)>,
 }
 
 /// Walks a segment's batches. `check_crc` is off only after a clean shutdown. Batches at or above
@@ -62,6 +66,7 @@ pub fn scan_segment(
     let mut batches = Batches::new(bytes, check_crc);
     let mut stop = None;
     let mut valid_len = 0u64;
+    let mut epoch_starts: Vec<(i32, i64)> = Vec::new();
     for (position, batch) in batches.by_ref() {
         if batch.base_offset() < next_offset || batch.last_offset() - base_offset > u32::MAX as i64 {
             stop = Some(format!(
@@ -82,6 +87,9 @@ pub fn scan_segment(
         if batch.base_offset() >= replay_from {
             producers.record(&batch);
         }
+        if epoch_starts.last().is_none_or(|&(epoch, _)| epoch != batch.partition_leader_epoch()) {
+            epoch_starts.push((batch.partition_leader_epoch(), batch.base_offset()));
+        }
         next_offset = batch.last_offset() + 1;
         valid_len = (position + batch.len()) as u64;
     }
@@ -91,7 +99,7 @@ pub fn scan_segment(
     if stop.is_none() && (valid_len as usize) < bytes.len() {
         stop = Some(format!("partial batch in the last {} bytes", bytes.len() - valid_len as usize));
     }
-    SegmentScan { valid_len, next_offset, index, stop }
+    SegmentScan { valid_len, next_offset, index, stop, epoch_starts }
 }
 
 /// Recovers one partition. Sealed segments that end at or below `trusted_below` were fsynced
@@ -159,6 +167,7 @@ pub fn recover_partition(
                 cut = true;
             }
             expected_base = scan.next_offset;
+            out.epoch_starts.extend(scan.epoch_starts);
             out.segments.push(RecoveredSegment {
                 base_offset: seg.base_offset,
                 size: scan.valid_len,

@@ -77,6 +77,8 @@ pub enum MetaFile {
     LogStartOffsets,
     /// Per-partition recovery points: segments below one are sealed and fsynced.
     RecoveryPoints,
+    /// Per-partition leader-epoch caches (epoch -> start offset).
+    LeaderEpochs,
 }
 
 impl MetaFile {
@@ -85,6 +87,7 @@ impl MetaFile {
             MetaFile::Cluster => "cluster.json",
             MetaFile::LogStartOffsets => "log-start-offsets.json",
             MetaFile::RecoveryPoints => "recovery-points.json",
+            MetaFile::LeaderEpochs => "leader-epochs.json",
         }
     }
 }

@@ -51,7 +51,8 @@ impl Broker {
                 Purpose::Meta => {
                     assert_eq!(self.meta_in_flight.as_ref().map(|w| w.id), Some(*id), "a stray metadata write");
                 }
-                Purpose::LogStartCheckpoint => assert!(self.log_start_write_in_flight, "a stray log-start write"),
+                Purpose::LogStartCheckpoint => assert!(self.log_starts.in_flight(), "a stray log-start write"),
+                Purpose::LeaderEpochCheckpoint => assert!(self.leader_epochs.in_flight(), "a stray leader-epoch write"),
                 Purpose::RecoveryPointCheckpoint => {
                     assert!(self.recovery_points.write_in_flight(), "a stray recovery-point write")
                 }

@@ -220,12 +220,8 @@ impl Broker {
                         if p.current_leader_epoch >= 0 && p.current_leader_epoch < log.leader_epoch {
                             return base.with_error_code(ResponseError::FencedLeaderEpoch.code());
                         }
-                        // One epoch so far: every requested epoch up to it ends at the log end.
-                        if p.leader_epoch >= 0 && p.leader_epoch <= log.leader_epoch {
-                            base.with_leader_epoch(log.leader_epoch).with_end_offset(log.log_end_offset())
-                        } else {
-                            base
-                        }
+                        let (epoch, end) = log.leader_epochs().end_offset_for(p.leader_epoch, log.log_end_offset());
+                        base.with_leader_epoch(epoch).with_end_offset(end)
                     })
                     .collect();
                 OffsetForLeaderTopicResult::default().with_topic(t.topic).with_partitions(partitions)

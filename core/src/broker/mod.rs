@@ -4,6 +4,7 @@
 //! a clock, touches a file or a socket, or draws a random number.
 
 mod admin;
+mod checkpoints;
 mod fetch;
 mod groups;
 mod invariants;
@@ -27,6 +28,7 @@ use crate::buggify::Buggify;
 use crate::codec::{self, DecodeFailure};
 use crate::config::{BrokerConfig, TopicConfig};
 use crate::group::{GroupConfig, GroupCoordinator, PersistId};
+use crate::leader_epochs::LeaderEpochs;
 use crate::meta::{ClusterMeta, MetaChange};
 use crate::ops::{Action, ConnId, Ops, Purpose};
 use crate::partition::ReadPlan;
@@ -45,6 +47,7 @@ pub struct LoadedPartition {
     pub segments: Vec<RecoveredSegment>,
     pub producers: ProducerStates,
     pub log_start_offset: i64,
+    pub leader_epochs: LeaderEpochs,
 }
 
 /// Everything the driver read from the data directory at start.
@@ -154,12 +157,8 @@ pub struct Broker {
     /// Commits whose offsets wait for the groups to load, and whose offsets are being written.
     pub(crate) txn_offsets_after_load: Vec<(String, Option<RequestCtx>)>,
     pub(crate) txn_offset_persists: BTreeMap<PersistId, (String, Option<RequestCtx>)>,
-    log_start_dirty: bool,
-    log_start_write_in_flight: bool,
-    /// After a failed log-start checkpoint (a full disk), when to try again, and how many in a row
-    /// failed: retries back off, and only every power of two of them is logged.
-    log_start_retry_at_ms: Option<i64>,
-    log_start_failures: u32,
+    log_starts: checkpoints::CheckpointFile,
+    leader_epochs: checkpoints::CheckpointFile,
     recovery_points: recovery_points::RecoveryPoints,
     shutting_down: bool,
     shutdown_reported: bool,
@@ -189,7 +188,7 @@ impl Broker {
                             topic_config.clone(),
                             lp.segments,
                             lp.log_start_offset,
-                            lp.producers,
+                            (lp.producers, lp.leader_epochs),
                             now_ms,
                         ),
                         None => PartitionLog::create(tp, topic_config.clone(), now_ms),
@@ -235,18 +234,26 @@ impl Broker {
             produce_waits: BTreeSet::new(),
             fetches: BTreeMap::new(),
             time_searches: BTreeMap::new(),
-            log_start_dirty: false,
-            log_start_write_in_flight: false,
-            log_start_retry_at_ms: None,
-            log_start_failures: 0,
+            log_starts: checkpoints::CheckpointFile::new(
+                MetaFile::LogStartOffsets,
+                Purpose::LogStartCheckpoint,
+                "records below the log start may reappear",
+            ),
+            leader_epochs: checkpoints::CheckpointFile::new(
+                MetaFile::LeaderEpochs,
+                Purpose::LeaderEpochCheckpoint,
+                "the next start rebuilds the leader epochs from the batches",
+            ),
             recovery_points: recovery_points::RecoveryPoints::new(now_ms + recovery_point_interval_ms),
             shutting_down: false,
             shutdown_reported: false,
             offline_since_ms: None,
             restart_reason: None,
         };
-        // Persist identity on first start (and any repair done above).
+        // Persist identity on first start (and any repair done above), and the leader epochs as
+        // loaded (rebuilt, or extended by recovery).
         broker.queue_meta_silent(MetaChange::ProducerIdBlock { end: next_producer_id });
+        broker.mark_leader_epochs_dirty();
         if broker.topics.contains_key(OFFSETS_TOPIC) {
             broker.start_group_load(now_ms);
         } else {
@@ -353,7 +360,8 @@ impl Broker {
             self.txns.next_deadline(),
             Some(self.next_retention_check_ms),
             recovery_points,
-            self.log_start_retry_at_ms,
+            self.log_starts.retry_at_ms(),
+            self.leader_epochs.retry_at_ms(),
             self.meta_retry_at_ms,
             self.offline_since_ms.filter(|_| !self.shutting_down).map(|at| at + self.config.offline_restart_after_ms),
         ]
@@ -537,8 +545,11 @@ impl Broker {
             (Purpose::Meta, Completion::MetaWritten { result, .. }) => {
                 self.on_meta_written(now_ms, result.map_err(|e| e.0))
             }
-            (Purpose::LogStartCheckpoint, Completion::MetaWritten { result, .. }) => {
-                self.on_log_starts_written(now_ms, result);
+            (
+                purpose @ (Purpose::LogStartCheckpoint | Purpose::LeaderEpochCheckpoint),
+                Completion::MetaWritten { result, .. },
+            ) => {
+                self.on_checkpoint_written(now_ms, &purpose, result);
             }
             (Purpose::RecoveryPointCheckpoint, Completion::MetaWritten { result, .. }) => {
                 self.on_recovery_points_written(result)
@@ -553,7 +564,7 @@ impl Broker {
     pub fn handle_tick(&mut self, now_ms: i64) {
         self.maybe_restart(now_ms);
         self.retry_meta(now_ms);
-        self.retry_log_starts(now_ms);
+        self.retry_checkpoints(now_ms);
         self.expire_fetches(now_ms);
         self.groups.tick(now_ms);
         self.pump_groups(now_ms);
@@ -568,8 +579,7 @@ impl Broker {
                 }
             }
             if moved {
-                self.log_start_dirty = true;
-                self.maybe_write_log_starts();
+                self.mark_log_starts_dirty();
             }
         }
         self.debug_check_invariants();
@@ -619,9 +629,7 @@ impl Broker {
                 p.flush_for_shutdown(&mut self.ops);
             }
         }
-        self.log_start_dirty = true;
-        self.log_start_retry_at_ms = None;
-        self.maybe_write_log_starts();
+        self.flush_checkpoints();
         // One last try for what waits on a metadata retry; a failure now drops it.
         self.meta_retry_at_ms = None;
         self.maybe_write_meta();
@@ -634,8 +642,8 @@ impl Broker {
             return;
         }
         let quiet = self.topics.values().all(|t| t.partitions.iter().all(|p| p.is_quiescent() || p.failed.is_some()));
-        let checkpoints_done = !self.log_start_write_in_flight
-            && !self.log_start_dirty
+        let checkpoints_done = self.log_starts.settled()
+            && self.leader_epochs.settled()
             && !self.recovery_points.write_in_flight()
             && self.meta_in_flight.is_none();
         // A restart waits for every operation, so that none completes into the new broker.
@@ -809,6 +817,7 @@ impl Broker {
                     .collect();
                 let id = t.id.parse().unwrap_or_default();
                 self.topics.insert(name.clone(), Topic { name, id, partitions, overrides: t.configs.clone() });
+                self.mark_leader_epochs_dirty();
                 if t.name == OFFSETS_TOPIC {
                     self.start_group_load(now_ms);
                 }
@@ -840,6 +849,7 @@ impl Broker {
                             now_ms,
                         ));
                     }
+                    self.mark_leader_epochs_dirty();
                 }
             }
             MetaChange::SetConfigs { topic, configs } => {
@@ -893,72 +903,6 @@ impl Broker {
     /// Queues a change of the broker's own, which no client answer waits for.
     pub(crate) fn queue_meta_silent(&mut self, change: MetaChange) {
         self.enqueue_meta(QueuedChange { change, deferred: None, internal: true });
-    }
-
-    // ---- log start offsets ----
-
-    pub(crate) fn mark_log_starts_dirty(&mut self) {
-        self.log_start_dirty = true;
-        self.maybe_write_log_starts();
-    }
-
-    fn maybe_write_log_starts(&mut self) {
-        if !self.log_start_dirty || self.log_start_write_in_flight || self.log_start_retry_at_ms.is_some() {
-            return;
-        }
-        let mut starts: BTreeMap<String, i64> = BTreeMap::new();
-        for topic in self.topics.values() {
-            for p in &topic.partitions {
-                if p.log_start_offset > 0 {
-                    starts.insert(p.tp.dir_name(), p.log_start_offset);
-                }
-            }
-        }
-        let data = serde_json::to_vec(&starts).expect("offsets serialize");
-        self.ops.write_meta(Purpose::LogStartCheckpoint, MetaFile::LogStartOffsets, Bytes::from(data));
-        self.log_start_dirty = false;
-        self.log_start_write_in_flight = true;
-    }
-
-    fn on_log_starts_written(&mut self, now_ms: i64, result: Result<(), crate::storage::StorageError>) {
-        assert!(self.log_start_write_in_flight);
-        self.log_start_write_in_flight = false;
-        match result {
-            Ok(()) => {
-                if self.log_start_failures > 0 {
-                    tracing::info!(failures = self.log_start_failures, "log start checkpoint written again");
-                }
-                self.log_start_failures = 0;
-            }
-            // Stopping: a lost checkpoint only lets deleted records reappear, so give up rather
-            // than hold the shutdown on a full disk.
-            Err(e) if self.shutting_down => {
-                tracing::error!(
-                    "log start checkpoint failed at shutdown: {e}; records below the log start may reappear"
-                );
-            }
-            Err(e) => {
-                self.log_start_failures += 1;
-                let backoff_ms = retry_backoff_ms(self.log_start_failures);
-                if self.log_start_failures.is_power_of_two() {
-                    tracing::error!(
-                        failures = self.log_start_failures,
-                        "log start checkpoint failed: {e}; trying again in {backoff_ms} ms"
-                    );
-                }
-                self.log_start_dirty = true;
-                self.log_start_retry_at_ms = Some(now_ms + backoff_ms);
-            }
-        }
-        self.maybe_write_log_starts();
-        self.check_shutdown();
-    }
-
-    fn retry_log_starts(&mut self, now_ms: i64) {
-        if self.log_start_retry_at_ms.is_some_and(|at| now_ms >= at || self.shutting_down) {
-            self.log_start_retry_at_ms = None;
-            self.maybe_write_log_starts();
-        }
     }
 
     /// The high watermark of `tp` moved: answer produces it covers and wake fetches on it.

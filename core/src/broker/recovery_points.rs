@@ -51,6 +51,11 @@ impl Broker {
             return;
         }
         self.recovery_points.next_due_ms = now_ms + self.config.recovery_point_interval_ms;
+        // Recovery reads the batches above a recovery point, and rebuilds from them the epochs a
+        // lost leader-epoch checkpoint would miss: no point may pass epochs not yet on disk.
+        if !self.leader_epochs.settled() {
+            return;
+        }
         let mut points = BTreeMap::new();
         for topic in self.topics.values() {
             let id = topic.id.to_string();
