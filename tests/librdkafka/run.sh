@@ -24,9 +24,13 @@
 #   SPOOL_EXTRA_ARGS         extra `spool serve` args  (default: none)
 #   TEST_DEBUG               librdkafka debug contexts for every client (passed through)
 #
-# KAFKA_PATH points at kafka-path/, whose bin/kafka-topics.sh is a protocol-level stand-in for
-# Kafka's tool (tests 0052, 0077 create topics with configs through it). Kafka's other tools
-# (kafka-acls.sh, the Java client used by 0113's interop sub-test) are not available.
+#   KAFKA_PATH               dir with bin/kafka-topics.sh (default: <repo>/tests/kafka-tools,
+#                            Apache Kafka's own tool on the jars from tests/kafka-tools/install.sh)
+#
+# Some tests call "$KAFKA_PATH/bin/kafka-topics.sh --bootstrap-server $BROKERS ..." (0045 adds
+# partitions and deletes topics, 0052 and 0077 create topics with --config). Kafka's other tools
+# that tests call (kafka-acls.sh; the Java client built from librdkafka's tests/java for 0113's
+# interop sub-test) are not provided.
 set -uo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -40,6 +44,7 @@ PARALLEL="${PARALLEL:-3}"
 TEST_QUICK="${TEST_QUICK:-0}"
 SPOOL_RUST_LOG="${SPOOL_RUST_LOG:-info,spool_core::broker=trace}"
 SPOOL_EXTRA_ARGS="${SPOOL_EXTRA_ARGS:-}"
+KAFKA_PATH="${KAFKA_PATH:-$REPO_ROOT/tests/kafka-tools}"
 
 log() { echo "run.sh: $*" >&2; }
 
@@ -59,6 +64,9 @@ fi
 for f in "$SPOOL_BIN" "$LIBRDKAFKA_DIR/tests/test-runner"; do
   [ -x "$f" ] || { log "missing $f (build the broker, and run tests/librdkafka/build.sh)"; exit 1; }
 done
+# kafka-topics.sh must run, not only exist: the wrapper exits 127 when its jars are missing.
+"$KAFKA_PATH/bin/kafka-topics.sh" --version >/dev/null 2>&1 \
+  || { log "$KAFKA_PATH/bin/kafka-topics.sh does not run (run tests/librdkafka/build.sh, which installs it)"; exit 1; }
 
 # --- working directory, broker ----------------------------------------------------------------
 mkdir -p "$REPO_ROOT/target/librdkafka-runs"
@@ -133,7 +141,7 @@ run_one() {
   { ( cd "$LIBRDKAFKA_DIR/tests" &&
     exec env LD_LIBRARY_PATH="../src:../src-cpp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
       RDKAFKA_TEST_CONF="$RUN_DIR/test.conf" TESTS="$t" TEST_KAFKA_VERSION="$TEST_KAFKA_VERSION" \
-      RDKAFKA_GITVER="2.12.1" KAFKA_PATH="$HERE/kafka-path" BROKERS="$BROKER" \
+      RDKAFKA_GITVER="2.12.1" KAFKA_PATH="$KAFKA_PATH" BROKERS="$BROKER" \
       timeout -k 10 "$PER_TEST_TIMEOUT" ./test-runner "${runner_flags[@]}" ) >"$out" 2>&1; } 2>/dev/null
   rc=$?
   dt=$(( $(date +%s) - t0 ))
