@@ -282,13 +282,29 @@ fn main() -> Result<()> {
             }
         }),
         Command::Produce { client, topic, key_separator, headers, messages } => run_client(async move {
-            let now = spool_runtime::server::now_ms();
-            let input: Box<dyn std::io::BufRead> = if messages.is_empty() {
-                Box::new(std::io::stdin().lock())
+            let interactive = messages.is_empty() && std::io::IsTerminal::is_terminal(&std::io::stdin());
+            let input: Box<dyn std::io::BufRead + Send> = if messages.is_empty() {
+                Box::new(std::io::BufReader::new(std::io::stdin()))
             } else {
                 Box::new(std::io::Cursor::new(messages.join("\n")))
             };
-            cli::produce::run(&client.bootstrap_server, &topic, key_separator.as_deref(), &headers, input, now).await
+            let lines = cli::produce::read_lines(input, interactive);
+            let clock = spool_runtime::server::now_ms;
+            let bootstrap = &client.bootstrap_server;
+            let sent = cli::produce::run(
+                bootstrap,
+                &topic,
+                key_separator.as_deref(),
+                &headers,
+                lines,
+                clock,
+                stop_on_signals(),
+            )
+            .await?;
+            if interactive {
+                eprintln!("{sent} record(s) sent to {topic}");
+            }
+            Ok(String::new())
         }),
         Command::Consume { client, topic, group, from_beginning, max_messages, timeout_ms, format } => {
             run_client(async move {
@@ -300,7 +316,7 @@ fn main() -> Result<()> {
                     format,
                     output: client.output,
                 };
-                cli::consume::run(&client.bootstrap_server, &topic, options).await
+                cli::consume::run(&client.bootstrap_server, &topic, options, stop_on_signals()).await
             })
         }
         Command::Cluster { client, command: ClusterCommand::Info } => {
@@ -387,6 +403,18 @@ fn run_serve(args: ServeArgs) -> Result<()> {
         });
         serve(options, FileStorage::new(args.data_dir), stop_rx, None).await
     })
+}
+
+/// The first Ctrl-C or SIGTERM asks a client command to stop cleanly; a second one exits at once.
+fn stop_on_signals() -> cli::Stop {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = tx.send(true);
+        wait_for_signal().await;
+        std::process::exit(130);
+    });
+    cli::Stop::new(rx)
 }
 
 async fn wait_for_signal() {

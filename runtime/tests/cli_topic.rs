@@ -37,8 +37,9 @@ async fn topics_records_offsets_and_cluster_through_the_cli() {
         "orders",
         Some(":"),
         &["src=test".to_string()],
-        Box::new(Cursor::new(lines)),
-        1_700_000_000_000,
+        cli::produce::read_lines(Box::new(Cursor::new(lines)), false),
+        || 1_700_000_000_000,
+        cli::Stop::never(),
     )
     .await
     .unwrap();
@@ -57,10 +58,10 @@ async fn topics_records_offsets_and_cluster_through_the_cli() {
         format: "%k=%s %h\\n".to_string(),
         output: Output::Table,
     };
-    cli::consume::run(&b, "orders", options(4)).await.unwrap();
+    cli::consume::run(&b, "orders", options(4), cli::Stop::never()).await.unwrap();
     let mut in_group = options(4);
     in_group.group = Some("readers".into());
-    cli::consume::run(&b, "orders", in_group).await.unwrap();
+    cli::consume::run(&b, "orders", in_group, cli::Stop::never()).await.unwrap();
     let lag_free = cli::group::describe(&b, "readers", Output::Json).await.unwrap();
     let doc: serde_json::Value = serde_json::from_str(&lag_free).unwrap();
     assert!(doc["partitions"].as_array().unwrap().iter().all(|p| p["lag"] == 0), "{lag_free}");
@@ -97,7 +98,7 @@ async fn errors_are_named_and_say_what_to_do() {
         format: "%s\\n".to_string(),
         output: Output::Table,
     };
-    let bad = cli::consume::run(&b, "a/b", options).await.unwrap_err().to_string();
+    let bad = cli::consume::run(&b, "a/b", options, cli::Stop::never()).await.unwrap_err().to_string();
     assert!(bad.contains("InvalidTopicException") && bad.contains("ASCII letters"), "{bad}");
     assert!(!bad.contains("error 17"), "{bad}");
     let text = cli::error_text(10, None);
@@ -111,7 +112,8 @@ async fn a_short_timeout_counts_from_the_group_join_not_from_the_start() {
     let b = start(dir.path()).await;
     cli::topic::create(&b, "late", 1, 1, &[]).await.unwrap();
     let lines = "a\nb\n";
-    cli::produce::run(&b, "late", None, &[], Box::new(Cursor::new(lines)), 1_700_000_000_000).await.unwrap();
+    let lines = cli::produce::read_lines(Box::new(Cursor::new(lines)), false);
+    cli::produce::run(&b, "late", None, &[], lines, || 1_700_000_000_000, cli::Stop::never()).await.unwrap();
     // The join alone takes longer than the time-out (the broker's 3 s initial rebalance delay).
     let options = ConsumeOptions {
         group: Some("late-readers".into()),
@@ -121,7 +123,7 @@ async fn a_short_timeout_counts_from_the_group_join_not_from_the_start() {
         format: "%s\\n".to_string(),
         output: Output::Table,
     };
-    cli::consume::run(&b, "late", options).await.unwrap();
+    cli::consume::run(&b, "late", options, cli::Stop::never()).await.unwrap();
     let doc: serde_json::Value =
         serde_json::from_str(&cli::group::describe(&b, "late-readers", Output::Json).await.unwrap()).unwrap();
     assert_eq!(doc["partitions"][0]["committed_offset"], 2, "both records consumed before the time-out: {doc}");

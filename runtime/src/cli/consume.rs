@@ -1,5 +1,6 @@
 //! `spool consume TOPIC`: prints records, either from every partition (no group) or as a member
-//! of a consumer group (join, range assignment, commit after each poll, leave on exit).
+//! of a consumer group (join, range assignment, commit after each poll, leave on exit, on Ctrl-C
+//! and on SIGTERM). A broker that restarts is waited for and the consumer carries on.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use kafka_protocol::ResponseError;
 use serde_json::json;
 use spool_core::group::decode_consumer_assignment;
 
-use super::{call, connect, coordinator, Client, Output};
+use super::{call, connect, coordinator, Client, Output, Stop};
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
@@ -150,28 +151,79 @@ async fn poll(
     Ok(any)
 }
 
-fn done(options: &ConsumeOptions, printed: usize, idle_since: Instant) -> bool {
-    options.max_messages.is_some_and(|m| printed >= m) || options.timeout.is_some_and(|t| idle_since.elapsed() >= t)
+/// Where a consumer is, kept across reconnects.
+struct Progress {
+    printed: usize,
+    idle_since: Instant,
 }
 
-pub async fn run(bootstrap: &str, topic: &str, options: ConsumeOptions) -> Result<String> {
-    match options.group.clone() {
+impl Progress {
+    fn done(&self, options: &ConsumeOptions, stop: &Stop) -> bool {
+        stop.requested()
+            || options.max_messages.is_some_and(|m| self.printed >= m)
+            || options.timeout.is_some_and(|t| self.idle_since.elapsed() >= t)
+    }
+}
+
+/// Waits before connecting again: 200 ms doubling to 5 s, or less if a stop comes.
+async fn reconnect_pause(attempt: &mut u32, why: &anyhow::Error, stop: &mut Stop) {
+    let pause = Duration::from_millis(200 << (*attempt).min(5)).min(Duration::from_secs(5));
+    if attempt.is_power_of_two() || *attempt == 0 {
+        eprintln!("lost the broker ({why:#}); connecting again in {pause:?}");
+    }
+    *attempt += 1;
+    tokio::select! {
+        _ = tokio::time::sleep(pause) => {}
+        _ = stop.wait() => {}
+    }
+}
+
+/// Prints records until `--max-messages`, `--timeout-ms` or a stop (Ctrl-C, SIGTERM). A broker
+/// that goes away is waited for, as Kafka's clients do. Returns Kafka's closing line.
+pub async fn run(bootstrap: &str, topic: &str, options: ConsumeOptions, mut stop: Stop) -> Result<String> {
+    let mut progress = Progress { printed: 0, idle_since: Instant::now() };
+    let mut member = String::new();
+    let mut positions: Option<BTreeMap<i32, i64>> = None;
+    let mut attempt = 0u32;
+    while !progress.done(&options, &stop) {
+        let session = match &options.group {
+            Some(group) => consume_in_group(bootstrap, topic, group, &options, &mut progress, &mut member, &stop).await,
+            None => consume_alone(bootstrap, topic, &options, &mut progress, &mut positions, &stop).await,
+        };
+        match session {
+            Ok(()) => break,
+            Err(e) if super::is_disconnected(&e) => reconnect_pause(&mut attempt, &e, &mut stop).await,
+            Err(e) => return Err(e),
+        }
+    }
+    eprintln!("Processed a total of {} messages", progress.printed);
+    Ok(String::new())
+}
+
+async fn consume_alone(
+    bootstrap: &str,
+    topic: &str,
+    options: &ConsumeOptions,
+    progress: &mut Progress,
+    positions: &mut Option<BTreeMap<i32, i64>>,
+    stop: &Stop,
+) -> Result<()> {
+    let mut client = connect(bootstrap).await?;
+    let positions = match positions {
+        Some(p) => p,
         None => {
-            let mut client = connect(bootstrap).await?;
             let count = partition_count(&mut client, topic, false).await?;
             let all: Vec<i32> = (0..count).collect();
-            let mut positions =
-                super::list_offsets(&mut client, topic, &all, if options.from_beginning { -2 } else { -1 }).await?;
-            let (mut printed, mut idle_since) = (0usize, Instant::now());
-            while !done(&options, printed, idle_since) {
-                if poll(&mut client, topic, &mut positions, &options, &mut printed).await? {
-                    idle_since = Instant::now();
-                }
-            }
-            Ok(String::new())
+            let start = if options.from_beginning { -2 } else { -1 };
+            positions.insert(super::list_offsets(&mut client, topic, &all, start).await?)
         }
-        Some(group) => run_in_group(bootstrap, topic, &group, options).await,
+    };
+    while !progress.done(options, stop) {
+        if poll(&mut client, topic, positions, options, &mut progress.printed).await? {
+            progress.idle_since = Instant::now();
+        }
     }
+    Ok(())
 }
 
 fn subscription(topic: &str) -> Bytes {
@@ -211,34 +263,49 @@ fn range_assignment(topic: &str, members: &[String], partitions: i32) -> Vec<(St
         .collect()
 }
 
-async fn run_in_group(bootstrap: &str, topic: &str, group: &str, options: ConsumeOptions) -> Result<String> {
+/// One session in the group: join, consume what is assigned, commit, leave on the way out. A
+/// member id survives a reconnect; the broker answers UNKNOWN_MEMBER_ID if it forgot it.
+async fn consume_in_group(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    options: &ConsumeOptions,
+    progress: &mut Progress,
+    member: &mut String,
+    stop: &Stop,
+) -> Result<()> {
     let mut client = coordinator(bootstrap, group).await?;
     let mut data = connect(bootstrap).await?;
     let count = partition_count(&mut data, topic, false).await?;
     let gid = || GroupId(s(group));
-    let mut member = String::new();
-    let (mut printed, mut idle_since) = (0usize, Instant::now());
-    'rejoin: while !done(&options, printed, idle_since) {
+    'rejoin: while !progress.done(options, stop) {
         let join = JoinGroupRequest::default()
             .with_group_id(gid())
             .with_session_timeout_ms(45_000)
             .with_rebalance_timeout_ms(60_000)
-            .with_member_id(s(&member))
+            .with_member_id(s(member))
             .with_protocol_type(s("consumer"))
             .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default()
                 .with_name(s("range"))
                 .with_metadata(subscription(topic))]);
-        let ResponseKind::JoinGroup(j) = call(&mut client, 7, join).await? else {
-            bail!("unexpected answer to JoinGroup")
+        let mut stop_waiting = stop.clone();
+        let joined = tokio::select! {
+            joined = call(&mut client, 7, join) => joined?,
+            _ = stop_waiting.wait() => break 'rejoin,
         };
+        let ResponseKind::JoinGroup(j) = joined else { bail!("unexpected answer to JoinGroup") };
         if j.error_code == ResponseError::MemberIdRequired.code() {
-            member = j.member_id.to_string();
+            *member = j.member_id.to_string();
+            continue;
+        }
+        if j.error_code == ResponseError::UnknownMemberId.code() {
+            member.clear();
             continue;
         }
         if j.error_code != 0 {
             bail!("joining group {group} failed: {}", super::error_text(j.error_code, None));
         }
-        member = j.member_id.to_string();
+        *member = j.member_id.to_string();
         let assignments = if j.leader == j.member_id {
             range_assignment(topic, &j.members.iter().map(|m| m.member_id.to_string()).collect::<Vec<_>>(), count)
         } else {
@@ -247,7 +314,7 @@ async fn run_in_group(bootstrap: &str, topic: &str, group: &str, options: Consum
         let sync = SyncGroupRequest::default()
             .with_group_id(gid())
             .with_generation_id(j.generation_id)
-            .with_member_id(s(&member))
+            .with_member_id(s(member))
             .with_assignments(
                 assignments
                     .into_iter()
@@ -265,7 +332,7 @@ async fn run_in_group(bootstrap: &str, topic: &str, group: &str, options: Consum
             continue;
         }
         // Kafka's --timeout-ms counts time without a message, not time spent joining the group.
-        idle_since = Instant::now();
+        progress.idle_since = Instant::now();
         let mine: Vec<i32> = decode_consumer_assignment(&sg.assignment)
             .into_iter()
             .filter(|(t, _)| t == topic)
@@ -297,17 +364,17 @@ async fn run_in_group(bootstrap: &str, topic: &str, group: &str, options: Consum
             })
             .collect();
         let mut last_heartbeat = Instant::now();
-        while !done(&options, printed, idle_since) {
+        while !progress.done(options, stop) {
             if !positions.is_empty() {
                 let before = positions.clone();
-                if poll(&mut data, topic, &mut positions, &options, &mut printed).await? {
-                    idle_since = Instant::now();
+                if poll(&mut data, topic, &mut positions, options, &mut progress.printed).await? {
+                    progress.idle_since = Instant::now();
                 }
                 if positions != before {
                     let commit = OffsetCommitRequest::default()
                         .with_group_id(gid())
                         .with_generation_id_or_member_epoch(j.generation_id)
-                        .with_member_id(s(&member))
+                        .with_member_id(s(member))
                         .with_topics(vec![offset_commit_request::OffsetCommitRequestTopic::default()
                             .with_name(TopicName(s(topic)))
                             .with_partitions(
@@ -330,7 +397,7 @@ async fn run_in_group(bootstrap: &str, topic: &str, group: &str, options: Consum
                 let hb = HeartbeatRequest::default()
                     .with_group_id(gid())
                     .with_generation_id(j.generation_id)
-                    .with_member_id(s(&member));
+                    .with_member_id(s(member));
                 let ResponseKind::Heartbeat(h) = call(&mut client, 3, hb).await? else {
                     bail!("unexpected answer to Heartbeat")
                 };
@@ -340,9 +407,10 @@ async fn run_in_group(bootstrap: &str, topic: &str, group: &str, options: Consum
             }
         }
     }
+    // Leaving at once hands the partitions to the others now, not after the session timeout.
     let leave = LeaveGroupRequest::default()
         .with_group_id(gid())
-        .with_members(vec![leave_group_request::MemberIdentity::default().with_member_id(s(&member))]);
+        .with_members(vec![leave_group_request::MemberIdentity::default().with_member_id(s(member))]);
     let _ = call(&mut client, 3, leave).await;
-    Ok(String::new())
+    Ok(())
 }

@@ -37,16 +37,67 @@ pub fn resolve(addr: &str) -> Result<SocketAddr> {
         .ok_or_else(|| anyhow!("{addr} resolves to no address"))
 }
 
+/// The broker could not be reached, or the connection broke or timed out: a long-running command
+/// (a consumer) connects again instead of giving up.
+#[derive(Debug)]
+pub struct Disconnected(pub String);
+
+impl std::fmt::Display for Disconnected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Disconnected {}
+
+pub fn is_disconnected(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<Disconnected>().is_some()
+}
+
 pub async fn connect(addr: &str) -> Result<Client> {
     let socket = resolve(addr)?;
-    Client::connect(socket, TIMEOUT).await.map_err(|e| anyhow!("cannot reach the broker at {addr}: {e}"))
+    Client::connect(socket, TIMEOUT)
+        .await
+        .map_err(|e| anyhow::Error::new(Disconnected(format!("cannot reach the broker at {addr}: {e}"))))
 }
 
 pub async fn call<R>(client: &mut Client, version: i16, body: R) -> Result<ResponseKind>
 where
     R: kafka_protocol::protocol::Request + Into<kafka_protocol::messages::RequestKind>,
 {
-    client.call(version, body).await.map_err(|e| anyhow!("request failed: {e}"))
+    client.call(version, body).await.map_err(|e| anyhow::Error::new(Disconnected(format!("request failed: {e}"))))
+}
+
+/// Ctrl-C or SIGTERM, as the binary reports it: a consumer then leaves its group and a producer
+/// finishes what it is sending, instead of dying mid-request.
+#[derive(Clone)]
+pub struct Stop(tokio::sync::watch::Receiver<bool>);
+
+impl Stop {
+    pub fn new(signalled: tokio::sync::watch::Receiver<bool>) -> Self {
+        Stop(signalled)
+    }
+
+    /// A stop that never comes (tests, one-shot commands).
+    pub fn never() -> Self {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        // The sender stays alive for the process, so `wait` never returns.
+        std::mem::forget(tx);
+        Stop(rx)
+    }
+
+    pub fn requested(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Returns once a stop is requested.
+    pub async fn wait(&mut self) {
+        while !*self.0.borrow_and_update() {
+            if self.0.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
 }
 
 /// Whether a broker answers ApiVersions without an error.

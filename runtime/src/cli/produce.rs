@@ -1,5 +1,6 @@
-//! `spool produce TOPIC`: one record per line (stdin or `--message`), keyed with `--key-separator`, partitioned
-//! like Kafka's default partitioner (murmur2 of the key), acknowledged by all replicas.
+//! `spool produce TOPIC`: one record per line (stdin or `--message`), sent as each line is entered,
+//! keyed with `--key-separator`, partitioned like Kafka's default partitioner (murmur2 of the key),
+//! acknowledged by all replicas.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -11,7 +12,9 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
-use super::{call, connect, topic::parse_configs};
+use tokio::sync::mpsc;
+
+use super::{call, connect, topic::parse_configs, Client, Stop};
 
 /// Kafka's murmur2 (org.apache.kafka.common.utils.Utils.murmur2).
 pub fn murmur2(data: &[u8]) -> i32 {
@@ -49,28 +52,68 @@ pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
 
 const BATCH_LINES: usize = 1000;
 
+/// Reads lines on a thread of their own (a terminal blocks), so each line can be sent as soon as
+/// it is entered. With `prompt`, shows Kafka's console-producer prompt `>` before each line.
+pub fn read_lines(input: Box<dyn BufRead + Send>, prompt: bool) -> mpsc::Receiver<std::io::Result<String>> {
+    let (tx, rx) = mpsc::channel(BATCH_LINES);
+    std::thread::spawn(move || {
+        let mut input = input;
+        loop {
+            if prompt {
+                eprint!(">");
+            }
+            let mut line = String::new();
+            let read = input.read_line(&mut line);
+            let line = match read {
+                Ok(0) => return,
+                Ok(_) => Ok(line.trim_end_matches(['\n', '\r']).to_string()),
+                Err(e) => Err(e),
+            };
+            if tx.blocking_send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Sends every line as a record as soon as it arrives (the lines that arrive together go in one
+/// request), until the input ends or a stop is requested. Returns how many records were sent.
 pub async fn run(
     bootstrap: &str,
     topic: &str,
     key_separator: Option<&str>,
     headers: &[String],
-    input: Box<dyn BufRead>,
-    now_ms: i64,
-) -> Result<String> {
+    mut lines: mpsc::Receiver<std::io::Result<String>>,
+    clock: fn() -> i64,
+    mut stop: Stop,
+) -> Result<usize> {
     let headers: IndexMap<StrBytes, Option<Bytes>> =
         parse_configs(headers)?.into_iter().map(|(k, v)| (StrBytes::from_string(k), Some(Bytes::from(v)))).collect();
     let mut client = connect(bootstrap).await?;
     let partitions = super::consume::partition_count(&mut client, topic, true).await?;
-    let mut lines = input.lines();
     let mut unkeyed = 0i32;
+    let mut sent = 0usize;
     loop {
+        let first = tokio::select! {
+            biased;
+            _ = stop.wait() => None,
+            line = lines.recv() => line,
+        };
+        let Some(first) = first else { break };
+        let mut batch = vec![first?];
+        while batch.len() < BATCH_LINES {
+            match lines.try_recv() {
+                Ok(line) => batch.push(line?),
+                Err(_) => break,
+            }
+        }
+        let now_ms = clock();
         let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
-        let mut taken = 0;
-        for line in lines.by_ref() {
-            let line = line?;
+        for line in &batch {
             let (key, value) = match key_separator.and_then(|sep| line.split_once(sep)) {
                 Some((k, v)) => (Some(Bytes::from(k.to_string())), v.to_string()),
-                None => (None, line),
+                None => (None, line.clone()),
             };
             let partition = match &key {
                 Some(k) => partition_for(k, partitions),
@@ -96,46 +139,43 @@ pub async fn run(
                 value: Some(Bytes::from(value)),
                 headers: headers.clone(),
             });
-            taken += 1;
-            if taken == BATCH_LINES {
-                break;
-            }
         }
-        if by_partition.is_empty() {
-            break;
-        }
-        let data = by_partition
-            .iter()
-            .map(|(p, records)| {
-                let mut buf = BytesMut::new();
-                RecordBatchEncoder::encode(
-                    &mut buf,
-                    records,
-                    &RecordEncodeOptions { version: 2, compression: Compression::None },
-                )
-                .expect("records encode");
-                produce_request::PartitionProduceData::default().with_index(*p).with_records(Some(buf.freeze()))
-            })
-            .collect();
-        let request = ProduceRequest::default().with_acks(-1).with_timeout_ms(30_000).with_topic_data(vec![
-            produce_request::TopicProduceData::default()
-                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-                .with_partition_data(data),
-        ]);
-        let ResponseKind::Produce(r) = call(&mut client, 7, request).await? else {
-            bail!("unexpected answer to Produce")
-        };
-        for p in r.responses.iter().flat_map(|t| t.partition_responses.iter()) {
-            if p.error_code != 0 {
-                bail!(
-                    "producing to {topic}-{} failed: {}",
-                    p.index,
-                    super::error_text(p.error_code, p.error_message.as_deref())
-                );
-            }
+        produce(&mut client, topic, &by_partition).await?;
+        sent += batch.len();
+    }
+    Ok(sent)
+}
+
+async fn produce(client: &mut Client, topic: &str, by_partition: &BTreeMap<i32, Vec<Record>>) -> Result<()> {
+    let data = by_partition
+        .iter()
+        .map(|(p, records)| {
+            let mut buf = BytesMut::new();
+            RecordBatchEncoder::encode(
+                &mut buf,
+                records,
+                &RecordEncodeOptions { version: 2, compression: Compression::None },
+            )
+            .expect("records encode");
+            produce_request::PartitionProduceData::default().with_index(*p).with_records(Some(buf.freeze()))
+        })
+        .collect();
+    let request = ProduceRequest::default().with_acks(-1).with_timeout_ms(30_000).with_topic_data(vec![
+        produce_request::TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(data),
+    ]);
+    let ResponseKind::Produce(r) = call(client, 7, request).await? else { bail!("unexpected answer to Produce") };
+    for p in r.responses.iter().flat_map(|t| t.partition_responses.iter()) {
+        if p.error_code != 0 {
+            bail!(
+                "producing to {topic}-{} failed: {}",
+                p.index,
+                super::error_text(p.error_code, p.error_message.as_deref())
+            );
         }
     }
-    Ok(String::new())
+    Ok(())
 }
 
 #[cfg(test)]
