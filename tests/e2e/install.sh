@@ -6,8 +6,10 @@
 #   JAVA_LIBS  Java kafka-clients 4.3.0 jars + codec jars        (default: <repo>/target/java-libs)
 #   KAFKA_TOOLS_HOME  Apache Kafka's CLI tool jars (tests/kafka-tools/install.sh)
 #                                                                (default: <repo>/target/kafka-tools)
+#   GOMODCACHE Go module cache for tests/e2e/go (Go clients)     (default: <repo>/target/e2e-go/gomodcache)
 #
-# Uses only Debian's apt, PyPI (pip), npm and (for the Kafka tools) Maven Central.
+# Uses only Debian's apt, PyPI (pip), npm, (for the Kafka tools) Maven Central and (for the Go
+# clients) the Go module proxy.
 set -euo pipefail
 
 E2E_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -87,5 +89,40 @@ fi
 # --- 5. Apache Kafka's command-line tools (kafka-topics.sh & co.) from Maven Central --------
 # For test_kafka_tools.py; the version is pinned in tests/kafka-tools/pom.xml.
 bash "$REPO_ROOT/tests/kafka-tools/install.sh"
+
+# --- 6. Go modules for the Go clients (franz-go, sarama; tests/e2e/go) ----------------------
+# go.mod needs Go >= 1.26. Debian's golang-go is older (bookworm: 1.19), so the Go of the upstream
+# tarball in /usr/local/go comes first when present; golang-go is installed only if there is no
+# `go` at all (and then the version check below says what is missing). Modules come from the Go
+# module proxy into $GOMODCACHE, where test_go_clients.py builds from (go build -mod=readonly).
+GO_DIR="$E2E_DIR/go"
+export GOMODCACHE="${GOMODCACHE:-$REPO_ROOT/target/e2e-go/gomodcache}"
+export GOFLAGS="-mod=readonly -modcacherw"
+export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
+if [ -x /usr/local/go/bin/go ]; then export PATH="/usr/local/go/bin:$PATH"; fi
+if ! command -v go >/dev/null; then
+  log "apt-get install golang-go"
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y golang-go
+fi
+go_need="$(awk '$1 == "go" {print $2; exit}' "$GO_DIR/go.mod")"
+go_have="$(go env GOVERSION 2>/dev/null | sed 's/^go//')"
+if [ "$(printf '%s\n%s\n' "$go_need" "${go_have:-0}" | sort -V | head -n1)" != "$go_need" ]; then
+  log "$(command -v go) is Go ${go_have:-(unknown)}; tests/e2e/go needs Go >= $go_need:" \
+      "install it under /usr/local/go (https://go.dev/dl/) or set GOTOOLCHAIN=auto"
+  exit 1
+fi
+sum_hash="$(cat "$GO_DIR/go.mod" "$GO_DIR/go.sum" | sha256sum | cut -d' ' -f1)"
+go_stamp="$REPO_ROOT/target/e2e-go/.e2e-go-sum.sha256"
+if [ "$(cat "$go_stamp" 2>/dev/null)" = "$sum_hash" ] && [ -d "$GOMODCACHE/cache/download" ]; then
+  log "Go modules in $GOMODCACHE up to date"
+else
+  log "go mod download in $GO_DIR (Go $go_have, into $GOMODCACHE)"
+  (cd "$GO_DIR" && go mod download && go mod verify)
+  mkdir -p "$(dirname "$go_stamp")"
+  echo "$sum_hash" > "$go_stamp"
+fi
+# Compile once so the build cache is warm and the first test does not spend a minute on it.
+(cd "$GO_DIR" && go build -o "$REPO_ROOT/target/e2e-go/spoolgo" .)
 
 log "done. Run: $E2E_DIR/run.sh"

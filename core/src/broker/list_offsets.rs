@@ -30,6 +30,8 @@ struct Search {
     topic_index: usize,
     partition_index: usize,
     target: i64,
+    /// The log start offset when the search began: records below it are deleted, as if gone.
+    from_offset: i64,
     plan: ReadPlan,
     /// Durable end of the segment being searched.
     end: u64,
@@ -50,22 +52,24 @@ fn answer(partition: i32, error: i16, timestamp: i64, offset: i64) -> ListOffset
         .with_offset(offset)
 }
 
-/// The first record in `batch` with a timestamp at or after `target`, as (offset, timestamp).
-fn first_record_at_or_after(batch: &Batch<'_>, target: i64) -> (i64, i64) {
+/// The first record in `batch` at or after `from_offset` with a timestamp at or after `target`,
+/// as (offset, timestamp) (Kafka's `LogSegment.findOffsetByTimestamp`).
+fn first_record_at_or_after(batch: &Batch<'_>, target: i64, from_offset: i64) -> (i64, i64) {
     if batch.is_log_append_time() {
-        return (batch.base_offset(), batch.max_timestamp());
+        return (batch.base_offset().max(from_offset), batch.max_timestamp());
     }
     let mut found = None;
     if let Ok(area) = records::decompressed(batch, records::MAX_DECOMPRESSED_BATCH_BYTES) {
         let _ = records::for_each_record(&area, batch.records_count(), |r| {
             let timestamp = batch.base_timestamp().wrapping_add(r.timestamp_delta);
-            if found.is_none() && timestamp >= target {
-                found = Some((batch.base_offset() + r.offset_delta as i64, timestamp));
+            let offset = batch.base_offset() + r.offset_delta as i64;
+            if found.is_none() && timestamp >= target && offset >= from_offset {
+                found = Some((offset, timestamp));
             }
         });
     }
     // Unreadable records: batch granularity is still a correct lower bound.
-    found.unwrap_or((batch.base_offset(), batch.max_timestamp()))
+    found.unwrap_or((batch.base_offset().max(from_offset), batch.max_timestamp()))
 }
 
 impl Broker {
@@ -99,6 +103,7 @@ impl Broker {
                         None => answer(p.partition_index, 0, -1, -1),
                     },
                     ts if ts >= 0 => {
+                        let from_offset = log.log_start_offset;
                         if let Some(plan) = log.plan_time_search(ts) {
                             let end = plan.position + plan.len as u64;
                             let plan = ReadPlan { len: plan.len.min(SEARCH_CHUNK), ..plan };
@@ -109,7 +114,9 @@ impl Broker {
                                 plan.position,
                                 plan.len,
                             );
-                            search.searches.push(Some(Search { topic_index, partition_index, target: ts, plan, end }));
+                            let search_one =
+                                Search { topic_index, partition_index, target: ts, from_offset, plan, end };
+                            search.searches.push(Some(search_one));
                             search.outstanding += 1;
                         }
                         answer(p.partition_index, 0, -1, -1)
@@ -141,10 +148,12 @@ impl Broker {
             }
             Ok(bytes) => {
                 let mut batches = Batches::new(&bytes, false);
-                let found = batches.by_ref().find(|(_, b)| b.max_timestamp() >= search.target);
+                let found = batches
+                    .by_ref()
+                    .find(|(_, b)| b.max_timestamp() >= search.target && b.last_offset() >= search.from_offset);
                 match found {
                     Some((_, batch)) => {
-                        let (offset, ts) = first_record_at_or_after(&batch, search.target);
+                        let (offset, ts) = first_record_at_or_after(&batch, search.target, search.from_offset);
                         *response = answer(response.partition_index, 0, ts, offset);
                     }
                     None => {
