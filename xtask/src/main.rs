@@ -5,6 +5,7 @@ mod fuzz;
 mod fuzz_frames;
 mod gen_wire_schema;
 mod image;
+mod mutants;
 mod shrink;
 mod sim;
 mod test;

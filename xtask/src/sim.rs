@@ -36,6 +36,15 @@ pub enum SimCommand {
         #[arg(long = "set", value_name = "NAME=VALUE")]
         pins: Vec<String>,
     },
+    /// Apply each mutation in sim/mutants.txt alone and run seeds until one fails: how many of
+    /// these planted bugs the checkers catch (see docs/simulation.md).
+    Mutants {
+        #[arg(long, default_value_t = 2000)]
+        seeds: u64,
+        /// Only the mutant of this name.
+        #[arg(long)]
+        only: Option<String>,
+    },
     /// Replay every seed in corpus/sim-seeds.txt (each must pass) and corpus/canary-seeds.txt
     /// (each must finish with the canary planted: no hang, no crash).
     Corpus,
@@ -103,6 +112,9 @@ pub fn trace_hash(binary: &str, seed: u64) -> Result<String> {
 }
 
 pub fn run(command: SimCommand) -> Result<()> {
+    if let SimCommand::Mutants { seeds, only } = command {
+        return crate::mutants::run(seeds, only);
+    }
     let binary = build()?;
     // SAFETY of the run: a single-threaded xtask sets this before spawning anything.
     unsafe { std::env::set_var("SPOOL_COMMIT", commit()) };
@@ -150,6 +162,7 @@ pub fn run(command: SimCommand) -> Result<()> {
             println!("determinism: {seeds} seeds replayed with identical traces");
             Ok(())
         }
+        SimCommand::Mutants { .. } => unreachable!("handled above"),
         SimCommand::Corpus => {
             for seed in corpus_seeds("corpus/sim-seeds.txt")? {
                 run_cmd(&binary, &["--seed", &seed], &[])?;
