@@ -49,6 +49,9 @@ struct Observed {
     acked: BTreeSet<String>,
     /// Set when faults stop; consumers stop leaving on their own.
     healing: bool,
+    /// The newest generation any member has synced in: from then on the broker refuses a
+    /// heartbeat or commit of an older one (ILLEGAL_GENERATION), whatever the faults.
+    newest_synced_generation: i32,
     /// Invariants a consumer saw broken, as it saw them.
     violations: Vec<String>,
 }
@@ -345,13 +348,11 @@ async fn consume(observed: Shared) {
             }
         };
         let mine: Vec<i32> = decode_consumer_assignment(&synced.assignment).into_iter().map(|(_, p)| p).collect();
-        observed
-            .lock()
-            .expect("observed")
-            .owned
-            .entry(generation)
-            .or_default()
-            .insert(member.clone(), mine.iter().cloned().collect());
+        {
+            let mut o = observed.lock().expect("observed");
+            o.owned.entry(generation).or_default().insert(member.clone(), mine.iter().cloned().collect());
+            o.newest_synced_generation = o.newest_synced_generation.max(generation);
+        }
         if run_generation(&mut client, &member, generation, &mine, &observed).await.is_err() {
             client = connect().await;
         }
@@ -370,6 +371,21 @@ async fn metadata_partitions(client: &mut Client) -> Option<i32> {
             Some(m.topics[0].partitions.len() as i32)
         }
         _ => None,
+    }
+}
+
+fn newest_synced(observed: &Shared) -> i32 {
+    observed.lock().expect("observed").newest_synced_generation
+}
+
+/// A request of `generation` sent once `newer` had synced was accepted: Kafka refuses it with
+/// ILLEGAL_GENERATION, so a zombie member can neither stay nor commit over the new owner.
+fn refused_if_stale(observed: &Shared, what: &str, member: &str, generation: i32, newer: i32) {
+    if generation < newer {
+        observed.lock().expect("observed").violations.push(format!(
+            "member {member}'s {what} of generation {generation}, sent after generation {newer} had synced, was \
+             accepted"
+        ));
     }
 }
 
@@ -405,8 +421,11 @@ async fn run_generation(
                 .with_group_id(g())
                 .with_generation_id(generation)
                 .with_member_id(StrBytes::from_string(member.to_string()));
+            let newer = newest_synced(observed);
             match client.call(3, hb).await.map_err(|_| ())? {
-                ResponseKind::Heartbeat(h) if h.error_code == 0 => {}
+                ResponseKind::Heartbeat(h) if h.error_code == 0 => {
+                    refused_if_stale(observed, "heartbeat", member, generation, newer);
+                }
                 _ => return Ok(()),
             }
             // Now and then a consumer leaves politely (and rejoins as a new member).
@@ -465,6 +484,14 @@ async fn run_generation(
             *seen_hw = (*seen_hw).max(p.high_watermark);
             while !records.is_empty() {
                 let Ok(set) = RecordBatchDecoder::decode(&mut records) else { break };
+                if let Some(r) = set.records.iter().find(|r| r.offset >= p.high_watermark) {
+                    // A consumer is never served a record the broker does not count as durable.
+                    o.violations.push(format!(
+                        "member {member} was served offset {} of partition {} at or past the high watermark {} \
+                         of the same answer",
+                        r.offset, p.partition_index, p.high_watermark
+                    ));
+                }
                 for r in set.records.into_iter().filter(|r| r.offset >= position) {
                     if r.offset != next {
                         o.violations.push(format!(
@@ -507,8 +534,12 @@ async fn run_generation(
                             })
                             .collect(),
                     )]);
+            let newer = newest_synced(observed);
             match client.call(8, commit).await.map_err(|_| ())? {
                 ResponseKind::OffsetCommit(c) => {
+                    if c.topics.iter().flat_map(|t| t.partitions.iter()).any(|p| p.error_code == 0) {
+                        refused_if_stale(observed, "offset commit", member, generation, newer);
+                    }
                     let mut o = observed.lock().expect("observed");
                     for p in c.topics.iter().flat_map(|t| t.partitions.iter()).filter(|p| p.error_code == 0) {
                         if let Some((_, offset)) = commits.iter().find(|(q, _)| *q == p.partition_index) {
