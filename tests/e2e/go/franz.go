@@ -450,32 +450,7 @@ func (f *franz) group() {
 		}
 	}
 
-	for i := 0; i < f.o.members-f.o.late; i++ {
-		start(i)
-	}
-	waitStable()
-	plan := producePlan(f.o)
-	if f.o.late > 0 {
-		produce(plan[0])
-		// The late members join once the first half was consumed (plus what was there before).
-		if !tracker.waitCount(f.o.expect-len(plan[1]), time.Now().Add(f.o.timeout/2)) {
-			fail("first half not consumed: %d of %d", tracker.count(), f.o.expect-len(plan[1]))
-		}
-		for i := f.o.members - f.o.late; i < f.o.members; i++ {
-			start(i)
-		}
-		waitStable()
-		plan = plan[1:]
-	}
-	for _, msgs := range plan {
-		produce(msgs)
-	}
-
-	select {
-	case <-tracker.reached:
-		time.Sleep(f.o.linger)
-	case <-ctx.Done():
-	}
+	driveGroup(ctx, f.o, tracker, start, waitStable, produce)
 	stopRun()
 	wg.Wait()
 	timedOut := ctx.Err() != nil

@@ -18,6 +18,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -237,6 +238,35 @@ type groupTracker struct {
 
 func newGroupTracker(expect int) *groupTracker {
 	return &groupTracker{reached: make(chan struct{}), expect: expect, seen: map[[2]int64]int{}}
+}
+
+// driveGroup starts the members, produces the plan (late members join once the first part is
+// consumed), and returns when everything was consumed (after a linger) or time ran out.
+func driveGroup(ctx context.Context, o opts, tracker *groupTracker, start func(int), waitStable func(), produce func([]msg)) {
+	for i := 0; i < o.members-o.late; i++ {
+		start(i)
+	}
+	waitStable()
+	plan := producePlan(o)
+	if o.late > 0 {
+		produce(plan[0])
+		if !tracker.waitCount(o.expect-len(plan[1]), time.Now().Add(o.timeout/2)) {
+			fail("first half not consumed: %d of %d", tracker.count(), o.expect-len(plan[1]))
+		}
+		for i := o.members - o.late; i < o.members; i++ {
+			start(i)
+		}
+		waitStable()
+		plan = plan[1:]
+	}
+	for _, msgs := range plan {
+		produce(msgs)
+	}
+	select {
+	case <-tracker.reached:
+		time.Sleep(o.linger)
+	case <-ctx.Done():
+	}
 }
 
 func (t *groupTracker) count() int {

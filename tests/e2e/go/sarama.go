@@ -490,31 +490,7 @@ func (s *saramaClient) group() {
 		}
 	}
 
-	for i := 0; i < s.o.members-s.o.late; i++ {
-		start(i)
-	}
-	waitStable()
-	plan := producePlan(s.o)
-	if s.o.late > 0 {
-		produce(plan[0])
-		if !tracker.waitCount(s.o.expect-len(plan[1]), time.Now().Add(s.o.timeout/2)) {
-			fail("first half not consumed: %d of %d", tracker.count(), s.o.expect-len(plan[1]))
-		}
-		for i := s.o.members - s.o.late; i < s.o.members; i++ {
-			start(i)
-		}
-		waitStable()
-		plan = plan[1:]
-	}
-	for _, msgs := range plan {
-		produce(msgs)
-	}
-
-	select {
-	case <-tracker.reached:
-		time.Sleep(s.o.linger)
-	case <-ctx.Done():
-	}
+	driveGroup(ctx, s.o, tracker, start, waitStable, produce)
 	timedOut := ctx.Err() != nil
 	// Ending the sessions commits the marked offsets (sarama's offset manager flushes on release).
 	stopRun()
