@@ -506,20 +506,12 @@ func (f *franz) txn() {
 	if f.o.create > 0 {
 		f.createTopic(kadm.NewClient(cl), ctx, f.o.create)
 	}
-	plan := []struct {
-		name   string
-		commit bool
-	}{{"c1", true}, {"a2", false}, {"c3", true}}
 	base := 0
-	for _, t := range plan {
+	for _, t := range txnPlan {
 		if err := cl.BeginTransaction(); err != nil {
 			fail("BeginTransaction: %v", err)
 		}
-		msgs := generated(t.name, f.o.n)
-		for i := range msgs {
-			msgs[i].idx = base + i
-		}
-		base += len(msgs)
+		msgs := txnMessages(t.name, f.o.n, &base)
 		failed := f.produceAll(ctx, cl, msgs, map[string]any{"txn": t.name})
 		if err := cl.Flush(ctx); err != nil {
 			fail("Flush: %v", err)

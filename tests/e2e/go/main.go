@@ -240,6 +240,22 @@ func newGroupTracker(expect int) *groupTracker {
 	return &groupTracker{reached: make(chan struct{}), expect: expect, seen: map[[2]int64]int{}}
 }
 
+// txnPlan is what both clients' transactional producers do: commit, abort, commit.
+var txnPlan = []struct {
+	name   string
+	commit bool
+}{{"c1", true}, {"a2", false}, {"c3", true}}
+
+// txnMessages are one transaction's records, numbered after those of the transactions before.
+func txnMessages(name string, n int, base *int) []msg {
+	msgs := generated(name, n)
+	for i := range msgs {
+		msgs[i].idx = *base + i
+	}
+	*base += len(msgs)
+	return msgs
+}
+
 // driveGroup starts the members, produces the plan (late members join once the first part is
 // consumed), and returns when everything was consumed (after a linger) or time ran out.
 func driveGroup(ctx context.Context, o opts, tracker *groupTracker, start func(int), waitStable func(), produce func([]msg)) {

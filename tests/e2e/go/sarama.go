@@ -585,20 +585,12 @@ func (s *saramaClient) txn() {
 		fail("NewAsyncProducer (transactional): %v", err)
 	}
 	defer p.Close()
-	plan := []struct {
-		name   string
-		commit bool
-	}{{"c1", true}, {"a2", false}, {"c3", true}}
 	base := 0
-	for _, t := range plan {
+	for _, t := range txnPlan {
 		if err := p.BeginTxn(); err != nil {
 			fail("BeginTxn: %v", err)
 		}
-		msgs := generated(t.name, s.o.n)
-		for i := range msgs {
-			msgs[i].idx = base + i
-		}
-		base += len(msgs)
+		msgs := txnMessages(t.name, s.o.n, &base)
 		failed := s.sendAll(p, msgs, map[string]any{"txn": t.name})
 		commit := t.commit && failed == 0
 		if commit {
