@@ -639,9 +639,21 @@ fn topics_can_grow_be_reconfigured_and_deleted() {
             .with_resource_name(StrBytes::from_static_str("t"))
             .with_configuration_keys(Some(vec![StrBytes::from_static_str("retention.ms")])),
     ]);
-    let ResponseKind::DescribeConfigs(r) = node.call(CONN, 4, describe) else { panic!() };
+    let ResponseKind::DescribeConfigs(r) = node.call(CONN, 4, describe.clone()) else { panic!() };
     let entry = &r.results[0].configs[0];
     assert_eq!((entry.value.as_deref(), entry.config_source), (Some("1234"), 1), "config survived the crash");
+    assert!(entry.synonyms.is_empty(), "synonyms only when asked for");
+    // With synonyms, as kafka-configs --describe asks: the override, then the broker default.
+    let ResponseKind::DescribeConfigs(r) = node.call(CONN, 4, describe.with_include_synonyms(true)) else { panic!() };
+    let synonyms: Vec<(String, Option<String>, i8)> = r.results[0].configs[0]
+        .synonyms
+        .iter()
+        .map(|s| (s.name.to_string(), s.value.as_ref().map(|v| v.to_string()), s.source))
+        .collect();
+    assert_eq!(
+        synonyms,
+        [("retention.ms".into(), Some("1234".into()), 1), ("log.retention.hours".into(), Some("168".into()), 5)]
+    );
     let ResponseKind::Metadata(m) = node.call(CONN, 12, MetadataRequest::default().with_topics(None)) else { panic!() };
     assert_eq!(user_topics(&m)[0].partitions.len(), 3);
     let delete = DeleteTopicsRequest::default().with_topic_names(vec![topic("t")]);

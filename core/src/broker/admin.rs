@@ -7,7 +7,9 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
 use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
 use kafka_protocol::messages::{
     alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest, AlterConfigsResponse,
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteRecordsRequest,
@@ -27,6 +29,41 @@ const RESOURCE_BROKER: i8 = 4;
 const SOURCE_TOPIC_CONFIG: i8 = 1;
 const SOURCE_STATIC_BROKER_CONFIG: i8 = 4;
 const SOURCE_DEFAULT_CONFIG: i8 = 5;
+
+/// Where a topic config's value comes from, most specific first, as Kafka's
+/// `include_synonyms` lists it: the topic's own override (if any), then the broker-wide default
+/// under its broker name (Kafka's `ServerTopicConfigSynonyms`; durations in whole hours under
+/// their `.hours` name, as a Kafka broker's defaults are).
+fn topic_config_synonyms(key: &str, value: &str, source: i8, defaults: &TopicConfig) -> Vec<(String, String, i8)> {
+    let mut synonyms = Vec::new();
+    if source == SOURCE_TOPIC_CONFIG {
+        synonyms.push((key.to_string(), value.to_string(), source));
+    }
+    let Some(default) = defaults.value_of(key) else { return synonyms };
+    const HOUR_MS: i64 = 3_600_000;
+    let in_hours = |ms: &str| ms.parse::<i64>().ok().filter(|&ms| ms > 0 && ms % HOUR_MS == 0).map(|ms| ms / HOUR_MS);
+    let (name, default) = match key {
+        "retention.ms" => match in_hours(&default) {
+            Some(hours) => ("log.retention.hours", hours.to_string()),
+            None => ("log.retention.ms", default),
+        },
+        "segment.ms" => match in_hours(&default) {
+            Some(hours) => ("log.roll.hours", hours.to_string()),
+            None => ("log.roll.ms", default),
+        },
+        "segment.bytes" => ("log.segment.bytes", default),
+        "retention.bytes" => ("log.retention.bytes", default),
+        "max.message.bytes" => ("message.max.bytes", default),
+        "index.interval.bytes" => ("log.index.interval.bytes", default),
+        "cleanup.policy" => ("log.cleanup.policy", default),
+        "message.timestamp.type" => ("log.message.timestamp.type", default),
+        "compression.type" => ("compression.type", default),
+        "min.insync.replicas" => ("min.insync.replicas", default),
+        _ => return synonyms,
+    };
+    synonyms.push((name.to_string(), default, SOURCE_DEFAULT_CONFIG));
+    synonyms
+}
 const MAX_PARTITIONS: i32 = 10_000;
 
 /// The topics the broker owns (Kafka's `Topic.isInternal`): clients may read them but never
@@ -317,6 +354,8 @@ impl Broker {
     }
 
     pub(crate) fn handle_describe_configs(&mut self, ctx: RequestCtx, request: DescribeConfigsRequest) {
+        let include_synonyms = request.include_synonyms;
+        let defaults = self.config.topic_defaults.clone();
         let results = request
             .resources
             .into_iter()
@@ -360,12 +399,30 @@ impl Broker {
                             .is_none_or(|keys| keys.is_empty() || keys.iter().any(|w| w.as_str() == k))
                     })
                     .map(|(k, v, source, read_only)| {
+                        let synonyms = if !include_synonyms {
+                            Vec::new()
+                        } else if r.resource_type == RESOURCE_TOPIC {
+                            topic_config_synonyms(&k, &v, source, &defaults)
+                        } else {
+                            vec![(k.clone(), v.clone(), source)]
+                        };
                         DescribeConfigsResourceResult::default()
                             .with_name(text(&k))
                             .with_value(Some(text(&v)))
                             .with_read_only(read_only)
                             .with_config_source(source)
                             .with_config_type(config_type(&k))
+                            .with_synonyms(
+                                synonyms
+                                    .into_iter()
+                                    .map(|(name, value, source)| {
+                                        DescribeConfigsSynonym::default()
+                                            .with_name(text(&name))
+                                            .with_value(Some(text(&value)))
+                                            .with_source(source)
+                                    })
+                                    .collect(),
+                            )
                     })
                     .collect();
                 result.with_configs(configs)
