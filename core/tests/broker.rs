@@ -555,6 +555,18 @@ fn list_offsets_earliest_latest_by_time_and_max_timestamp() {
 }
 
 #[test]
+fn max_timestamp_answers_the_first_record_holding_it() {
+    let mut node = Node::single();
+    create(&mut node, "t", 1, &[]);
+    // As a perf test writes: many records in one millisecond, the largest timestamp in two batches.
+    let batches = [vec![("a", 5), ("b", 9), ("c", 9), ("d", 9)], vec![("e", 9), ("f", 2)]];
+    for batch in batches {
+        node.call(CONN, 9, produce_request("t", 0, 1, records_at(&batch)));
+    }
+    assert_eq!(list_offset(&mut node, -3), (1, 9), "Kafka's offsetOfMaxTimestamp, not the batch's end (3)");
+}
+
+#[test]
 fn delete_records_and_retention_advance_the_log_start() {
     let mut config = spool_core::config::BrokerConfig::single_node("127.0.0.1", 9092);
     config.retention_check_interval_ms = 1000;

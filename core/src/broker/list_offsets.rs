@@ -98,13 +98,17 @@ impl Broker {
                     EARLIEST | EARLIEST_LOCAL | EARLIEST_PENDING_UPLOAD => {
                         answer(p.partition_index, 0, -1, log.log_start_offset)
                     }
-                    MAX_TIMESTAMP => match log.max_timestamp() {
-                        Some((offset, ts)) => answer(p.partition_index, 0, ts, offset),
-                        None => answer(p.partition_index, 0, -1, -1),
-                    },
-                    ts if ts >= 0 => {
+                    // The largest timestamp is searched for like any other, so the answer is the
+                    // first record holding it (Kafka's offsetOfMaxTimestamp), not its batch's end.
+                    MAX_TIMESTAMP | 0.. => {
+                        let target = if p.timestamp == MAX_TIMESTAMP {
+                            log.max_timestamp().map(|(_, ts)| ts)
+                        } else {
+                            Some(p.timestamp)
+                        };
                         let from_offset = log.log_start_offset;
-                        if let Some(plan) = log.plan_time_search(ts) {
+                        if let Some(plan) = target.and_then(|ts| log.plan_time_search(ts)) {
+                            let target = target.expect("planned for a target");
                             let end = plan.position + plan.len as u64;
                             let plan = ReadPlan { len: plan.len.min(SEARCH_CHUNK), ..plan };
                             let slot = search.searches.len();
@@ -114,8 +118,7 @@ impl Broker {
                                 plan.position,
                                 plan.len,
                             );
-                            let search_one =
-                                Search { topic_index, partition_index, target: ts, from_offset, plan, end };
+                            let search_one = Search { topic_index, partition_index, target, from_offset, plan, end };
                             search.searches.push(Some(search_one));
                             search.outstanding += 1;
                         }

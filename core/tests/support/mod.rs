@@ -281,7 +281,23 @@ pub fn txn_records(values: &[&str], producer: (i64, i16, i32), timestamp: i64) -
     encode_records(values, Some(producer), timestamp, true)
 }
 
+/// A plain batch of (value, timestamp) records.
+pub fn records_at(values: &[(&str, i64)]) -> Bytes {
+    let (values, timestamps): (Vec<&str>, Vec<i64>) = values.iter().copied().unzip();
+    encode_records_at(&values, None, &timestamps, false)
+}
+
 fn encode_records(values: &[&str], producer: Option<(i64, i16, i32)>, timestamp: i64, transactional: bool) -> Bytes {
+    let timestamps: Vec<i64> = (0..values.len() as i64).map(|i| timestamp + i).collect();
+    encode_records_at(values, producer, &timestamps, transactional)
+}
+
+fn encode_records_at(
+    values: &[&str],
+    producer: Option<(i64, i16, i32)>,
+    timestamps: &[i64],
+    transactional: bool,
+) -> Bytes {
     let (producer_id, producer_epoch, base_sequence) = producer.unwrap_or((-1, -1, -1));
     let records: Vec<Record> = values
         .iter()
@@ -296,7 +312,7 @@ fn encode_records(values: &[&str], producer: Option<(i64, i16, i32)>, timestamp:
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             sequence: base_sequence + i as i32,
-            timestamp: timestamp + i as i64,
+            timestamp: timestamps[i],
             key: Some(Bytes::from(format!("k{i}"))),
             value: Some(Bytes::from(v.to_string())),
             headers: Default::default(),
