@@ -105,10 +105,11 @@ impl LeaderEpochs {
         epochs
     }
 
-    /// Adds the epochs of batches read after what this cache already covers (recovery's scan).
+    /// Adds the epochs newer than the latest it knows, from batches in log order (recovery's
+    /// scan, which may begin below the latest epoch's start: older epochs there are known).
     pub fn extend_from_batches<I: IntoIterator<Item = (i32, i64)>>(&mut self, batches: I) {
         for (epoch, base_offset) in batches {
-            if epoch >= 0 && self.latest().is_none_or(|l| epoch > l.epoch || l.start_offset > base_offset) {
+            if epoch >= 0 && self.latest().is_none_or(|l| epoch > l.epoch) {
                 self.assign(epoch, base_offset);
             }
         }
@@ -169,6 +170,17 @@ mod tests {
         assert_eq!(
             c.entries().iter().map(|e| (e.epoch, e.start_offset)).collect::<Vec<_>>(),
             [(0, 3), (2, 9), (5, 20)]
+        );
+    }
+
+    #[test]
+    fn batches_read_from_below_the_latest_epoch_add_only_newer_epochs() {
+        let mut c = cache(&[(0, 0), (3, 100)]);
+        c.extend_from_batches([(0, 40), (3, 100), (3, 110), (5, 130)]);
+        assert_eq!(
+            c.entries().iter().map(|e| (e.epoch, e.start_offset)).collect::<Vec<_>>(),
+            [(0, 0), (3, 100), (5, 130)],
+            "epoch 0 still starts at 0"
         );
     }
 

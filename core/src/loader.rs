@@ -180,9 +180,12 @@ fn load_partition(
             repairs.push(Repair::Sync(file(segment.base_offset, FileKind::Log)));
         }
     }
-    let epochs = match epochs {
-        // Recovery read every batch past what the checkpoint can have missed.
+    let checkpointed = epochs.clone();
+    let mut epochs = match epochs {
+        // Recovery read every batch past what the checkpoint can have missed; what it holds past
+        // the recovered end is gone first.
         Some(mut epochs) => {
+            epochs.truncate_from_end(recovery.log_end_offset);
             epochs.extend_from_batches(recovery.epoch_starts.iter().copied());
             epochs
         }
@@ -197,14 +200,15 @@ fn load_partition(
             }))
         }
     };
-    let mut epochs = epochs;
     epochs.truncate_from_end(recovery.log_end_offset);
     epochs.truncate_from_start(log_start);
+    let leader_epochs_changed = checkpointed.as_ref() != Some(&epochs);
     Some(LoadedPartition {
         segments: recovery.segments,
         producers: recovery.producers,
         log_start_offset: log_start,
         leader_epochs: epochs,
+        leader_epochs_changed,
     })
 }
 

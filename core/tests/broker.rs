@@ -555,6 +555,24 @@ fn list_offsets_earliest_latest_by_time_and_max_timestamp() {
 }
 
 #[test]
+fn reads_stop_at_the_bound_they_name() {
+    use spool_core::partition::ReadBound;
+    let mut node = Node::single();
+    create(&mut node, "t", 1, &[]);
+    node.call(CONN, 9, produce_request("t", 0, 1, records(&["durable"], None, START_MS)));
+    node.hold_syncs = true;
+    node.send(CONN, 9, produce_request("t", 0, 0, records(&["written"], None, START_MS)));
+    let log = node.broker.partition(&TopicPartition::new("t", 0)).expect("created");
+    assert_eq!((log.high_watermark(), log.log_end_offset()), (1, 2));
+    // A consumer at the high watermark has nothing to read; a follower reads on to the log end.
+    assert_eq!(log.plan_read(1, 1 << 20, ReadBound::HighWatermark), Ok(None));
+    let to_end = log.plan_read(1, 1 << 20, ReadBound::LogEnd).unwrap().expect("the unsynced batch");
+    let from_start = log.plan_read(0, 1 << 20, ReadBound::HighWatermark).unwrap().expect("the durable batch");
+    let end = |p: &spool_core::partition::ReadPlan| p.position + p.len as u64;
+    assert!(end(&to_end) > end(&from_start), "the follower's read covers the unsynced batch too");
+}
+
+#[test]
 fn max_timestamp_answers_the_first_record_holding_it() {
     let mut node = Node::single();
     create(&mut node, "t", 1, &[]);

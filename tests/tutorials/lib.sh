@@ -32,24 +32,22 @@ fail() {
 }
 
 # run CMD ARGS...: echoes the command line, runs it (stdin passes through), keeps its stdout in $OUT
-# and stderr in $ERR, prints both, and fails unless it exited 0.
-run() {
-  printf '$ %s\n' "$*"
-  local rc=0
-  "$@" >"$OUT" 2>"$ERR" || rc=$?
-  sed 's/^/  | /' "$OUT"
-  sed 's/^/  ! /' "$ERR"
-  [ "$rc" -eq 0 ] || fail "\`$1\` exited $rc"
-}
+# and stderr in $ERR, prints both, and fails unless it exited 0. run_fails: a step that must fail.
+run() { run_expecting success "$@"; }
+run_fails() { run_expecting failure "$@"; }
 
-# run_fails CMD ARGS...: like run, for a step that must exit non-zero.
-run_fails() {
+run_expecting() {
+  local want=$1 rc=0
+  shift
   printf '$ %s\n' "$*"
-  local rc=0
   "$@" >"$OUT" 2>"$ERR" || rc=$?
   sed 's/^/  | /' "$OUT"
   sed 's/^/  ! /' "$ERR"
-  [ "$rc" -ne 0 ] || fail "\`$1\` exited 0, expected an error"
+  if [ "$want" = success ]; then
+    [ "$rc" -eq 0 ] || fail "\`$1\` exited $rc"
+  else
+    [ "$rc" -ne 0 ] || fail "\`$1\` exited 0, expected an error"
+  fi
 }
 
 # The Kafka tools log WARN and up to stderr: a clean step logs nothing of the sort.

@@ -139,7 +139,6 @@ impl Broker {
             other => unreachable!("not a checkpoint: {other:?}"),
         }
         self.write_checkpoints();
-        self.check_shutdown();
     }
 
     pub(crate) fn retry_checkpoints(&mut self, now_ms: i64) {

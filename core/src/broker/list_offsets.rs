@@ -107,8 +107,7 @@ impl Broker {
                             Some(p.timestamp)
                         };
                         let from_offset = log.log_start_offset;
-                        if let Some(plan) = target.and_then(|ts| log.plan_time_search(ts)) {
-                            let target = target.expect("planned for a target");
+                        if let Some((target, plan)) = target.and_then(|ts| Some((ts, log.plan_time_search(ts)?))) {
                             let end = plan.position + plan.len as u64;
                             let plan = ReadPlan { len: plan.len.min(SEARCH_CHUNK), ..plan };
                             let slot = search.searches.len();

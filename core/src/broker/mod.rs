@@ -48,6 +48,8 @@ pub struct LoadedPartition {
     pub producers: ProducerStates,
     pub log_start_offset: i64,
     pub leader_epochs: LeaderEpochs,
+    /// The cache differs from the checkpoint (rebuilt, extended or trimmed): write it again.
+    pub leader_epochs_changed: bool,
 }
 
 /// Everything the driver read from the data directory at start.
@@ -172,6 +174,7 @@ impl Broker {
     pub fn new(config: BrokerConfig, loaded: LoadedState, now_ms: i64) -> Self {
         let buggify = config.buggify;
         let LoadedState { meta, mut partitions } = loaded;
+        let leader_epochs_changed = partitions.values().any(|p| p.leader_epochs_changed);
         let mut topics = BTreeMap::new();
         for t in &meta.topics {
             let name: Arc<str> = Arc::from(t.name.as_str());
@@ -250,10 +253,12 @@ impl Broker {
             offline_since_ms: None,
             restart_reason: None,
         };
-        // Persist identity on first start (and any repair done above), and the leader epochs as
-        // loaded (rebuilt, or extended by recovery).
+        // Persist identity on first start (and any repair done above), and leader epochs the
+        // loader rebuilt or extended.
         broker.queue_meta_silent(MetaChange::ProducerIdBlock { end: next_producer_id });
-        broker.mark_leader_epochs_dirty();
+        if leader_epochs_changed {
+            broker.mark_leader_epochs_dirty();
+        }
         if broker.topics.contains_key(OFFSETS_TOPIC) {
             broker.start_group_load(now_ms);
         } else {
@@ -495,7 +500,8 @@ impl Broker {
     }
 
     /// A storage operation this broker issued finished. Each operation completes exactly once;
-    /// a completion for an operation not in flight is a driver bug and panics.
+    /// a completion for an operation not in flight is a driver bug and panics. Whatever it
+    /// finished, a shutdown or restart waiting on it may now be reported.
     pub fn handle_completion(&mut self, now_ms: i64, completion: Completion) {
         self.route_completion(now_ms, completion);
         self.check_shutdown();
@@ -533,7 +539,6 @@ impl Broker {
                         self.release_group_persists(now_ms);
                     }
                 }
-                self.check_shutdown();
             }
             (Purpose::FetchRead { fetch, slot }, Completion::Read { result, .. }) => {
                 self.on_fetch_read(fetch, slot, result)
@@ -796,7 +801,6 @@ impl Broker {
             }
         }
         self.maybe_write_meta();
-        self.check_shutdown();
     }
 
     /// Makes a durable metadata change visible.

@@ -79,6 +79,5 @@ impl Broker {
             // The previous file stays in place (replaced atomically), older but still true.
             Err(e) => tracing::error!("recovery-point checkpoint failed: {e}; trying again at the next interval"),
         }
-        self.check_shutdown();
     }
 }

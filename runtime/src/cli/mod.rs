@@ -70,33 +70,36 @@ where
 
 /// Ctrl-C or SIGTERM, as the binary reports it: a consumer then leaves its group and a producer
 /// finishes what it is sending, instead of dying mid-request.
+/// `None`: a stop that never comes (tests).
 #[derive(Clone)]
-pub struct Stop(tokio::sync::watch::Receiver<bool>);
+pub struct Stop(Option<tokio::sync::watch::Receiver<bool>>);
 
 impl Stop {
     pub fn new(signalled: tokio::sync::watch::Receiver<bool>) -> Self {
-        Stop(signalled)
+        Stop(Some(signalled))
     }
 
-    /// A stop that never comes (tests, one-shot commands).
     pub fn never() -> Self {
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        // The sender stays alive for the process, so `wait` never returns.
-        std::mem::forget(tx);
-        Stop(rx)
+        Stop(None)
     }
 
     pub fn requested(&self) -> bool {
-        *self.0.borrow()
+        self.0.as_ref().is_some_and(|rx| *rx.borrow())
     }
 
     /// Returns once a stop is requested.
     pub async fn wait(&mut self) {
-        while !*self.0.borrow_and_update() {
-            if self.0.changed().await.is_err() {
-                std::future::pending::<()>().await;
+        if let Some(rx) = &mut self.0 {
+            while !*rx.borrow_and_update() {
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            }
+            if *rx.borrow() {
+                return;
             }
         }
+        std::future::pending::<()>().await;
     }
 }
 
