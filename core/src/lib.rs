@@ -17,6 +17,7 @@ pub mod meta;
 pub mod ops;
 pub mod partition;
 pub mod producer_state;
+pub mod raft;
 pub mod records;
 pub mod recovery;
 pub mod storage;

@@ -1,7 +1,8 @@
 //! `cargo xtask sim mutants`: measures the simulator's checkers. Each mutation in
 //! `sim/mutants.txt` is a small, realistic mistake in the core; it is applied alone, the
-//! simulator is rebuilt, and seeds run until one fails (caught) or the budget ends (survived).
-//! The source is restored after each, whatever happens.
+//! simulator (or, for `checker: raft`, the quorum harness in core/tests/raft_cluster.rs) is
+//! rebuilt, and seeds run until one fails (caught) or the budget ends (survived). The source is
+//! restored after each, whatever happens.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -17,6 +18,15 @@ pub struct Mutant {
     pub find: String,
     pub replace: String,
     pub why: String,
+    pub checker: Checker,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Checker {
+    /// The single-node simulator (`spool-sim`).
+    Sim,
+    /// The metadata quorum's in-process cluster harness.
+    Raft,
 }
 
 /// Reads the list: blocks of `## name`, a line of why, then `file:`, `find:` and `replace:` lines.
@@ -31,6 +41,7 @@ pub fn parse(text: &str) -> Result<Vec<Mutant>> {
                 find: String::new(),
                 replace: String::new(),
                 why: String::new(),
+                checker: Checker::Sim,
             });
             continue;
         }
@@ -41,6 +52,12 @@ pub fn parse(text: &str) -> Result<Vec<Mutant>> {
             m.find = v.to_string();
         } else if let Some(v) = line.strip_prefix("replace: ") {
             m.replace = v.to_string();
+        } else if let Some(v) = line.strip_prefix("checker: ") {
+            m.checker = match v.trim() {
+                "sim" => Checker::Sim,
+                "raft" => Checker::Raft,
+                other => bail!("sim/mutants.txt line {}: unknown checker {other:?}", n + 1),
+            };
         } else if !line.is_empty() && !line.starts_with('#') {
             if m.file.is_empty() {
                 m.why.push_str(line.trim());
@@ -96,9 +113,12 @@ pub fn run(seeds: u64, only: Option<String>) -> Result<()> {
         let outcome = {
             let _restore = Restore { path: path.clone(), original: original.clone() };
             std::fs::write(&path, original.replacen(&m.find, &m.replace, 1))?;
-            match crate::sim::build() {
-                Err(_) => Outcome::DoesNotBuild,
-                Ok(binary) => first_failure(&binary, seeds)?,
+            match m.checker {
+                Checker::Sim => match crate::sim::build() {
+                    Err(_) => Outcome::DoesNotBuild,
+                    Ok(binary) => first_failure(&binary, seeds)?,
+                },
+                Checker::Raft => raft_failure(seeds)?,
             }
         };
         let verdict = match &outcome {
@@ -110,7 +130,9 @@ pub fn run(seeds: u64, only: Option<String>) -> Result<()> {
         results.push((m.name.clone(), outcome, verdict));
     }
     // The restored source, built again, so the next command does not run a mutant.
-    crate::sim::build()?;
+    if mutants.iter().any(|m| m.checker == Checker::Sim) {
+        crate::sim::build()?;
+    }
     let caught = results.iter().filter(|(_, o, _)| matches!(o, Outcome::Caught { .. })).count();
     println!("mutants: {caught} of {} caught within {seeds} seeds", results.len());
     for (name, _, verdict) in &results {
@@ -147,6 +169,30 @@ fn first_failure(binary: &str, seeds: u64) -> Result<Outcome> {
     }
     child.wait()?;
     Ok(Outcome::Survived)
+}
+
+/// Runs the quorum harness over `seeds` seeds; it stops at the first failing one.
+fn raft_failure(seeds: u64) -> Result<Outcome> {
+    let output = Command::new("cargo")
+        .current_dir(root())
+        .args(["test", "-q", "-p", "spool-core", "--profile", "checked", "--test", "raft_cluster", "quorum_keeps"])
+        .env("RAFT_SEEDS", seeds.to_string())
+        .output()?;
+    if output.status.success() {
+        return Ok(Outcome::Survived);
+    }
+    let text = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
+    if text.contains("could not compile") {
+        return Ok(Outcome::DoesNotBuild);
+    }
+    // The harness names the failing seed: "seed N: FAILED: why (replay: ...)".
+    let Some(failure) = text.lines().find_map(|l| l.strip_prefix("seed ").and_then(|r| r.split_once(": FAILED: ")))
+    else {
+        bail!("the quorum harness failed without naming a seed:\n{text}");
+    };
+    let seed: u64 = failure.0.parse().context("the failing seed")?;
+    let why: String = failure.1.split(" (replay:").next().unwrap_or(failure.1).chars().take(160).collect();
+    Ok(Outcome::Caught { seed, seeds_run: seed + 1, why })
 }
 
 #[cfg(test)]

@@ -1,0 +1,213 @@
+//! The Raft node's contract, one promise at a time (the cluster harness in raft_cluster.rs runs
+//! them all together under faults).
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, FetchResponse as KafkaFetchResponse, ResponseKind};
+use spool_core::raft::{
+    wire, Diverging, ElectionState, Entry, FetchResponse, Message, Payload, ProposeError, RaftAction, RaftConfig,
+    RaftNode, Request, Response, Restored, RoleKind,
+};
+
+fn drain(node: &mut RaftNode) -> Vec<RaftAction> {
+    std::iter::from_fn(|| node.poll_action()).collect()
+}
+
+fn entry(offset: u64, epoch: i32, data: &str) -> Entry {
+    Entry { offset, epoch, payload: Payload::Data(Bytes::from(data.to_string())) }
+}
+
+#[test]
+fn a_lone_voter_leads_after_its_election_state_is_on_disk_and_commits_what_it_synced() {
+    let mut node = RaftNode::new(RaftConfig::new(1, vec![1], 7), Restored::default(), 0);
+    // Candidate and leader at once; one write of the election state covers both.
+    assert_eq!(
+        node.poll_action(),
+        Some(RaftAction::PersistElection(ElectionState { epoch: 1, voted_for: Some(1), leader: Some(1) }))
+    );
+    assert_eq!(node.poll_action(), None, "nothing leaves before the election state is persisted");
+    node.handle_election_persisted(2);
+    let actions = drain(&mut node);
+    assert!(matches!(&actions[0], RaftAction::Append(e) if e[0].payload == Payload::LeaderChange { leader: 1 }));
+    assert_eq!(actions[1], RaftAction::Sync { through: 1 });
+    assert_eq!(node.role(), RoleKind::Leader);
+    assert_eq!(node.propose(3, Bytes::from_static(b"a")), Ok(1));
+    assert!(matches!(&drain(&mut node)[..], [RaftAction::Append(_)]), "one sync in flight at a time");
+    assert_eq!(node.high_watermark(), 0, "nothing committed before it is synced");
+    node.handle_synced(4, 1);
+    assert_eq!(node.high_watermark(), 1);
+    let actions = drain(&mut node);
+    assert_eq!(actions, vec![RaftAction::Sync { through: 2 }]);
+    node.handle_synced(5, 2);
+    assert_eq!(node.high_watermark(), 2);
+}
+
+#[test]
+fn a_vote_is_answered_only_after_it_is_persisted_and_never_given_twice() {
+    let mut node = RaftNode::new(RaftConfig::new(2, vec![1, 2, 3], 7), Restored::default(), 0);
+    assert!(drain(&mut node).is_empty());
+    let vote = |candidate| Message::Request {
+        correlation: 1,
+        request: Request::Vote { epoch: 1, candidate, last_epoch: 0, log_end: 0 },
+    };
+    node.handle_message(10, 1, vote(1));
+    let actions = drain(&mut node);
+    assert_eq!(
+        actions,
+        vec![RaftAction::PersistElection(ElectionState { epoch: 1, voted_for: Some(1), leader: None })]
+    );
+    node.handle_election_persisted(11);
+    let granted = drain(&mut node);
+    assert!(
+        matches!(
+            &granted[..],
+            [RaftAction::Send {
+                to: 1,
+                message: Message::Response { response: Response::Vote { granted: true, .. }, .. }
+            }]
+        ),
+        "{granted:?}"
+    );
+    node.handle_message(12, 3, vote(3));
+    let refused = drain(&mut node);
+    assert!(
+        matches!(
+            &refused[..],
+            [RaftAction::Send {
+                to: 3,
+                message: Message::Response { response: Response::Vote { granted: false, .. }, .. }
+            }]
+        ),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn a_candidate_with_a_shorter_log_gets_no_vote() {
+    let restored = Restored {
+        election: Some(ElectionState { epoch: 2, voted_for: None, leader: None }),
+        entries: vec![entry(0, 1, "a"), entry(1, 2, "b")],
+    };
+    let mut node = RaftNode::new(RaftConfig::new(2, vec![1, 2, 3], 7), restored, 0);
+    drain(&mut node);
+    let request = Request::Vote { epoch: 3, candidate: 1, last_epoch: 1, log_end: 5 };
+    node.handle_message(1, 1, Message::Request { correlation: 9, request });
+    assert!(matches!(
+        &drain(&mut node)[..],
+        [RaftAction::PersistElection(ElectionState { epoch: 3, voted_for: None, .. })]
+    ));
+    node.handle_election_persisted(2);
+    let actions = drain(&mut node);
+    assert!(
+        actions.iter().any(|a| matches!(
+            a,
+            RaftAction::Send {
+                message: Message::Response { response: Response::Vote { granted: false, epoch: 3, .. }, .. },
+                ..
+            }
+        )),
+        "an older last epoch loses whatever its length: {actions:?}"
+    );
+}
+
+#[test]
+fn a_follower_truncates_where_its_log_diverges_and_fetches_only_from_its_durable_end() {
+    let restored = Restored {
+        election: Some(ElectionState { epoch: 3, voted_for: None, leader: Some(1) }),
+        entries: vec![entry(0, 1, "a"), entry(1, 1, "b"), entry(2, 2, "stale"), entry(3, 2, "stale")],
+    };
+    let mut node = RaftNode::new(RaftConfig::new(2, vec![1, 2, 3], 7), restored, 0);
+    let fetch = drain(&mut node);
+    let [RaftAction::Send { to: 1, message: Message::Request { correlation, request } }] = &fetch[..] else {
+        panic!("{fetch:?}")
+    };
+    assert_eq!(
+        *request,
+        Request::Fetch { epoch: 3, replica: 2, fetch_offset: 4, last_fetched_epoch: 2, max_wait_ms: 500 }
+    );
+    // The leader's epoch 1 ran to offset 3 (it never had epoch 2); here epoch 1 ends at 2.
+    let response = FetchResponse {
+        epoch: 3,
+        leader: Some(1),
+        error: None,
+        high_watermark: Some(2),
+        diverging: Some(Diverging { epoch: 1, end_offset: 3 }),
+        entries: Vec::new(),
+    };
+    node.handle_message(5, 1, Message::Response { correlation: *correlation, response: Response::Fetch(response) });
+    let actions = drain(&mut node);
+    assert_eq!(actions[0], RaftAction::Truncate { end: 2 });
+    assert!(matches!(
+        &actions[1],
+        RaftAction::Send {
+            message: Message::Request { request: Request::Fetch { fetch_offset: 2, last_fetched_epoch: 1, .. }, .. },
+            ..
+        }
+    ));
+    let Some(RaftAction::Send { message: Message::Request { correlation, .. }, .. }) = actions.get(1).cloned() else {
+        panic!()
+    };
+    let response = FetchResponse {
+        epoch: 3,
+        leader: Some(1),
+        error: None,
+        high_watermark: Some(4),
+        diverging: None,
+        entries: vec![entry(2, 1, "c"), entry(3, 3, "d")],
+    };
+    node.handle_message(6, 1, Message::Response { correlation, response: Response::Fetch(response) });
+    let actions = drain(&mut node);
+    assert_eq!(actions.len(), 2, "append and sync, and no fetch before the sync: {actions:?}");
+    assert_eq!(node.high_watermark(), 2, "nothing this node has not synced counts as committed");
+    node.handle_synced(7, 4);
+    assert_eq!(node.high_watermark(), 4);
+    assert!(matches!(
+        &drain(&mut node)[..],
+        [RaftAction::Send {
+            message: Message::Request { request: Request::Fetch { fetch_offset: 4, last_fetched_epoch: 3, .. }, .. },
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn only_the_leader_takes_proposals() {
+    let mut node = RaftNode::new(RaftConfig::new(2, vec![1, 2, 3], 7), Restored::default(), 0);
+    assert_eq!(node.propose(0, Bytes::new()), Err(ProposeError::NotLeader { leader: None }));
+}
+
+#[test]
+fn the_wire_keeps_every_field() {
+    let fetch = Response::Fetch(FetchResponse {
+        epoch: 4,
+        leader: Some(2),
+        error: None,
+        high_watermark: Some(0),
+        diverging: Some(Diverging { epoch: 0, end_offset: 0 }),
+        entries: vec![
+            entry(0, 1, "a"),
+            Entry { offset: 1, epoch: 4, payload: Payload::LeaderChange { leader: 2 } },
+            entry(2, 4, ""),
+        ],
+    });
+    let kind = wire::encode_response(&fetch);
+    assert_eq!(wire::decode_response(ApiKey::Fetch, kind).unwrap(), fetch);
+    let requests = [
+        Request::Vote { epoch: 3, candidate: 1, last_epoch: 2, log_end: 17 },
+        Request::BeginQuorumEpoch { epoch: 3, leader: 1 },
+        Request::EndQuorumEpoch { epoch: 3, leader: 1, preferred_successors: vec![3, 2] },
+        Request::Fetch { epoch: 3, replica: 2, fetch_offset: 9, last_fetched_epoch: 3, max_wait_ms: 500 },
+    ];
+    for request in requests {
+        let (sender, decoded) = wire::decode_request(wire::encode_request(&request, 9, "cluster")).unwrap();
+        assert_eq!(decoded, request);
+        assert_ne!(sender, 9, "the sender is named by the message, not the addressee");
+    }
+}
+
+#[test]
+fn a_fetch_answer_without_the_metadata_partition_is_refused_not_trusted() {
+    let empty = ResponseKind::Fetch(KafkaFetchResponse::default());
+    assert!(wire::decode_response(ApiKey::Fetch, empty).is_err());
+    let mismatched = wire::encode_response(&Response::BeginQuorumEpoch { epoch: 1, leader: None, error: None });
+    assert!(wire::decode_response(ApiKey::Vote, mismatched).is_err());
+}
