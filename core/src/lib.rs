@@ -14,6 +14,7 @@ pub mod leader_epochs;
 pub mod loader;
 pub mod mem_disk;
 pub mod meta;
+pub mod metadata;
 pub mod ops;
 pub mod partition;
 pub mod producer_state;
