@@ -74,6 +74,14 @@ pub fn parse(text: &str) -> Result<Vec<Mutant>> {
     Ok(mutants)
 }
 
+/// `--only NAME`, or `--only PREFIX*` for a family (`raft-*`).
+fn selects(only: &str, name: &str) -> bool {
+    match only.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == only,
+    }
+}
+
 /// Puts a mutated file back as it was when dropped.
 struct Restore {
     path: std::path::PathBuf,
@@ -97,7 +105,7 @@ enum Outcome {
 pub fn run(seeds: u64, only: Option<String>) -> Result<()> {
     let list = std::fs::read_to_string(root().join("sim/mutants.txt")).context("reading sim/mutants.txt")?;
     let mutants: Vec<Mutant> =
-        parse(&list)?.into_iter().filter(|m| only.as_ref().is_none_or(|o| &m.name == o)).collect();
+        parse(&list)?.into_iter().filter(|m| only.as_ref().is_none_or(|o| selects(o, &m.name))).collect();
     if mutants.is_empty() {
         bail!("no mutant to run");
     }

@@ -41,7 +41,7 @@ pub enum SimCommand {
     Mutants {
         #[arg(long, default_value_t = 2000)]
         seeds: u64,
-        /// Only the mutant of this name.
+        /// Only the mutant of this name, or a family by prefix (`raft-*`).
         #[arg(long)]
         only: Option<String>,
     },

@@ -51,12 +51,31 @@ impl LeaderState {
         }
     }
 
-    pub fn progress_mut(&mut self, replica: NodeId, max_observers: usize) -> Option<&mut Progress> {
+    /// The replica's progress; a new observer is tracked if there is room, after forgetting
+    /// those that have not fetched since `stale_before_ms`. Past the limit it is served untracked.
+    pub fn progress_mut(
+        &mut self,
+        replica: NodeId,
+        max_observers: usize,
+        stale_before_ms: u64,
+    ) -> Option<&mut Progress> {
         if self.voters.contains_key(&replica) {
             return self.voters.get_mut(&replica);
         }
         if !self.observers.contains_key(&replica) && self.observers.len() >= max_observers {
-            return None;
+            let stale: Vec<NodeId> = self
+                .observers
+                .iter()
+                .filter(|(_, p)| p.last_fetch_ms.is_none_or(|t| t < stale_before_ms))
+                .map(|(&o, _)| o)
+                .collect();
+            for observer in stale {
+                self.observers.remove(&observer);
+                self.parked.retain(|p| p.from != observer);
+            }
+            if self.observers.len() >= max_observers {
+                return None;
+            }
         }
         Some(self.observers.entry(replica).or_default())
     }

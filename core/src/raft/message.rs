@@ -30,6 +30,8 @@ pub enum RaftError {
     FencedLeaderEpoch,
     /// The receiver does not lead this epoch.
     NotLeader,
+    /// The request's epoch is newer than any the receiver knows.
+    UnknownLeaderEpoch,
     /// The receiver is not a voter, or the sender is not one where it must be.
     InconsistentVoter,
 }

@@ -14,7 +14,8 @@
 //!     `handle_synced(through)`; at most one sync is in flight.
 //!   - `Send`: deliver the message to that node; it may be lost, delayed or duplicated.
 //! - On restart, build the node from what the disk holds (its election state and log), as
-//!   [`Restored`].
+//!   [`Restored`], after fsyncing both: the node takes all of it as durable, and a crash can
+//!   leave unsynced writes readable in the page cache that a power cut would then take away.
 //!
 //! ## What it promises
 //! - At most one leader per epoch; a node's epoch never decreases (its persisted one included).
@@ -36,6 +37,8 @@ use super::log::{Entry, Payload, RaftLog};
 use super::message::{Diverging, FetchResponse, Message, RaftError, Request, Response};
 use super::NodeId;
 
+const CORRELATION_MASK: u64 = 0x7fff_ffff;
+
 #[derive(Clone, Debug)]
 pub struct RaftConfig {
     pub node_id: NodeId,
@@ -56,7 +59,7 @@ pub struct RaftConfig {
     pub max_uncommitted: u64,
     /// Limit on the observers a leader tracks.
     pub max_observers: usize,
-    /// Seeds the election jitter.
+    /// Seeds the election jitter and request ids: the driver gives each process a fresh one.
     pub seed: u64,
 }
 
@@ -203,7 +206,11 @@ impl RaftNode {
             );
             election = ElectionState { epoch: log.last_epoch(), voted_for: None, leader: None };
         }
-        let rng = ChaCha8Rng::seed_from_u64(config.seed ^ (config.node_id as u64).rotate_left(32));
+        // The seed and the node id in separate bytes: no two nodes of one cluster share jitter.
+        let mut key = [0u8; 32];
+        key[..8].copy_from_slice(&config.seed.to_le_bytes());
+        key[8..12].copy_from_slice(&config.node_id.to_le_bytes());
+        let rng = ChaCha8Rng::from_seed(key);
         let mut node = RaftNode {
             config,
             log,
@@ -221,6 +228,9 @@ impl RaftNode {
             search_index: 0,
         };
         node.high_watermark = node.log.start();
+        // A restarted process must not take answers meant for the one before it: its request
+        // ids start at random (the driver seeds each process afresh), within Kafka's i32 range.
+        node.next_correlation = node.rng.next_u64() & CORRELATION_MASK;
         node.resume(now_ms);
         node.debug_check_invariants();
         node
@@ -230,6 +240,8 @@ impl RaftNode {
     fn resume(&mut self, now_ms: u64) {
         let me = self.config.node_id;
         let ElectionState { voted_for, leader, .. } = self.election;
+        let (voted_for, leader) =
+            if self.is_voter() { (voted_for, leader) } else { (None, leader.filter(|&l| l != me)) };
         self.role = match (leader, voted_for) {
             (Some(l), _) if l == me => {
                 // A leader that restarted cannot lead again in the same epoch: it lost its followers'
@@ -377,7 +389,7 @@ impl RaftNode {
     }
 
     fn request(&mut self, to: NodeId, request: Request) -> u64 {
-        self.next_correlation += 1;
+        self.next_correlation = (self.next_correlation + 1) & CORRELATION_MASK;
         let correlation = self.next_correlation;
         self.send(to, Message::Request { correlation, request });
         correlation
@@ -480,6 +492,7 @@ impl RaftNode {
                     self.set_election(election);
                     self.role = Role::Unattached { deadline_ms: now_ms };
                     self.fetch_in_flight = None;
+                    self.search_index += 1;
                 }
             }
             Role::Leader(_) => self.tick_leader(now_ms),
@@ -488,6 +501,8 @@ impl RaftNode {
         if let Some(fetch) = self.fetch_in_flight {
             if now_ms >= fetch.sent_ms + self.fetch_request_timeout_ms() {
                 self.fetch_in_flight = None;
+                // A voter that does not answer may be gone: look elsewhere next time.
+                self.search_index = self.search_index.wrapping_add(1);
             }
         }
         self.maybe_fetch(now_ms);
@@ -592,6 +607,9 @@ impl RaftNode {
         if candidate != from || !self.config.is_voter(candidate) || !self.is_voter() || epoch < self.election.epoch {
             return false;
         }
+        if last_epoch >= epoch {
+            return false; // a candidate's log cannot hold its own new epoch (Kafka: INVALID_REQUEST)
+        }
         if epoch > self.election.epoch {
             self.become_unattached(now_ms, epoch);
         }
@@ -639,6 +657,9 @@ impl RaftNode {
         last_fetched_epoch: i32,
         max_wait_ms: u64,
     ) {
+        // A fetcher ahead of this node saw a newer epoch: this node moves to it. Kafka answers
+        // UNKNOWN_LEADER_EPOCH and stays; but an observer that learnt an epoch from a voter now
+        // gone would then never find a leader (found by the quorum harness, seed 138).
         if epoch > self.election.epoch {
             self.become_unattached(now_ms, epoch);
         }
@@ -667,7 +688,8 @@ impl RaftNode {
         let high_watermark = self.high_watermark;
         let Role::Leader(leader) = &mut self.role else { unreachable!() };
         let mut park = false;
-        if let Some(progress) = leader.progress_mut(from, max_observers) {
+        let stale_before_ms = now_ms.saturating_sub(self.config.fetch_timeout_ms * 3 / 2);
+        if let Some(progress) = leader.progress_mut(from, max_observers, stale_before_ms) {
             progress.durable_end = fetch_offset;
             progress.last_fetch_ms = Some(now_ms);
             park = fetch_offset == self.log.end() && progress.last_sent_high_watermark == Some(high_watermark);
@@ -696,7 +718,7 @@ impl RaftNode {
         let high_watermark = self.high_watermark;
         let max_observers = self.config.max_observers;
         if let Role::Leader(leader) = &mut self.role {
-            if let Some(progress) = leader.progress_mut(to, max_observers) {
+            if let Some(progress) = leader.progress_mut(to, max_observers, 0) {
                 progress.last_sent_high_watermark = Some(high_watermark);
             }
         }

@@ -172,6 +172,7 @@ fn error_code(error: Option<RaftError>) -> i16 {
         None => 0,
         Some(RaftError::FencedLeaderEpoch) => ResponseError::FencedLeaderEpoch.code(),
         Some(RaftError::NotLeader) => ResponseError::NotLeaderOrFollower.code(),
+        Some(RaftError::UnknownLeaderEpoch) => ResponseError::UnknownLeaderEpoch.code(),
         Some(RaftError::InconsistentVoter) => ResponseError::InconsistentVoterSet.code(),
     }
 }
@@ -181,6 +182,7 @@ fn raft_error(code: i16) -> Result<Option<RaftError>, String> {
         0 => None,
         c if c == ResponseError::FencedLeaderEpoch.code() => Some(RaftError::FencedLeaderEpoch),
         c if c == ResponseError::NotLeaderOrFollower.code() => Some(RaftError::NotLeader),
+        c if c == ResponseError::UnknownLeaderEpoch.code() => Some(RaftError::UnknownLeaderEpoch),
         c if c == ResponseError::InconsistentVoterSet.code() => Some(RaftError::InconsistentVoter),
         other => return Err(format!("unexpected quorum error code {other}")),
     })
