@@ -38,6 +38,9 @@ pub struct BrokerConfig {
     pub topic_defaults: TopicConfig,
     /// Rare-path injection for simulation; always `None` in production.
     pub buggify: Option<crate::buggify::BuggifyConfig>,
+    pub group: crate::group::GroupConfig,
+    /// The settings as given, under Kafka's names, for DescribeConfigs.
+    pub settings: crate::settings::BrokerSettings,
 }
 
 impl BrokerConfig {
@@ -56,6 +59,8 @@ impl BrokerConfig {
             offline_restart_max_ms: 600_000,
             topic_defaults: TopicConfig::default(),
             buggify: None,
+            group: crate::group::GroupConfig::default(),
+            settings: crate::settings::BrokerSettings::default(),
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod producer_state;
 pub mod raft;
 pub mod records;
 pub mod recovery;
+pub mod settings;
 pub mod storage;
 pub mod txn;
 pub mod wire_guard;

@@ -2,6 +2,7 @@
 //! with connection frames, storage completions and time, and carries out what it asks for. The
 //! same loop runs under madsim (`--cfg madsim`) with a simulated disk behind [`storage::Storage`].
 
+pub mod broker_settings;
 pub mod cli;
 pub mod client;
 mod connection;

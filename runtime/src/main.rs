@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use spool_core::config::{BrokerConfig, Durability};
+use spool_core::settings::BrokerSettings;
 use spool_runtime::cli::{self, Output};
 use spool_runtime::disk::FileStorage;
 use spool_runtime::limits::ConnectionLimits;
@@ -30,42 +31,54 @@ enum DurabilityArg {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "SPOOL_LISTEN", default_value = "127.0.0.1:9092")]
-    listen: String,
-    /// Address clients are told to connect to (defaults to --listen).
+    /// Broker settings under Kafka's names, in server.properties format. The flags below win
+    /// over it, and so do --override and SPOOL_ variables (SPOOL_LOG_RETENTION_HOURS is
+    /// log.retention.hours). Unknown names are refused.
+    #[arg(long, env = "SPOOL_CONFIG_FILE")]
+    config_file: Option<PathBuf>,
+    /// A broker setting under its Kafka name, NAME=VALUE (repeatable), as kafka-server-start's.
+    #[arg(long = "override", value_name = "NAME=VALUE")]
+    overrides: Vec<String>,
+    /// Address to listen on [default: 127.0.0.1:9092] (Kafka's listeners).
+    #[arg(long, env = "SPOOL_LISTEN")]
+    listen: Option<String>,
+    /// Address clients are told to connect to (defaults to --listen; Kafka's advertised.listeners).
     #[arg(long, env = "SPOOL_ADVERTISED")]
     advertised: Option<String>,
-    /// Where topics, logs and metadata are kept.
-    #[arg(long, env = "SPOOL_DATA_DIR", default_value = "./spool-data")]
-    data_dir: PathBuf,
-    #[arg(long, env = "SPOOL_NODE_ID", default_value_t = 1)]
-    node_id: i32,
-    /// Partitions of topics created automatically or without a count.
-    #[arg(long, env = "SPOOL_NUM_PARTITIONS", default_value_t = 1)]
-    num_partitions: i32,
-    /// Create unknown topics on Metadata and Produce requests.
-    #[arg(long, env = "SPOOL_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
-    auto_create_topics: bool,
+    /// Where topics, logs and metadata are kept [default: ./spool-data] (Kafka's log.dirs).
+    #[arg(long, env = "SPOOL_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// This node's id [default: 1] (Kafka's node.id).
+    #[arg(long, env = "SPOOL_NODE_ID")]
+    node_id: Option<i32>,
+    /// Partitions of topics created automatically or without a count [default: 1].
+    #[arg(long, env = "SPOOL_NUM_PARTITIONS")]
+    num_partitions: Option<i32>,
+    /// Create unknown topics on Metadata and Produce requests [default: true].
+    #[arg(long, env = "SPOOL_AUTO_CREATE_TOPICS", action = clap::ArgAction::Set)]
+    auto_create_topics: Option<bool>,
     #[arg(long, env = "SPOOL_DURABILITY", value_enum, default_value = "fsync")]
     durability: DurabilityArg,
-    /// Largest request frame accepted, in bytes.
-    #[arg(long, env = "SPOOL_MAX_REQUEST_BYTES", default_value_t = 100 * 1024 * 1024)]
-    max_request_bytes: usize,
-    /// Bytes of request frames buffered across all connections (Kafka's queued.max.request.bytes);
-    /// a connection whose frame does not fit waits before reading it.
-    #[arg(long, env = "SPOOL_MAX_BUFFERED_REQUEST_BYTES", default_value_t = 512 * 1024 * 1024)]
-    max_buffered_request_bytes: usize,
-    /// Connections open at once (Kafka's max.connections); more are closed on accept.
-    #[arg(long, env = "SPOOL_MAX_CONNECTIONS", default_value_t = 10_000)]
-    max_connections: usize,
-    /// Connections open at once from one IP address (Kafka's max.connections.per.ip).
-    #[arg(long, env = "SPOOL_MAX_CONNECTIONS_PER_IP", default_value_t = 1_000)]
-    max_connections_per_ip: usize,
+    /// Largest request frame accepted, in bytes [default: 104857600] (Kafka's
+    /// socket.request.max.bytes).
+    #[arg(long, env = "SPOOL_MAX_REQUEST_BYTES")]
+    max_request_bytes: Option<usize>,
+    /// Bytes of request frames buffered across all connections [default: 536870912] (Kafka's
+    /// queued.max.request.bytes); a connection whose frame does not fit waits before reading it.
+    #[arg(long, env = "SPOOL_MAX_BUFFERED_REQUEST_BYTES")]
+    max_buffered_request_bytes: Option<usize>,
+    /// Connections open at once [default: 10000] (Kafka's max.connections); more are closed on
+    /// accept.
+    #[arg(long, env = "SPOOL_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Connections open at once from one IP address [default: 1000] (Kafka's
+    /// max.connections.per.ip).
+    #[arg(long, env = "SPOOL_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<usize>,
     /// A connection with nothing received and nothing in flight for this long is closed
-    /// (Kafka's connections.max.idle.ms).
-    #[arg(long, env = "SPOOL_CONNECTIONS_MAX_IDLE_MS", default_value_t = 600_000)]
-    connections_max_idle_ms: u64,
+    /// [default: 600000] (Kafka's connections.max.idle.ms).
+    #[arg(long, env = "SPOOL_CONNECTIONS_MAX_IDLE_MS")]
+    connections_max_idle_ms: Option<u64>,
     /// Once a request's size has arrived, the whole request must arrive within this time.
     #[arg(long, env = "SPOOL_REQUEST_FRAME_TIMEOUT_MS", default_value_t = 60_000)]
     request_frame_timeout_ms: u64,
@@ -77,9 +90,10 @@ struct ServeArgs {
     /// until it does.
     #[arg(long, env = "SPOOL_MAX_QUEUED_RESPONSE_BYTES_PER_CONNECTION", default_value_t = 64 * 1024 * 1024)]
     max_queued_response_bytes_per_connection: usize,
-    /// How often retention is applied, in milliseconds.
-    #[arg(long, env = "SPOOL_RETENTION_CHECK_INTERVAL_MS", default_value_t = 300_000)]
-    retention_check_interval_ms: i64,
+    /// How often retention is applied, in milliseconds [default: 300000] (Kafka's
+    /// log.retention.check.interval.ms).
+    #[arg(long, env = "SPOOL_RETENTION_CHECK_INTERVAL_MS")]
+    retention_check_interval_ms: Option<i64>,
     /// How often each partition's recovery point is recorded, in milliseconds: after a crash,
     /// recovery reads only what was written since.
     #[arg(long, env = "SPOOL_RECOVERY_POINT_INTERVAL_MS", default_value_t = 10_000)]
@@ -363,18 +377,65 @@ fn run_client(command: impl std::future::Future<Output = Result<String>>) -> Res
     }
 }
 
+/// The flags given, as the Kafka settings they stand for.
+fn flag_settings(args: &ServeArgs) -> Vec<(&'static str, String)> {
+    let mut flags = Vec::new();
+    let mut flag = |name, value: Option<String>| {
+        if let Some(value) = value {
+            flags.push((name, value));
+        }
+    };
+    flag("listeners", args.listen.as_ref().map(|l| format!("PLAINTEXT://{l}")));
+    flag("advertised.listeners", args.advertised.as_ref().map(|a| format!("PLAINTEXT://{a}")));
+    flag("log.dirs", args.data_dir.as_ref().map(|d| d.display().to_string()));
+    flag("node.id", args.node_id.map(|v| v.to_string()));
+    flag("num.partitions", args.num_partitions.map(|v| v.to_string()));
+    flag("auto.create.topics.enable", args.auto_create_topics.map(|v| v.to_string()));
+    flag("socket.request.max.bytes", args.max_request_bytes.map(|v| v.to_string()));
+    flag("queued.max.request.bytes", args.max_buffered_request_bytes.map(|v| v.to_string()));
+    flag("max.connections", args.max_connections.map(|v| v.to_string()));
+    flag("max.connections.per.ip", args.max_connections_per_ip.map(|v| v.to_string()));
+    flag("connections.max.idle.ms", args.connections_max_idle_ms.map(|v| v.to_string()));
+    flag("log.retention.check.interval.ms", args.retention_check_interval_ms.map(|v| v.to_string()));
+    flags
+}
+
+/// The environment variables `spool serve`'s own flags read.
+fn own_variables() -> Vec<String> {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let serve = command.find_subcommand("serve").expect("serve exists");
+    serve.get_arguments().filter_map(|a| a.get_env()).map(|e| e.to_string_lossy().into_owned()).collect()
+}
+
+fn setting<T: std::str::FromStr>(settings: &BrokerSettings, name: &str) -> T {
+    settings.get(name).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{name} is validated and has a default"))
+}
+
 fn run_serve(args: ServeArgs) -> Result<()> {
-    if args.num_partitions < 1 {
-        bail!("--num-partitions must be at least 1");
+    let settings = spool_runtime::broker_settings::load(
+        args.config_file.as_deref(),
+        std::env::vars(),
+        &own_variables(),
+        &args.overrides,
+        &flag_settings(&args),
+    )?;
+    let listen_at = spool_runtime::broker_settings::first_listener(settings.get("listeners").unwrap_or_default())?;
+    let listen = resolve(&listen_at)?;
+    let advertised = match settings.get("advertised.listeners") {
+        Some(a) => Some(spool_runtime::broker_settings::first_listener(a)?),
+        None => None,
+    };
+    let (host, port) = advertised_address(advertised.as_deref(), &listen_at)?;
+    let data_dir = match (settings.is_set("log.dirs"), settings.get("log.dir")) {
+        (false, Some(dir)) => dir.to_string(),
+        _ => settings.get("log.dirs").unwrap_or("./spool-data").to_string(),
+    };
+    if data_dir.contains(',') {
+        bail!("log.dirs {data_dir:?}: Spool keeps one data directory");
     }
-    let listen = resolve(&args.listen)?;
-    let (host, port) = advertised_address(args.advertised.as_deref(), &args.listen)?;
     let mut broker = BrokerConfig::single_node(&host, port);
-    broker.node_id = args.node_id;
-    broker.num_partitions = args.num_partitions;
-    broker.auto_create_topics = args.auto_create_topics;
-    broker.max_request_bytes = args.max_request_bytes;
-    broker.retention_check_interval_ms = args.retention_check_interval_ms.max(10);
+    settings.apply(&mut broker);
     broker.recovery_point_interval_ms = args.recovery_point_interval_ms.max(10);
     broker.durability = match args.durability {
         DurabilityArg::Fsync => Durability::Fsync,
@@ -382,18 +443,19 @@ fn run_serve(args: ServeArgs) -> Result<()> {
     };
     let mut options = ServerOptions::new(listen, broker);
     options.limits = ConnectionLimits {
-        max_request_bytes: args.max_request_bytes,
-        max_buffered_request_bytes: args.max_buffered_request_bytes,
-        max_connections: args.max_connections,
-        max_connections_per_ip: args.max_connections_per_ip,
-        idle_timeout: Duration::from_millis(args.connections_max_idle_ms),
+        max_request_bytes: setting(&settings, "socket.request.max.bytes"),
+        max_buffered_request_bytes: setting(&settings, "queued.max.request.bytes"),
+        max_connections: setting(&settings, "max.connections"),
+        max_connections_per_ip: setting(&settings, "max.connections.per.ip"),
+        idle_timeout: Duration::from_millis(setting(&settings, "connections.max.idle.ms")),
         frame_timeout: Duration::from_millis(args.request_frame_timeout_ms),
         max_in_flight_requests: args.max_in_flight_requests_per_connection.max(1),
         max_queued_response_bytes: args.max_queued_response_bytes_per_connection,
     };
     if options.limits.max_request_bytes > options.limits.max_buffered_request_bytes {
-        bail!("--max-request-bytes cannot exceed --max-buffered-request-bytes");
+        bail!("socket.request.max.bytes (--max-request-bytes) cannot exceed queued.max.request.bytes (--max-buffered-request-bytes)");
     }
+    let data_dir = PathBuf::from(data_dir);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -401,7 +463,7 @@ fn run_serve(args: ServeArgs) -> Result<()> {
             wait_for_signal().await;
             let _ = stop_tx.send(());
         });
-        serve(options, FileStorage::new(args.data_dir), stop_rx, None).await
+        serve(options, FileStorage::new(data_dir), stop_rx, None).await
     })
 }
 

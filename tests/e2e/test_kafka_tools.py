@@ -345,6 +345,63 @@ def test_configs_describe_synonyms(broker):
             "DEFAULT_CONFIG:log.retention.hours=168}") in out, out
 
 
+# --- broker settings under Kafka's names ---------------------------------------------------
+
+
+def test_broker_settings_from_server_properties(broker, tmp_path):
+    """A Kafka server.properties, an --override and a SPOOL_ variable set the broker;
+    kafka-configs shows every setting with its source; a client may then ask for the short
+    session timeout the file allows."""
+    props = tmp_path / "server.properties"
+    props.write_text("# as in Kafka's config/server.properties\n"
+                     "num.network.threads=3\n"
+                     "log.retention.hours=2\n"
+                     "group.min.session.timeout.ms = 500\n")
+    broker.stop()
+    broker.extra_args = ["--config-file", str(props), "--override", "group.initial.rebalance.delay.ms=0"]
+    os.environ["SPOOL_LOG_SEGMENT_BYTES"] = "2000000"
+    try:
+        broker.start()
+    finally:
+        del os.environ["SPOOL_LOG_SEGMENT_BYTES"]
+    out = ok(tool("kafka-configs.sh", "--bootstrap-server", broker.bootstrap, "--entity-type", "brokers",
+                  "--entity-name", "1", "--describe", "--all"))
+    for line in ["log.retention.hours=2 sensitive=false synonyms={STATIC_BROKER_CONFIG:log.retention.hours=2}",
+                 "group.min.session.timeout.ms=500 sensitive=false",
+                 "group.initial.rebalance.delay.ms=0 sensitive=false",
+                 "log.segment.bytes=2000000 sensitive=false",
+                 "num.network.threads=3 sensitive=false",
+                 "log.roll.hours=168 sensitive=false synonyms={DEFAULT_CONFIG:log.roll.hours=168}",
+                 # The flag the test broker starts with wins over the file.
+                 "node.id=1 sensitive=false synonyms={STATIC_BROKER_CONFIG:node.id=1}"]:
+        assert line in out, f"{line!r} not in:\n{out}"
+    assert "accepted with no effect in Spool: num.network.threads" in broker.log_tail(200)
+    # A 1 s session is below Kafka's default minimum (6 s), allowed by the file's 500 ms.
+    from kafka import KafkaConsumer
+    topic = unique_topic("kt-session")
+    create_topic(broker.bootstrap, topic, 1)
+    consumer = KafkaConsumer(topic, bootstrap_servers=broker.bootstrap, group_id=unique_topic("g-session"),
+                             session_timeout_ms=1000, heartbeat_interval_ms=300, request_timeout_ms=5000,
+                             auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    try:
+        consumer.poll(timeout_ms=3000)
+        assert consumer.assignment(), "the consumer with a 1 s session joined no group"
+    finally:
+        consumer.close()
+
+
+def test_broker_settings_refuse_unknown_names(tmp_path):
+    from e2e_lib import spool_bin
+    bad = tmp_path / "server.properties"
+    bad.write_text("log.retention.hourz=1\n")
+    proc = subprocess.run([str(spool_bin()), "serve", "--config-file", str(bad), "--data-dir", str(tmp_path / "d")],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0 and "log.retention.hourz" in proc.stderr, proc.stderr
+    proc = subprocess.run([str(spool_bin()), "serve", "--data-dir", str(tmp_path / "d")], capture_output=True,
+                          text=True, timeout=30, env={**os.environ, "SPOOL_LOG_SEGMENT_BYTES": "big"})
+    assert proc.returncode != 0 and "SPOOL_LOG_SEGMENT_BYTES" in proc.stderr, proc.stderr
+
+
 # --- kafka-broker-api-versions -------------------------------------------------------------
 
 

@@ -23,6 +23,7 @@ use kafka_protocol::ResponseError;
 use super::{Broker, RequestCtx};
 use crate::config::{TopicConfig, TOPIC_CONFIG_KEYS};
 use crate::meta::{MetaChange, TopicMeta};
+use crate::settings::Source;
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -408,7 +409,8 @@ impl Broker {
                         };
                         DescribeConfigsResourceResult::default()
                             .with_name(text(&k))
-                            .with_value(Some(text(&v)))
+                            // A setting without a value (Kafka's null), such as an unset log.retention.ms.
+                            .with_value((!v.is_empty() || r.resource_type == RESOURCE_TOPIC).then(|| text(&v)))
                             .with_read_only(read_only)
                             .with_config_source(source)
                             .with_config_type(config_type(&k))
@@ -431,21 +433,19 @@ impl Broker {
         self.respond(ctx, ResponseKind::DescribeConfigs(DescribeConfigsResponse::default().with_results(results)));
     }
 
+    /// Every broker setting under its Kafka name, with where its value came from.
     fn broker_config_entries(&self) -> Vec<(String, String, i8, bool)> {
-        let d = &self.config.topic_defaults;
-        [
-            ("auto.create.topics.enable", self.config.auto_create_topics.to_string()),
-            ("num.partitions", self.config.num_partitions.to_string()),
-            ("node.id", self.config.node_id.to_string()),
-            ("log.retention.ms", d.retention_ms.to_string()),
-            ("log.retention.bytes", d.retention_bytes.to_string()),
-            ("log.segment.bytes", d.segment_bytes.to_string()),
-            ("message.max.bytes", d.max_message_bytes.to_string()),
-            ("socket.request.max.bytes", self.config.max_request_bytes.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v, SOURCE_STATIC_BROKER_CONFIG, true))
-        .collect()
+        self.config
+            .settings
+            .describe()
+            .map(|(name, value, source)| {
+                let source = match source {
+                    Source::Default => SOURCE_DEFAULT_CONFIG,
+                    Source::Static => SOURCE_STATIC_BROKER_CONFIG,
+                };
+                (name.to_string(), value.to_string(), source, true)
+            })
+            .collect()
     }
 
     /// Validates a topic's new override set. Ok(None): nothing to change.

@@ -27,7 +27,7 @@ use uuid::Uuid;
 use crate::buggify::Buggify;
 use crate::codec::{self, DecodeFailure};
 use crate::config::{BrokerConfig, TopicConfig};
-use crate::group::{GroupConfig, GroupCoordinator, PersistId};
+use crate::group::{GroupCoordinator, PersistId};
 use crate::leader_epochs::LeaderEpochs;
 use crate::meta::{ClusterMeta, MetaChange};
 use crate::ops::{Action, ConnId, Ops, Purpose};
@@ -208,7 +208,7 @@ impl Broker {
         let recovery_point_interval_ms = config.recovery_point_interval_ms;
         let mut broker = Broker {
             next_retention_check_ms: now_ms + config.retention_check_interval_ms,
-            groups: GroupCoordinator::new(GroupConfig::default(), now_ms),
+            groups: GroupCoordinator::new(config.group.clone(), now_ms),
             group_waiters: BTreeMap::new(),
             commit_waiters: BTreeMap::new(),
             group_persists: BTreeSet::new(),

@@ -16,7 +16,7 @@ use records::{Committed, GroupRecord, GroupSnapshot, MemberSnapshot};
 pub type Token = u64;
 pub type PersistId = u64;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupConfig {
     pub initial_rebalance_delay_ms: i64,
     pub min_session_timeout_ms: i32,
