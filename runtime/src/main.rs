@@ -49,10 +49,10 @@ struct ServeArgs {
     #[arg(long, env = "SPOOL_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// This node's id [default: 1] (Kafka's node.id).
-    #[arg(long, env = "SPOOL_NODE_ID")]
+    #[arg(long, env = "SPOOL_NODE_ID", allow_negative_numbers = true)]
     node_id: Option<i32>,
     /// Partitions of topics created automatically or without a count [default: 1].
-    #[arg(long, env = "SPOOL_NUM_PARTITIONS")]
+    #[arg(long, env = "SPOOL_NUM_PARTITIONS", allow_negative_numbers = true)]
     num_partitions: Option<i32>,
     /// Create unknown topics on Metadata and Produce requests [default: true].
     #[arg(long, env = "SPOOL_AUTO_CREATE_TOPICS", action = clap::ArgAction::Set)]
@@ -92,7 +92,7 @@ struct ServeArgs {
     max_queued_response_bytes_per_connection: usize,
     /// How often retention is applied, in milliseconds [default: 300000] (Kafka's
     /// log.retention.check.interval.ms).
-    #[arg(long, env = "SPOOL_RETENTION_CHECK_INTERVAL_MS")]
+    #[arg(long, env = "SPOOL_RETENTION_CHECK_INTERVAL_MS", allow_negative_numbers = true)]
     retention_check_interval_ms: Option<i64>,
     /// How often each partition's recovery point is recorded, in milliseconds: after a crash,
     /// recovery reads only what was written since.
@@ -144,10 +144,10 @@ enum Command {
         #[arg(long)]
         from_beginning: bool,
         /// Exit after this many records.
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         max_messages: Option<usize>,
         /// Exit after this many milliseconds without a new record.
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         timeout_ms: Option<u64>,
         /// %t topic, %p partition, %o offset, %k key, %s value, %T timestamp, %h headers.
         #[arg(long, default_value = "%s\\n")]
@@ -168,9 +168,9 @@ enum TopicCommand {
     /// Create a topic.
     Create {
         name: String,
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
         partitions: i32,
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
         replication_factor: i16,
         /// A topic config, KEY=VALUE (repeatable).
         #[arg(long = "config")]
@@ -185,7 +185,7 @@ enum TopicCommand {
     /// Add partitions and/or change configs.
     Alter {
         name: String,
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         partitions: Option<i32>,
         #[arg(long = "config")]
         configs: Vec<String>,
@@ -400,12 +400,18 @@ fn flag_settings(args: &ServeArgs) -> Vec<(&'static str, String)> {
     flags
 }
 
-/// The environment variables `spool serve`'s own flags read.
+/// The environment variables `spool`'s own flags read, in any command (SPOOL_BOOTSTRAP too).
 fn own_variables() -> Vec<String> {
+    fn collect(command: &clap::Command, into: &mut Vec<String>) {
+        into.extend(command.get_arguments().filter_map(|a| a.get_env()).map(|e| e.to_string_lossy().into_owned()));
+        for sub in command.get_subcommands() {
+            collect(sub, into);
+        }
+    }
     use clap::CommandFactory;
-    let command = Cli::command();
-    let serve = command.find_subcommand("serve").expect("serve exists");
-    serve.get_arguments().filter_map(|a| a.get_env()).map(|e| e.to_string_lossy().into_owned()).collect()
+    let mut variables = Vec::new();
+    collect(&Cli::command(), &mut variables);
+    variables
 }
 
 fn setting<T: std::str::FromStr>(settings: &BrokerSettings, name: &str) -> T {

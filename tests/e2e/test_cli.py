@@ -164,3 +164,38 @@ def test_a_consumer_carries_on_after_the_broker_restarts(broker, grouped):
         if consumer.poll() is None:
             consumer.send_signal(signal.SIGTERM)
             consumer.wait(timeout=10)
+
+
+def test_topic_describe_shows_every_config_with_its_source(broker):
+    """As kafka-configs --describe --all: defaults are shown (the 168 h retention a user would
+    otherwise not see), a broker setting given at start is named as such, an override too."""
+    broker.stop()
+    broker.extra_args = ["--override", "log.segment.bytes=2000000"]
+    broker.start()
+    topic = unique_topic("cli-describe")
+    create_topic(broker, topic)
+    r = spool(broker, "topic", "alter", topic, "--config", "retention.ms=3600000")
+    assert r.returncode == 0, r.stderr
+    r = spool(broker, "topic", "describe", topic)
+    assert r.returncode == 0, r.stderr
+    rows = {tuple(line.split()) for line in r.stdout.splitlines()}
+    assert ("retention.ms", "3600000", "DYNAMIC_TOPIC_CONFIG") in rows, r.stdout
+    assert ("segment.bytes", "2000000", "STATIC_BROKER_CONFIG") in rows, r.stdout
+    assert ("segment.ms", "604800000", "DEFAULT_CONFIG") in rows, r.stdout
+    assert ("cleanup.policy", "delete", "DEFAULT_CONFIG") in rows, r.stdout
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["topic", "create", "neg-partitions", "--partitions", "-3"], "partition"),
+    (["group", "reset-offsets", "g", "--topic", "t", "--to-offset", "-5"], "an offset is 0 or more"),
+    (["consume", "t", "--timeout-ms", "-1"], "--timeout-ms"),
+])
+def test_negative_numbers_get_an_answer_about_the_value_not_the_parser(broker, args, expected):
+    r = spool(broker, *args)
+    assert r.returncode != 0
+    assert "unexpected argument" not in r.stderr and expected in r.stderr.lower() + r.stderr, r.stderr
+
+
+def test_replication_factor_minus_one_is_the_brokers_default_as_in_kafka(broker):
+    r = spool(broker, "topic", "create", unique_topic("rf-default"), "--replication-factor", "-1")
+    assert r.returncode == 0 and "Created topic" in r.stdout, r.stderr

@@ -23,7 +23,7 @@ use kafka_protocol::ResponseError;
 use super::{Broker, RequestCtx};
 use crate::config::{TopicConfig, TOPIC_CONFIG_KEYS};
 use crate::meta::{MetaChange, TopicMeta};
-use crate::settings::Source;
+use crate::settings::{BrokerSettings, Source};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -35,36 +35,59 @@ const SOURCE_DEFAULT_CONFIG: i8 = 5;
 /// `include_synonyms` lists it: the topic's own override (if any), then the broker-wide default
 /// under its broker name (Kafka's `ServerTopicConfigSynonyms`; durations in whole hours under
 /// their `.hours` name, as a Kafka broker's defaults are).
-fn topic_config_synonyms(key: &str, value: &str, source: i8, defaults: &TopicConfig) -> Vec<(String, String, i8)> {
+/// The broker settings that give a topic config its default, in Kafka's precedence.
+fn broker_names_of(key: &str) -> &'static [&'static str] {
+    match key {
+        "retention.ms" => &["log.retention.ms", "log.retention.minutes", "log.retention.hours"],
+        "segment.ms" => &["log.roll.ms", "log.roll.hours"],
+        "segment.bytes" => &["log.segment.bytes"],
+        "retention.bytes" => &["log.retention.bytes"],
+        "max.message.bytes" => &["message.max.bytes"],
+        "index.interval.bytes" => &["log.index.interval.bytes"],
+        "cleanup.policy" => &["log.cleanup.policy"],
+        "message.timestamp.type" => &["log.message.timestamp.type"],
+        "compression.type" => &["compression.type"],
+        "min.insync.replicas" => &["min.insync.replicas"],
+        _ => &[],
+    }
+}
+
+/// Where a topic config's value comes from when the topic does not override it: a broker
+/// setting the user gave (STATIC_BROKER_CONFIG), or Kafka's default.
+fn topic_default_source(key: &str, settings: &BrokerSettings) -> i8 {
+    if broker_names_of(key).iter().any(|name| settings.is_set(name)) {
+        SOURCE_STATIC_BROKER_CONFIG
+    } else {
+        SOURCE_DEFAULT_CONFIG
+    }
+}
+
+/// Kafka's synonyms of a topic config, most preferred first: the topic's override, the broker
+/// settings given, then the default under its broker name.
+fn topic_config_synonyms(key: &str, value: &str, source: i8, settings: &BrokerSettings) -> Vec<(String, String, i8)> {
     let mut synonyms = Vec::new();
     if source == SOURCE_TOPIC_CONFIG {
         synonyms.push((key.to_string(), value.to_string(), source));
     }
-    let Some(default) = defaults.value_of(key) else { return synonyms };
-    const HOUR_MS: i64 = 3_600_000;
-    let in_hours = |ms: &str| ms.parse::<i64>().ok().filter(|&ms| ms > 0 && ms % HOUR_MS == 0).map(|ms| ms / HOUR_MS);
-    let (name, default) = match key {
-        "retention.ms" => match in_hours(&default) {
-            Some(hours) => ("log.retention.hours", hours.to_string()),
-            None => ("log.retention.ms", default),
-        },
-        "segment.ms" => match in_hours(&default) {
-            Some(hours) => ("log.roll.hours", hours.to_string()),
-            None => ("log.roll.ms", default),
-        },
-        "segment.bytes" => ("log.segment.bytes", default),
-        "retention.bytes" => ("log.retention.bytes", default),
-        "max.message.bytes" => ("message.max.bytes", default),
-        "index.interval.bytes" => ("log.index.interval.bytes", default),
-        "cleanup.policy" => ("log.cleanup.policy", default),
-        "message.timestamp.type" => ("log.message.timestamp.type", default),
-        "compression.type" => ("compression.type", default),
-        "min.insync.replicas" => ("min.insync.replicas", default),
-        _ => return synonyms,
-    };
-    synonyms.push((name.to_string(), default, SOURCE_DEFAULT_CONFIG));
+    let names = broker_names_of(key);
+    for name in names {
+        if settings.is_set(name) {
+            synonyms.push((
+                name.to_string(),
+                settings.get(name).unwrap_or_default().to_string(),
+                SOURCE_STATIC_BROKER_CONFIG,
+            ));
+        }
+    }
+    let Some(&last) = names.last() else { return synonyms };
+    let default =
+        BrokerSettings::default().get(last).map(str::to_string).or_else(|| TopicConfig::default().value_of(key));
+    if let Some(default) = default {
+        synonyms.push((last.to_string(), default, SOURCE_DEFAULT_CONFIG));
+    }
     synonyms
 }
+
 const MAX_PARTITIONS: i32 = 10_000;
 
 /// The topics the broker owns (Kafka's `Topic.isInternal`): clients may read them but never
@@ -151,7 +174,11 @@ impl Broker {
         TOPIC_CONFIG_KEYS
             .iter()
             .map(|key| {
-                let source = if overrides.contains_key(*key) { SOURCE_TOPIC_CONFIG } else { SOURCE_DEFAULT_CONFIG };
+                let source = if overrides.contains_key(*key) {
+                    SOURCE_TOPIC_CONFIG
+                } else {
+                    topic_default_source(key, &self.config.settings)
+                };
                 (key.to_string(), config.value_of(key).unwrap_or_default(), source)
             })
             .collect()
@@ -356,7 +383,6 @@ impl Broker {
 
     pub(crate) fn handle_describe_configs(&mut self, ctx: RequestCtx, request: DescribeConfigsRequest) {
         let include_synonyms = request.include_synonyms;
-        let defaults = self.config.topic_defaults.clone();
         let results = request
             .resources
             .into_iter()
@@ -403,7 +429,7 @@ impl Broker {
                         let synonyms = if !include_synonyms {
                             Vec::new()
                         } else if r.resource_type == RESOURCE_TOPIC {
-                            topic_config_synonyms(&k, &v, source, &defaults)
+                            topic_config_synonyms(&k, &v, source, &self.config.settings)
                         } else {
                             vec![(k.clone(), v.clone(), source)]
                         };

@@ -99,6 +99,18 @@ pub async fn list(bootstrap: &str, output: Output) -> Result<String> {
     })
 }
 
+const DYNAMIC_TOPIC_CONFIG: i8 = 1;
+
+/// Kafka's name of a DescribeConfigs source.
+fn source_name(source: i8) -> &'static str {
+    match source {
+        DYNAMIC_TOPIC_CONFIG => "DYNAMIC_TOPIC_CONFIG",
+        4 => "STATIC_BROKER_CONFIG",
+        5 => "DEFAULT_CONFIG",
+        _ => "UNKNOWN",
+    }
+}
+
 pub async fn describe(bootstrap: &str, name: &str, output: Output) -> Result<String> {
     let mut client = connect(bootstrap).await?;
     let m = metadata(&mut client, Some(&[name])).await?;
@@ -118,13 +130,13 @@ pub async fn describe(bootstrap: &str, name: &str, output: Output) -> Result<Str
     let ResponseKind::DescribeConfigs(c) = call(&mut client, 4, request).await? else {
         bail!("unexpected answer to DescribeConfigs")
     };
-    let configs: Vec<(String, String, bool)> = c
+    let configs: Vec<(String, String, i8)> = c
         .results
         .first()
         .map(|r| {
             r.configs
                 .iter()
-                .map(|e| (e.name.to_string(), e.value.as_deref().unwrap_or("").to_string(), e.config_source == 1))
+                .map(|e| (e.name.to_string(), e.value.as_deref().unwrap_or("").to_string(), e.config_source))
                 .collect()
         })
         .unwrap_or_default();
@@ -145,8 +157,11 @@ pub async fn describe(bootstrap: &str, name: &str, output: Output) -> Result<Str
             format!("{}\n", serde_json::to_string_pretty(&doc)?)
         }
         Output::Table => {
-            let overrides: Vec<String> =
-                configs.iter().filter(|(_, _, o)| *o).map(|(k, v, _)| format!("{k}={v}")).collect();
+            let overrides: Vec<String> = configs
+                .iter()
+                .filter(|(_, _, source)| *source == DYNAMIC_TOPIC_CONFIG)
+                .map(|(k, v, _)| format!("{k}={v}"))
+                .collect();
             let mut out = format!(
                 "Topic: {name}\tTopicId: {}\tPartitionCount: {}\tConfigs: {}\n\n",
                 t.topic_id,
@@ -171,6 +186,13 @@ pub async fn describe(bootstrap: &str, name: &str, output: Output) -> Result<Str
                 &["PARTITION", "LEADER", "REPLICAS", "ISR", "LOG-START-OFFSET", "LOG-END-OFFSET"],
                 body,
             ));
+            // Every config with where its value comes from, as kafka-configs --describe --all.
+            let config_rows = configs
+                .iter()
+                .map(|(k, v, source)| vec![k.clone(), v.clone(), source_name(*source).to_string()])
+                .collect();
+            out.push('\n');
+            out.push_str(&table(&["CONFIG", "VALUE", "SOURCE"], config_rows));
             out
         }
     })
