@@ -156,3 +156,13 @@ def test_restart(broker, tmp_path):
 def test_delete_topic(broker, tmp_path):
     out = run_tutorial("07-delete-topic.sh", broker, tmp_path)
     assert "delete-topic: OK" in out
+
+
+def test_readme_first_session(broker, tmp_path):
+    need("kcat")
+    # As the README starts it: `serve --num-partitions 3`.
+    broker.stop()
+    broker.num_partitions = 3
+    broker.start()
+    out = run_tutorial("08-readme.sh", broker, tmp_path)
+    assert "readme: OK" in out
