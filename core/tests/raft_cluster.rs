@@ -13,6 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use spool_core::codec;
 use spool_core::raft::{
     wire, ElectionState, Entry, Message, NodeId, RaftAction, RaftConfig, RaftNode, Response, Restored, RoleKind,
+    SnapshotId,
 };
 
 #[derive(Clone, Debug)]
@@ -20,6 +21,7 @@ enum Event {
     Deliver { from: NodeId, to: NodeId, incarnation: u64, message: Message },
     Persisted { node: NodeId, incarnation: u64 },
     Synced { node: NodeId, incarnation: u64, through: u64 },
+    SnapshotWritten { node: NodeId, incarnation: u64, id: SnapshotId },
     Tick { node: NodeId, incarnation: u64 },
     Fault,
     Propose,
@@ -32,8 +34,54 @@ struct Disk {
     election: Option<ElectionState>,
     /// Election writes under way, in order.
     pending_elections: VecDeque<ElectionState>,
+    /// The latest snapshot written; the entries follow it.
+    snapshot: Option<(SnapshotId, Bytes)>,
+    /// A snapshot write under way (it lands whole or not at all, as a rename).
+    pending_snapshot: Option<(SnapshotId, Bytes, bool)>,
+    /// The entries from the snapshot's end on.
     written: Vec<Entry>,
-    synced: usize,
+    /// Everything below this offset is synced.
+    synced: u64,
+}
+
+impl Disk {
+    fn start(&self) -> u64 {
+        self.snapshot.as_ref().map_or(0, |(id, _)| id.end_offset)
+    }
+
+    fn end(&self) -> u64 {
+        self.start() + self.written.len() as u64
+    }
+
+    fn entry(&self, offset: u64) -> Option<&Entry> {
+        self.written.get(usize::try_from(offset.checked_sub(self.start())?).ok()?)
+    }
+
+    fn truncate(&mut self, end: u64) {
+        self.written.truncate(end.saturating_sub(self.start()) as usize);
+        self.synced = self.synced.min(self.end());
+    }
+
+    /// A snapshot landed: the log below its end goes (all of it if the snapshot replaces it).
+    fn land_snapshot(&mut self, id: SnapshotId, data: Bytes, replaces_log: bool) {
+        if replaces_log {
+            self.written.clear();
+        } else {
+            let drop = id.end_offset.saturating_sub(self.start()).min(self.written.len() as u64) as usize;
+            self.written.drain(..drop);
+        }
+        self.snapshot = Some((id, data));
+        self.synced = self.synced.max(id.end_offset);
+    }
+}
+
+/// The state machine's state through an offset, as the harness encodes it: every entry.
+fn encode_state<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in entries {
+        out.extend_from_slice(format!("{}:{}:{:?}\n", e.offset, e.epoch, e.payload).as_bytes());
+    }
+    out
 }
 
 /// What a seed draws.
@@ -46,6 +94,10 @@ struct Faults {
     max_delay_ms: u64,
     max_disk_ms: u64,
     max_fetch_entries: usize,
+    /// Nodes snapshot their state machine once this many entries are committed past the last
+    /// snapshot (0: never), sent in chunks of this many bytes.
+    snapshot_every: u64,
+    snapshot_chunk_bytes: usize,
     /// Now and then an fsync stalls for seconds (a slow or failing disk).
     disk_stalls: bool,
     crashes: bool,
@@ -102,6 +154,8 @@ impl Cluster {
             max_delay_ms: pick(&[1, 5, 30, 200]),
             max_disk_ms: pick(&[1, 5, 20, 150]),
             max_fetch_entries: pick(&[4, 16, 512]) as usize,
+            snapshot_every: pick(&[0, 10, 50]),
+            snapshot_chunk_bytes: pick(&[64, 1 << 20]) as usize,
             disk_stalls: pick(&[0, 1]) == 1,
             crashes: pick(&[0, 1, 1]) == 1,
             partitions: pick(&[0, 1, 1]) == 1,
@@ -154,12 +208,14 @@ impl Cluster {
         let process_seed = self.seed.wrapping_mul(1_000_003).wrapping_add(self.incarnations[&node]);
         let mut config = RaftConfig::new(node, self.voters.clone(), process_seed);
         config.max_fetch_entries = self.faults.max_fetch_entries;
+        config.max_snapshot_chunk_bytes = self.faults.snapshot_chunk_bytes;
         config
     }
 
     fn start(&mut self, node: NodeId) {
         let disk = &self.disks[&node];
-        let restored = Restored { election: disk.election, entries: disk.written.clone() };
+        let restored =
+            Restored { election: disk.election, snapshot: disk.snapshot.clone(), entries: disk.written.clone() };
         let raft = RaftNode::new(self.config(node), restored, self.now);
         *self.incarnations.get_mut(&node).unwrap() += 1;
         self.nodes.insert(node, Some(raft));
@@ -176,12 +232,17 @@ impl Cluster {
         let keep_unsynced = self.random(2) == 0;
         let disk = self.disks.get_mut(&node).unwrap();
         let survivors = if keep_unsynced {
-            disk.synced + (self.rng.next_u64() % (disk.written.len() - disk.synced + 1) as u64) as usize
+            disk.synced + self.rng.next_u64() % (disk.end() - disk.synced + 1)
         } else {
             disk.synced
         };
-        disk.written.truncate(survivors);
-        disk.synced = disk.written.len();
+        disk.truncate(survivors);
+        disk.synced = disk.end();
+        if let Some((id, data, replaces_log)) = disk.pending_snapshot.take() {
+            if self.rng.next_u64().is_multiple_of(2) {
+                disk.land_snapshot(id, data, replaces_log);
+            }
+        }
         // Some of the election writes under way landed, in order.
         let landed = (self.rng.next_u64() % (disk.pending_elections.len() as u64 + 1)) as usize;
         if let Some(&last) = disk.pending_elections.get(landed.wrapping_sub(1)) {
@@ -224,9 +285,20 @@ impl Cluster {
             Event::Synced { node, incarnation, through } => {
                 if current(self, node, incarnation) {
                     let disk = self.disks.get_mut(&node).unwrap();
-                    assert!(through as usize <= disk.written.len());
-                    disk.synced = disk.synced.max(through as usize);
+                    assert!(through <= disk.end());
+                    disk.synced = disk.synced.max(through);
                     self.node(node).handle_synced(now, through);
+                    self.after_step(node);
+                }
+            }
+            Event::SnapshotWritten { node, incarnation, id } => {
+                if current(self, node, incarnation) {
+                    let disk = self.disks.get_mut(&node).unwrap();
+                    let (written, data, replaces_log) =
+                        disk.pending_snapshot.take().expect("a snapshot write was pending");
+                    assert_eq!(written, id);
+                    disk.land_snapshot(id, data, replaces_log);
+                    self.node(node).handle_snapshot_written(now, id);
                     self.after_step(node);
                 }
             }
@@ -250,6 +322,7 @@ impl Cluster {
                     return true;
                 }
                 self.propose();
+                self.take_snapshots();
                 let next = 1 + self.random(100);
                 self.schedule(next, Event::Propose);
             }
@@ -318,6 +391,29 @@ impl Cluster {
         }
     }
 
+    /// Each running node whose committed log has grown enough past its snapshot takes one: its
+    /// state machine's state is its last snapshot plus the committed entries after it.
+    fn take_snapshots(&mut self) {
+        let every = self.faults.snapshot_every;
+        if every == 0 {
+            return;
+        }
+        for id in self.all.clone() {
+            let Some(node) = self.nodes[&id].as_ref() else { continue };
+            let (start, end) = (node.log().start(), node.high_watermark());
+            if end < start + every {
+                continue;
+            }
+            let mut data = node.latest_snapshot().map_or(Vec::new(), |(_, d)| d.to_vec());
+            data.extend(encode_state(
+                (start..end).map(|o| node.log().entry(o).expect("a committed entry is in the log")),
+            ));
+            if self.node(id).snapshot(end, Bytes::from(data)).is_ok() {
+                self.after_step(id);
+            }
+        }
+    }
+
     /// Carries out a node's actions and schedules its next tick.
     fn after_step(&mut self, node: NodeId) {
         let incarnation = self.incarnations[&node];
@@ -348,13 +444,27 @@ impl Cluster {
                 }
                 RaftAction::Append(entries) => {
                     let disk = self.disks.get_mut(&node).unwrap();
-                    assert_eq!(entries[0].offset as usize, disk.written.len(), "append out of place on disk");
+                    assert_eq!(entries[0].offset, disk.end(), "append out of place on disk");
                     disk.written.extend(entries);
                 }
                 RaftAction::Truncate { end } => {
                     let disk = self.disks.get_mut(&node).unwrap();
-                    disk.written.truncate(end as usize);
-                    disk.synced = disk.synced.min(end as usize);
+                    disk.truncate(end);
+                }
+                RaftAction::WriteSnapshot { id, data, replaces_log } => {
+                    // A snapshot holds exactly the committed entries below its end.
+                    let committed = (0..id.end_offset)
+                        .map(|o| self.checks.committed.get(&o).expect("a snapshot of uncommitted entries"));
+                    assert!(
+                        encode_state(committed) == data.as_ref(),
+                        "seed {}: node {node}'s snapshot {id:?} is not the committed state",
+                        self.seed
+                    );
+                    let disk = self.disks.get_mut(&node).unwrap();
+                    assert!(disk.pending_snapshot.is_none(), "two snapshot writes at once");
+                    disk.pending_snapshot = Some((id, data, replaces_log));
+                    let delay = 1 + self.random(self.faults.max_disk_ms);
+                    self.schedule(delay, Event::SnapshotWritten { node, incarnation, id });
                 }
                 RaftAction::Sync { through } => {
                     let stall = self.faults.disk_stalls && self.random(100) < 3;
@@ -400,7 +510,7 @@ impl Cluster {
             assert!(node.high_watermark() >= *high_watermark, "seed {seed}: node {id}'s high watermark went back");
             *high_watermark = node.high_watermark();
             // Committed entries never change, on any node.
-            let from = self.checks.checked_below.get(&id).copied().unwrap_or(0);
+            let from = self.checks.checked_below.get(&id).copied().unwrap_or(0).max(node.log().start());
             for offset in from..node.high_watermark() {
                 let entry = node.log().entry(offset).expect("a committed entry is in the log");
                 let first = self.checks.committed.entry(offset).or_insert_with(|| entry.clone());
@@ -415,7 +525,8 @@ impl Cluster {
                     .iter()
                     .filter(|v| {
                         let disk = &self.disks[v];
-                        disk.synced > last as usize && disk.written[last as usize] == self.checks.committed[&last]
+                        disk.synced > last
+                            && (last < disk.start() || disk.entry(last) == Some(&self.checks.committed[&last]))
                     })
                     .count();
                 assert!(
@@ -502,6 +613,7 @@ fn through_the_wire(from: NodeId, to: NodeId, message: Message) -> Message {
                 Response::BeginQuorumEpoch { .. } => (ApiKey::BeginQuorumEpoch, wire::BEGIN_QUORUM_EPOCH_VERSION),
                 Response::EndQuorumEpoch { .. } => (ApiKey::EndQuorumEpoch, wire::END_QUORUM_EPOCH_VERSION),
                 Response::Fetch(_) => (ApiKey::Fetch, wire::FETCH_VERSION),
+                Response::FetchSnapshot(_) => (ApiKey::FetchSnapshot, wire::FETCH_SNAPSHOT_VERSION),
             };
             let frame = codec::encode_response(correlation as i32, version, &wire::encode_response(&response)).unwrap();
             let (correlation, kind) = codec::decode_response(key, version, frame.slice(4..)).unwrap();
@@ -537,7 +649,11 @@ fn run_seed_unchecked(seed: u64) -> String {
     let longest_log =
         cluster.all.iter().filter_map(|n| cluster.nodes[n].as_ref()).map(|r| r.log().end()).max().unwrap_or(0);
     let round_trip_ms = 2 * cluster.faults.max_delay_ms + cluster.faults.max_disk_ms + 10;
-    let catch_up_ms = (longest_log / cluster.faults.max_fetch_entries as u64 + 1) * round_trip_ms;
+    let mut catch_up_ms = (longest_log / cluster.faults.max_fetch_entries as u64 + 1) * round_trip_ms;
+    if cluster.faults.snapshot_every > 0 {
+        // A snapshot read chunk by chunk: about 40 bytes an entry in the harness's encoding.
+        catch_up_ms += (longest_log * 40 / cluster.faults.snapshot_chunk_bytes as u64 + 1) * round_trip_ms;
+    }
     let healed_at = cluster.now;
     let deadline = healed_at + 30_000 + catch_up_ms;
     loop {

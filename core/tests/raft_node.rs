@@ -84,6 +84,7 @@ fn a_vote_is_answered_only_after_it_is_persisted_and_never_given_twice() {
 #[test]
 fn a_candidate_with_a_shorter_log_gets_no_vote() {
     let restored = Restored {
+        snapshot: None,
         election: Some(ElectionState { epoch: 2, voted_for: None, leader: None }),
         entries: vec![entry(0, 1, "a"), entry(1, 2, "b")],
     };
@@ -112,6 +113,7 @@ fn a_candidate_with_a_shorter_log_gets_no_vote() {
 #[test]
 fn a_follower_truncates_where_its_log_diverges_and_fetches_only_from_its_durable_end() {
     let restored = Restored {
+        snapshot: None,
         election: Some(ElectionState { epoch: 3, voted_for: None, leader: Some(1) }),
         entries: vec![entry(0, 1, "a"), entry(1, 1, "b"), entry(2, 2, "stale"), entry(3, 2, "stale")],
     };
@@ -131,6 +133,7 @@ fn a_follower_truncates_where_its_log_diverges_and_fetches_only_from_its_durable
         error: None,
         high_watermark: Some(2),
         diverging: Some(Diverging { epoch: 1, end_offset: 3 }),
+        snapshot: None,
         entries: Vec::new(),
     };
     node.handle_message(5, 1, Message::Response { correlation: *correlation, response: Response::Fetch(response) });
@@ -152,6 +155,7 @@ fn a_follower_truncates_where_its_log_diverges_and_fetches_only_from_its_durable
         error: None,
         high_watermark: Some(4),
         diverging: None,
+        snapshot: None,
         entries: vec![entry(2, 1, "c"), entry(3, 3, "d")],
     };
     node.handle_message(6, 1, Message::Response { correlation, response: Response::Fetch(response) });
@@ -183,6 +187,7 @@ fn the_wire_keeps_every_field() {
         error: None,
         high_watermark: Some(0),
         diverging: Some(Diverging { epoch: 0, end_offset: 0 }),
+        snapshot: None,
         entries: vec![
             entry(0, 1, "a"),
             Entry { offset: 1, epoch: 4, payload: Payload::LeaderChange { leader: 2 } },
@@ -210,4 +215,43 @@ fn a_fetch_answer_without_the_metadata_partition_is_refused_not_trusted() {
     assert!(wire::decode_response(ApiKey::Fetch, empty).is_err());
     let mismatched = wire::encode_response(&Response::BeginQuorumEpoch { epoch: 1, leader: None, error: None });
     assert!(wire::decode_response(ApiKey::Vote, mismatched).is_err());
+}
+
+#[test]
+fn a_candidate_claims_only_what_it_has_synced() {
+    // A follower holding 0..2 durably receives 2..4, and its leader goes silent before the
+    // sync of 2..4 completes: it stands claiming offset 2, not 4, since a crash would lose 2..4.
+    let restored = Restored {
+        snapshot: None,
+        election: Some(ElectionState { epoch: 1, voted_for: None, leader: Some(1) }),
+        entries: vec![entry(0, 1, "a"), entry(1, 1, "b")],
+    };
+    let mut node = RaftNode::new(RaftConfig::new(2, vec![1, 2, 3], 7), restored, 0);
+    let fetch = drain(&mut node);
+    let [RaftAction::Send { message: Message::Request { correlation, .. }, .. }] = &fetch[..] else {
+        panic!("{fetch:?}")
+    };
+    let response = FetchResponse {
+        epoch: 1,
+        leader: Some(1),
+        error: None,
+        high_watermark: Some(2),
+        diverging: None,
+        snapshot: None,
+        entries: vec![entry(2, 1, "c"), entry(3, 1, "d")],
+    };
+    node.handle_message(10, 1, Message::Response { correlation: *correlation, response: Response::Fetch(response) });
+    assert!(matches!(&drain(&mut node)[..], [RaftAction::Append(_), RaftAction::Sync { through: 4 }]));
+    // The fetch timeout passes with the sync still under way.
+    node.handle_tick(10 + node.config().fetch_timeout_ms);
+    assert_eq!(node.role(), RoleKind::Candidate);
+    let actions = drain(&mut node);
+    assert!(matches!(actions[0], RaftAction::PersistElection(ElectionState { epoch: 2, voted_for: Some(2), .. })));
+    node.handle_election_persisted(2_100);
+    let votes = drain(&mut node);
+    assert!(!votes.is_empty());
+    for action in votes {
+        let RaftAction::Send { message: Message::Request { request, .. }, .. } = action else { panic!("{action:?}") };
+        assert_eq!(request, Request::Vote { epoch: 2, candidate: 2, last_epoch: 1, log_end: 2 });
+    }
 }

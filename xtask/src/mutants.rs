@@ -210,7 +210,10 @@ fn raft_failure(seeds: u64) -> Result<Outcome> {
     // core/tests/raft_node.rs names itself.
     let Some(failure) = text.lines().find_map(|l| l.strip_prefix("seed ").and_then(|r| r.split_once(": FAILED: ")))
     else {
-        let test = text.lines().find_map(|l| l.strip_prefix("---- ")).unwrap_or("a raft test");
+        let test = text
+            .lines()
+            .find_map(|l| l.strip_prefix("---- ").map(|t| t.trim_end_matches(" stdout ----")))
+            .unwrap_or("a raft test");
         return Ok(Outcome::Caught { seed: 0, seeds_run: 0, why: format!("unit test {test}") });
     };
     let seed: u64 = failure.0.parse().context("the failing seed")?;

@@ -29,10 +29,20 @@ pub enum Payload {
     Data(Bytes),
 }
 
+/// A snapshot of the state machine through `end_offset` (exclusive), whose last entry had
+/// `epoch` (Kafka's OffsetAndEpoch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SnapshotId {
+    pub end_offset: u64,
+    pub epoch: i32,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct RaftLog {
-    /// The first offset held (later, the end of the snapshot below it).
+    /// The first offset held: the end of the snapshot below it, or 0.
     start: u64,
+    /// The epoch of the entry before `start` (the snapshot's), or 0.
+    start_epoch: i32,
     entries: VecDeque<Entry>,
     /// Everything below this offset is on disk (fsynced).
     durable_end: u64,
@@ -40,10 +50,17 @@ pub struct RaftLog {
 }
 
 impl RaftLog {
-    /// A log whose entries were read back from disk: all of them are durable.
-    pub fn restored(entries: Vec<Entry>) -> Self {
+    /// A log read back from disk (its snapshot and the entries after it): all of it durable.
+    /// Entries below the snapshot's end, left by a compaction cut short, are skipped.
+    pub fn restored(snapshot: Option<SnapshotId>, entries: Vec<Entry>) -> Self {
         let mut log = RaftLog::default();
-        for entry in entries {
+        if let Some(id) = snapshot {
+            log.start = id.end_offset;
+            log.start_epoch = id.epoch;
+            log.durable_end = id.end_offset;
+        }
+        let start = log.start;
+        for entry in entries.into_iter().skip_while(|e| e.offset < start) {
             log.append(entry);
         }
         log.durable_end = log.end();
@@ -63,15 +80,19 @@ impl RaftLog {
         self.durable_end
     }
 
-    /// The epoch of the last entry, or 0 for an empty log.
+    /// The epoch of the last entry, or of the snapshot below an empty log.
     pub fn last_epoch(&self) -> i32 {
-        self.entries.back().map_or(0, |e| e.epoch)
+        self.entries.back().map_or(self.start_epoch, |e| e.epoch)
+    }
+
+    pub fn start_epoch(&self) -> i32 {
+        self.start_epoch
     }
 
     /// (epoch of the last durable entry, durable end): what a candidate may claim, since only a
     /// durable log survives a crash.
     pub fn durable_position(&self) -> (i32, u64) {
-        let epoch = self.entry(self.durable_end.wrapping_sub(1)).map_or(0, |e| e.epoch);
+        let epoch = self.entry(self.durable_end.wrapping_sub(1)).map_or(self.start_epoch, |e| e.epoch);
         (epoch, self.durable_end)
     }
 
@@ -106,6 +127,36 @@ impl RaftLog {
         self.epochs.truncate_from_end(end as i64);
     }
 
+    /// Drops the entries a durable snapshot now holds.
+    pub fn compact(&mut self, id: SnapshotId) {
+        assert!(
+            id.end_offset > self.start && id.end_offset <= self.durable_end,
+            "compacting to {id:?} outside the durable log"
+        );
+        assert_eq!(
+            self.entry(id.end_offset - 1).map(|e| e.epoch),
+            Some(id.epoch),
+            "snapshot {id:?} disagrees with the log"
+        );
+        self.entries.drain(..(id.end_offset - self.start) as usize);
+        self.start = id.end_offset;
+        self.start_epoch = id.epoch;
+        if self.entries.is_empty() {
+            self.epochs = LeaderEpochs::default();
+        } else {
+            self.epochs.truncate_from_start(id.end_offset as i64);
+        }
+    }
+
+    /// Replaces the whole log with a snapshot fetched from the leader.
+    pub fn reset(&mut self, id: SnapshotId) {
+        self.entries.clear();
+        self.start = id.end_offset;
+        self.start_epoch = id.epoch;
+        self.durable_end = id.end_offset;
+        self.epochs = LeaderEpochs::default();
+    }
+
     pub fn mark_durable(&mut self, through: u64) {
         assert!(through <= self.end(), "synced to {through} past the log end {}", self.end());
         self.durable_end = self.durable_end.max(through);
@@ -115,7 +166,8 @@ impl RaftLog {
     /// latest epoch (or a later one) ends at the log end. An empty log gives (0, start).
     pub fn end_offset_for(&self, epoch: i32) -> (i32, u64) {
         match self.epochs.latest() {
-            None => return (0, self.start),
+            None if epoch >= self.start_epoch => return (self.start_epoch, self.end()),
+            None => return (epoch, self.start),
             Some(latest) if epoch >= latest.epoch => return (latest.epoch, self.end()),
             Some(_) => {}
         }
@@ -141,6 +193,10 @@ impl RaftLog {
             previous_epoch = entry.epoch;
         }
         self.epochs.check_invariants();
+        assert!(
+            self.start_epoch <= self.entries.front().map_or(self.start_epoch, |e| e.epoch),
+            "entries older than the snapshot"
+        );
         for start in self.epochs.entries() {
             let entry = self.entry(start.start_offset as u64).expect("an epoch starts at an entry");
             assert_eq!(entry.epoch, start.epoch, "epoch cache disagrees with the log");

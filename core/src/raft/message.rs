@@ -1,7 +1,9 @@
 //! What Raft nodes say to each other: KIP-595's Vote, BeginQuorumEpoch, EndQuorumEpoch and Fetch,
 //! with only the fields the protocol uses. `wire.rs` maps them to Kafka's own messages.
 
-use super::log::Entry;
+use bytes::Bytes;
+
+use super::log::{Entry, SnapshotId};
 use super::NodeId;
 
 /// A request or the response to one; `correlation` pairs them, as on a Kafka connection.
@@ -22,6 +24,9 @@ pub enum Request {
     /// A follower or observer pulls the log: it holds everything below `fetch_offset` durably,
     /// and the entry before it has `last_fetched_epoch`.
     Fetch { epoch: i32, replica: NodeId, fetch_offset: u64, last_fetched_epoch: i32, max_wait_ms: u64 },
+    /// A replica whose fetch offset the leader's log no longer holds reads the leader's snapshot,
+    /// a chunk at a time (KIP-630).
+    FetchSnapshot { epoch: i32, replica: NodeId, snapshot: SnapshotId, position: u64 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +39,8 @@ pub enum RaftError {
     UnknownLeaderEpoch,
     /// The receiver is not a voter, or the sender is not one where it must be.
     InconsistentVoter,
+    /// The snapshot asked for is not (or no longer) the leader's.
+    SnapshotNotFound,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,6 +49,19 @@ pub enum Response {
     BeginQuorumEpoch { epoch: i32, leader: Option<NodeId>, error: Option<RaftError> },
     EndQuorumEpoch { epoch: i32, leader: Option<NodeId>, error: Option<RaftError> },
     Fetch(FetchResponse),
+    FetchSnapshot(SnapshotChunk),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    pub epoch: i32,
+    pub leader: Option<NodeId>,
+    pub error: Option<RaftError>,
+    pub snapshot: SnapshotId,
+    /// The whole snapshot's size, and where this chunk starts in it.
+    pub size: u64,
+    pub position: u64,
+    pub bytes: Bytes,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +73,8 @@ pub struct FetchResponse {
     pub high_watermark: Option<u64>,
     /// The follower's log diverges: truncate to `end_offset`, the end of `epoch` on the leader.
     pub diverging: Option<Diverging>,
+    /// The leader's log no longer holds the fetch offset: read this snapshot instead.
+    pub snapshot: Option<SnapshotId>,
     pub entries: Vec<Entry>,
 }
 
@@ -69,6 +91,7 @@ impl Response {
             | Response::BeginQuorumEpoch { epoch, .. }
             | Response::EndQuorumEpoch { epoch, .. } => *epoch,
             Response::Fetch(fetch) => fetch.epoch,
+            Response::FetchSnapshot(chunk) => chunk.epoch,
         }
     }
 
@@ -78,6 +101,7 @@ impl Response {
             | Response::BeginQuorumEpoch { leader, .. }
             | Response::EndQuorumEpoch { leader, .. } => *leader,
             Response::Fetch(fetch) => fetch.leader,
+            Response::FetchSnapshot(chunk) => chunk.leader,
         }
     }
 }

@@ -11,6 +11,6 @@ pub mod wire;
 /// A node's id, as Kafka's `node.id` (a broker id and a voter id are the same number).
 pub type NodeId = i32;
 
-pub use log::{Entry, Payload, RaftLog};
-pub use message::{Diverging, FetchResponse, Message, RaftError, Request, Response};
+pub use log::{Entry, Payload, RaftLog, SnapshotId};
+pub use message::{Diverging, FetchResponse, Message, RaftError, Request, Response, SnapshotChunk};
 pub use node::{ElectionState, ProposeError, RaftAction, RaftConfig, RaftNode, Restored, RoleKind};

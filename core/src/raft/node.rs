@@ -13,7 +13,11 @@
 //!   - `Append` / `Truncate`: change the log file in order. `Sync { through }`: fsync it, then call
 //!     `handle_synced(through)`; at most one sync is in flight.
 //!   - `Send`: deliver the message to that node; it may be lost, delayed or duplicated.
-//! - On restart, build the node from what the disk holds (its election state and log), as
+//!   - `WriteSnapshot`: write the snapshot durably, then drop the log's entries below its end
+//!     (all of them if `replaces_log`), then call `handle_snapshot_written`.
+//! - The state machine above hands the node snapshots of itself with [`RaftNode::snapshot`],
+//!   and reloads from one when the node installs a snapshot fetched from the leader.
+//! - On restart, build the node from what the disk holds (its election state, snapshot and log), as
 //!   [`Restored`], after fsyncing both: the node takes all of it as durable, and a crash can
 //!   leave unsynced writes readable in the page cache that a power cut would then take away.
 //!
@@ -33,8 +37,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::leader::{LeaderState, ParkedFetch};
-use super::log::{Entry, Payload, RaftLog};
-use super::message::{Diverging, FetchResponse, Message, RaftError, Request, Response};
+use super::log::{Entry, Payload, RaftLog, SnapshotId};
+use super::message::{Diverging, FetchResponse, Message, RaftError, Request, Response, SnapshotChunk};
 use super::NodeId;
 
 const CORRELATION_MASK: u64 = 0x7fff_ffff;
@@ -59,6 +63,8 @@ pub struct RaftConfig {
     pub max_uncommitted: u64,
     /// Limit on the observers a leader tracks.
     pub max_observers: usize,
+    /// The largest piece of a snapshot sent in one FetchSnapshot answer.
+    pub max_snapshot_chunk_bytes: usize,
     /// Seeds the election jitter and request ids: the driver gives each process a fresh one.
     pub seed: u64,
 }
@@ -78,6 +84,7 @@ impl RaftConfig {
             max_fetch_entries: 512,
             max_uncommitted: 4_096,
             max_observers: 64,
+            max_snapshot_chunk_bytes: 1 << 20,
             seed,
         }
     }
@@ -99,6 +106,7 @@ pub struct ElectionState {
 #[derive(Clone, Debug, Default)]
 pub struct Restored {
     pub election: Option<ElectionState>,
+    pub snapshot: Option<(SnapshotId, Bytes)>,
     pub entries: Vec<Entry>,
 }
 
@@ -116,6 +124,11 @@ pub enum RaftAction {
     },
     Sync {
         through: u64,
+    },
+    WriteSnapshot {
+        id: SnapshotId,
+        data: Bytes,
+        replaces_log: bool,
     },
 }
 
@@ -192,11 +205,17 @@ pub struct RaftNode {
     next_correlation: u64,
     /// Round-robin index over voters for an observer looking for the leader.
     search_index: usize,
+    /// The latest durable snapshot: the log starts at its end.
+    snapshot: Option<(SnapshotId, Bytes)>,
+    /// A snapshot being written (taken here, or fetched and to replace the log).
+    snapshot_write: Option<(SnapshotId, Bytes, bool)>,
+    /// The leader's snapshot being read, chunk by chunk.
+    snapshot_fetch: Option<(SnapshotId, Vec<u8>)>,
 }
 
 impl RaftNode {
     pub fn new(config: RaftConfig, restored: Restored, now_ms: u64) -> Self {
-        let log = RaftLog::restored(restored.entries);
+        let log = RaftLog::restored(restored.snapshot.as_ref().map(|(id, _)| *id), restored.entries);
         let mut election = restored.election.unwrap_or_default();
         if log.last_epoch() > election.epoch {
             tracing::warn!(
@@ -226,6 +245,9 @@ impl RaftNode {
             fetch_retry_ms: now_ms,
             next_correlation: 0,
             search_index: 0,
+            snapshot: restored.snapshot,
+            snapshot_write: None,
+            snapshot_fetch: None,
         };
         node.high_watermark = node.log.start();
         // A restarted process must not take answers meant for the one before it: its request
@@ -323,6 +345,11 @@ impl RaftNode {
 
     pub fn log(&self) -> &RaftLog {
         &self.log
+    }
+
+    /// The latest durable snapshot, from which the state machine loads.
+    pub fn latest_snapshot(&self) -> Option<&(SnapshotId, Bytes)> {
+        self.snapshot.as_ref()
     }
 
     /// The earliest time at which `handle_tick` has something to do.
@@ -452,6 +479,42 @@ impl RaftNode {
         self.answer_parked_fetches(now_ms, false);
         self.debug_check_invariants();
         Ok(offset)
+    }
+
+    /// Takes a snapshot of the state machine through `end_offset` (committed, and past the
+    /// current snapshot); once durable, the log below it is dropped. One at a time.
+    pub fn snapshot(&mut self, end_offset: u64, data: Bytes) -> Result<(), String> {
+        if self.snapshot_write.is_some() || self.snapshot_fetch.is_some() {
+            // One snapshot write at a time; and one about to be replaced by the leader's is moot.
+            return Err("a snapshot is being written or fetched".to_string());
+        }
+        if end_offset <= self.log.start() || end_offset > self.high_watermark {
+            return Err(format!("a snapshot must end within {}..={}", self.log.start() + 1, self.high_watermark));
+        }
+        let epoch = self.log.entry(end_offset - 1).expect("a committed entry is in the log").epoch;
+        let id = SnapshotId { end_offset, epoch };
+        self.snapshot_write = Some((id, data.clone(), false));
+        self.outbox.push_back(RaftAction::WriteSnapshot { id, data, replaces_log: false });
+        Ok(())
+    }
+
+    pub fn handle_snapshot_written(&mut self, now_ms: u64, id: SnapshotId) {
+        let Some((written, data, replaces_log)) = self.snapshot_write.take() else {
+            panic!("a snapshot written that was not asked for")
+        };
+        assert_eq!(written, id, "a snapshot written that was not asked for");
+        if replaces_log {
+            assert!(self.sync_in_flight.is_none(), "installing a snapshot under a sync");
+            self.log.reset(id);
+            // A leader's snapshot holds only committed entries.
+            self.high_watermark = self.high_watermark.max(id.end_offset);
+            self.leader_high_watermark = self.leader_high_watermark.max(id.end_offset);
+        } else if id.end_offset > self.log.start() {
+            self.log.compact(id);
+        }
+        self.snapshot = Some((id, data));
+        self.maybe_fetch(now_ms);
+        self.debug_check_invariants();
     }
 
     fn append_as_leader(&mut self, payload: Payload) -> u64 {
@@ -591,7 +654,54 @@ impl RaftNode {
                 }
                 self.on_fetch_request(now_ms, from, correlation, epoch, fetch_offset, last_fetched_epoch, max_wait_ms);
             }
+            Request::FetchSnapshot { epoch, replica, snapshot, position } => {
+                if replica == from {
+                    self.on_fetch_snapshot_request(now_ms, from, correlation, epoch, snapshot, position);
+                }
+            }
         }
+    }
+
+    fn on_fetch_snapshot_request(
+        &mut self,
+        now_ms: u64,
+        from: NodeId,
+        correlation: u64,
+        epoch: i32,
+        id: SnapshotId,
+        position: u64,
+    ) {
+        let mut chunk = SnapshotChunk {
+            epoch: self.election.epoch,
+            leader: self.election.leader,
+            error: None,
+            snapshot: id,
+            size: 0,
+            position,
+            bytes: Bytes::new(),
+        };
+        let held = self.snapshot.as_ref().filter(|(held, _)| *held == id).map(|(_, data)| data.clone());
+        chunk.error = if epoch < self.election.epoch {
+            Some(RaftError::FencedLeaderEpoch)
+        } else if epoch > self.election.epoch || !matches!(self.role, Role::Leader(_)) {
+            Some(RaftError::NotLeader)
+        } else if held.as_ref().is_none_or(|data| position > data.len() as u64) {
+            Some(RaftError::SnapshotNotFound)
+        } else {
+            None
+        };
+        if let (None, Some(data)) = (chunk.error, held) {
+            let start = position as usize;
+            let end = (start + self.config.max_snapshot_chunk_bytes).min(data.len());
+            chunk.size = data.len() as u64;
+            chunk.bytes = data.slice(start..end);
+            // Reading a snapshot counts as fetching, for check-quorum.
+            let Role::Leader(leader) = &mut self.role else { unreachable!() };
+            if let Some(progress) = leader.voters.get_mut(&from) {
+                progress.last_fetch_ms = Some(now_ms);
+            }
+        }
+        self.respond(from, correlation, Response::FetchSnapshot(chunk));
     }
 
     /// Whether to grant `candidate` a vote in `epoch`; moves to that epoch first if it is newer.
@@ -678,6 +788,19 @@ impl RaftNode {
         let (end_epoch, end_offset) = self.log.end_offset_for(last_fetched_epoch);
         let diverges =
             fetch_offset > self.log.start() && (end_epoch != last_fetched_epoch || end_offset < fetch_offset);
+        let below_start = fetch_offset < self.log.start()
+            || (fetch_offset == self.log.start()
+                && self.log.start() > 0
+                && last_fetched_epoch != self.log.start_epoch())
+            || (diverges && end_offset < self.log.start());
+        if below_start {
+            // The log no longer holds where this replica stands: it reads the snapshot.
+            let id = self.snapshot.as_ref().expect("a log that starts above 0 has a snapshot").0;
+            let Response::Fetch(mut response) = self.fetch_response(None, Vec::new()) else { unreachable!() };
+            response.snapshot = Some(id);
+            self.respond(from, correlation, Response::Fetch(response));
+            return;
+        }
         if diverges || fetch_offset > self.log.end() {
             let diverging = Diverging { epoch: end_epoch, end_offset: end_offset.min(fetch_offset) };
             let response = self.fetch_response(Some(diverging), Vec::new());
@@ -744,6 +867,7 @@ impl RaftNode {
             error: Some(error),
             high_watermark: None,
             diverging: None,
+            snapshot: None,
             entries: Vec::new(),
         })
     }
@@ -757,6 +881,7 @@ impl RaftNode {
             error: None,
             high_watermark: known.then_some(self.high_watermark),
             diverging,
+            snapshot: None,
             entries,
         })
     }
@@ -774,6 +899,10 @@ impl RaftNode {
     fn handle_response(&mut self, now_ms: u64, from: NodeId, correlation: u64, response: Response) {
         if let Response::Fetch(fetch) = response {
             self.on_fetch_response(now_ms, from, correlation, fetch);
+            return;
+        }
+        if let Response::FetchSnapshot(chunk) = response {
+            self.on_snapshot_chunk(now_ms, from, correlation, chunk);
             return;
         }
         if self.observe_leader(now_ms, response.epoch(), response.leader()) || response.epoch() != self.election.epoch {
@@ -824,6 +953,12 @@ impl RaftNode {
             return;
         }
         *deadline_ms = now_ms + self.config.fetch_timeout_ms;
+        if let Some(id) = fetch.snapshot {
+            if self.snapshot_write.is_none() && id.end_offset > self.log.start() {
+                self.snapshot_fetch = Some((id, Vec::new()));
+            }
+            return;
+        }
         if let Some(diverging) = fetch.diverging {
             // Cut where the leader's epoch ends, or where that epoch ends here if sooner.
             let (_, own_end) = self.log.end_offset_for(diverging.epoch);
@@ -875,6 +1010,39 @@ impl RaftNode {
         }
     }
 
+    fn on_snapshot_chunk(&mut self, now_ms: u64, from: NodeId, correlation: u64, chunk: SnapshotChunk) {
+        match self.fetch_in_flight {
+            Some(f) if f.correlation == correlation && f.to == from => self.fetch_in_flight = None,
+            _ => return,
+        }
+        if self.observe_leader(now_ms, chunk.epoch, chunk.leader) {
+            return;
+        }
+        let Role::Follower { leader, deadline_ms } = &mut self.role else { return };
+        let expected = self.snapshot_fetch.as_ref().map(|(id, received)| (*id, received.len() as u64));
+        if *leader != from || chunk.error.is_some() || expected != Some((chunk.snapshot, chunk.position)) {
+            // The leader moved on (a newer snapshot) or something went astray: fetch afresh.
+            self.snapshot_fetch = None;
+            self.fetch_retry_ms = now_ms + self.config.retry_backoff_ms;
+            return;
+        }
+        *deadline_ms = now_ms + self.config.fetch_timeout_ms;
+        let (id, received) = self.snapshot_fetch.as_mut().expect("checked above");
+        let id = *id;
+        received.extend_from_slice(&chunk.bytes);
+        if received.len() as u64 > chunk.size || (chunk.bytes.is_empty() && (received.len() as u64) < chunk.size) {
+            self.snapshot_fetch = None;
+            return;
+        }
+        if received.len() as u64 == chunk.size {
+            assert!(self.snapshot_write.is_none(), "a snapshot fetched while another is written");
+            let (_, received) = self.snapshot_fetch.take().expect("checked above");
+            let data = Bytes::from(received);
+            self.snapshot_write = Some((id, data.clone(), true));
+            self.outbox.push_back(RaftAction::WriteSnapshot { id, data, replaces_log: true });
+        }
+    }
+
     /// Follows what a message says of a newer epoch or of this epoch's leader. Returns whether
     /// the role changed (the message has then been dealt with).
     fn observe_leader(&mut self, now_ms: u64, epoch: i32, leader: Option<NodeId>) -> bool {
@@ -911,8 +1079,10 @@ impl RaftNode {
         }
     }
 
+    /// Nothing under way that the next fetch must wait for (its completion fetches).
     fn log_settled(&self) -> bool {
-        !self.persisting && self.sync_in_flight.is_none() && self.log.durable_end() == self.log.end()
+        let installing = self.snapshot_write.as_ref().is_some_and(|(_, _, replaces_log)| *replaces_log);
+        !self.persisting && !installing && self.sync_in_flight.is_none() && self.log.durable_end() == self.log.end()
     }
 
     /// Sends the next fetch when there is none in flight and the log is durable to its end: a
@@ -929,12 +1099,20 @@ impl RaftNode {
             }
             _ => return,
         };
-        let request = Request::Fetch {
-            epoch: self.election.epoch,
-            replica: self.me(),
-            fetch_offset: self.log.end(),
-            last_fetched_epoch: self.log.last_epoch(),
-            max_wait_ms: self.config.fetch_max_wait_ms,
+        let request = match &self.snapshot_fetch {
+            Some((snapshot, received)) if matches!(self.role, Role::Follower { .. }) => Request::FetchSnapshot {
+                epoch: self.election.epoch,
+                replica: self.me(),
+                snapshot: *snapshot,
+                position: received.len() as u64,
+            },
+            _ => Request::Fetch {
+                epoch: self.election.epoch,
+                replica: self.me(),
+                fetch_offset: self.log.end(),
+                last_fetched_epoch: self.log.last_epoch(),
+                max_wait_ms: self.config.fetch_max_wait_ms,
+            },
         };
         let correlation = self.request(to, request);
         self.fetch_in_flight = Some(FetchInFlight { correlation, to, sent_ms: now_ms });
@@ -959,6 +1137,7 @@ impl RaftNode {
         let deadline_ms = if self.is_voter() { now_ms + self.random_election_timeout() } else { now_ms };
         self.role = Role::Unattached { deadline_ms };
         self.fetch_in_flight = None;
+        self.snapshot_fetch = None;
     }
 
     fn become_follower(&mut self, now_ms: u64, epoch: i32, leader: NodeId) {
@@ -968,6 +1147,7 @@ impl RaftNode {
         self.set_election(ElectionState { epoch, voted_for, leader: Some(leader) });
         self.role = Role::Follower { leader, deadline_ms: now_ms + self.config.fetch_timeout_ms };
         self.fetch_in_flight = None;
+        self.snapshot_fetch = None;
         self.fetch_retry_ms = now_ms;
         self.leader_high_watermark = self.high_watermark;
         tracing::debug!(node = self.me(), epoch, leader, "raft follower");
@@ -980,6 +1160,7 @@ impl RaftNode {
         let epoch = self.election.epoch + 1;
         self.set_election(ElectionState { epoch, voted_for: Some(me), leader: None });
         self.fetch_in_flight = None;
+        self.snapshot_fetch = None;
         let deadline_ms = now_ms + self.random_election_timeout();
         self.role = Role::Candidate {
             granted: BTreeSet::from([me]),
@@ -1056,13 +1237,33 @@ impl RaftNode {
         if let Some(through) = self.sync_in_flight {
             assert!(through <= self.log.end() && through > self.log.durable_end(), "sync in flight {through}");
         }
+        assert!(
+            self.snapshot_write.is_none() || self.snapshot_fetch.is_none(),
+            "a snapshot written and fetched at once"
+        );
+        match &self.snapshot {
+            Some((id, _)) => {
+                assert_eq!(id.end_offset, self.log.start(), "the log does not start at its snapshot");
+                assert_eq!(id.epoch, self.log.start_epoch(), "the log's start epoch is not its snapshot's");
+            }
+            None => assert_eq!(self.log.start(), 0, "a log starting above 0 without a snapshot"),
+        }
+        assert!(self.high_watermark >= self.log.start(), "high watermark below the snapshot");
+        if let Some((id, _, replaces_log)) = &self.snapshot_write {
+            assert!(*replaces_log || id.end_offset <= self.high_watermark, "a snapshot of uncommitted entries");
+        }
         let election = self.election;
         match &self.role {
             Role::Leader(leader) => {
                 assert!(self.is_voter(), "an observer leads");
                 assert_eq!((election.leader, election.voted_for), (Some(me), Some(me)), "leader's election state");
-                let start = self.log.entry(leader.epoch_start).expect("the leader's epoch start is in its log");
-                assert_eq!(start.epoch, election.epoch, "leader's first entry of its epoch");
+                // The epoch's first entry, unless a snapshot (of committed entries) holds it now.
+                match self.log.entry(leader.epoch_start) {
+                    Some(start) => assert_eq!(start.epoch, election.epoch, "leader's first entry of its epoch"),
+                    None => {
+                        assert!(leader.epoch_start < self.log.start(), "the leader's epoch start is not in its log")
+                    }
+                }
                 leader.check_invariants(me, self.config.max_observers);
             }
             Role::Follower { leader, .. } => {

@@ -6,10 +6,11 @@
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
     begin_quorum_epoch_request, begin_quorum_epoch_response, end_quorum_epoch_request, end_quorum_epoch_response,
-    fetch_request, fetch_response, leader_change_message, vote_request, vote_response, ApiKey, BeginQuorumEpochRequest,
-    BeginQuorumEpochResponse, BrokerId, EndQuorumEpochRequest, EndQuorumEpochResponse, FetchRequest,
-    FetchResponse as KafkaFetchResponse, LeaderChangeMessage, RequestKind, ResponseKind, TopicName, VoteRequest,
-    VoteResponse,
+    fetch_request, fetch_response, fetch_snapshot_request, fetch_snapshot_response, leader_change_message,
+    vote_request, vote_response, ApiKey, BeginQuorumEpochRequest, BeginQuorumEpochResponse, BrokerId,
+    EndQuorumEpochRequest, EndQuorumEpochResponse, FetchRequest, FetchResponse as KafkaFetchResponse,
+    FetchSnapshotRequest, FetchSnapshotResponse, LeaderChangeMessage, RequestKind, ResponseKind, TopicName,
+    VoteRequest, VoteResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{
@@ -18,8 +19,8 @@ use kafka_protocol::records::{
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
-use super::log::{Entry, Payload};
-use super::message::{Diverging, FetchResponse, RaftError, Request, Response};
+use super::log::{Entry, Payload, SnapshotId};
+use super::message::{Diverging, FetchResponse, RaftError, Request, Response, SnapshotChunk};
 use super::NodeId;
 
 pub const METADATA_TOPIC: &str = "__cluster_metadata";
@@ -31,6 +32,7 @@ pub const VOTE_VERSION: i16 = 2;
 pub const BEGIN_QUORUM_EPOCH_VERSION: i16 = 1;
 pub const END_QUORUM_EPOCH_VERSION: i16 = 1;
 pub const FETCH_VERSION: i16 = 17;
+pub const FETCH_SNAPSHOT_VERSION: i16 = 1;
 
 const LEADER_CHANGE_CONTROL_TYPE: i16 = 2;
 
@@ -40,6 +42,7 @@ pub fn api_key(request: &Request) -> (ApiKey, i16) {
         Request::BeginQuorumEpoch { .. } => (ApiKey::BeginQuorumEpoch, BEGIN_QUORUM_EPOCH_VERSION),
         Request::EndQuorumEpoch { .. } => (ApiKey::EndQuorumEpoch, END_QUORUM_EPOCH_VERSION),
         Request::Fetch { .. } => (ApiKey::Fetch, FETCH_VERSION),
+        Request::FetchSnapshot { .. } => (ApiKey::FetchSnapshot, FETCH_SNAPSHOT_VERSION),
     }
 }
 
@@ -107,6 +110,25 @@ pub fn encode_request(request: &Request, to: NodeId, cluster_id: &str) -> Reques
                     .with_topics(vec![topic]),
             )
         }
+        Request::FetchSnapshot { epoch, replica, snapshot, position } => {
+            let partition = fetch_snapshot_request::PartitionSnapshot::default()
+                .with_current_leader_epoch(epoch)
+                .with_snapshot_id(
+                    fetch_snapshot_request::SnapshotId::default()
+                        .with_end_offset(snapshot.end_offset as i64)
+                        .with_epoch(snapshot.epoch),
+                )
+                .with_position(position as i64);
+            let topic =
+                fetch_snapshot_request::TopicSnapshot::default().with_name(topic_name).with_partitions(vec![partition]);
+            RequestKind::FetchSnapshot(
+                FetchSnapshotRequest::default()
+                    .with_cluster_id(cluster_id)
+                    .with_replica_id(BrokerId(replica))
+                    .with_max_bytes(i32::MAX)
+                    .with_topics(vec![topic]),
+            )
+        }
     }
 }
 
@@ -155,6 +177,20 @@ pub fn decode_request(kind: RequestKind) -> Result<(NodeId, Request), String> {
             };
             Ok((replica, request))
         }
+        RequestKind::FetchSnapshot(fetch) => {
+            let replica = fetch.replica_id.0;
+            let p = single(fetch.topics.into_iter().flat_map(|t| t.partitions))?;
+            let request = Request::FetchSnapshot {
+                epoch: p.current_leader_epoch,
+                replica,
+                snapshot: SnapshotId {
+                    end_offset: non_negative(p.snapshot_id.end_offset, "snapshot end")?,
+                    epoch: p.snapshot_id.epoch,
+                },
+                position: non_negative(p.position, "snapshot position")?,
+            };
+            Ok((replica, request))
+        }
         other => Err(format!("not a quorum request: {other:?}")),
     }
 }
@@ -174,6 +210,7 @@ fn error_code(error: Option<RaftError>) -> i16 {
         Some(RaftError::NotLeader) => ResponseError::NotLeaderOrFollower.code(),
         Some(RaftError::UnknownLeaderEpoch) => ResponseError::UnknownLeaderEpoch.code(),
         Some(RaftError::InconsistentVoter) => ResponseError::InconsistentVoterSet.code(),
+        Some(RaftError::SnapshotNotFound) => ResponseError::SnapshotNotFound.code(),
     }
 }
 
@@ -184,6 +221,7 @@ fn raft_error(code: i16) -> Result<Option<RaftError>, String> {
         c if c == ResponseError::NotLeaderOrFollower.code() => Some(RaftError::NotLeader),
         c if c == ResponseError::UnknownLeaderEpoch.code() => Some(RaftError::UnknownLeaderEpoch),
         c if c == ResponseError::InconsistentVoterSet.code() => Some(RaftError::InconsistentVoter),
+        c if c == ResponseError::SnapshotNotFound.code() => Some(RaftError::SnapshotNotFound),
         other => return Err(format!("unexpected quorum error code {other}")),
     })
 }
@@ -244,10 +282,36 @@ pub fn encode_response(response: &Response) -> ResponseKind {
                     fetch_response::EpochEndOffset::default().with_epoch(d.epoch).with_end_offset(d.end_offset as i64),
                 );
             }
+            if let Some(id) = fetch.snapshot {
+                partition = partition.with_snapshot_id(
+                    fetch_response::SnapshotId::default().with_end_offset(id.end_offset as i64).with_epoch(id.epoch),
+                );
+            }
             let topic = fetch_response::FetchableTopicResponse::default()
                 .with_topic_id(METADATA_TOPIC_ID)
                 .with_partitions(vec![partition]);
             ResponseKind::Fetch(KafkaFetchResponse::default().with_responses(vec![topic]))
+        }
+        Response::FetchSnapshot(chunk) => {
+            let partition = fetch_snapshot_response::PartitionSnapshot::default()
+                .with_error_code(error_code(chunk.error))
+                .with_snapshot_id(
+                    fetch_snapshot_response::SnapshotId::default()
+                        .with_end_offset(chunk.snapshot.end_offset as i64)
+                        .with_epoch(chunk.snapshot.epoch),
+                )
+                .with_current_leader(
+                    fetch_snapshot_response::LeaderIdAndEpoch::default()
+                        .with_leader_id(leader_id(chunk.leader))
+                        .with_leader_epoch(chunk.epoch),
+                )
+                .with_size(chunk.size as i64)
+                .with_position(chunk.position as i64)
+                .with_unaligned_records(chunk.bytes.clone());
+            let topic = fetch_snapshot_response::TopicSnapshot::default()
+                .with_name(topic_name)
+                .with_partitions(vec![partition]);
+            ResponseKind::FetchSnapshot(FetchSnapshotResponse::default().with_topics(vec![topic]))
         }
     }
 }
@@ -288,6 +352,8 @@ pub fn decode_response(api_key: ApiKey, kind: ResponseKind) -> Result<Response, 
                 epoch: p.diverging_epoch.epoch,
                 end_offset: p.diverging_epoch.end_offset.max(0) as u64,
             });
+            let snapshot = (p.snapshot_id.end_offset >= 0 && p.snapshot_id.epoch >= 0)
+                .then_some(SnapshotId { end_offset: p.snapshot_id.end_offset as u64, epoch: p.snapshot_id.epoch });
             let entries = match p.records {
                 Some(records) => decode_entries(records)?,
                 None => Vec::new(),
@@ -298,7 +364,23 @@ pub fn decode_response(api_key: ApiKey, kind: ResponseKind) -> Result<Response, 
                 error: raft_error(p.error_code)?,
                 high_watermark: (p.high_watermark >= 0).then_some(p.high_watermark as u64),
                 diverging,
+                snapshot,
                 entries,
+            }))
+        }
+        (ApiKey::FetchSnapshot, ResponseKind::FetchSnapshot(fetch)) => {
+            let p = single(fetch.topics.into_iter().flat_map(|t| t.partitions))?;
+            Ok(Response::FetchSnapshot(SnapshotChunk {
+                epoch: p.current_leader.leader_epoch,
+                leader: leader_of(p.current_leader.leader_id),
+                error: raft_error(p.error_code)?,
+                snapshot: SnapshotId {
+                    end_offset: non_negative(p.snapshot_id.end_offset, "snapshot end")?,
+                    epoch: p.snapshot_id.epoch,
+                },
+                size: non_negative(p.size, "snapshot size")?,
+                position: non_negative(p.position, "snapshot position")?,
+                bytes: p.unaligned_records,
             }))
         }
         (key, other) => Err(format!("{key:?} answered with {other:?}")),
