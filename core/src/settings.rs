@@ -168,6 +168,11 @@ impl BrokerSettings {
         self.get(name).map(|v| v.parse().expect("validated when set"))
     }
 
+    /// A whole-number setting that has a default, so always a value.
+    fn int(&self, name: &str) -> i64 {
+        self.get_i64(name).unwrap_or_else(|| panic!("{name} has a default"))
+    }
+
     pub fn is_set(&self, name: &str) -> bool {
         self.values.get(name).is_some_and(|(_, source)| *source == Source::Static)
     }
@@ -186,9 +191,9 @@ impl BrokerSettings {
     /// The node id: `node.id`, or the older `broker.id` when only that is set.
     pub fn node_id(&self) -> i32 {
         let id = if !self.is_set("node.id") && self.is_set("broker.id") {
-            self.get_i64("broker.id").unwrap_or(1)
+            self.int("broker.id")
         } else {
-            self.get_i64("node.id").unwrap_or(1)
+            self.int("node.id")
         };
         id.max(0) as i32
     }
@@ -198,9 +203,9 @@ impl BrokerSettings {
     pub fn apply(&self, config: &mut BrokerConfig) {
         config.node_id = self.node_id();
         config.auto_create_topics = self.get("auto.create.topics.enable") == Some("true");
-        config.num_partitions = self.get_i64("num.partitions").unwrap_or(1) as i32;
-        config.max_request_bytes = self.get_i64("socket.request.max.bytes").unwrap_or(100 << 20) as usize;
-        config.retention_check_interval_ms = self.get_i64("log.retention.check.interval.ms").unwrap_or(300_000);
+        config.num_partitions = self.int("num.partitions") as i32;
+        config.max_request_bytes = self.int("socket.request.max.bytes") as usize;
+        config.retention_check_interval_ms = self.int("log.retention.check.interval.ms");
         // As Kafka: log.retention.ms, else minutes, else hours.
         let retention_ms = self
             .get_i64("log.retention.ms")
@@ -215,29 +220,26 @@ impl BrokerSettings {
         {
             topics.segment_ms = ms;
         }
-        topics.retention_bytes = self.get_i64("log.retention.bytes").unwrap_or(-1);
-        topics.segment_bytes = self.get_i64("log.segment.bytes").unwrap_or(1 << 30);
-        topics.index_interval_bytes = self.get_i64("log.index.interval.bytes").unwrap_or(4096);
-        topics.max_message_bytes = self.get_i64("message.max.bytes").unwrap_or(1_048_588);
+        topics.retention_bytes = self.int("log.retention.bytes");
+        topics.segment_bytes = self.int("log.segment.bytes");
+        topics.index_interval_bytes = self.int("log.index.interval.bytes");
+        topics.max_message_bytes = self.int("message.max.bytes");
         topics.timestamp_type = match self.get("log.message.timestamp.type") {
             Some("LogAppendTime") => TimestampType::LogAppendTime,
             _ => TimestampType::CreateTime,
         };
         let group = &mut config.group;
-        group.min_session_timeout_ms =
-            self.get_i64("group.min.session.timeout.ms").unwrap_or(6_000).min(i32::MAX as i64) as i32;
-        group.max_session_timeout_ms =
-            self.get_i64("group.max.session.timeout.ms").unwrap_or(1_800_000).min(i32::MAX as i64) as i32;
-        group.initial_rebalance_delay_ms = self.get_i64("group.initial.rebalance.delay.ms").unwrap_or(3_000);
-        group.offsets_retention_ms = self.get_i64("offsets.retention.minutes").unwrap_or(10_080) * 60_000;
-        group.offsets_retention_check_interval_ms =
-            self.get_i64("offsets.retention.check.interval.ms").unwrap_or(600_000);
+        group.min_session_timeout_ms = self.int("group.min.session.timeout.ms").min(i32::MAX as i64) as i32;
+        group.max_session_timeout_ms = self.int("group.max.session.timeout.ms").min(i32::MAX as i64) as i32;
+        group.initial_rebalance_delay_ms = self.int("group.initial.rebalance.delay.ms");
+        group.offsets_retention_ms = self.int("offsets.retention.minutes") * 60_000;
+        group.offsets_retention_check_interval_ms = self.int("offsets.retention.check.interval.ms");
         config.settings = self.clone();
     }
 
     /// Settings that contradict each other.
     pub fn check(&self) -> Result<(), String> {
-        let min = self.get_i64("group.min.session.timeout.ms").unwrap_or(0);
+        let min = self.int("group.min.session.timeout.ms");
         let max = self.get_i64("group.max.session.timeout.ms").unwrap_or(i64::MAX);
         if min > max {
             return Err(format!("group.min.session.timeout.ms ({min}) is above group.max.session.timeout.ms ({max})"));

@@ -1,6 +1,6 @@
 //! `cargo xtask sim mutants`: measures the simulator's checkers. Each mutation in
 //! `sim/mutants.txt` is a small, realistic mistake in the core; it is applied alone, the
-//! simulator (or, for `checker: raft`, the quorum harness in core/tests/raft_cluster.rs) is
+//! simulator (or, for `checker: raft`, the quorum harness in sim/tests/raft_cluster.rs) is
 //! rebuilt, and seeds run until one fails (caught) or the budget ends (survived). The source is
 //! restored after each, whatever happens.
 
@@ -183,26 +183,21 @@ fn first_failure(binary: &str, seeds: u64) -> Result<Outcome> {
 /// Runs the Raft unit tests and the quorum harness over `seeds` seeds (which stops at the first
 /// failing one).
 fn raft_failure(seeds: u64) -> Result<Outcome> {
-    let output = Command::new("cargo")
-        .current_dir(root())
-        .args([
-            "test",
-            "-q",
-            "-p",
-            "spool-core",
-            "--profile",
-            "checked",
-            "--test",
-            "raft_node",
-            "--test",
-            "raft_cluster",
-        ])
-        .env("RAFT_SEEDS", seeds.to_string())
-        .output()?;
-    if output.status.success() {
+    let mut text = String::new();
+    for (package, test) in [("spool-core", "raft_node"), ("spool-sim", "raft_cluster")] {
+        let output = Command::new("cargo")
+            .current_dir(root())
+            .args(["test", "-q", "-p", package, "--profile", "checked", "--test", test])
+            .env("RAFT_SEEDS", seeds.to_string())
+            .output()?;
+        if !output.status.success() {
+            text = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
+            break;
+        }
+    }
+    if text.is_empty() {
         return Ok(Outcome::Survived);
     }
-    let text = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
     if text.contains("could not compile") {
         return Ok(Outcome::DoesNotBuild);
     }

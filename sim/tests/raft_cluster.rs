@@ -582,9 +582,7 @@ impl Cluster {
     }
 }
 
-/// The harness's own knobs (core's clippy.toml keeps the environment out of core's code; a test
-/// driver may read it).
-#[allow(clippy::disallowed_methods)]
+/// The harness's own knobs.
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
