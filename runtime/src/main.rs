@@ -137,7 +137,8 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
         topic: String,
-        /// Consume as a member of this consumer group (committing as it goes).
+        /// Consume as a member of this consumer group, committing as it goes (without it: a generated
+        /// `console-consumer-NNNNN` group that commits nothing, as Kafka's console consumer).
         #[arg(long)]
         group: Option<String>,
         /// Start from the earliest offset when there is no committed one.

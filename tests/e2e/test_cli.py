@@ -138,6 +138,38 @@ def test_a_group_consumer_stopped_by_a_signal_leaves_its_group_at_once(broker, s
         again.wait(timeout=10)
 
 
+def test_a_consumer_without_a_group_joins_a_generated_console_group_and_commits_nothing(broker):
+    """As Kafka's console consumer: a `console-consumer-NNNNN` group, left on exit, no offsets."""
+    topic = unique_topic("cli-console")
+    create_topic(broker, topic)
+    assert spool(broker, "produce", topic, "--message", "one").returncode == 0
+
+    def console_groups() -> set[str]:
+        r = spool(broker, "group", "list", "--output", "json")
+        assert r.returncode == 0, r.stderr
+        return {g["group"] for g in json.loads(r.stdout) if g["group"].startswith("console-consumer-")}
+
+    before = console_groups()
+    consumer = subprocess.Popen([str(spool_bin()), "consume", topic, "--from-beginning", "--bootstrap-server",
+                                 broker.bootstrap], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        poll_until(lambda: len(console_groups() - before) == 1, 20, "a generated console-consumer group")
+        (group,) = console_groups() - before
+        assert group.removeprefix("console-consumer-").isdigit(), group
+        poll_until(lambda: group_members(broker, group) == ("Stable", 1), 20, "the consumer in its group")
+        assert consumer.stdout.readline() == "one\n"
+        consumer.send_signal(signal.SIGINT)
+        assert consumer.wait(timeout=10) == 0, consumer.stderr.read()
+    finally:
+        if consumer.poll() is None:
+            consumer.kill()
+    r = spool(broker, "group", "describe", group, "--output", "json")
+    assert r.returncode == 0, r.stderr
+    described = json.loads(r.stdout)
+    assert (described["state"], described["members"]) == ("Empty", [])
+    assert all(p["committed_offset"] is None for p in described["partitions"]), described
+
+
 @pytest.mark.parametrize("grouped", [True, False], ids=["group", "no-group"])
 def test_a_consumer_carries_on_after_the_broker_restarts(broker, grouped):
     topic = unique_topic("cli-restart")

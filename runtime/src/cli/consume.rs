@@ -1,6 +1,7 @@
-//! `spool consume TOPIC`: prints records, either from every partition (no group) or as a member
-//! of a consumer group (join, range assignment, commit after each poll, leave on exit, on Ctrl-C
-//! and on SIGTERM). A broker that restarts is waited for and the consumer carries on.
+//! `spool consume TOPIC`: prints records as a member of a consumer group (join, range assignment,
+//! leave on exit, on Ctrl-C and on SIGTERM). With `--group` it commits after each poll; without, it
+//! joins a generated `console-consumer-NNNNN` group and commits nothing, as Kafka's console consumer
+//! does. A broker that restarts is waited for and the consumer carries on where it was.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -21,6 +22,7 @@ fn s(v: &str) -> StrBytes {
 }
 
 pub struct ConsumeOptions {
+    /// None: a generated group whose offsets are not committed.
     pub group: Option<String>,
     pub from_beginning: bool,
     pub max_messages: Option<usize>,
@@ -182,15 +184,18 @@ async fn reconnect_pause(attempt: &mut u32, why: &anyhow::Error, stop: &mut Stop
 /// that goes away is waited for, as Kafka's clients do. Returns Kafka's closing line.
 pub async fn run(bootstrap: &str, topic: &str, options: ConsumeOptions, mut stop: Stop) -> Result<String> {
     let mut progress = Progress { printed: 0, idle_since: Instant::now() };
+    let session = Session {
+        group: options.group.clone().unwrap_or_else(|| format!("console-consumer-{}", rand::random::<u32>() % 100_000)),
+        commit: options.group.is_some(),
+    };
     let mut member = String::new();
-    let mut positions: Option<BTreeMap<i32, i64>> = None;
+    let mut positions = BTreeMap::new();
     let mut attempt = 0u32;
     while !progress.done(&options, &stop) {
-        let session = match &options.group {
-            Some(group) => consume_in_group(bootstrap, topic, group, &options, &mut progress, &mut member, &stop).await,
-            None => consume_alone(bootstrap, topic, &options, &mut progress, &mut positions, &stop).await,
-        };
-        match session {
+        let result =
+            consume_in_group(bootstrap, topic, &session, &options, &mut progress, &mut member, &mut positions, &stop)
+                .await;
+        match result {
             Ok(()) => break,
             Err(e) if super::is_disconnected(&e) => reconnect_pause(&mut attempt, &e, &mut stop).await,
             Err(e) => return Err(e),
@@ -200,30 +205,10 @@ pub async fn run(bootstrap: &str, topic: &str, options: ConsumeOptions, mut stop
     Ok(String::new())
 }
 
-async fn consume_alone(
-    bootstrap: &str,
-    topic: &str,
-    options: &ConsumeOptions,
-    progress: &mut Progress,
-    positions: &mut Option<BTreeMap<i32, i64>>,
-    stop: &Stop,
-) -> Result<()> {
-    let mut client = connect(bootstrap).await?;
-    let positions = match positions {
-        Some(p) => p,
-        None => {
-            let count = partition_count(&mut client, topic, false).await?;
-            let all: Vec<i32> = (0..count).collect();
-            let start = if options.from_beginning { -2 } else { -1 };
-            positions.insert(super::list_offsets(&mut client, topic, &all, start).await?)
-        }
-    };
-    while !progress.done(options, stop) {
-        if poll(&mut client, topic, positions, options, &mut progress.printed).await? {
-            progress.idle_since = Instant::now();
-        }
-    }
-    Ok(())
+/// The group a consumer joins, and whether it commits there.
+struct Session {
+    group: String,
+    commit: bool,
 }
 
 fn subscription(topic: &str) -> Bytes {
@@ -264,16 +249,20 @@ fn range_assignment(topic: &str, members: &[String], partitions: i32) -> Vec<(St
 }
 
 /// One session in the group: join, consume what is assigned, commit, leave on the way out. A
-/// member id survives a reconnect; the broker answers UNKNOWN_MEMBER_ID if it forgot it.
+/// member id survives a reconnect; the broker answers UNKNOWN_MEMBER_ID if it forgot it. Positions
+/// reached survive too, so a consumer that commits nothing neither repeats nor skips records.
+#[allow(clippy::too_many_arguments)]
 async fn consume_in_group(
     bootstrap: &str,
     topic: &str,
-    group: &str,
+    session: &Session,
     options: &ConsumeOptions,
     progress: &mut Progress,
     member: &mut String,
+    reached: &mut BTreeMap<i32, i64>,
     stop: &Stop,
 ) -> Result<()> {
+    let group = session.group.as_str();
     let mut client = coordinator(bootstrap, group).await?;
     let mut data = connect(bootstrap).await?;
     let count = partition_count(&mut data, topic, false).await?;
@@ -357,6 +346,8 @@ async fn consume_in_group(
                     p.partition_index,
                     if p.committed_offset >= 0 {
                         p.committed_offset
+                    } else if let Some(reached) = reached.get(&p.partition_index) {
+                        *reached
                     } else {
                         default.get(&p.partition_index).copied().unwrap_or(0)
                     },
@@ -370,7 +361,8 @@ async fn consume_in_group(
                 if poll(&mut data, topic, &mut positions, options, &mut progress.printed).await? {
                     progress.idle_since = Instant::now();
                 }
-                if positions != before {
+                reached.extend(positions.iter().map(|(p, o)| (*p, *o)));
+                if session.commit && positions != before {
                     let commit = OffsetCommitRequest::default()
                         .with_group_id(gid())
                         .with_generation_id_or_member_epoch(j.generation_id)
