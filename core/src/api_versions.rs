@@ -53,13 +53,34 @@ pub const SERVED_APIS: &[ServedApi] = &[
     api(ApiKey::DescribeCluster, 0, 1),
 ];
 
+/// What the controller listener serves: the quorum's own messages, at the one version Spool's
+/// nodes speak (see raft::wire), and what Kafka's tools ask a controller (KIP-919).
+pub const CONTROLLER_APIS: &[ServedApi] = &[
+    api(ApiKey::ApiVersions, 0, 4),
+    api(ApiKey::Vote, 2, 2),
+    api(ApiKey::BeginQuorumEpoch, 1, 1),
+    api(ApiKey::EndQuorumEpoch, 1, 1),
+    api(ApiKey::Fetch, 17, 17),
+    api(ApiKey::FetchSnapshot, 1, 1),
+    api(ApiKey::DescribeQuorum, 0, 2),
+    api(ApiKey::DescribeCluster, 1, 1),
+];
+
 pub fn served(key: ApiKey) -> Option<&'static ServedApi> {
-    SERVED_APIS.iter().find(|api| api.key == key)
+    served_in(SERVED_APIS, key)
+}
+
+pub fn served_in(table: &'static [ServedApi], key: ApiKey) -> Option<&'static ServedApi> {
+    table.iter().find(|api| api.key == key)
 }
 
 /// Whether a request of this key and version is decoded and answered.
 pub fn accepts(key: ApiKey, version: i16) -> bool {
-    served(key).is_some_and(|api| version >= api.served_min && version <= api.max)
+    accepts_in(SERVED_APIS, key, version)
+}
+
+pub fn accepts_in(table: &'static [ServedApi], key: ApiKey, version: i16) -> bool {
+    served_in(table, key).is_some_and(|api| version >= api.served_min && version <= api.max)
 }
 
 #[cfg(test)]
@@ -68,7 +89,7 @@ mod tests {
 
     #[test]
     fn every_served_version_is_one_the_codec_can_decode() {
-        for api in SERVED_APIS {
+        for api in SERVED_APIS.iter().chain(CONTROLLER_APIS) {
             let codec = api.key.valid_versions();
             assert!(api.served_min >= codec.min && api.max <= codec.max, "{:?}", api.key);
             assert!(api.advertised_min <= api.served_min);

@@ -26,7 +26,15 @@ fn peek_i16(frame: &[u8], at: usize) -> i16 {
     i16::from_be_bytes([frame[at], frame[at + 1]])
 }
 
-pub fn decode_request(mut frame: Bytes) -> Result<DecodedRequest, DecodeFailure> {
+pub fn decode_request(frame: Bytes) -> Result<DecodedRequest, DecodeFailure> {
+    decode_request_for(api_versions::SERVED_APIS, frame)
+}
+
+/// Decodes a frame for a listener that serves `table` (the broker's or the controller's).
+pub fn decode_request_for(
+    table: &'static [api_versions::ServedApi],
+    mut frame: Bytes,
+) -> Result<DecodedRequest, DecodeFailure> {
     if frame.len() < 8 {
         return Err(DecodeFailure::Close(format!("request frame of {} bytes is too short", frame.len())));
     }
@@ -36,10 +44,10 @@ pub fn decode_request(mut frame: Bytes) -> Result<DecodedRequest, DecodeFailure>
     let Ok(api_key) = ApiKey::try_from(key) else {
         return Err(DecodeFailure::Close(format!("unknown API key {key}")));
     };
-    if api_key == ApiKey::ApiVersions && version > api_versions::served(api_key).map_or(0, |a| a.max) {
+    if api_key == ApiKey::ApiVersions && version > api_versions::served_in(table, api_key).map_or(0, |a| a.max) {
         return Err(DecodeFailure::ApiVersionsTooNew { correlation_id });
     }
-    if !api_versions::accepts(api_key, version) {
+    if !api_versions::accepts_in(table, api_key, version) {
         return Err(DecodeFailure::Close(format!("{api_key:?} version {version} is not supported")));
     }
     let header_version = api_key.request_header_version(version);

@@ -18,6 +18,7 @@ pub mod metadata;
 pub mod ops;
 pub mod partition;
 pub mod producer_state;
+pub mod quorum;
 pub mod raft;
 pub mod records;
 pub mod recovery;

@@ -57,6 +57,9 @@ const SPECS: &[Spec] = &[
     applied("advertised.listeners", "", Kind::Text),
     applied("log.dirs", "./spool-data", Kind::Text),
     applied("log.dir", "", Kind::Text),
+    // The metadata quorum (the runtime reads these).
+    applied("controller.listener.names", "CONTROLLER", Kind::Text),
+    applied("controller.quorum.voters", "", Kind::Text),
     // Topics.
     applied("auto.create.topics.enable", "true", Kind::Bool),
     applied("num.partitions", "1", Kind::Int { min: 1 }),
@@ -84,9 +87,7 @@ const SPECS: &[Spec] = &[
     applied("max.connections.per.ip", "1000", Kind::Int { min: 1 }),
     applied("connections.max.idle.ms", "600000", Kind::Int { min: 1 }),
     // Accepted, no effect in Spool today.
-    ignored("controller.listener.names", ""),
     ignored("controller.quorum.bootstrap.servers", ""),
-    ignored("controller.quorum.voters", ""),
     ignored("default.replication.factor", "1"),
     ignored("group.coordinator.rebalance.protocols", "classic,consumer"),
     ignored("inter.broker.listener.name", ""),

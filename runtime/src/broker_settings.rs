@@ -59,15 +59,31 @@ pub fn load(
     Ok(settings)
 }
 
-/// HOST:PORT of the first listener in Kafka's `NAME://HOST:PORT,...` form (an empty host, as in
-/// `PLAINTEXT://:9092`, listens on every address).
-pub fn first_listener(listeners: &str) -> Result<String> {
-    let first = listeners.split(',').next().unwrap_or("").trim();
-    let address = first.split_once("://").map_or(first, |(_, address)| address);
-    if address.is_empty() {
-        bail!("no listener in {listeners:?}");
-    }
-    Ok(if address.starts_with(':') { format!("0.0.0.0{address}") } else { address.to_string() })
+/// HOST:PORT of the first listener in Kafka's `NAME://HOST:PORT,...` form that is not one of
+/// `controller_names` (an empty host, as in `PLAINTEXT://:9092`, listens on every address).
+pub fn first_listener(listeners: &str, controller_names: &str) -> Result<String> {
+    listener_entries(listeners)
+        .find(|(name, _)| !is_controller(name, controller_names))
+        .map(|(_, address)| address)
+        .ok_or_else(|| anyhow::anyhow!("no listener for clients in {listeners:?}"))
+}
+
+/// HOST:PORT of the listener named in `controller.listener.names`, if `listeners` has one.
+pub fn controller_listener(listeners: &str, controller_names: &str) -> Option<String> {
+    listener_entries(listeners).find(|(name, _)| is_controller(name, controller_names)).map(|(_, address)| address)
+}
+
+fn is_controller(name: &str, controller_names: &str) -> bool {
+    !name.is_empty() && controller_names.split(',').any(|n| n.trim() == name)
+}
+
+/// (NAME, HOST:PORT) of each listener; a bare HOST:PORT has no name.
+fn listener_entries(listeners: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    listeners.split(',').map(str::trim).filter(|l| !l.is_empty()).map(|listener| {
+        let (name, address) = listener.split_once("://").unwrap_or(("", listener));
+        let address = if address.starts_with(':') { format!("0.0.0.0{address}") } else { address.to_string() };
+        (name.to_string(), address)
+    })
 }
 
 #[cfg(test)]
@@ -119,9 +135,16 @@ mod tests {
 
     #[test]
     fn listeners_read_as_kafka_writes_them() {
-        assert_eq!(first_listener("PLAINTEXT://localhost:9092").unwrap(), "localhost:9092");
-        assert_eq!(first_listener("PLAINTEXT://:9092,CONTROLLER://:9093").unwrap(), "0.0.0.0:9092");
-        assert_eq!(first_listener("127.0.0.1:9092").unwrap(), "127.0.0.1:9092");
-        assert!(first_listener("").is_err());
+        assert_eq!(first_listener("PLAINTEXT://localhost:9092", "CONTROLLER").unwrap(), "localhost:9092");
+        assert_eq!(first_listener("PLAINTEXT://:9092,CONTROLLER://:9093", "CONTROLLER").unwrap(), "0.0.0.0:9092");
+        assert_eq!(first_listener("CONTROLLER://:9093,PLAINTEXT://:9092", "CONTROLLER").unwrap(), "0.0.0.0:9092");
+        assert_eq!(first_listener("127.0.0.1:9092", "CONTROLLER").unwrap(), "127.0.0.1:9092");
+        assert!(first_listener("", "CONTROLLER").is_err());
+        assert!(first_listener("CONTROLLER://:9093", "CONTROLLER").is_err());
+        assert_eq!(
+            controller_listener("PLAINTEXT://:9092,CONTROLLER://h:9093", "CONTROLLER").as_deref(),
+            Some("h:9093")
+        );
+        assert_eq!(controller_listener("PLAINTEXT://:9092", "CONTROLLER"), None);
     }
 }

@@ -10,6 +10,7 @@ pub mod disk;
 pub mod io_times;
 pub mod limits;
 pub mod load;
+pub mod quorum;
 pub mod server;
 pub mod storage;
 pub mod trace;

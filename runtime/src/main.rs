@@ -11,6 +11,7 @@ use spool_core::settings::BrokerSettings;
 use spool_runtime::cli::{self, Output};
 use spool_runtime::disk::FileStorage;
 use spool_runtime::limits::ConnectionLimits;
+use spool_runtime::quorum;
 use spool_runtime::server::{serve, ServerOptions};
 use tokio::sync::oneshot;
 
@@ -45,6 +46,13 @@ struct ServeArgs {
     /// Address clients are told to connect to (defaults to --listen; Kafka's advertised.listeners).
     #[arg(long, env = "SPOOL_ADVERTISED")]
     advertised: Option<String>,
+    /// Kafka's controller.quorum.voters, ID@HOST:PORT,...: this node joins that metadata quorum
+    /// (as a voter if its id is listed, else as an observer).
+    #[arg(long, env = "SPOOL_CONTROLLER_QUORUM_VOTERS")]
+    controller_quorum_voters: Option<String>,
+    /// Where a voter's controller listener binds (Kafka's CONTROLLER:// listener).
+    #[arg(long, env = "SPOOL_CONTROLLER_LISTEN")]
+    controller_listen: Option<String>,
     /// Where topics, logs and metadata are kept [default: ./spool-data] (Kafka's log.dirs).
     #[arg(long, env = "SPOOL_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -388,6 +396,7 @@ fn flag_settings(args: &ServeArgs) -> Vec<(&'static str, String)> {
     };
     flag("listeners", args.listen.as_ref().map(|l| format!("PLAINTEXT://{l}")));
     flag("advertised.listeners", args.advertised.as_ref().map(|a| format!("PLAINTEXT://{a}")));
+    flag("controller.quorum.voters", args.controller_quorum_voters.clone());
     flag("log.dirs", args.data_dir.as_ref().map(|d| d.display().to_string()));
     flag("node.id", args.node_id.map(|v| v.to_string()));
     flag("num.partitions", args.num_partitions.map(|v| v.to_string()));
@@ -427,10 +436,12 @@ fn run_serve(args: ServeArgs) -> Result<()> {
         &args.overrides,
         &flag_settings(&args),
     )?;
-    let listen_at = spool_runtime::broker_settings::first_listener(settings.get("listeners").unwrap_or_default())?;
+    let listeners = settings.get("listeners").unwrap_or_default().to_string();
+    let controller_names = settings.get("controller.listener.names").unwrap_or_default().to_string();
+    let listen_at = spool_runtime::broker_settings::first_listener(&listeners, &controller_names)?;
     let listen = resolve(&listen_at)?;
     let advertised = match settings.get("advertised.listeners") {
-        Some(a) => Some(spool_runtime::broker_settings::first_listener(a)?),
+        Some(a) => Some(spool_runtime::broker_settings::first_listener(a, &controller_names)?),
         None => None,
     };
     let (host, port) = advertised_address(advertised.as_deref(), &listen_at)?;
@@ -463,14 +474,50 @@ fn run_serve(args: ServeArgs) -> Result<()> {
         bail!("socket.request.max.bytes (--max-request-bytes) cannot exceed queued.max.request.bytes (--max-buffered-request-bytes)");
     }
     let data_dir = PathBuf::from(data_dir);
+    let quorum = match settings.get("controller.quorum.voters").filter(|v| !v.is_empty()) {
+        Some(voters) => {
+            let voters = quorum::parse_voters(voters)?;
+            let node_id = options.broker.node_id;
+            let listen_at = args
+                .controller_listen
+                .clone()
+                .or_else(|| spool_runtime::broker_settings::controller_listener(&listeners, &controller_names));
+            let listen = match (&listen_at, voters.iter().any(|v| v.id == node_id)) {
+                (Some(at), _) => Some(resolve(at)?),
+                (None, true) => bail!(
+                    "node {node_id} is a voter in controller.quorum.voters but has no controller listener: set \
+                     --controller-listen HOST:PORT or add CONTROLLER://HOST:PORT to listeners"
+                ),
+                (None, false) => None,
+            };
+            Some(quorum::QuorumOptions { node_id, voters, listen, data_dir: data_dir.clone() })
+        }
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let (stop_tx, stop_rx) = oneshot::channel();
+        let (quorum_stop_tx, quorum_stop_rx) = oneshot::channel();
         tokio::spawn(async move {
             wait_for_signal().await;
+            let _ = quorum_stop_tx.send(());
             let _ = stop_tx.send(());
         });
-        serve(options, FileStorage::new(data_dir), stop_rx, None).await
+        let quorum = quorum.map(|options| {
+            tokio::spawn(async move {
+                if let Err(e) = quorum::run(options, None, quorum_stop_rx).await {
+                    // As a Kafka controller halts when its metadata log fails: nothing may run on
+                    // a quorum state the disk does not hold.
+                    tracing::error!("metadata quorum failed: {e:#}");
+                    std::process::exit(1);
+                }
+            })
+        });
+        let served = serve(options, FileStorage::new(data_dir), stop_rx, None).await;
+        if let Some(quorum) = quorum {
+            let _ = quorum.await;
+        }
+        served
     })
 }
 

@@ -45,6 +45,7 @@ class Broker:
         self.proc: subprocess.Popen | None = None
         self.last_exit_code: int | None = None
         self.extra_args: list[str] = []  # more `spool serve` flags, from the next start on
+        self.node_id = 1
         self.recorder: subprocess.Popen | None = None
         self.internal_port: int | None = None
 
@@ -72,7 +73,7 @@ class Broker:
         if self.recorder is not None:
             listen = f"127.0.0.1:{self.internal_port}"
         cmd = [str(self.binary), "serve", "--listen", listen, "--advertised", addr,
-               "--data-dir", str(self.data_dir), "--num-partitions", str(self.num_partitions), "--node-id", "1",
+               "--data-dir", str(self.data_dir), "--num-partitions", str(self.num_partitions), "--node-id", str(self.node_id),
                *self.extra_args]
         with open(self.log_path, "ab") as log:
             log.write(f"\n=== e2e: starting {' '.join(cmd)}\n".encode())

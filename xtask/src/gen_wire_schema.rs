@@ -74,7 +74,10 @@ fn tokens(node: &impl ToTokens) -> String {
     node.to_token_stream().to_string()
 }
 
-/// The `ApiKey::X` names in `SERVED_APIS`, in order.
+/// The tables of APIs in api_versions.rs: the broker's listener and the controller's.
+const API_TABLES: &[&str] = &["SERVED_APIS", "CONTROLLER_APIS"];
+
+/// The `ApiKey::X` names in the API tables, in order, each once.
 fn served_api_keys(path: &Path) -> Result<Vec<String>> {
     struct Keys(Vec<String>);
     impl Visit<'_> for Keys {
@@ -88,14 +91,16 @@ fn served_api_keys(path: &Path) -> Result<Vec<String>> {
         }
     }
     let file = parse_file(path)?;
-    let served = file.items.iter().find_map(|item| match item {
-        Item::Const(c) if c.ident == "SERVED_APIS" => Some(c),
-        _ => None,
-    });
-    let served = served.ok_or_else(|| anyhow!("{} has no SERVED_APIS", path.display()))?;
     let mut keys = Keys(Vec::new());
-    keys.visit_expr(&served.expr);
-    ensure!(!keys.0.is_empty(), "SERVED_APIS names no ApiKey");
+    for table in API_TABLES {
+        let found = file.items.iter().find_map(|item| match item {
+            Item::Const(c) if c.ident == table => Some(c),
+            _ => None,
+        });
+        let found = found.ok_or_else(|| anyhow!("{} has no {table}", path.display()))?;
+        keys.visit_expr(&found.expr);
+    }
+    ensure!(!keys.0.is_empty(), "the API tables name no ApiKey");
     Ok(keys.0)
 }
 

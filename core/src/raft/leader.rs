@@ -11,6 +11,8 @@ pub(super) struct Progress {
     /// The follower holds everything below this durably (its last valid fetch offset).
     pub durable_end: u64,
     pub last_fetch_ms: Option<u64>,
+    /// The last fetch that asked from the leader's log end (DescribeQuorum's lastCaughtUpTimestamp).
+    pub last_caught_up_ms: Option<u64>,
     /// The high watermark in the last response sent to it: a fetch parks only if it is current.
     pub last_sent_high_watermark: Option<u64>,
 }

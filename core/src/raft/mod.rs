@@ -13,4 +13,6 @@ pub type NodeId = i32;
 
 pub use log::{Entry, Payload, RaftLog, SnapshotId};
 pub use message::{Diverging, FetchResponse, Message, RaftError, Request, Response, SnapshotChunk};
-pub use node::{ElectionState, ProposeError, RaftAction, RaftConfig, RaftNode, Restored, RoleKind};
+pub use node::{
+    ElectionState, ProposeError, RaftAction, RaftConfig, RaftNode, ReplicaState, ReplicaStates, Restored, RoleKind,
+};

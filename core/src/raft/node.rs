@@ -132,6 +132,21 @@ pub enum RaftAction {
     },
 }
 
+/// One replica as the leader sees it; times are the node's monotonic milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplicaState {
+    pub id: NodeId,
+    pub durable_end: u64,
+    pub last_fetch_ms: Option<u64>,
+    pub last_caught_up_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaStates {
+    pub voters: Vec<ReplicaState>,
+    pub observers: Vec<ReplicaState>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RoleKind {
     Unattached,
@@ -314,6 +329,27 @@ impl RaftNode {
     }
 
     // ---- readers ----
+
+    /// What the leader knows of every replica, itself first (DescribeQuorum); None off the leader.
+    pub fn replica_states(&self, now_ms: u64) -> Option<ReplicaStates> {
+        let Role::Leader(leader) = &self.role else { return None };
+        let state = |id: NodeId, p: &super::leader::Progress| ReplicaState {
+            id,
+            durable_end: p.durable_end,
+            last_fetch_ms: p.last_fetch_ms,
+            last_caught_up_ms: p.last_caught_up_ms,
+        };
+        let me = ReplicaState {
+            id: self.config.node_id,
+            durable_end: self.log.durable_end(),
+            last_fetch_ms: Some(now_ms),
+            last_caught_up_ms: Some(now_ms),
+        };
+        Some(ReplicaStates {
+            voters: std::iter::once(me).chain(leader.voters.iter().map(|(&id, p)| state(id, p))).collect(),
+            observers: leader.observers.iter().map(|(&id, p)| state(id, p)).collect(),
+        })
+    }
 
     pub fn config(&self) -> &RaftConfig {
         &self.config
@@ -815,6 +851,9 @@ impl RaftNode {
         if let Some(progress) = leader.progress_mut(from, max_observers, stale_before_ms) {
             progress.durable_end = fetch_offset;
             progress.last_fetch_ms = Some(now_ms);
+            if fetch_offset >= self.log.end() {
+                progress.last_caught_up_ms = Some(now_ms);
+            }
             park = fetch_offset == self.log.end() && progress.last_sent_high_watermark == Some(high_watermark);
         }
         if leader.voters.contains_key(&from) {

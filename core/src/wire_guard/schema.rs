@@ -39,6 +39,11 @@ pub static REQUESTS: &[(ApiKey, &Message)] = &[
     (ApiKey::CreatePartitions, &CREATE_PARTITIONS_REQUEST),
     (ApiKey::IncrementalAlterConfigs, &INCREMENTAL_ALTER_CONFIGS_REQUEST),
     (ApiKey::DescribeCluster, &DESCRIBE_CLUSTER_REQUEST),
+    (ApiKey::Vote, &VOTE_REQUEST),
+    (ApiKey::BeginQuorumEpoch, &BEGIN_QUORUM_EPOCH_REQUEST),
+    (ApiKey::EndQuorumEpoch, &END_QUORUM_EPOCH_REQUEST),
+    (ApiKey::FetchSnapshot, &FETCH_SNAPSHOT_REQUEST),
+    (ApiKey::DescribeQuorum, &DESCRIBE_QUORUM_REQUEST),
 ];
 
 /// ProduceRequest (produce_request.rs)
@@ -1215,5 +1220,331 @@ pub static DESCRIBE_CLUSTER_REQUEST: Message = Message {
         Field { name: "endpoint_type", kind: Int8, present: V(1, 2), compact: NEVER, nullable: false },
         Field { name: "include_fenced_brokers", kind: Bool, present: V(2, 2), compact: NEVER, nullable: false },
     ],
+    tagged: &[],
+};
+
+/// VoteRequest (vote_request.rs)
+pub static VOTE_REQUEST: Message = Message {
+    name: "VoteRequest",
+    versions: V(0, 2),
+    flexible: V(0, 2),
+    fields: &[
+        Field { name: "cluster_id", kind: String, present: V(0, 2), compact: V(0, 2), nullable: true },
+        Field { name: "voter_id", kind: Int32, present: V(1, 2), compact: NEVER, nullable: false },
+        Field {
+            name: "topics",
+            kind: Array(&Struct(&VOTE_REQUEST_TOPIC_DATA)),
+            present: V(0, 2),
+            compact: V(0, 2),
+            nullable: false,
+        },
+    ],
+    tagged: &[],
+};
+
+/// TopicData (vote_request.rs)
+pub static VOTE_REQUEST_TOPIC_DATA: Message = Message {
+    name: "TopicData",
+    versions: V(0, 2),
+    flexible: V(0, 2),
+    fields: &[
+        Field { name: "topic_name", kind: String, present: V(0, 2), compact: V(0, 2), nullable: false },
+        Field {
+            name: "partitions",
+            kind: Array(&Struct(&VOTE_REQUEST_PARTITION_DATA)),
+            present: V(0, 2),
+            compact: V(0, 2),
+            nullable: false,
+        },
+    ],
+    tagged: &[],
+};
+
+/// PartitionData (vote_request.rs)
+pub static VOTE_REQUEST_PARTITION_DATA: Message = Message {
+    name: "PartitionData",
+    versions: V(0, 2),
+    flexible: V(0, 2),
+    fields: &[
+        Field { name: "partition_index", kind: Int32, present: V(0, 2), compact: NEVER, nullable: false },
+        Field { name: "replica_epoch", kind: Int32, present: V(0, 2), compact: NEVER, nullable: false },
+        Field { name: "replica_id", kind: Int32, present: V(0, 2), compact: NEVER, nullable: false },
+        Field { name: "replica_directory_id", kind: Uuid, present: V(1, 2), compact: NEVER, nullable: false },
+        Field { name: "voter_directory_id", kind: Uuid, present: V(1, 2), compact: NEVER, nullable: false },
+        Field { name: "last_offset_epoch", kind: Int32, present: V(0, 2), compact: NEVER, nullable: false },
+        Field { name: "last_offset", kind: Int64, present: V(0, 2), compact: NEVER, nullable: false },
+        Field { name: "pre_vote", kind: Bool, present: V(2, 2), compact: NEVER, nullable: false },
+    ],
+    tagged: &[],
+};
+
+/// BeginQuorumEpochRequest (begin_quorum_epoch_request.rs)
+pub static BEGIN_QUORUM_EPOCH_REQUEST: Message = Message {
+    name: "BeginQuorumEpochRequest",
+    versions: V(0, 1),
+    flexible: V(1, 1),
+    fields: &[
+        Field { name: "cluster_id", kind: String, present: V(0, 1), compact: V(1, 1), nullable: true },
+        Field { name: "voter_id", kind: Int32, present: V(1, 1), compact: NEVER, nullable: false },
+        Field {
+            name: "topics",
+            kind: Array(&Struct(&BEGIN_QUORUM_EPOCH_REQUEST_TOPIC_DATA)),
+            present: V(0, 1),
+            compact: V(1, 1),
+            nullable: false,
+        },
+        Field {
+            name: "leader_endpoints",
+            kind: Array(&Struct(&BEGIN_QUORUM_EPOCH_REQUEST_LEADER_ENDPOINT)),
+            present: V(1, 1),
+            compact: V(1, 1),
+            nullable: false,
+        },
+    ],
+    tagged: &[],
+};
+
+/// TopicData (begin_quorum_epoch_request.rs)
+pub static BEGIN_QUORUM_EPOCH_REQUEST_TOPIC_DATA: Message = Message {
+    name: "TopicData",
+    versions: V(0, 1),
+    flexible: V(1, 1),
+    fields: &[
+        Field { name: "topic_name", kind: String, present: V(0, 1), compact: V(1, 1), nullable: false },
+        Field {
+            name: "partitions",
+            kind: Array(&Struct(&BEGIN_QUORUM_EPOCH_REQUEST_PARTITION_DATA)),
+            present: V(0, 1),
+            compact: V(1, 1),
+            nullable: false,
+        },
+    ],
+    tagged: &[],
+};
+
+/// PartitionData (begin_quorum_epoch_request.rs)
+pub static BEGIN_QUORUM_EPOCH_REQUEST_PARTITION_DATA: Message = Message {
+    name: "PartitionData",
+    versions: V(0, 1),
+    flexible: V(1, 1),
+    fields: &[
+        Field { name: "partition_index", kind: Int32, present: V(0, 1), compact: NEVER, nullable: false },
+        Field { name: "voter_directory_id", kind: Uuid, present: V(1, 1), compact: NEVER, nullable: false },
+        Field { name: "leader_id", kind: Int32, present: V(0, 1), compact: NEVER, nullable: false },
+        Field { name: "leader_epoch", kind: Int32, present: V(0, 1), compact: NEVER, nullable: false },
+    ],
+    tagged: &[],
+};
+
+/// LeaderEndpoint (begin_quorum_epoch_request.rs)
+pub static BEGIN_QUORUM_EPOCH_REQUEST_LEADER_ENDPOINT: Message = Message {
+    name: "LeaderEndpoint",
+    versions: V(0, 1),
+    flexible: V(1, 1),
+    fields: &[
+        Field { name: "name", kind: String, present: V(1, 1), compact: V(1, 1), nullable: false },
+        Field { name: "host", kind: String, present: V(1, 1), compact: V(1, 1), nullable: false },
+        Field { name: "port", kind: UInt16, present: V(1, 1), compact: NEVER, nullable: false },
+    ],
+    tagged: &[],
+};
+
+/// EndQuorumEpochRequest (end_quorum_epoch_request.rs)
+pub static END_QUORUM_EPOCH_REQUEST: Message = Message {
+    name: "EndQuorumEpochRequest",
+    versions: V(0, 1),
+    flexible: V(1, 1),
+    fields: &[
+        Field { name: "cluster_id", kind: String, present: V(0, 1), compact: V(1, 1), nullable: true },
+        Field {
+            name: "topics",
+            kind: Array(&Struct(&END_QUORUM_EPOCH_REQUEST_TOPIC_DATA)),
+            present: V(0, 1),
+            compact: V(1, 1),
+            nullable: false,
+        },
+        Field {
+            name: "leader_endpoints",
+            kind: Array(&Struct(&END_QUORUM_EPOCH_REQUEST_LEADER_ENDPOINT)),
+            present: V(1, 1),
+            compact: V(1, 1),
+            nullable: false,
+        },
+    ],
+    tagged: &[],
+};
+
+/// TopicData (end_quorum_epoch_request.rs)
+pub static END_QUORUM_EPOCH_REQUEST_TOPIC_DATA: Message = Message {
+    name: "TopicData",
+    versions: V(0, 1),
+    flexible: V(1, 1),
+    fields: &[
+        Field { name: "topic_name", kind: String, present: V(0, 1), compact: V(1, 1), nullable: false },
+        Field {
+            name: "partitions",
+            kind: Array(&Struct(&END_QUORUM_EPOCH_REQUEST_PARTITION_DATA)),
+            present: V(0, 1),
+            compact: V(1, 1),
+            nullable: false,
+        },
+    ],
+    tagged: &[],
+};
+
+/// PartitionData (end_quorum_epoch_request.rs)
+pub static END_QUORUM_EPOCH_REQUEST_PARTITION_DATA: Message = Message {
+    name: "PartitionData",
+    versions: V(0, 1),
+    flexible: V(1, 1),
+    fields: &[
+        Field { name: "partition_index", kind: Int32, present: V(0, 1), compact: NEVER, nullable: false },
+        Field { name: "leader_id", kind: Int32, present: V(0, 1), compact: NEVER, nullable: false },
+        Field { name: "leader_epoch", kind: Int32, present: V(0, 1), compact: NEVER, nullable: false },
+        Field { name: "preferred_successors", kind: Array(&Int32), present: V(0, 0), compact: NEVER, nullable: false },
+        Field {
+            name: "preferred_candidates",
+            kind: Array(&Struct(&REPLICA_INFO)),
+            present: V(1, 1),
+            compact: V(1, 1),
+            nullable: false,
+        },
+    ],
+    tagged: &[],
+};
+
+/// ReplicaInfo (end_quorum_epoch_request.rs)
+pub static REPLICA_INFO: Message = Message {
+    name: "ReplicaInfo",
+    versions: V(0, 1),
+    flexible: V(1, 1),
+    fields: &[
+        Field { name: "candidate_id", kind: Int32, present: V(1, 1), compact: NEVER, nullable: false },
+        Field { name: "candidate_directory_id", kind: Uuid, present: V(1, 1), compact: NEVER, nullable: false },
+    ],
+    tagged: &[],
+};
+
+/// LeaderEndpoint (end_quorum_epoch_request.rs)
+pub static END_QUORUM_EPOCH_REQUEST_LEADER_ENDPOINT: Message = Message {
+    name: "LeaderEndpoint",
+    versions: V(0, 1),
+    flexible: V(1, 1),
+    fields: &[
+        Field { name: "name", kind: String, present: V(1, 1), compact: V(1, 1), nullable: false },
+        Field { name: "host", kind: String, present: V(1, 1), compact: V(1, 1), nullable: false },
+        Field { name: "port", kind: UInt16, present: V(1, 1), compact: NEVER, nullable: false },
+    ],
+    tagged: &[],
+};
+
+/// FetchSnapshotRequest (fetch_snapshot_request.rs)
+pub static FETCH_SNAPSHOT_REQUEST: Message = Message {
+    name: "FetchSnapshotRequest",
+    versions: V(0, 1),
+    flexible: V(0, 1),
+    fields: &[
+        Field { name: "replica_id", kind: Int32, present: V(0, 1), compact: NEVER, nullable: false },
+        Field { name: "max_bytes", kind: Int32, present: V(0, 1), compact: NEVER, nullable: false },
+        Field {
+            name: "topics",
+            kind: Array(&Struct(&TOPIC_SNAPSHOT)),
+            present: V(0, 1),
+            compact: V(0, 1),
+            nullable: false,
+        },
+    ],
+    tagged: &[Tagged {
+        tag: 0,
+        field: Field { name: "cluster_id", kind: String, present: V(0, 1), compact: V(0, 1), nullable: true },
+    }],
+};
+
+/// TopicSnapshot (fetch_snapshot_request.rs)
+pub static TOPIC_SNAPSHOT: Message = Message {
+    name: "TopicSnapshot",
+    versions: V(0, 1),
+    flexible: V(0, 1),
+    fields: &[
+        Field { name: "name", kind: String, present: V(0, 1), compact: V(0, 1), nullable: false },
+        Field {
+            name: "partitions",
+            kind: Array(&Struct(&PARTITION_SNAPSHOT)),
+            present: V(0, 1),
+            compact: V(0, 1),
+            nullable: false,
+        },
+    ],
+    tagged: &[],
+};
+
+/// PartitionSnapshot (fetch_snapshot_request.rs)
+pub static PARTITION_SNAPSHOT: Message = Message {
+    name: "PartitionSnapshot",
+    versions: V(0, 1),
+    flexible: V(0, 1),
+    fields: &[
+        Field { name: "partition", kind: Int32, present: V(0, 1), compact: NEVER, nullable: false },
+        Field { name: "current_leader_epoch", kind: Int32, present: V(0, 1), compact: NEVER, nullable: false },
+        Field { name: "snapshot_id", kind: Struct(&SNAPSHOT_ID), present: V(0, 1), compact: NEVER, nullable: false },
+        Field { name: "position", kind: Int64, present: V(0, 1), compact: NEVER, nullable: false },
+    ],
+    tagged: &[Tagged {
+        tag: 0,
+        field: Field { name: "replica_directory_id", kind: Uuid, present: V(1, 1), compact: NEVER, nullable: false },
+    }],
+};
+
+/// SnapshotId (fetch_snapshot_request.rs)
+pub static SNAPSHOT_ID: Message = Message {
+    name: "SnapshotId",
+    versions: V(0, 1),
+    flexible: V(0, 1),
+    fields: &[
+        Field { name: "end_offset", kind: Int64, present: V(0, 1), compact: NEVER, nullable: false },
+        Field { name: "epoch", kind: Int32, present: V(0, 1), compact: NEVER, nullable: false },
+    ],
+    tagged: &[],
+};
+
+/// DescribeQuorumRequest (describe_quorum_request.rs)
+pub static DESCRIBE_QUORUM_REQUEST: Message = Message {
+    name: "DescribeQuorumRequest",
+    versions: V(0, 2),
+    flexible: V(0, 2),
+    fields: &[Field {
+        name: "topics",
+        kind: Array(&Struct(&DESCRIBE_QUORUM_REQUEST_TOPIC_DATA)),
+        present: V(0, 2),
+        compact: V(0, 2),
+        nullable: false,
+    }],
+    tagged: &[],
+};
+
+/// TopicData (describe_quorum_request.rs)
+pub static DESCRIBE_QUORUM_REQUEST_TOPIC_DATA: Message = Message {
+    name: "TopicData",
+    versions: V(0, 2),
+    flexible: V(0, 2),
+    fields: &[
+        Field { name: "topic_name", kind: String, present: V(0, 2), compact: V(0, 2), nullable: false },
+        Field {
+            name: "partitions",
+            kind: Array(&Struct(&DESCRIBE_QUORUM_REQUEST_PARTITION_DATA)),
+            present: V(0, 2),
+            compact: V(0, 2),
+            nullable: false,
+        },
+    ],
+    tagged: &[],
+};
+
+/// PartitionData (describe_quorum_request.rs)
+pub static DESCRIBE_QUORUM_REQUEST_PARTITION_DATA: Message = Message {
+    name: "PartitionData",
+    versions: V(0, 2),
+    flexible: V(0, 2),
+    fields: &[Field { name: "partition_index", kind: Int32, present: V(0, 2), compact: NEVER, nullable: false }],
     tagged: &[],
 };

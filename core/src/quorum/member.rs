@@ -1,0 +1,265 @@
+//! `QuorumMember`: frames in, frames and storage actions out, a `RaftNode` inside. It owns the
+//! bookkeeping the node leaves to its driver: which inbound connection waits for which answer,
+//! and which request each peer's answer belongs to.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
+
+use super::answers;
+use super::Now;
+use crate::api_versions::CONTROLLER_APIS;
+use crate::codec::{self, DecodeFailure};
+use crate::ops::ConnId;
+use crate::raft::{wire, Message, NodeId, RaftAction, RaftNode, SnapshotId};
+
+/// Requests from peers waiting for the node's answer; past it the oldest is forgotten (its
+/// sender times out and asks again).
+const MAX_WAITING_ANSWERS: usize = 1024;
+/// Requests sent to peers whose answers are expected; the node bounds its own, this is a backstop.
+const MAX_IN_FLIGHT: usize = 1024;
+
+/// A voter and where its controller listener is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Voter {
+    pub id: NodeId,
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Clone, Debug)]
+pub struct QuorumConfig {
+    pub node_id: NodeId,
+    pub voters: Vec<Voter>,
+    pub cluster_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QuorumAction {
+    /// Write this response frame (size prefix included) on an inbound connection.
+    Respond { conn: ConnId, frame: Bytes },
+    /// Close an inbound connection that sent what cannot be served, as Kafka does.
+    Close { conn: ConnId, reason: String },
+    /// Send this request frame (size prefix included) to a voter's controller listener.
+    SendToPeer { peer: NodeId, frame: Bytes },
+    /// `PersistElection`, `Append`, `Truncate`, `Sync` or `WriteSnapshot`, as `RaftNode` specifies.
+    Storage(RaftAction),
+}
+
+/// An inbound request the node has yet to answer.
+#[derive(Clone, Copy, Debug)]
+struct Waiting {
+    conn: ConnId,
+    correlation_id: i32,
+    version: i16,
+}
+
+pub struct QuorumMember {
+    config: QuorumConfig,
+    node: RaftNode,
+    /// (sender, correlation) of each peer request the node holds, and where its answer goes.
+    waiting: BTreeMap<(NodeId, i32), Waiting>,
+    waiting_order: VecDeque<(NodeId, i32)>,
+    /// (peer, correlation) of each request sent, and its API: a response frame does not name it.
+    in_flight: BTreeMap<(NodeId, i32), (ApiKey, i16)>,
+    in_flight_order: VecDeque<(NodeId, i32)>,
+    actions: VecDeque<QuorumAction>,
+}
+
+impl QuorumMember {
+    pub fn new(config: QuorumConfig, node: RaftNode) -> Self {
+        assert_eq!(config.node_id, node.config().node_id, "the member and its node are one node");
+        let mut ids: Vec<NodeId> = config.voters.iter().map(|v| v.id).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, node.config().voters, "the member and its node know the same voters");
+        let mut member = QuorumMember {
+            config,
+            node,
+            waiting: BTreeMap::new(),
+            waiting_order: VecDeque::new(),
+            in_flight: BTreeMap::new(),
+            in_flight_order: VecDeque::new(),
+            actions: VecDeque::new(),
+        };
+        member.drain_node();
+        member
+    }
+
+    pub fn node(&self) -> &RaftNode {
+        &self.node
+    }
+
+    pub fn config(&self) -> &QuorumConfig {
+        &self.config
+    }
+
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.node.next_deadline()
+    }
+
+    pub fn poll_action(&mut self) -> Option<QuorumAction> {
+        self.drain_node();
+        self.actions.pop_front()
+    }
+
+    pub fn handle_tick(&mut self, now: Now) {
+        self.node.handle_tick(now.monotonic_ms);
+    }
+
+    pub fn handle_election_persisted(&mut self, now: Now) {
+        self.node.handle_election_persisted(now.monotonic_ms);
+    }
+
+    pub fn handle_synced(&mut self, now: Now, through: u64) {
+        self.node.handle_synced(now.monotonic_ms, through);
+    }
+
+    pub fn handle_snapshot_written(&mut self, now: Now, id: SnapshotId) {
+        self.node.handle_snapshot_written(now.monotonic_ms, id);
+    }
+
+    /// A stopping leader hands over: the others hear EndQuorumEpoch and elect at once.
+    pub fn resign(&mut self, now: Now) {
+        self.node.resign(now.monotonic_ms);
+    }
+
+    /// A request frame (without its size prefix) from an inbound connection.
+    pub fn handle_request(&mut self, now: Now, conn: ConnId, frame: Bytes) {
+        let decoded = match codec::decode_request_for(CONTROLLER_APIS, frame) {
+            Ok(decoded) => decoded,
+            Err(DecodeFailure::ApiVersionsTooNew { correlation_id }) => {
+                let body = ResponseKind::ApiVersions(answers::api_versions(answers::UNSUPPORTED_VERSION));
+                self.respond(conn, correlation_id, 0, &body);
+                return;
+            }
+            Err(DecodeFailure::Close(reason)) => {
+                self.actions.push_back(QuorumAction::Close { conn, reason });
+                return;
+            }
+        };
+        let correlation_id = decoded.header.correlation_id;
+        let version = decoded.header.request_api_version;
+        let answer = match decoded.body {
+            RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(answers::api_versions(0)),
+            RequestKind::DescribeQuorum(_) => {
+                ResponseKind::DescribeQuorum(answers::describe_quorum(&self.node, &self.config, now))
+            }
+            RequestKind::DescribeCluster(request) => {
+                ResponseKind::DescribeCluster(answers::describe_cluster(&self.node, &self.config, &request))
+            }
+            quorum_request => {
+                let (from, request) = match wire::decode_request(quorum_request) {
+                    Ok(decoded) => decoded,
+                    Err(reason) => {
+                        let reason = format!("bad {:?} request: {reason}", decoded.api_key);
+                        self.actions.push_back(QuorumAction::Close { conn, reason });
+                        return;
+                    }
+                };
+                self.wait_for_answer(from, Waiting { conn, correlation_id, version });
+                let correlation = correlation_id as u32 as u64;
+                self.node.handle_message(now.monotonic_ms, from, Message::Request { correlation, request });
+                return;
+            }
+        };
+        self.respond(conn, correlation_id, version, &answer);
+    }
+
+    /// The connection is gone: answers still owed to it are dropped.
+    pub fn handle_closed(&mut self, conn: ConnId) {
+        self.waiting.retain(|_, w| w.conn != conn);
+        let waiting = &self.waiting;
+        self.waiting_order.retain(|key| waiting.contains_key(key));
+    }
+
+    /// A response frame (without its size prefix) from a peer we sent a request to.
+    pub fn handle_peer_response(&mut self, now: Now, peer: NodeId, frame: Bytes) -> Result<(), String> {
+        if frame.len() < 4 {
+            return Err(format!("a response frame of {} bytes from node {peer}", frame.len()));
+        }
+        let correlation_id = i32::from_be_bytes(frame[0..4].try_into().expect("4 bytes"));
+        let Some((api_key, version)) = self.in_flight.remove(&(peer, correlation_id)) else {
+            return Err(format!("node {peer} answered correlation {correlation_id}, which is not in flight"));
+        };
+        self.in_flight_order.retain(|key| *key != (peer, correlation_id));
+        let (_, body) = codec::decode_response(api_key, version, frame)?;
+        let response = wire::decode_response(api_key, body)?;
+        let correlation = correlation_id as u32 as u64;
+        self.node.handle_message(now.monotonic_ms, peer, Message::Response { correlation, response });
+        Ok(())
+    }
+
+    /// The connection to `peer` broke: nothing sent on it will be answered.
+    pub fn handle_peer_lost(&mut self, peer: NodeId) {
+        self.in_flight.retain(|(to, _), _| *to != peer);
+        self.in_flight_order.retain(|(to, _)| *to != peer);
+    }
+
+    fn wait_for_answer(&mut self, from: NodeId, waiting: Waiting) {
+        let key = (from, waiting.correlation_id);
+        if self.waiting.insert(key, waiting).is_none() {
+            self.waiting_order.push_back(key);
+        }
+        while self.waiting.len() > MAX_WAITING_ANSWERS {
+            let oldest = self.waiting_order.pop_front().expect("the order lists every waiting answer");
+            self.waiting.remove(&oldest);
+        }
+    }
+
+    fn respond(&mut self, conn: ConnId, correlation_id: i32, version: i16, body: &ResponseKind) {
+        let frame = codec::encode_response(correlation_id, version, body).expect("our own answers encode");
+        self.actions.push_back(QuorumAction::Respond { conn, frame });
+    }
+
+    /// Moves the node's actions into ours, framing its messages.
+    fn drain_node(&mut self) {
+        while let Some(action) = self.node.poll_action() {
+            match action {
+                RaftAction::Send { to, message: Message::Request { correlation, request } } => {
+                    let (api_key, version) = wire::api_key(&request);
+                    let correlation_id = correlation as i32;
+                    assert_eq!(correlation_id as u32 as u64, correlation, "the node's correlations fit an i32");
+                    let header = RequestHeader::default()
+                        .with_request_api_key(api_key as i16)
+                        .with_request_api_version(version)
+                        .with_correlation_id(correlation_id)
+                        .with_client_id(Some(StrBytes::from_string(format!("raft-client-{}", self.config.node_id))));
+                    let body = wire::encode_request(&request, to, &self.config.cluster_id);
+                    let frame = codec::encode_request(&header, &body).expect("our own requests encode");
+                    self.expect_answer(to, correlation_id, api_key, version);
+                    self.actions.push_back(QuorumAction::SendToPeer { peer: to, frame });
+                }
+                RaftAction::Send { to, message: Message::Response { correlation, response } } => {
+                    let key = (to, correlation as i32);
+                    // Gone if its connection closed or it was crowded out: the asker retries.
+                    if let Some(waiting) = self.waiting.remove(&key) {
+                        self.waiting_order.retain(|k| *k != key);
+                        let body = wire::encode_response(&response);
+                        self.respond(waiting.conn, waiting.correlation_id, waiting.version, &body);
+                    }
+                }
+                storage => self.actions.push_back(QuorumAction::Storage(storage)),
+            }
+        }
+    }
+
+    fn expect_answer(&mut self, peer: NodeId, correlation_id: i32, api_key: ApiKey, version: i16) {
+        let key = (peer, correlation_id);
+        if self.in_flight.insert(key, (api_key, version)).is_none() {
+            self.in_flight_order.push_back(key);
+        }
+        while self.in_flight.len() > MAX_IN_FLIGHT {
+            let oldest = self.in_flight_order.pop_front().expect("the order lists every request in flight");
+            self.in_flight.remove(&oldest);
+        }
+    }
+
+    pub fn check_invariants(&self) {
+        self.node.check_invariants();
+        assert_eq!(self.waiting.len(), self.waiting_order.len(), "waiting answers and their order disagree");
+        assert_eq!(self.in_flight.len(), self.in_flight_order.len(), "requests in flight and their order disagree");
+        assert!(self.waiting.len() <= MAX_WAITING_ANSWERS && self.in_flight.len() <= MAX_IN_FLIGHT);
+    }
+}

@@ -1,0 +1,201 @@
+//! The quorum member on the wire: three members that only exchange Kafka frames elect a leader,
+//! and Kafka's admin requests (ApiVersions, DescribeCluster, DescribeQuorum) get Kafka's answers.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{
+    ApiKey, DescribeClusterRequest, DescribeQuorumRequest, RequestHeader, RequestKind, ResponseKind,
+};
+use spool_core::codec;
+use spool_core::quorum::{Now, QuorumAction, QuorumConfig, QuorumMember, Voter};
+use spool_core::raft::{RaftAction, RaftConfig, RaftNode, Restored, RoleKind};
+
+const IDS: [i32; 3] = [1, 2, 3];
+/// Inbound connection ids: from a peer, 100 + its id; from an admin client, 1.
+const ADMIN: u64 = 1;
+
+fn now(ms: u64) -> Now {
+    Now { monotonic_ms: ms, wall_ms: 1_700_000_000_000 + ms as i64 }
+}
+
+fn member(id: i32) -> QuorumMember {
+    let voters = IDS.iter().map(|&v| Voter { id: v, host: "127.0.0.1".into(), port: 9000 + v as u16 }).collect();
+    let node = RaftNode::new(RaftConfig::new(id, IDS.to_vec(), id as u64), Restored::default(), 0);
+    QuorumMember::new(QuorumConfig { node_id: id, voters, cluster_id: "test-cluster".into() }, node)
+}
+
+struct Cluster {
+    members: BTreeMap<i32, QuorumMember>,
+    /// Frames to admin clients, by correlation id.
+    admin: Vec<Bytes>,
+    closed: Vec<String>,
+}
+
+impl Cluster {
+    fn new() -> Self {
+        Cluster { members: IDS.iter().map(|&id| (id, member(id))).collect(), admin: Vec::new(), closed: Vec::new() }
+    }
+
+    /// Carries out every action until none is left; storage completes at once.
+    fn settle(&mut self, at: u64) {
+        loop {
+            let mut moved = false;
+            for id in IDS {
+                while let Some(action) = self.members.get_mut(&id).unwrap().poll_action() {
+                    moved = true;
+                    self.carry_out(at, id, action);
+                }
+                self.members[&id].check_invariants();
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn carry_out(&mut self, at: u64, id: i32, action: QuorumAction) {
+        let member = self.members.get_mut(&id).unwrap();
+        match action {
+            QuorumAction::Storage(RaftAction::PersistElection(_)) => member.handle_election_persisted(now(at)),
+            QuorumAction::Storage(RaftAction::Sync { through }) => member.handle_synced(now(at), through),
+            QuorumAction::Storage(RaftAction::WriteSnapshot { id: snapshot, .. }) => {
+                member.handle_snapshot_written(now(at), snapshot)
+            }
+            QuorumAction::Storage(_) => {}
+            QuorumAction::SendToPeer { peer, frame } => {
+                self.members.get_mut(&peer).unwrap().handle_request(now(at), 100 + id as u64, frame.slice(4..))
+            }
+            QuorumAction::Respond { conn: ADMIN, frame } => self.admin.push(frame.slice(4..)),
+            QuorumAction::Respond { conn, frame } => {
+                let peer = (conn - 100) as i32;
+                self.members.get_mut(&peer).unwrap().handle_peer_response(now(at), id, frame.slice(4..)).unwrap();
+            }
+            QuorumAction::Close { reason, .. } => self.closed.push(reason),
+        }
+    }
+
+    fn run_until(&mut self, until: u64) {
+        let mut at = 0;
+        while at < until {
+            for id in IDS {
+                let member = self.members.get_mut(&id).unwrap();
+                if member.next_deadline().is_some_and(|d| d <= at) {
+                    member.handle_tick(now(at));
+                }
+            }
+            self.settle(at);
+            at += 10;
+        }
+    }
+
+    fn leader(&self) -> Option<i32> {
+        IDS.into_iter().find(|id| self.members[id].node().role() == RoleKind::Leader)
+    }
+
+    fn ask(&mut self, at: u64, to: i32, api_key: ApiKey, version: i16, body: RequestKind) -> ResponseKind {
+        let header = RequestHeader::default()
+            .with_request_api_key(api_key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(77);
+        let frame = codec::encode_request(&header, &body).unwrap();
+        self.members.get_mut(&to).unwrap().handle_request(now(at), ADMIN, frame.slice(4..));
+        self.settle(at);
+        let answer = self.admin.pop().expect("an answer to the admin client");
+        let (correlation, body) = codec::decode_response(api_key, version, answer).unwrap();
+        assert_eq!(correlation, 77);
+        body
+    }
+}
+
+#[test]
+fn three_members_that_only_exchange_kafka_frames_elect_one_leader() {
+    let mut cluster = Cluster::new();
+    cluster.run_until(5_000);
+    let leader = cluster.leader().expect("a leader within 5 s");
+    let epoch = cluster.members[&leader].node().epoch();
+    for id in IDS {
+        assert_eq!(cluster.members[&id].node().leader(), Some(leader), "node {id} follows the leader");
+        assert_eq!(cluster.members[&id].node().epoch(), epoch);
+    }
+    assert!(cluster.members[&leader].node().high_watermark() >= 1, "the leader's LeaderChange is committed");
+    assert!(cluster.closed.is_empty(), "{:?}", cluster.closed);
+}
+
+#[test]
+fn describe_quorum_is_answered_by_the_leader_with_every_voter_and_refused_by_the_others() {
+    let mut cluster = Cluster::new();
+    cluster.run_until(5_000);
+    let leader = cluster.leader().unwrap();
+    let ResponseKind::DescribeQuorum(described) = cluster.ask(
+        5_000,
+        leader,
+        ApiKey::DescribeQuorum,
+        2,
+        RequestKind::DescribeQuorum(DescribeQuorumRequest::default()),
+    ) else {
+        panic!("not a DescribeQuorum answer")
+    };
+    let partition = &described.topics[0].partitions[0];
+    assert_eq!((partition.error_code, partition.leader_id.0), (0, leader));
+    assert_eq!(partition.leader_epoch, cluster.members[&leader].node().epoch());
+    let mut voters: Vec<i32> = partition.current_voters.iter().map(|v| v.replica_id.0).collect();
+    voters.sort();
+    assert_eq!(voters, IDS.to_vec());
+    assert!(partition.current_voters.iter().all(|v| v.log_end_offset >= 1 && v.last_fetch_timestamp > 0));
+    assert_eq!(described.nodes.len(), 3);
+    assert_eq!(described.nodes[0].listeners[0].name.as_str(), "CONTROLLER");
+
+    let follower = IDS.into_iter().find(|&id| id != leader).unwrap();
+    let ResponseKind::DescribeQuorum(refused) = cluster.ask(
+        5_000,
+        follower,
+        ApiKey::DescribeQuorum,
+        2,
+        RequestKind::DescribeQuorum(DescribeQuorumRequest::default()),
+    ) else {
+        panic!("not a DescribeQuorum answer")
+    };
+    let partition = &refused.topics[0].partitions[0];
+    assert_eq!(partition.error_code, 6, "NOT_LEADER_OR_FOLLOWER");
+    assert_eq!(partition.leader_id.0, leader, "and it names the leader");
+}
+
+#[test]
+fn describe_cluster_on_a_controller_names_the_controllers_and_the_leader() {
+    let mut cluster = Cluster::new();
+    cluster.run_until(5_000);
+    let leader = cluster.leader().unwrap();
+    let asked = DescribeClusterRequest::default().with_endpoint_type(2);
+    let ResponseKind::DescribeCluster(described) =
+        cluster.ask(5_000, 1, ApiKey::DescribeCluster, 1, RequestKind::DescribeCluster(asked))
+    else {
+        panic!("not a DescribeCluster answer")
+    };
+    assert_eq!((described.error_code, described.controller_id.0), (0, leader));
+    assert_eq!(described.cluster_id.as_str(), "test-cluster");
+    assert_eq!(described.brokers.iter().map(|b| b.port).collect::<Vec<_>>(), vec![9001, 9002, 9003]);
+    let as_broker = DescribeClusterRequest::default().with_endpoint_type(1);
+    let ResponseKind::DescribeCluster(refused) =
+        cluster.ask(5_000, 1, ApiKey::DescribeCluster, 1, RequestKind::DescribeCluster(as_broker))
+    else {
+        panic!("not a DescribeCluster answer")
+    };
+    assert_eq!(refused.error_code, 114, "MISMATCHED_ENDPOINT_TYPE");
+}
+
+#[test]
+fn a_frame_the_controller_listener_does_not_serve_closes_the_connection() {
+    let mut cluster = Cluster::new();
+    // Produce is a broker API: the controller listener neither advertises nor decodes it.
+    let frame = Bytes::from_static(&[0, 0, 0, 9, 0, 0, 0, 1, 0, 0]);
+    cluster.members.get_mut(&1).unwrap().handle_request(now(0), ADMIN, frame);
+    // A Vote whose counts claim more than the frame holds.
+    let mut vote = vec![0, 52, 0, 2, 0, 0, 0, 2, 0xff, 0xff, 0];
+    vote.extend_from_slice(&[0, 0x7f, 0xff, 0xff, 0xff]);
+    cluster.members.get_mut(&1).unwrap().handle_request(now(0), ADMIN, Bytes::from(vote));
+    cluster.settle(0);
+    assert_eq!(cluster.closed.len(), 2, "{:?}", cluster.closed);
+    assert!(cluster.closed[0].contains("Produce"), "{}", cluster.closed[0]);
+    assert!(cluster.admin.is_empty());
+}
