@@ -76,7 +76,11 @@ impl Cluster {
     }
 
     fn run_until(&mut self, until: u64) {
-        let mut at = 0;
+        self.run_until_from(0, until);
+    }
+
+    fn run_until_from(&mut self, from: u64, until: u64) {
+        let mut at = from;
         while at < until {
             for id in IDS {
                 let member = self.members.get_mut(&id).unwrap();
@@ -198,4 +202,67 @@ fn a_frame_the_controller_listener_does_not_serve_closes_the_connection() {
     assert_eq!(cluster.closed.len(), 2, "{:?}", cluster.closed);
     assert!(cluster.closed[0].contains("Produce"), "{}", cluster.closed[0]);
     assert!(cluster.admin.is_empty());
+}
+
+mod hostile {
+    //! The controller listener is reachable by anyone who can reach the port: whatever arrives, as
+    //! valid Kafka messages with arbitrary field values or as broken ones, the member answers,
+    //! closes the connection or ignores it, and never panics.
+
+    use super::*;
+    use kafka_protocol::protocol::Encodable;
+    use proptest::prelude::*;
+    use spool_core::api_versions::CONTROLLER_APIS;
+    use spool_core::wire_guard::{request_schema, sample};
+
+    /// A request frame (without its size prefix) around `body`.
+    fn frame(key: ApiKey, version: i16, correlation: i32, body: &[u8]) -> Bytes {
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation)
+            .with_client_id(Some(kafka_protocol::protocol::StrBytes::from_static_str("hostile")));
+        let mut out = bytes::BytesMut::new();
+        header.encode(&mut out, key.request_header_version(version)).unwrap();
+        out.extend_from_slice(body);
+        out.freeze()
+    }
+
+    proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 64, failure_persistence: None, ..Default::default() })]
+
+        #[test]
+        fn no_frame_crashes_a_member_whatever_its_role(seed in any::<u64>(), settle_first in any::<bool>()) {
+            let mut cluster = Cluster::new();
+            if settle_first {
+                cluster.run_until(3_000);
+            }
+            let mut rng = sample::Rng(seed);
+            let mut at = 3_000;
+            for round in 0..200 {
+                let api = &CONTROLLER_APIS[rng.below(CONTROLLER_APIS.len() as u64) as usize];
+                let version = api.served_min + rng.below((api.max - api.served_min + 1) as u64) as i16;
+                let (mut body, _) = sample::build(request_schema(api.key).unwrap(), version, &mut rng);
+                match rng.below(4) {
+                    0 if !body.is_empty() => {
+                        let cut = rng.below(body.len() as u64) as usize;
+                        body.truncate(cut);
+                    }
+                    1 if !body.is_empty() => {
+                        let at = rng.below(body.len() as u64) as usize;
+                        body[at] = rng.next_u64() as u8;
+                    }
+                    _ => {}
+                }
+                let to = IDS[rng.below(3) as usize];
+                let frame = frame(api.key, version, round, &body);
+                cluster.members.get_mut(&to).unwrap().handle_request(now(at), ADMIN, frame);
+                cluster.settle(at);
+                cluster.admin.clear();
+                at += 10;
+                cluster.run_until_from(at, at + 50);
+                at += 50;
+            }
+        }
+    }
 }

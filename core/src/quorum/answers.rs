@@ -38,7 +38,13 @@ pub(super) fn api_versions(error_code: i16) -> ApiVersionsResponse {
 }
 
 /// Answered by the leader only, as Kafka's controllers do; others say NOT_LEADER_OR_FOLLOWER.
-pub(super) fn describe_quorum(node: &RaftNode, config: &QuorumConfig, now: Now) -> DescribeQuorumResponse {
+/// Endpoints and error messages exist from version 2 on.
+pub(super) fn describe_quorum(
+    node: &RaftNode,
+    config: &QuorumConfig,
+    now: Now,
+    version: i16,
+) -> DescribeQuorumResponse {
     let nodes = config
         .voters
         .iter()
@@ -47,6 +53,7 @@ pub(super) fn describe_quorum(node: &RaftNode, config: &QuorumConfig, now: Now) 
                 Listener::default().with_name(s(CONTROLLER_LISTENER)).with_host(s(&v.host)).with_port(v.port),
             ])
         })
+        .filter(|_| version >= 2)
         .collect();
     // The leader's monotonic times, shown on the wall clock.
     let wall = |t: Option<u64>| t.map_or(-1, |t| now.wall_ms - now.monotonic_ms.saturating_sub(t) as i64);
@@ -68,7 +75,7 @@ pub(super) fn describe_quorum(node: &RaftNode, config: &QuorumConfig, now: Now) 
         }
         None => PartitionData::default()
             .with_error_code(ResponseError::NotLeaderOrFollower.code())
-            .with_error_message(Some(s("this controller is not the quorum's leader")))
+            .with_error_message((version >= 2).then(|| s("this controller is not the quorum's leader")))
             .with_leader_id(BrokerId(node.leader().unwrap_or(-1)))
             .with_leader_epoch(node.epoch()),
     };

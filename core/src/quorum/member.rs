@@ -144,7 +144,7 @@ impl QuorumMember {
         let answer = match decoded.body {
             RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(answers::api_versions(0)),
             RequestKind::DescribeQuorum(_) => {
-                ResponseKind::DescribeQuorum(answers::describe_quorum(&self.node, &self.config, now))
+                ResponseKind::DescribeQuorum(answers::describe_quorum(&self.node, &self.config, now, version))
             }
             RequestKind::DescribeCluster(request) => {
                 ResponseKind::DescribeCluster(answers::describe_cluster(&self.node, &self.config, &request))

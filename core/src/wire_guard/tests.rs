@@ -9,7 +9,7 @@ use proptest::test_runner::Config;
 
 use super::sample::{build, put_length, Rng};
 use super::*;
-use crate::api_versions::SERVED_APIS;
+use crate::api_versions::{CONTROLLER_APIS, SERVED_APIS};
 use crate::codec::{decode_request, encode_request, DecodeFailure};
 
 /// The frame of the bug report: size prefix, Metadata v1, correlation 5, client "fuzz", then a
@@ -53,7 +53,7 @@ fn malformed_varints_and_oversized_tags_are_refused() {
 }
 
 fn every_served_version() -> impl Iterator<Item = (ApiKey, i16)> {
-    SERVED_APIS.iter().flat_map(|api| (api.served_min..=api.max).map(move |v| (api.key, v)))
+    SERVED_APIS.iter().chain(CONTROLLER_APIS).flat_map(|api| (api.served_min..=api.max).map(move |v| (api.key, v)))
 }
 
 fn config() -> Config {
