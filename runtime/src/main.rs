@@ -490,7 +490,15 @@ fn run_serve(args: ServeArgs) -> Result<()> {
                 ),
                 (None, false) => None,
             };
-            Some(quorum::QuorumOptions { node_id, voters, listen, data_dir: data_dir.clone() })
+            let options = quorum::QuorumOptions {
+                node_id,
+                voters,
+                listen,
+                seed: rand::random(),
+                proposals: None,
+                observer: None,
+            };
+            Some((options, quorum::store::FileQuorumDisk::new(data_dir.join(quorum::METADATA_DIR))))
         }
         None => None,
     };
@@ -503,9 +511,9 @@ fn run_serve(args: ServeArgs) -> Result<()> {
             let _ = quorum_stop_tx.send(());
             let _ = stop_tx.send(());
         });
-        let quorum = quorum.map(|options| {
+        let quorum = quorum.map(|(options, disk)| {
             tokio::spawn(async move {
-                if let Err(e) = quorum::run(options, None, quorum_stop_rx).await {
+                if let Err(e) = quorum::run(options, disk, None, quorum_stop_rx).await {
                     // As a Kafka controller halts when its metadata log fails: nothing may run on
                     // a quorum state the disk does not hold.
                     tracing::error!("metadata quorum failed: {e:#}");

@@ -12,6 +12,10 @@ mod group_scenario;
 #[cfg(madsim)]
 mod hostile;
 #[cfg(madsim)]
+mod quorum_disk;
+#[cfg(madsim)]
+mod quorum_scenario;
+#[cfg(madsim)]
 mod scenario;
 #[cfg(madsim)]
 mod seed;
@@ -78,7 +82,8 @@ fn main() {
             }
             let b = group_scenario::run_seed(s).map_err(|e| format!("groups: {e}"))?;
             let c = txn_scenario::run_seed(s).map_err(|e| format!("transactions: {e}"))?;
-            Ok(format!("{a}; groups: {b}; transactions: {c}"))
+            let d = quorum_scenario::run_seed(s).map_err(|e| format!("quorum: {e}"))?;
+            Ok(format!("{a}; groups: {b}; transactions: {c}; {d}"))
         });
         let (events, hash) = seed::trace();
         let wall_ms = seed_started.elapsed().as_millis();

@@ -120,6 +120,11 @@ impl QuorumMember {
         self.node.handle_snapshot_written(now.monotonic_ms, id);
     }
 
+    /// Appends a record to the metadata log, on the leader; returns its offset.
+    pub fn propose(&mut self, now: Now, data: Bytes) -> Result<u64, crate::raft::ProposeError> {
+        self.node.propose(now.monotonic_ms, data)
+    }
+
     /// A stopping leader hands over: the others hear EndQuorumEpoch and elect at once.
     pub fn resign(&mut self, now: Now) {
         self.node.resign(now.monotonic_ms);

@@ -6,19 +6,18 @@ mod net;
 pub mod store;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use spool_core::quorum::{Now, QuorumAction, QuorumConfig, QuorumMember, Voter};
-use spool_core::raft::{NodeId, RaftAction, RaftConfig, RaftNode};
+use spool_core::raft::{ElectionState, Entry, NodeId, RaftAction, RaftConfig, RaftNode, SnapshotId};
 use spool_core::ConnId;
 use std::collections::BTreeMap;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 use net::NetEvent;
-use store::QuorumStore;
+use store::{DiskOpKind, QuorumDisk};
 
 /// The quorum's directory inside the data directory, named as Kafka names it.
 pub const METADATA_DIR: &str = "__cluster_metadata-0";
@@ -28,8 +27,16 @@ pub struct QuorumOptions {
     pub voters: Vec<Voter>,
     /// Where the controller listener binds; None for a node that only observes.
     pub listen: Option<SocketAddr>,
-    pub data_dir: PathBuf,
+    /// Seeds the node's election timeouts and request ids.
+    pub seed: u64,
+    /// Records to append to the metadata log; refused (dropped) off the leader or when too many
+    /// wait to be committed, so the proposer retries.
+    pub proposals: Option<mpsc::Receiver<Bytes>>,
+    /// Shown the node after every turn of the loop (the simulator's checkers).
+    pub observer: Option<Observer>,
 }
+
+pub type Observer = std::sync::Arc<dyn Fn(&RaftNode) + Send + Sync>;
 
 /// Kafka's `controller.quorum.voters`: `ID@HOST:PORT,...`.
 pub fn parse_voters(text: &str) -> Result<Vec<Voter>> {
@@ -65,13 +72,13 @@ pub fn cluster_id_of(voters: &[Voter]) -> String {
 
 /// Runs until `stop` fires (then the leader resigns, so the others elect at once) or the
 /// quorum's disk fails.
-pub async fn run(
-    options: QuorumOptions,
+pub async fn run<D: QuorumDisk>(
+    mut options: QuorumOptions,
+    mut store: D,
     ready: Option<oneshot::Sender<SocketAddr>>,
     mut stop: oneshot::Receiver<()>,
 ) -> Result<()> {
-    let dir = options.data_dir.join(METADATA_DIR);
-    let (mut store, restored) = QuorumStore::open(&dir)?;
+    let restored = store.restore()?;
     let ids: Vec<NodeId> = options.voters.iter().map(|v| v.id).collect();
     let started = tokio::time::Instant::now();
     let now = move || Now { monotonic_ms: started.elapsed().as_millis() as u64, wall_ms: crate::server::now_ms() };
@@ -81,7 +88,7 @@ pub async fn run(
         entries = restored.entries.len(),
         "metadata quorum: starting"
     );
-    let node = RaftNode::new(RaftConfig::new(options.node_id, ids, rand::random()), restored, now().monotonic_ms);
+    let node = RaftNode::new(RaftConfig::new(options.node_id, ids, options.seed), restored, now().monotonic_ms);
     let config = QuorumConfig {
         node_id: options.node_id,
         voters: options.voters.clone(),
@@ -112,18 +119,40 @@ pub async fn run(
     }
     let mut conns: BTreeMap<ConnId, mpsc::Sender<Bytes>> = BTreeMap::new();
     let mut last_role = None;
+    let mut proposals = options.proposals.take();
+    let (disk_ops, ops) = mpsc::unbounded_channel();
+    let (done_tx, mut disk_done) = mpsc::unbounded_channel();
+    let disk = tokio::spawn(disk_worker(store, ops, done_tx));
     let result = loop {
-        if let Err(e) = drain(&mut member, &mut store, &mut conns, &peers, &now) {
-            break Err(e);
-        }
+        drain(&mut member, &disk_ops, &mut conns, &peers);
         member.check_invariants();
+        if let Some(observer) = &options.observer {
+            observer(member.node());
+        }
         let role = (member.node().role(), member.node().epoch(), member.node().leader());
         if last_role != Some(role) {
             tracing::info!(role = ?role.0, epoch = role.1, leader = ?role.2, "metadata quorum: role");
+            let node = options.node_id;
+            crate::trace::record("quorum", now().wall_ms, &(node, format!("{:?}", role.0), role.1, role.2));
+            crate::trace::describe(
+                "quorum",
+                now().wall_ms,
+                || format!("node {node} {:?}", role.0),
+                || format!("epoch {} leader {:?}", role.1, role.2),
+            );
             last_role = Some(role);
         }
         let deadline = member.next_deadline().map(|d| started + std::time::Duration::from_millis(d));
         tokio::select! {
+            // Fixed order: the simulator replays a seed only if no choice is random.
+            biased;
+            done = disk_done.recv() => match done {
+                Some(Ok(DiskDone::Election)) => member.handle_election_persisted(now()),
+                Some(Ok(DiskDone::Synced(through))) => member.handle_synced(now(), through),
+                Some(Ok(DiskDone::Snapshot(id))) => member.handle_snapshot_written(now(), id),
+                Some(Err(e)) => break Err(e),
+                None => break Err(anyhow::anyhow!("the quorum's disk task ended")),
+            },
             event = events.recv() => match event.expect("the loop holds a sender") {
                 NetEvent::Connected(conn, tx) => { conns.insert(conn, tx); }
                 NetEvent::Request(conn, frame) => member.handle_request(now(), conn, frame),
@@ -139,10 +168,14 @@ pub async fn run(
                 NetEvent::PeerLost(peer) => member.handle_peer_lost(peer),
             },
             _ = sleep_until(deadline) => member.handle_tick(now()),
+            proposal = next_proposal(&mut proposals) => match proposal {
+                Some(data) => { let _ = member.propose(now(), data); }
+                None => proposals = None,
+            },
             _ = &mut stop => {
                 member.resign(now());
                 // Long enough for EndQuorumEpoch to reach the others, short enough not to hold a stop up.
-                let _ = drain(&mut member, &mut store, &mut conns, &peers, &now);
+                drain(&mut member, &disk_ops, &mut conns, &peers);
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 break Ok(());
             }
@@ -151,7 +184,77 @@ pub async fn run(
     if let Some(accept) = accept {
         accept.abort();
     }
+    disk.abort();
     result
+}
+
+/// A disk operation the node asked for, and what its completion tells the node.
+enum DiskOp {
+    Election(ElectionState),
+    Append(Vec<Entry>),
+    Truncate(u64),
+    Sync(u64),
+    Snapshot(SnapshotId, Bytes, bool),
+}
+
+enum DiskDone {
+    Election,
+    Synced(u64),
+    Snapshot(SnapshotId),
+}
+
+/// Carries out disk operations one at a time, in order, reporting those the node waits for. A
+/// failure ends it: the loop stops the quorum.
+async fn disk_worker<D: QuorumDisk>(
+    mut disk: D,
+    mut ops: mpsc::UnboundedReceiver<DiskOp>,
+    done: mpsc::UnboundedSender<Result<DiskDone>>,
+) {
+    while let Some(op) = ops.recv().await {
+        let kind = match &op {
+            DiskOp::Election(_) => DiskOpKind::Election,
+            DiskOp::Append(_) => DiskOpKind::Append,
+            DiskOp::Truncate(_) => DiskOpKind::Truncate,
+            DiskOp::Sync(_) => DiskOpKind::Sync,
+            DiskOp::Snapshot(..) => DiskOpKind::Snapshot,
+        };
+        let latency = disk.latency(kind);
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        let result = match op {
+            DiskOp::Election(state) => disk
+                .persist_election(&state)
+                .context("persisting the quorum's election state")
+                .map(|()| Some(DiskDone::Election)),
+            DiskOp::Append(entries) => disk.append(&entries).context("appending to the metadata log").map(|()| None),
+            DiskOp::Truncate(end) => disk.truncate(end).context("truncating the metadata log").map(|()| None),
+            DiskOp::Sync(through) => {
+                disk.sync().context("syncing the metadata log").map(|()| Some(DiskDone::Synced(through)))
+            }
+            DiskOp::Snapshot(id, data, replaces_log) => disk
+                .write_snapshot(id, &data, replaces_log)
+                .context("writing a metadata snapshot")
+                .map(|()| Some(DiskDone::Snapshot(id))),
+        };
+        match result {
+            Ok(None) => {}
+            Ok(Some(completion)) => {
+                let _ = done.send(Ok(completion));
+            }
+            Err(e) => {
+                let _ = done.send(Err(e));
+                return;
+            }
+        }
+    }
+}
+
+async fn next_proposal(proposals: &mut Option<mpsc::Receiver<Bytes>>) -> Option<Bytes> {
+    match proposals {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -161,16 +264,15 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// Carries out the member's actions in order; storage completes inline.
+/// Carries out the member's actions in order; storage goes to the disk task, in order.
 fn drain(
     member: &mut QuorumMember,
-    store: &mut QuorumStore,
+    disk: &mpsc::UnboundedSender<DiskOp>,
     conns: &mut BTreeMap<ConnId, mpsc::Sender<Bytes>>,
     peers: &BTreeMap<NodeId, mpsc::Sender<Bytes>>,
-    now: &impl Fn() -> Now,
-) -> Result<()> {
+) {
     while let Some(action) = member.poll_action() {
-        match action {
+        let op = match action {
             QuorumAction::Respond { conn, frame } => {
                 if let Some(tx) = conns.get(&conn) {
                     if tx.try_send(frame).is_err() {
@@ -179,38 +281,32 @@ fn drain(
                         member.handle_closed(conn);
                     }
                 }
+                continue;
             }
             QuorumAction::Close { conn, reason } => {
                 tracing::info!(conn, "controller listener: closing a connection: {reason}");
                 conns.remove(&conn);
                 member.handle_closed(conn);
+                continue;
             }
             QuorumAction::SendToPeer { peer, frame } => {
                 let sent = peers.get(&peer).is_some_and(|tx| tx.try_send(frame).is_ok());
                 if !sent {
                     member.handle_peer_lost(peer);
                 }
+                continue;
             }
-            QuorumAction::Storage(RaftAction::PersistElection(state)) => {
-                store.persist_election(&state).context("persisting the quorum's election state")?;
-                member.handle_election_persisted(now());
-            }
-            QuorumAction::Storage(RaftAction::Append(entries)) => {
-                store.append(&entries).context("appending to the metadata log")?
-            }
-            QuorumAction::Storage(RaftAction::Truncate { end }) => {
-                store.truncate(end).context("truncating the metadata log")?
-            }
-            QuorumAction::Storage(RaftAction::Sync { through }) => {
-                store.sync().context("syncing the metadata log")?;
-                member.handle_synced(now(), through);
-            }
+            QuorumAction::Storage(RaftAction::PersistElection(state)) => DiskOp::Election(state),
+            QuorumAction::Storage(RaftAction::Append(entries)) => DiskOp::Append(entries),
+            QuorumAction::Storage(RaftAction::Truncate { end }) => DiskOp::Truncate(end),
+            QuorumAction::Storage(RaftAction::Sync { through }) => DiskOp::Sync(through),
             QuorumAction::Storage(RaftAction::WriteSnapshot { id, data, replaces_log }) => {
-                store.write_snapshot(id, &data, replaces_log).context("writing a metadata snapshot")?;
-                member.handle_snapshot_written(now(), id);
+                DiskOp::Snapshot(id, data, replaces_log)
             }
             QuorumAction::Storage(RaftAction::Send { .. }) => unreachable!("the member frames every message"),
-        }
+        };
+        // The disk task outlives the loop's use of it; a send fails only after it failed, and
+        // the loop hears that from its completions.
+        let _ = disk.send(op);
     }
-    Ok(())
 }

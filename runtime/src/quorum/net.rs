@@ -7,8 +7,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use spool_core::raft::NodeId;
 use spool_core::ConnId;
+use tokio::io::ReadHalf;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -28,7 +28,7 @@ pub enum NetEvent {
     PeerLost(NodeId),
 }
 
-async fn read_frame(reader: &mut OwnedReadHalf) -> std::io::Result<Bytes> {
+async fn read_frame(reader: &mut ReadHalf<TcpStream>) -> std::io::Result<Bytes> {
     let size = reader.read_i32().await?;
     if size < 0 || size as usize > MAX_FRAME_BYTES {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("a frame of {size} bytes")));
@@ -58,14 +58,15 @@ pub async fn accept_loop(listener: TcpListener, events: mpsc::Sender<NetEvent>) 
 }
 
 async fn serve_connection(conn: ConnId, stream: TcpStream, events: mpsc::Sender<NetEvent>) {
-    let (mut reader, mut writer) = stream.into_split();
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let (answers_tx, mut answers) = mpsc::channel::<Bytes>(QUEUED_FRAMES);
     if events.send(NetEvent::Connected(conn, answers_tx)).await.is_err() {
         return;
     }
     let write = async move {
         while let Some(frame) = answers.recv().await {
-            if writer.write_all(&frame).await.is_err() {
+            // Flushed each time: a buffered stream (madsim's) sends nothing until then.
+            if writer.write_all(&frame).await.is_err() || writer.flush().await.is_err() {
                 break;
             }
         }
@@ -80,6 +81,8 @@ async fn serve_connection(conn: ConnId, stream: TcpStream, events: mpsc::Sender<
     };
     // Either side ending ends the connection (the loop closes it by dropping its sender).
     tokio::select! {
+        // Fixed order: the simulator replays a seed only if no choice is random.
+        biased;
         _ = write => {}
         _ = read => {}
     }
@@ -117,7 +120,7 @@ pub async fn peer_link(
         }
         failures = 0;
         let _ = stream.set_nodelay(true);
-        let (mut reader, mut writer) = stream.into_split();
+        let (mut reader, mut writer) = tokio::io::split(stream);
         let events_in = events.clone();
         let mut read = tokio::spawn(async move {
             while let Ok(frame) = read_frame(&mut reader).await {
@@ -129,11 +132,13 @@ pub async fn peer_link(
         let mut next = Some(first);
         loop {
             if let Some(frame) = next.take() {
-                if writer.write_all(&frame).await.is_err() {
+                if writer.write_all(&frame).await.is_err() || writer.flush().await.is_err() {
                     break;
                 }
             }
             tokio::select! {
+                // Fixed order: the simulator replays a seed only if no choice is random.
+                biased;
                 frame = frames.recv() => match frame {
                     Some(frame) => next = Some(frame),
                     None => { read.abort(); return; }

@@ -1,4 +1,5 @@
-//! The metadata quorum's files, in `<data dir>/__cluster_metadata-0/` as Kafka lays them out:
+//! The metadata quorum's disk: what the loop needs of it ([`QuorumDisk`]), and its files in
+//! `<data dir>/__cluster_metadata-0/` as Kafka lays them out:
 //! `quorum-state` (the election state, replaced atomically), `log` (one checksummed frame per
 //! entry, each a Kafka record batch) and `<end offset>-<epoch>.checkpoint` snapshots. Every call
 //! returns once its effect is on disk as `RaftNode`'s contract asks; a failure is fatal to the
@@ -21,7 +22,81 @@ const SNAPSHOT_SUFFIX: &str = ".checkpoint";
 /// Length and CRC32C before each entry's bytes.
 const FRAME_HEADER: usize = 8;
 
-pub struct QuorumStore {
+/// The kinds of disk operation, for a disk that takes its time over some (the simulator's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskOpKind {
+    Election,
+    Append,
+    Truncate,
+    Sync,
+    Snapshot,
+}
+
+/// What the quorum's loop needs from a disk. Every call returns once its effect is durable, except
+/// `append` and `truncate`, which `sync` makes durable. Files in production, a model in simulation.
+/// The loop calls it from one task, one operation at a time, in the order the node asked.
+pub trait QuorumDisk: Send + 'static {
+    /// How long an operation waits before it is carried out: zero for files (the time is spent
+    /// in the call); the simulator's disks are slow and stall.
+    fn latency(&mut self, _kind: DiskOpKind) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+    /// What the disk holds, made durable first (a restarting node takes all of it as durable).
+    fn restore(&mut self) -> Result<Restored>;
+    fn persist_election(&mut self, state: &ElectionState) -> Result<()>;
+    fn append(&mut self, entries: &[Entry]) -> Result<()>;
+    /// Drops the entries at and above `end`.
+    fn truncate(&mut self, end: u64) -> Result<()>;
+    fn sync(&mut self) -> Result<()>;
+    /// Writes the snapshot durably, then drops the log below its end (all of it if it replaces it).
+    fn write_snapshot(&mut self, id: SnapshotId, data: &[u8], replaces_log: bool) -> Result<()>;
+}
+
+/// The quorum's files; opened by [`QuorumDisk::restore`].
+pub struct FileQuorumDisk {
+    dir: PathBuf,
+    open: Option<QuorumStore>,
+}
+
+impl FileQuorumDisk {
+    pub fn new(dir: PathBuf) -> Self {
+        FileQuorumDisk { dir, open: None }
+    }
+
+    fn store(&mut self) -> &mut QuorumStore {
+        self.open.as_mut().expect("the quorum's files are read before they are written")
+    }
+}
+
+impl QuorumDisk for FileQuorumDisk {
+    fn restore(&mut self) -> Result<Restored> {
+        let (store, restored) = QuorumStore::open(&self.dir)?;
+        self.open = Some(store);
+        Ok(restored)
+    }
+
+    fn persist_election(&mut self, state: &ElectionState) -> Result<()> {
+        self.store().persist_election(state)
+    }
+
+    fn append(&mut self, entries: &[Entry]) -> Result<()> {
+        self.store().append(entries)
+    }
+
+    fn truncate(&mut self, end: u64) -> Result<()> {
+        self.store().truncate(end)
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        self.store().sync()
+    }
+
+    fn write_snapshot(&mut self, id: SnapshotId, data: &[u8], replaces_log: bool) -> Result<()> {
+        self.store().write_snapshot(id, data, replaces_log)
+    }
+}
+
+struct QuorumStore {
     dir: PathBuf,
     log: File,
     /// The offset of the first entry in the log file.
@@ -90,7 +165,7 @@ fn read_frames(bytes: &[u8]) -> Result<(Vec<Entry>, Vec<u64>, u64)> {
 
 impl QuorumStore {
     /// Reads what the directory holds, repairs a torn log tail, fsyncs it all, and returns it.
-    pub fn open(dir: &Path) -> Result<(QuorumStore, Restored)> {
+    fn open(dir: &Path) -> Result<(QuorumStore, Restored)> {
         fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         let election = match fs::read(dir.join(STATE_FILE)) {
             Ok(bytes) => Some(
@@ -170,11 +245,11 @@ impl QuorumStore {
         Ok(Bytes::copy_from_slice(&bytes[4..]))
     }
 
-    pub fn persist_election(&mut self, state: &ElectionState) -> Result<()> {
+    fn persist_election(&mut self, state: &ElectionState) -> Result<()> {
         replace_file(&self.dir, STATE_FILE, &serde_json::to_vec(state)?)
     }
 
-    pub fn append(&mut self, entries: &[Entry]) -> Result<()> {
+    fn append(&mut self, entries: &[Entry]) -> Result<()> {
         let mut bytes = Vec::new();
         for entry in entries {
             assert_eq!(entry.offset, self.first + self.positions.len() as u64, "appends follow the log's end");
@@ -188,7 +263,7 @@ impl QuorumStore {
     }
 
     /// Drops the entries at and above `end`.
-    pub fn truncate(&mut self, end: u64) -> Result<()> {
+    fn truncate(&mut self, end: u64) -> Result<()> {
         assert!(end >= self.first, "truncation below the log's start");
         let keep = (end - self.first) as usize;
         if keep >= self.positions.len() {
@@ -200,13 +275,13 @@ impl QuorumStore {
         Ok(())
     }
 
-    pub fn sync(&mut self) -> Result<()> {
+    fn sync(&mut self) -> Result<()> {
         self.log.sync_data()?;
         Ok(())
     }
 
     /// Writes the snapshot durably, then drops the log below its end (all of it if it replaces it).
-    pub fn write_snapshot(&mut self, id: SnapshotId, data: &[u8], replaces_log: bool) -> Result<()> {
+    fn write_snapshot(&mut self, id: SnapshotId, data: &[u8], replaces_log: bool) -> Result<()> {
         let mut bytes = crc32c::crc32c(data).to_be_bytes().to_vec();
         bytes.extend_from_slice(data);
         replace_file(&self.dir, &snapshot_name(id), &bytes)?;
