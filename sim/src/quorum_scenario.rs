@@ -104,10 +104,24 @@ impl Checker {
 type SharedChecker = Arc<Mutex<Checker>>;
 /// Each node's current proposal inbox (a new one per incarnation), and its latest state.
 type Inboxes = Arc<Mutex<BTreeMap<NodeId, mpsc::Sender<Bytes>>>>;
-type States = Arc<Mutex<BTreeMap<NodeId, (RoleKind, i32, Option<NodeId>, u64)>>>;
+type States = Arc<Mutex<BTreeMap<NodeId, NodeState>>>;
+
+/// A node as it last showed itself to the checker.
+#[derive(Clone, Copy, Debug)]
+#[allow(dead_code)] // the fields are read through Debug, in failure messages
+struct NodeState {
+    role: RoleKind,
+    epoch: i32,
+    leader: Option<NodeId>,
+    high_watermark: u64,
+    /// Entries appended and not yet synced: where a power loss takes something back.
+    unsynced: u64,
+}
 
 struct Cluster {
     voters: Vec<Voter>,
+    /// Nodes that follow the quorum without a vote, as brokers do.
+    observers: Vec<NodeId>,
     disk_speed: DiskSpeed,
     disks: BTreeMap<NodeId, SharedQuorumDisk>,
     nodes: BTreeMap<NodeId, NodeHandle>,
@@ -144,14 +158,21 @@ fn start_node(handle: &Handle, cluster: &Cluster, id: NodeId) -> NodeHandle {
                 inboxes.lock().expect("inboxes").insert(id, tx);
                 let observer: quorum::Observer = Arc::new(move |node: &RaftNode| {
                     checker.lock().expect("checker").observe(id, incarnation, node);
-                    let state = (node.role(), node.epoch(), node.leader(), node.high_watermark());
+                    let state = NodeState {
+                        role: node.role(),
+                        epoch: node.epoch(),
+                        leader: node.leader(),
+                        high_watermark: node.high_watermark(),
+                        unsynced: node.log().end() - node.log().durable_end(),
+                    };
                     states.lock().expect("states").insert(id, state);
                 });
                 let listen: SocketAddr = format!("{}:{PORT}", ip(id)).parse().expect("address");
+                let is_voter = voters.iter().any(|v| v.id == id);
                 let options = QuorumOptions {
                     node_id: id,
                     voters,
-                    listen: Some(listen),
+                    listen: is_voter.then_some(listen),
                     seed: thread_rng().gen(),
                     proposals: Some(rx),
                     observer: Some(observer),
@@ -189,24 +210,25 @@ struct Applied {
     isolations: u64,
     one_way: u64,
     links: u64,
+    aimed_power_losses: u64,
 }
 
 async fn nemesis(handle: &Handle, cluster: &Cluster, steps: u64) -> Applied {
     let mut applied = Applied::default();
-    let ids: Vec<NodeId> = cluster.voters.iter().map(|v| v.id).collect();
+    let ids: Vec<NodeId> = cluster.voters.iter().map(|v| v.id).chain(cluster.observers.iter().copied()).collect();
     let net = NetSim::current();
     let pause = |range: std::ops::Range<u64>| tokio::time::sleep(Duration::from_millis(thread_rng().gen_range(range)));
     for _ in 0..steps {
         pause(10..2000).await;
         // Mostly the leader, which is where the interesting failures are.
         let leader =
-            cluster.states.lock().expect("states").iter().find(|(_, s)| s.0 == RoleKind::Leader).map(|(&i, _)| i);
+            cluster.states.lock().expect("states").iter().find(|(_, s)| s.role == RoleKind::Leader).map(|(&i, _)| i);
         let victim = match leader {
             Some(l) if thread_rng().gen_bool(0.6) => l,
             _ => ids[thread_rng().gen_range(0..ids.len())],
         };
         let node = cluster.nodes[&victim].id();
-        match thread_rng().gen_range(0..6) {
+        match thread_rng().gen_range(0..7) {
             0 => {
                 handle.kill(node);
                 applied.kills += 1;
@@ -232,6 +254,32 @@ async fn nemesis(handle: &Handle, cluster: &Cluster, steps: u64) -> Applied {
                 applied.isolations += 1;
                 pause(100..8000).await;
                 net.unclog_node(node);
+            }
+            5 => {
+                // Aimed: wait for a node to be mid-election or to hold unsynced entries, and cut
+                // its power then (the moments where a durability mistake shows).
+                let waited = tokio::time::Instant::now();
+                let target = loop {
+                    let found = cluster
+                        .states
+                        .lock()
+                        .expect("states")
+                        .iter()
+                        .find(|(_, s)| s.role == RoleKind::Candidate || s.unsynced > 0)
+                        .map(|(&i, _)| i);
+                    if found.is_some() || waited.elapsed() > Duration::from_secs(5) {
+                        break found;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                };
+                if let Some(target) = target {
+                    let node = cluster.nodes[&target].id();
+                    handle.kill(node);
+                    cluster.disks[&target].lock().expect("disk").power_loss();
+                    applied.aimed_power_losses += 1;
+                    pause(1..3000).await;
+                    handle.restart(node);
+                }
             }
             4 => {
                 // One link only, one way: a bridge or an asymmetric partition.
@@ -264,6 +312,7 @@ async fn nemesis(handle: &Handle, cluster: &Cluster, steps: u64) -> Applied {
 
 async fn scenario() -> Result<String, String> {
     let voter_count = [1, 3, 3, 5][draw::int("quorum.voters", 0..4) as usize];
+    let observers: Vec<NodeId> = (0..draw::int("quorum.observers", 0..3) as NodeId).map(|i| 10 + i).collect();
     let steps = draw::int("quorum.nemesis_steps", 0..25);
     let propose_every_ms = draw::int("quorum.propose_every_ms", 20..500);
     // Slow and lossy links (a lost packet is sent again after a backoff): split votes and
@@ -281,8 +330,14 @@ async fn scenario() -> Result<String, String> {
     let handle = Handle::current();
     let voters: Vec<Voter> = (1..=voter_count).map(|id| Voter { id, host: ip(id), port: PORT }).collect();
     let mut cluster = Cluster {
-        disks: voters.iter().map(|v| (v.id, SharedQuorumDisk::new(Mutex::new(QuorumDiskState::default())))).collect(),
+        disks: voters
+            .iter()
+            .map(|v| v.id)
+            .chain(observers.iter().copied())
+            .map(|id| (id, SharedQuorumDisk::new(Mutex::new(QuorumDiskState::default()))))
+            .collect(),
         voters,
+        observers: observers.clone(),
         disk_speed,
         nodes: BTreeMap::new(),
         checker: SharedChecker::default(),
@@ -290,7 +345,9 @@ async fn scenario() -> Result<String, String> {
         states: States::default(),
     };
     let mut alive = crate::seed::KillOnExit::new(&handle);
-    for id in 1..=voter_count {
+    let all: Vec<NodeId> = (1..=voter_count).chain(observers.iter().copied()).collect();
+    let node_count = all.len();
+    for id in all {
         let node = start_node(&handle, &cluster, id);
         alive.add(&node);
         cluster.nodes.insert(id, node);
@@ -300,6 +357,21 @@ async fn scenario() -> Result<String, String> {
     let counter = Arc::new(Mutex::new(0u64));
     let proposer = client.spawn(propose(cluster.inboxes.clone(), counter.clone(), propose_every_ms));
     let applied = nemesis(&handle, &cluster, steps).await;
+    // In some seeds a voter (often the leader) stays down: a bare majority must carry on, and
+    // observers must find the new leader without it.
+    let keep_down = draw::int("quorum.keep_voter_down", 0..2) == 1 && voter_count >= 3;
+    if keep_down {
+        let leader =
+            cluster.states.lock().expect("states").iter().find(|(_, s)| s.role == RoleKind::Leader).map(|(&i, _)| i);
+        let down = match leader {
+            Some(l) if thread_rng().gen_bool(0.7) => l,
+            _ => thread_rng().gen_range(1..=voter_count),
+        };
+        handle.kill(cluster.nodes[&down].id());
+        cluster.states.lock().expect("states").remove(&down);
+        cluster.inboxes.lock().expect("inboxes").remove(&down);
+    }
+    let node_count = node_count - keep_down as usize;
     let faults_stopped = tokio::time::Instant::now();
 
     // Liveness: one leader everyone follows, and a record proposed now committed everywhere.
@@ -314,15 +386,15 @@ async fn scenario() -> Result<String, String> {
             ));
         }
         let states = cluster.states.lock().expect("states").clone();
-        let leaders: Vec<_> = states.values().map(|s| (s.1, s.2)).collect();
-        let agreed = states.len() == voter_count as usize
+        let leaders: Vec<_> = states.values().map(|s| (s.epoch, s.leader)).collect();
+        let agreed = states.len() == node_count
             && leaders.windows(2).all(|w| w[0] == w[1])
             && leaders[0].1.is_some()
-            && states.values().any(|s| s.0 == RoleKind::Leader);
+            && states.values().any(|s| s.role == RoleKind::Leader);
         if agreed {
             // Everyone follows one leader; one more record must now reach every node.
-            let target = states.values().map(|s| s.3).max().unwrap_or(0) + 1;
-            let reached = wait_for(&cluster.states, target, voter_count as usize, faults_stopped).await;
+            let target = states.values().map(|s| s.high_watermark).max().unwrap_or(0) + 1;
+            let reached = wait_for(&cluster.states, target, node_count, faults_stopped).await;
             break reached.map(|()| states);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -333,9 +405,10 @@ async fn scenario() -> Result<String, String> {
         return Err(v);
     }
     let checker = cluster.checker.lock().expect("checker");
-    let epoch = states.values().map(|s| s.1).max().unwrap_or(0);
+    let epoch = states.values().map(|s| s.epoch).max().unwrap_or(0);
     Ok(format!(
-        "quorum of {voter_count}: {applied:?}; {} committed entries, epoch {epoch}, {} leaders, {} observations",
+        "quorum of {voter_count} and {} observers: {applied:?}; {} committed entries, epoch {epoch}, {} leaders, {} observations",
+        observers.len(),
         checker.committed.len(),
         checker.leaders.len(),
         checker.observations
@@ -347,7 +420,7 @@ async fn wait_for(states: &States, target: u64, nodes: usize, since: tokio::time
     loop {
         {
             let states = states.lock().expect("states");
-            if states.len() == nodes && states.values().all(|s| s.3 >= target) {
+            if states.len() == nodes && states.values().all(|s| s.high_watermark >= target) {
                 return Ok(());
             }
         }
