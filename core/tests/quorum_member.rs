@@ -20,9 +20,14 @@ fn now(ms: u64) -> Now {
 }
 
 fn member(id: i32) -> QuorumMember {
+    member_from(id, Restored::default(), 0)
+}
+
+fn member_from(id: i32, restored: Restored, snapshot_every: u64) -> QuorumMember {
     let voters = IDS.iter().map(|&v| Voter { id: v, host: "127.0.0.1".into(), port: 9000 + v as u16 }).collect();
-    let node = RaftNode::new(RaftConfig::new(id, IDS.to_vec(), id as u64), Restored::default(), 0);
-    QuorumMember::new(QuorumConfig { node_id: id, voters, cluster_id: "test-cluster".into() }, node)
+    let node = RaftNode::new(RaftConfig::new(id, IDS.to_vec(), id as u64), restored, 0);
+    let config = QuorumConfig { node_id: id, voters, cluster_id: "test-cluster".into(), snapshot_every };
+    QuorumMember::new(config, node)
 }
 
 struct Cluster {
@@ -34,7 +39,12 @@ struct Cluster {
 
 impl Cluster {
     fn new() -> Self {
-        Cluster { members: IDS.iter().map(|&id| (id, member(id))).collect(), admin: Vec::new(), closed: Vec::new() }
+        Self::with_snapshots_every(0)
+    }
+
+    fn with_snapshots_every(every: u64) -> Self {
+        let members = IDS.iter().map(|&id| (id, member_from(id, Restored::default(), every))).collect();
+        Cluster { members, admin: Vec::new(), closed: Vec::new() }
     }
 
     /// Carries out every action until none is left; storage completes at once.
@@ -124,6 +134,47 @@ fn three_members_that_only_exchange_kafka_frames_elect_one_leader() {
     }
     assert!(cluster.members[&leader].node().high_watermark() >= 1, "the leader's LeaderChange is committed");
     assert!(cluster.closed.is_empty(), "{:?}", cluster.closed);
+}
+
+#[test]
+fn every_member_applies_the_committed_records_to_its_image_and_snapshots_it() {
+    use spool_core::metadata::{ConfigResource, MetadataRecord};
+    let mut cluster = Cluster::with_snapshots_every(5);
+    cluster.run_until(5_000);
+    let leader = cluster.leader().unwrap();
+    for n in 0..23 {
+        let record = MetadataRecord::Config {
+            resource: ConfigResource::Broker(1),
+            name: format!("setting.{n}"),
+            value: Some(n.to_string()),
+        };
+        cluster.members.get_mut(&leader).unwrap().propose(now(5_000), record.encode()).unwrap();
+    }
+    cluster.run_until_from(5_000, 8_000);
+    let images: Vec<_> = IDS.iter().map(|id| cluster.members[id].image().clone()).collect();
+    let configs = images[0].configs(&ConfigResource::Broker(1)).cloned().unwrap_or_default();
+    assert_eq!(configs.len(), 23, "every committed record is in the image");
+    assert_eq!(configs["setting.22"], "22");
+    assert!(images.iter().all(|image| *image == images[0]), "the images differ");
+    for id in IDS {
+        let member = &cluster.members[&id];
+        assert_eq!(member.refused_records(), 0);
+        let (snapshot, data) = member.node().latest_snapshot().cloned().expect("a snapshot was taken");
+        assert!(snapshot.end_offset >= 20, "snapshots follow the image: {snapshot:?}");
+        // A member restarted from its snapshot and the log after it rebuilds the same image.
+        let entries = member.node().log().entries_from(snapshot.end_offset, usize::MAX);
+        let restored = Restored { election: None, snapshot: Some((snapshot, data.clone())), entries };
+        let mut again = member_from(id, restored, 5);
+        while again.poll_action().is_some() {}
+        let from_snapshot = spool_core::metadata::MetadataImage::from_snapshot(&data).unwrap();
+        assert_eq!(from_snapshot.applied_end(), snapshot.end_offset);
+        assert!(again.image().applied_end() >= snapshot.end_offset);
+        let before = from_snapshot.configs(&ConfigResource::Broker(1)).cloned().unwrap_or_default();
+        assert!(before.len() >= 15, "the snapshot holds the records below its end: {}", before.len());
+        assert!(before.iter().all(|(k, v)| configs.get(k) == Some(v)), "the snapshot is a prefix of the image");
+        let again_configs = again.image().configs(&ConfigResource::Broker(1)).cloned().unwrap_or_default();
+        assert!(again_configs.len() >= before.len());
+    }
 }
 
 #[test]

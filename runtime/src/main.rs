@@ -497,6 +497,7 @@ fn run_serve(args: ServeArgs) -> Result<()> {
                 seed: rand::random(),
                 proposals: None,
                 observer: None,
+                snapshot_every: quorum::SNAPSHOT_EVERY,
             };
             Some((options, quorum::store::FileQuorumDisk::new(data_dir.join(quorum::METADATA_DIR))))
         }

@@ -20,6 +20,9 @@ pub struct QuorumDiskState {
     durable: Vec<Entry>,
     first: u64,
     pub power_losses: u64,
+    /// Snapshots written: taken by the node itself, and installed from the leader's.
+    pub snapshots_taken: u64,
+    pub snapshots_installed: u64,
 }
 
 impl QuorumDiskState {
@@ -115,6 +118,11 @@ impl QuorumDisk for SimQuorumDisk {
     fn write_snapshot(&mut self, id: SnapshotId, data: &[u8], replaces_log: bool) -> Result<()> {
         let mut state = self.state();
         state.snapshot = Some((id, Bytes::copy_from_slice(data)));
+        if replaces_log {
+            state.snapshots_installed += 1;
+        } else {
+            state.snapshots_taken += 1;
+        }
         let end = state.first + state.current.len() as u64;
         if replaces_log || id.end_offset >= end {
             state.current.clear();

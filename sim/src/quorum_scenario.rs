@@ -16,8 +16,11 @@ use bytes::Bytes;
 use madsim::net::NetSim;
 use madsim::rand::{thread_rng, Rng};
 use madsim::runtime::{Handle, NodeHandle};
-use spool_core::quorum::Voter;
-use spool_core::raft::{Entry, NodeId, RaftNode, RoleKind};
+use std::hash::{Hash, Hasher};
+
+use spool_core::metadata::{ConfigResource, MetadataRecord};
+use spool_core::quorum::{QuorumMember, Voter};
+use spool_core::raft::{Entry, NodeId, RoleKind};
 use spool_runtime::quorum::{self, QuorumOptions};
 use tokio::sync::mpsc;
 
@@ -51,17 +54,22 @@ struct Checker {
 }
 
 impl Checker {
-    fn observe(&mut self, id: NodeId, incarnation: u64, node: &RaftNode) {
+    fn observe(&mut self, id: NodeId, incarnation: u64, member: &QuorumMember) {
         self.observations += 1;
         if self.violation.is_some() {
             return;
         }
-        if let Err(e) = self.check(id, incarnation, node) {
+        if member.refused_records() > 0 {
+            self.violation =
+                Some(format!("node {id}: its image refused {} committed records", member.refused_records()));
+            return;
+        }
+        if let Err(e) = self.check(id, incarnation, member.node()) {
             self.violation = Some(format!("node {id}: {e}"));
         }
     }
 
-    fn check(&mut self, id: NodeId, incarnation: u64, node: &RaftNode) -> Result<(), String> {
+    fn check(&mut self, id: NodeId, incarnation: u64, node: &spool_core::raft::RaftNode) -> Result<(), String> {
         let (epoch, high_watermark) = (node.epoch(), node.high_watermark());
         if node.role() == RoleKind::Leader {
             let first = *self.leaders.entry(epoch).or_insert(id);
@@ -116,10 +124,14 @@ struct NodeState {
     high_watermark: u64,
     /// Entries appended and not yet synced: where a power loss takes something back.
     unsynced: u64,
+    /// How far the metadata image is applied, and a digest of it.
+    image_end: u64,
+    image_digest: u64,
 }
 
 struct Cluster {
     voters: Vec<Voter>,
+    snapshot_every: u64,
     /// Nodes that follow the quorum without a vote, as brokers do.
     observers: Vec<NodeId>,
     disk_speed: DiskSpeed,
@@ -134,6 +146,7 @@ fn start_node(handle: &Handle, cluster: &Cluster, id: NodeId) -> NodeHandle {
     let voters = cluster.voters.clone();
     let disk = cluster.disks[&id].clone();
     let speed = cluster.disk_speed;
+    let snapshot_every = cluster.snapshot_every;
     let checker = cluster.checker.clone();
     let inboxes = cluster.inboxes.clone();
     let states = cluster.states.clone();
@@ -156,9 +169,20 @@ fn start_node(handle: &Handle, cluster: &Cluster, id: NodeId) -> NodeHandle {
                 };
                 let (tx, rx) = mpsc::channel(64);
                 inboxes.lock().expect("inboxes").insert(id, tx);
-                let observer: quorum::Observer = Arc::new(move |node: &RaftNode| {
-                    checker.lock().expect("checker").observe(id, incarnation, node);
+                let last_image = Mutex::new((u64::MAX, 0u64));
+                let observer: quorum::Observer = Arc::new(move |member: &QuorumMember| {
+                    let node = member.node();
+                    checker.lock().expect("checker").observe(id, incarnation, member);
+                    // A digest of the image, computed only when it moved.
+                    let mut last = last_image.lock().expect("image digest");
+                    if last.0 != member.image().applied_end() {
+                        let mut h = std::hash::DefaultHasher::new();
+                        member.image().to_snapshot().hash(&mut h);
+                        *last = (member.image().applied_end(), h.finish());
+                    }
                     let state = NodeState {
+                        image_end: last.0,
+                        image_digest: last.1,
                         role: node.role(),
                         epoch: node.epoch(),
                         leader: node.leader(),
@@ -176,6 +200,7 @@ fn start_node(handle: &Handle, cluster: &Cluster, id: NodeId) -> NodeHandle {
                     seed: thread_rng().gen(),
                     proposals: Some(rx),
                     observer: Some(observer),
+                    snapshot_every,
                 };
                 let (_keep_running, stop) = tokio::sync::oneshot::channel();
                 if let Err(e) = quorum::run(options, SimQuorumDisk { shared: disk, speed }, None, stop).await {
@@ -193,7 +218,12 @@ async fn propose(inboxes: Inboxes, next: Arc<Mutex<u64>>, every_ms: u64) {
         let record = {
             let mut n = next.lock().expect("proposal counter");
             *n += 1;
-            Bytes::from(format!("record {}", *n))
+            MetadataRecord::Config {
+                resource: ConfigResource::Broker(0),
+                name: format!("record.{}", *n % 64),
+                value: Some(n.to_string()),
+            }
+            .encode()
         };
         let senders: Vec<_> = inboxes.lock().expect("inboxes").values().cloned().collect();
         for tx in senders {
@@ -337,6 +367,7 @@ async fn scenario() -> Result<String, String> {
             .map(|id| (id, SharedQuorumDisk::new(Mutex::new(QuorumDiskState::default()))))
             .collect(),
         voters,
+        snapshot_every: [0, 3, 10, 50][draw::int("quorum.snapshot_every", 0..4) as usize],
         observers: observers.clone(),
         disk_speed,
         nodes: BTreeMap::new(),
@@ -401,13 +432,35 @@ async fn scenario() -> Result<String, String> {
     };
     proposer.abort();
     let states = outcome?;
+    // Quiet now: every node's image must come to the same end and the same content.
+    let settled = tokio::time::Instant::now();
+    loop {
+        let states = cluster.states.lock().expect("states").clone();
+        let ends: Vec<(u64, u64)> = states.values().map(|s| (s.high_watermark, s.image_end)).collect();
+        if ends.windows(2).all(|w| w[0] == w[1]) && ends.iter().all(|(hw, end)| hw == end) {
+            let digests: BTreeMap<NodeId, u64> = states.iter().map(|(&id, s)| (id, s.image_digest)).collect();
+            if digests.values().any(|d| *d != digests.values().next().copied().unwrap_or(0)) {
+                return Err(format!("the nodes' metadata images differ at offset {}: {digests:?}", ends[0].1));
+            }
+            break;
+        }
+        if settled.elapsed() > HEAL_LIMIT {
+            return Err(format!("liveness: the images did not settle at one offset: {states:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     if let Some(v) = cluster.checker.lock().expect("checker").violation.clone() {
         return Err(v);
     }
     let checker = cluster.checker.lock().expect("checker");
     let epoch = states.values().map(|s| s.epoch).max().unwrap_or(0);
+    let (taken, installed) = cluster.disks.values().fold((0, 0), |(t, i), d| {
+        let d = d.lock().expect("disk");
+        (t + d.snapshots_taken, i + d.snapshots_installed)
+    });
     Ok(format!(
-        "quorum of {voter_count} and {} observers: {applied:?}; {} committed entries, epoch {epoch}, {} leaders, {} observations",
+        "quorum of {voter_count} and {} observers: {applied:?}; {} committed entries, epoch {epoch}, {} leaders, \
+         {taken} snapshots taken, {installed} installed from the leader, {} observations",
         observers.len(),
         checker.committed.len(),
         checker.leaders.len(),

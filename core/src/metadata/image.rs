@@ -8,13 +8,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::records::{BrokerId, ConfigResource, Endpoint, MetadataRecord, PartitionChange, PartitionRecord, NO_LEADER};
 use crate::meta::{ClusterMeta, TxnMeta};
 use crate::raft::{Entry, Payload};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerRegistration {
     pub id: BrokerId,
     pub incarnation: Uuid,
@@ -26,7 +28,7 @@ pub struct BrokerRegistration {
     pub in_controlled_shutdown: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionImage {
     pub replicas: Vec<BrokerId>,
     pub isr: Vec<BrokerId>,
@@ -36,11 +38,23 @@ pub struct PartitionImage {
     pub partition_epoch: i32,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicImage {
     pub name: String,
     pub id: Uuid,
     pub partitions: BTreeMap<i32, PartitionImage>,
+}
+
+/// The image's snapshot form: maps with non-string keys as lists, so it is plain JSON.
+#[derive(Serialize, Deserialize)]
+struct ImageSnapshot {
+    applied_end: u64,
+    cluster_id: Option<String>,
+    brokers: Vec<BrokerRegistration>,
+    topics: Vec<TopicImage>,
+    configs: Vec<(ConfigResource, BTreeMap<String, String>)>,
+    next_producer_id: i64,
+    transactions: Vec<(String, TxnMeta)>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -97,6 +111,39 @@ impl MetadataImage {
         &self.transactions
     }
 
+    /// The image as a snapshot's bytes (KIP-630): what `from_snapshot` rebuilds it from exactly,
+    /// broker epochs and the applied end included.
+    pub fn to_snapshot(&self) -> Bytes {
+        let snapshot = ImageSnapshot {
+            applied_end: self.applied_end,
+            cluster_id: self.cluster_id.clone(),
+            brokers: self.brokers.values().cloned().collect(),
+            topics: self.topics.values().cloned().collect(),
+            configs: self.configs.iter().map(|(r, c)| (r.clone(), c.clone())).collect(),
+            next_producer_id: self.next_producer_id,
+            transactions: self.transactions.iter().map(|(id, t)| (id.clone(), t.clone())).collect(),
+        };
+        Bytes::from(serde_json::to_vec(&snapshot).expect("an image serializes"))
+    }
+
+    pub fn from_snapshot(bytes: &[u8]) -> Result<MetadataImage, String> {
+        let s: ImageSnapshot = serde_json::from_slice(bytes).map_err(|e| format!("metadata snapshot: {e}"))?;
+        let image = MetadataImage {
+            applied_end: s.applied_end,
+            cluster_id: s.cluster_id,
+            brokers: s.brokers.into_iter().map(|b| (b.id, b)).collect(),
+            topic_ids: s.topics.iter().map(|t| (t.name.clone(), t.id)).collect(),
+            topics: s.topics.into_iter().map(|t| (t.id, t)).collect(),
+            configs: s.configs.into_iter().collect(),
+            next_producer_id: s.next_producer_id,
+            transactions: s.transactions.into_iter().collect(),
+        };
+        if image.topics.len() != image.topic_ids.len() {
+            return Err("metadata snapshot: two topics share a name".to_string());
+        }
+        Ok(image)
+    }
+
     /// Applies the committed entries from the metadata log, in order.
     pub fn replay<'a>(&mut self, entries: impl IntoIterator<Item = &'a Entry>) -> Result<(), String> {
         for entry in entries {
@@ -113,6 +160,13 @@ impl MetadataImage {
             self.applied_end = entry.offset + 1;
         }
         Ok(())
+    }
+
+    /// Moves past a committed entry the image refused (it stays as it was), so every node,
+    /// refusing it alike, goes on to the same next entry.
+    pub fn pass_over(&mut self, offset: u64) {
+        assert!(offset >= self.applied_end, "entry {offset} passed over below the applied end {}", self.applied_end);
+        self.applied_end = offset + 1;
     }
 
     /// Applies one record. A record the image cannot take (a partition of an unknown topic, an

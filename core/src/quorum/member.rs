@@ -12,6 +12,7 @@ use super::answers;
 use super::Now;
 use crate::api_versions::CONTROLLER_APIS;
 use crate::codec::{self, DecodeFailure};
+use crate::metadata::MetadataImage;
 use crate::ops::ConnId;
 use crate::raft::{wire, Message, NodeId, RaftAction, RaftNode, SnapshotId};
 
@@ -34,7 +35,12 @@ pub struct QuorumConfig {
     pub node_id: NodeId,
     pub voters: Vec<Voter>,
     pub cluster_id: String,
+    /// Snapshot the image once this many entries were applied since the last snapshot (0: never).
+    pub snapshot_every: u64,
 }
+
+/// Entries applied to the image per call, so one input never does unbounded work.
+const MAX_APPLIED_PER_TURN: usize = 4096;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum QuorumAction {
@@ -66,6 +72,12 @@ pub struct QuorumMember {
     in_flight: BTreeMap<(NodeId, i32), (ApiKey, i16)>,
     in_flight_order: VecDeque<(NodeId, i32)>,
     actions: VecDeque<QuorumAction>,
+    /// The committed metadata log, applied.
+    image: MetadataImage,
+    /// Committed entries the image refused (none, unless a controller wrote a bad record).
+    refused: u64,
+    /// Where the last snapshot this member asked for ends.
+    snapshot_asked_end: u64,
 }
 
 impl QuorumMember {
@@ -82,6 +94,9 @@ impl QuorumMember {
             in_flight: BTreeMap::new(),
             in_flight_order: VecDeque::new(),
             actions: VecDeque::new(),
+            image: MetadataImage::default(),
+            refused: 0,
+            snapshot_asked_end: 0,
         };
         member.drain_node();
         member
@@ -93,6 +108,15 @@ impl QuorumMember {
 
     pub fn config(&self) -> &QuorumConfig {
         &self.config
+    }
+
+    /// The cluster as the committed metadata log describes it, up to `image().applied_end()`.
+    pub fn image(&self) -> &MetadataImage {
+        &self.image
+    }
+
+    pub fn refused_records(&self) -> u64 {
+        self.refused
     }
 
     pub fn next_deadline(&self) -> Option<u64> {
@@ -218,8 +242,47 @@ impl QuorumMember {
         self.actions.push_back(QuorumAction::Respond { conn, frame });
     }
 
+    /// Brings the image up to the high watermark: from the node's snapshot when it holds one past
+    /// the image (at start, or installed from the leader), then entry by entry; and asks the node
+    /// for a snapshot of the image every `snapshot_every` entries.
+    fn apply_committed(&mut self) {
+        if let Some((id, data)) = self.node.latest_snapshot() {
+            if id.end_offset > self.image.applied_end() {
+                let image = MetadataImage::from_snapshot(data)
+                    .unwrap_or_else(|e| panic!("the quorum's snapshot {id:?} is not an image: {e}"));
+                assert_eq!(image.applied_end(), id.end_offset, "a snapshot's image ends where the snapshot does");
+                self.image = image;
+                self.snapshot_asked_end = self.snapshot_asked_end.max(id.end_offset);
+            }
+        }
+        let committed = self.node.high_watermark().min(self.node.log().end());
+        if self.image.applied_end() < committed {
+            let entries = self.node.log().entries_from(self.image.applied_end(), MAX_APPLIED_PER_TURN);
+            assert!(
+                entries.first().is_some_and(|e| e.offset == self.image.applied_end()),
+                "the log holds the entries the image has yet to apply"
+            );
+            for entry in entries.iter().take_while(|e| e.offset < committed) {
+                if let Err(e) = self.image.replay(std::iter::once(entry)) {
+                    // Every node refuses it alike, so images stay the same everywhere.
+                    tracing::error!("metadata entry refused: {e}");
+                    self.image.pass_over(entry.offset);
+                    self.refused += 1;
+                }
+            }
+        }
+        let every = self.config.snapshot_every;
+        if every > 0 && self.image.applied_end() >= self.snapshot_asked_end + every {
+            let end = self.image.applied_end();
+            if self.node.snapshot(end, self.image.to_snapshot()).is_ok() {
+                self.snapshot_asked_end = end;
+            }
+        }
+    }
+
     /// Moves the node's actions into ours, framing its messages.
     fn drain_node(&mut self) {
+        self.apply_committed();
         while let Some(action) = self.node.poll_action() {
             match action {
                 RaftAction::Send { to, message: Message::Request { correlation, request } } => {
@@ -250,6 +313,10 @@ impl QuorumMember {
         }
     }
 
+    fn snapshot_end(&self) -> u64 {
+        self.node.latest_snapshot().map_or(0, |(id, _)| id.end_offset)
+    }
+
     fn expect_answer(&mut self, peer: NodeId, correlation_id: i32, api_key: ApiKey, version: i16) {
         let key = (peer, correlation_id);
         if self.in_flight.insert(key, (api_key, version)).is_none() {
@@ -263,6 +330,11 @@ impl QuorumMember {
 
     pub fn check_invariants(&self) {
         self.node.check_invariants();
+        self.image.check_invariants();
+        assert!(
+            self.image.applied_end() <= self.node.high_watermark().max(self.snapshot_end()),
+            "the image ran ahead of the commit"
+        );
         assert_eq!(self.waiting.len(), self.waiting_order.len(), "waiting answers and their order disagree");
         assert_eq!(self.in_flight.len(), self.in_flight_order.len(), "requests in flight and their order disagree");
         assert!(self.waiting.len() <= MAX_WAITING_ANSWERS && self.in_flight.len() <= MAX_IN_FLIGHT);

@@ -32,11 +32,17 @@ pub struct QuorumOptions {
     /// Records to append to the metadata log; refused (dropped) off the leader or when too many
     /// wait to be committed, so the proposer retries.
     pub proposals: Option<mpsc::Receiver<Bytes>>,
-    /// Shown the node after every turn of the loop (the simulator's checkers).
+    /// Shown the member after every turn of the loop (the simulator's checkers).
     pub observer: Option<Observer>,
+    /// Snapshot the metadata image after this many entries (0: never).
+    pub snapshot_every: u64,
 }
 
-pub type Observer = std::sync::Arc<dyn Fn(&RaftNode) + Send + Sync>;
+pub type Observer = std::sync::Arc<dyn Fn(&QuorumMember) + Send + Sync>;
+
+/// Entries between snapshots of the metadata image, by default: a restarting or lagging node
+/// reads one snapshot and a short log instead of the whole history.
+pub const SNAPSHOT_EVERY: u64 = 10_000;
 
 /// Kafka's `controller.quorum.voters`: `ID@HOST:PORT,...`.
 pub fn parse_voters(text: &str) -> Result<Vec<Voter>> {
@@ -93,6 +99,7 @@ pub async fn run<D: QuorumDisk>(
         node_id: options.node_id,
         voters: options.voters.clone(),
         cluster_id: cluster_id_of(&options.voters),
+        snapshot_every: options.snapshot_every,
     };
     let mut member = QuorumMember::new(config, node);
 
@@ -127,7 +134,7 @@ pub async fn run<D: QuorumDisk>(
         drain(&mut member, &disk_ops, &mut conns, &peers);
         member.check_invariants();
         if let Some(observer) = &options.observer {
-            observer(member.node());
+            observer(&member);
         }
         let role = (member.node().role(), member.node().epoch(), member.node().leader());
         if last_role != Some(role) {
