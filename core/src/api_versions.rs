@@ -64,6 +64,7 @@ pub const CONTROLLER_APIS: &[ServedApi] = &[
     api(ApiKey::FetchSnapshot, 1, 1),
     api(ApiKey::DescribeQuorum, 0, 2),
     api(ApiKey::DescribeCluster, 1, 1),
+    api(ApiKey::BrokerRegistration, 0, 4),
 ];
 
 pub fn served(key: ApiKey) -> Option<&'static ServedApi> {

@@ -177,6 +177,91 @@ fn every_member_applies_the_committed_records_to_its_image_and_snapshots_it() {
     }
 }
 
+fn registration(broker: i32, incarnation: u128, cluster: &str) -> RequestKind {
+    use kafka_protocol::messages::{broker_registration_request, BrokerId, BrokerRegistrationRequest};
+    use kafka_protocol::protocol::StrBytes;
+    RequestKind::BrokerRegistration(
+        BrokerRegistrationRequest::default()
+            .with_broker_id(BrokerId(broker))
+            .with_cluster_id(StrBytes::from_string(cluster.to_string()))
+            .with_incarnation_id(uuid::Uuid::from_u128(incarnation))
+            .with_listeners(vec![broker_registration_request::Listener::default()
+                .with_name(StrBytes::from_static_str("PLAINTEXT"))
+                .with_host(StrBytes::from_static_str("10.0.0.7"))
+                .with_port(9092)]),
+    )
+}
+
+impl Cluster {
+    /// Sends a request and runs the cluster until its answer comes (it may wait for a commit).
+    fn ask_and_wait(&mut self, at: u64, to: i32, api_key: ApiKey, version: i16, body: RequestKind) -> ResponseKind {
+        let header = RequestHeader::default()
+            .with_request_api_key(api_key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(78);
+        let frame = codec::encode_request(&header, &body).unwrap();
+        self.members.get_mut(&to).unwrap().handle_request(now(at), ADMIN, frame.slice(4..));
+        self.settle(at);
+        let mut until = at;
+        while self.admin.is_empty() {
+            assert!(until < at + 5_000, "no answer within 5 s");
+            self.run_until_from(until, until + 10);
+            until += 10;
+        }
+        let (correlation, body) = codec::decode_response(api_key, version, self.admin.pop().unwrap()).unwrap();
+        assert_eq!(correlation, 78);
+        body
+    }
+}
+
+#[test]
+fn the_active_controller_registers_a_broker_once_committed_and_every_image_lists_it() {
+    let mut cluster = Cluster::new();
+    cluster.run_until(5_000);
+    let leader = cluster.leader().unwrap();
+    let follower = IDS.into_iter().find(|&id| id != leader).unwrap();
+    let ResponseKind::BrokerRegistration(refused) =
+        cluster.ask_and_wait(5_000, follower, ApiKey::BrokerRegistration, 4, registration(7, 1, "test-cluster"))
+    else {
+        panic!("not a BrokerRegistration answer")
+    };
+    assert_eq!(refused.error_code, 41, "NOT_CONTROLLER off the leader");
+    let ResponseKind::BrokerRegistration(wrong) =
+        cluster.ask_and_wait(5_000, leader, ApiKey::BrokerRegistration, 4, registration(7, 1, "other-cluster"))
+    else {
+        panic!("not a BrokerRegistration answer")
+    };
+    assert_eq!(wrong.error_code, 104, "INCONSISTENT_CLUSTER_ID");
+
+    let ResponseKind::BrokerRegistration(registered) =
+        cluster.ask_and_wait(5_000, leader, ApiKey::BrokerRegistration, 4, registration(7, 1, "test-cluster"))
+    else {
+        panic!("not a BrokerRegistration answer")
+    };
+    assert_eq!(registered.error_code, 0);
+    let epoch = registered.broker_epoch;
+    assert!(epoch > 0);
+    assert!(cluster.members[&leader].node().high_watermark() as i64 > epoch, "answered only once committed");
+    cluster.run_until_from(5_100, 6_000);
+    for id in IDS {
+        let broker = cluster.members[&id].image().broker(7).cloned().expect("every image lists the broker");
+        assert_eq!((broker.epoch, broker.fenced, broker.endpoints[0].port), (epoch, false, 9092));
+    }
+    // A retry of the same incarnation gets the same epoch; a restart (new incarnation) a new one.
+    let ResponseKind::BrokerRegistration(retried) =
+        cluster.ask_and_wait(6_000, leader, ApiKey::BrokerRegistration, 4, registration(7, 1, "test-cluster"))
+    else {
+        panic!("not a BrokerRegistration answer")
+    };
+    assert_eq!((retried.error_code, retried.broker_epoch), (0, epoch));
+    let ResponseKind::BrokerRegistration(restarted) =
+        cluster.ask_and_wait(6_000, leader, ApiKey::BrokerRegistration, 4, registration(7, 2, "test-cluster"))
+    else {
+        panic!("not a BrokerRegistration answer")
+    };
+    assert!(restarted.error_code == 0 && restarted.broker_epoch > epoch);
+}
+
 #[test]
 fn describe_quorum_is_answered_by_the_leader_with_every_voter_and_refused_by_the_others() {
     let mut cluster = Cluster::new();

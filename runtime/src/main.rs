@@ -490,7 +490,18 @@ fn run_serve(args: ServeArgs) -> Result<()> {
                 ),
                 (None, false) => None,
             };
-            let options = quorum::QuorumOptions {
+            // The broker registers its client listener with the active controller, and learns
+            // the other brokers from the image.
+            let (view_tx, view_rx) = tokio::sync::watch::channel(spool_core::ClusterView::default());
+            options.cluster_view = Some(view_rx);
+            let register = (options.broker.advertised_port > 0).then(|| quorum::registration::Registration {
+                node_id,
+                host: options.broker.advertised_host.clone(),
+                port: options.broker.advertised_port as u16,
+                rack: None,
+                incarnation: uuid::Uuid::from_u128(rand::random()),
+            });
+            let quorum_options = quorum::QuorumOptions {
                 node_id,
                 voters,
                 listen,
@@ -498,8 +509,10 @@ fn run_serve(args: ServeArgs) -> Result<()> {
                 proposals: None,
                 observer: None,
                 snapshot_every: quorum::SNAPSHOT_EVERY,
+                register,
+                cluster_view: Some(view_tx),
             };
-            Some((options, quorum::store::FileQuorumDisk::new(data_dir.join(quorum::METADATA_DIR))))
+            Some((quorum_options, quorum::store::FileQuorumDisk::new(data_dir.join(quorum::METADATA_DIR))))
         }
         None => None,
     };

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use spool_core::config::BrokerConfig;
 use spool_core::storage::Completion;
-use spool_core::{Action, Broker, ConnId};
+use spool_core::{Action, Broker, ClusterView, ConnId};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
@@ -39,6 +39,8 @@ pub struct ServerOptions {
     /// How long a stopping broker may take to finish in-flight work and sync; past it, it stops
     /// without the clean-shutdown marker (a stuck disk must not keep it alive).
     pub shutdown_limit: Duration,
+    /// The brokers the metadata quorum registered, for a node in one.
+    pub cluster_view: Option<tokio::sync::watch::Receiver<ClusterView>>,
 }
 
 /// How long a stopping broker may take to finish in-flight work and sync, by default.
@@ -50,7 +52,15 @@ pub type TurnTime = std::sync::Arc<dyn Fn() -> Duration + Send + Sync>;
 impl ServerOptions {
     pub fn new(listen: SocketAddr, broker: BrokerConfig) -> Self {
         let limits = ConnectionLimits { max_request_bytes: broker.max_request_bytes, ..ConnectionLimits::default() };
-        ServerOptions { listen, broker, limits, conn_faults: None, turn_time: None, shutdown_limit: SHUTDOWN_LIMIT }
+        ServerOptions {
+            listen,
+            broker,
+            limits,
+            conn_faults: None,
+            turn_time: None,
+            shutdown_limit: SHUTDOWN_LIMIT,
+            cluster_view: None,
+        }
     }
 }
 
@@ -105,7 +115,11 @@ pub async fn serve<S: Storage>(
         faults: options.conn_faults,
     };
     let accept = tokio::spawn(accept_loop(listener, cx));
-    let timing = Timing { turn_time: options.turn_time, shutdown_limit: options.shutdown_limit };
+    let timing = Timing {
+        turn_time: options.turn_time,
+        shutdown_limit: options.shutdown_limit,
+        cluster_view: options.cluster_view,
+    };
     let result = event_loop(Running { broker, storage, config }, events_rx, shutdown, timing).await;
     accept.abort();
     result
@@ -130,10 +144,12 @@ struct Running<S> {
     config: BrokerConfig,
 }
 
-/// How the loop paces itself: simulated turn costs, and the bound on a stop.
+/// How the loop paces itself (simulated turn costs, the bound on a stop), and what else it
+/// listens to.
 struct Timing {
     turn_time: Option<TurnTime>,
     shutdown_limit: Duration,
+    cluster_view: Option<tokio::sync::watch::Receiver<ClusterView>>,
 }
 
 /// What draining the broker's actions ended with.
@@ -183,7 +199,7 @@ async fn event_loop<S: Storage>(
     timing: Timing,
 ) -> Result<()> {
     let Running { mut broker, mut storage, mut config } = running;
-    let Timing { turn_time, shutdown_limit } = timing;
+    let Timing { turn_time, shutdown_limit, mut cluster_view } = timing;
     let (completions_tx, mut completions) = mpsc::unbounded_channel::<Completion>();
     let mut writers: BTreeMap<ConnId, ConnHandle> = BTreeMap::new();
     // Connections of a broker replaced in place: what they still send is dropped.
@@ -216,6 +232,9 @@ async fn event_loop<S: Storage>(
                 config.offline_restart_after_ms =
                     (config.offline_restart_after_ms * 2).min(config.offline_restart_max_ms);
                 broker = Broker::new(config.clone(), loaded, now_ms());
+                if let Some(view) = &cluster_view {
+                    broker.handle_cluster_view(view.borrow().clone());
+                }
                 continue;
             }
         }
@@ -248,6 +267,10 @@ async fn event_loop<S: Storage>(
                     }
                 }
             }
+            Some(view) = next_view(&mut cluster_view) => {
+                trace::record("cluster", now_ms(), &view.brokers);
+                broker.handle_cluster_view(view);
+            }
             _ = &mut shutdown, if !shutting_down => {
                 tracing::info!("shutting down: finishing in-flight requests and syncing");
                 shutting_down = true;
@@ -268,6 +291,20 @@ async fn event_loop<S: Storage>(
                 trace::describe("tick", now, String::new, || broker.summary());
             }
         }
+    }
+}
+
+/// The quorum's next view of the cluster; never, without a quorum (or once it is gone).
+async fn next_view(view: &mut Option<tokio::sync::watch::Receiver<ClusterView>>) -> Option<ClusterView> {
+    match view {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => Some(rx.borrow_and_update().clone()),
+            Err(_) => {
+                *view = None;
+                None
+            }
+        },
+        None => std::future::pending().await,
     }
 }
 

@@ -127,6 +127,8 @@ struct NodeState {
     /// How far the metadata image is applied, and a digest of it.
     image_end: u64,
     image_digest: u64,
+    /// The unfenced brokers in the image, as a bit per node id.
+    brokers: u64,
 }
 
 struct Cluster {
@@ -169,7 +171,7 @@ fn start_node(handle: &Handle, cluster: &Cluster, id: NodeId) -> NodeHandle {
                 };
                 let (tx, rx) = mpsc::channel(64);
                 inboxes.lock().expect("inboxes").insert(id, tx);
-                let last_image = Mutex::new((u64::MAX, 0u64));
+                let last_image = Mutex::new((u64::MAX, 0u64, 0u64));
                 let observer: quorum::Observer = Arc::new(move |member: &QuorumMember| {
                     let node = member.node();
                     checker.lock().expect("checker").observe(id, incarnation, member);
@@ -178,11 +180,13 @@ fn start_node(handle: &Handle, cluster: &Cluster, id: NodeId) -> NodeHandle {
                     if last.0 != member.image().applied_end() {
                         let mut h = std::hash::DefaultHasher::new();
                         member.image().to_snapshot().hash(&mut h);
-                        *last = (member.image().applied_end(), h.finish());
+                        let brokers = member.image().brokers().filter(|b| !b.fenced).fold(0u64, |m, b| m | 1 << b.id);
+                        *last = (member.image().applied_end(), h.finish(), brokers);
                     }
                     let state = NodeState {
                         image_end: last.0,
                         image_digest: last.1,
+                        brokers: last.2,
                         role: node.role(),
                         epoch: node.epoch(),
                         leader: node.leader(),
@@ -201,6 +205,14 @@ fn start_node(handle: &Handle, cluster: &Cluster, id: NodeId) -> NodeHandle {
                     proposals: Some(rx),
                     observer: Some(observer),
                     snapshot_every,
+                    register: Some(quorum::registration::Registration {
+                        node_id: id,
+                        host: ip(id),
+                        port: 9092,
+                        rack: None,
+                        incarnation: uuid::Uuid::from_u128(thread_rng().gen()),
+                    }),
+                    cluster_view: None,
                 };
                 let (_keep_running, stop) = tokio::sync::oneshot::channel();
                 if let Err(e) = quorum::run(options, SimQuorumDisk { shared: disk, speed }, None, stop).await {
@@ -439,6 +451,14 @@ async fn scenario() -> Result<String, String> {
         let ends: Vec<(u64, u64)> = states.values().map(|s| (s.high_watermark, s.image_end)).collect();
         if ends.windows(2).all(|w| w[0] == w[1]) && ends.iter().all(|(hw, end)| hw == end) {
             let digests: BTreeMap<NodeId, u64> = states.iter().map(|(&id, s)| (id, s.image_digest)).collect();
+            let registered = states.values().next().map_or(0, |s| s.brokers);
+            if let Some(missing) = states.keys().find(|&&id| registered & (1 << id) == 0) {
+                if settled.elapsed() <= HEAL_LIMIT {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                return Err(format!("liveness: node {missing}'s broker is not registered and unfenced in the image"));
+            }
             if digests.values().any(|d| *d != digests.values().next().copied().unwrap_or(0)) {
                 return Err(format!("the nodes' metadata images differ at offset {}: {digests:?}", ends[0].1));
             }

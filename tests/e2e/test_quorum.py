@@ -137,3 +137,20 @@ def test_a_voter_without_a_controller_listener_is_refused_by_name(tmp_path):
                          capture_output=True, text=True, timeout=30)
     assert bad.returncode != 0
     assert '"1@nowhere" has no port' in bad.stderr, bad.stderr
+
+
+def test_every_broker_lists_the_three_registered_brokers_under_the_quorums_cluster_id(quorum):
+    """Each node's broker registers with the active controller (BrokerRegistration); every broker's
+    Metadata then lists all three, as Kafka's kafka-broker-api-versions shows, and answers with the
+    quorum's cluster id."""
+    poll_until(lambda: all("registered with the metadata quorum" in quorum.nodes[i].log_path.read_text(errors="replace")
+                           for i in IDS), 20, "every broker registered")
+    cluster_id = quorum.status()["ClusterId"]
+    for i in IDS:
+        out = ok(tool("kafka-broker-api-versions.sh", "--bootstrap-server", quorum.nodes[i].bootstrap))
+        listed = sorted(int(n) for n in re.findall(r"\(id: (\d+) rack: null isFenced: false\)", out))
+        assert listed == list(IDS), out[:2000]
+        info = subprocess.run([str(spool_bin()), "cluster", "info", "--bootstrap-server", quorum.nodes[i].bootstrap],
+                              capture_output=True, text=True, timeout=30)
+        assert info.returncode == 0, info.stderr
+        assert info.stdout.startswith(f"Cluster {cluster_id},"), info.stdout[:300]

@@ -1,5 +1,7 @@
 //! ApiVersions, Metadata (with topic auto-creation), DescribeCluster and FindCoordinator.
 
+use std::collections::BTreeMap;
+
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::metadata_response::{
@@ -38,8 +40,20 @@ impl Broker {
         )
     }
 
-    pub(crate) fn handle_metadata(&mut self, ctx: RequestCtx, request: MetadataRequest) {
+    /// This broker and every other the quorum registered, by id. A client bootstrapped here
+    /// always finds this broker, registered yet or not.
+    fn brokers(&self) -> Vec<(BrokerId, StrBytes, i32)> {
+        let mut brokers: BTreeMap<i32, (StrBytes, i32)> = BTreeMap::new();
+        for (id, host, port) in self.cluster_view.iter().flat_map(|v| v.brokers.iter()) {
+            brokers.insert(*id, (StrBytes::from_string(host.clone()), *port));
+        }
         let (node_id, host, port) = self.node();
+        brokers.insert(node_id.0, (host, port));
+        brokers.into_iter().map(|(id, (host, port))| (BrokerId(id), host, port)).collect()
+    }
+
+    pub(crate) fn handle_metadata(&mut self, ctx: RequestCtx, request: MetadataRequest) {
+        let (node_id, _, _) = self.node();
         // v0: an empty list means every topic; v1+: null means every topic.
         let wanted: Option<Vec<MetadataRequestTopicRef>> = match request.topics {
             None => None,
@@ -84,7 +98,14 @@ impl Broker {
                 .collect(),
         };
         let response = MetadataResponse::default()
-            .with_brokers(vec![MetadataResponseBroker::default().with_node_id(node_id).with_host(host).with_port(port)])
+            .with_brokers(
+                self.brokers()
+                    .into_iter()
+                    .map(|(id, host, port)| {
+                        MetadataResponseBroker::default().with_node_id(id).with_host(host).with_port(port)
+                    })
+                    .collect(),
+            )
             .with_cluster_id(Some(StrBytes::from_string(self.cluster_id().to_string())))
             .with_controller_id(node_id)
             .with_topics(topics);
@@ -115,15 +136,20 @@ impl Broker {
     }
 
     pub(crate) fn handle_describe_cluster(&mut self, ctx: RequestCtx, _request: DescribeClusterRequest) {
-        let (node_id, host, port) = self.node();
+        let (node_id, _, _) = self.node();
+        // The controller a client sends admin requests to: this broker serves them itself.
         let response = DescribeClusterResponse::default()
             .with_cluster_id(StrBytes::from_string(self.cluster_id().to_string()))
             .with_controller_id(node_id)
             .with_endpoint_type(1)
-            .with_brokers(vec![DescribeClusterBroker::default()
-                .with_broker_id(node_id)
-                .with_host(host)
-                .with_port(port)]);
+            .with_brokers(
+                self.brokers()
+                    .into_iter()
+                    .map(|(id, host, port)| {
+                        DescribeClusterBroker::default().with_broker_id(id).with_host(host).with_port(port)
+                    })
+                    .collect(),
+            );
         self.respond(ctx, ResponseKind::DescribeCluster(response));
     }
 }

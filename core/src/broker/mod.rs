@@ -168,6 +168,17 @@ pub struct Broker {
     offline_since_ms: Option<i64>,
     /// The stop under way is a restart in place, for this reason.
     restart_reason: Option<String>,
+    /// The brokers the metadata quorum has registered, when this node is in one.
+    pub(crate) cluster_view: Option<ClusterView>,
+}
+
+/// The cluster's brokers as the metadata quorum's image lists them: what Metadata and
+/// DescribeCluster answer, besides this broker itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterView {
+    pub cluster_id: Option<String>,
+    /// (node id, host, port) of each registered broker's client listener.
+    pub brokers: Vec<(i32, String, i32)>,
 }
 
 impl Broker {
@@ -252,6 +263,7 @@ impl Broker {
             shutdown_reported: false,
             offline_since_ms: None,
             restart_reason: None,
+            cluster_view: None,
         };
         // Persist identity on first start (and any repair done above), and leader epochs the
         // loader rebuilt or extended.
@@ -299,8 +311,13 @@ impl Broker {
         line
     }
 
+    /// The quorum's cluster id for a node in one (every broker answers the same), else the
+    /// data directory's own.
     pub fn cluster_id(&self) -> &str {
-        &self.durable_meta.cluster_id
+        match self.cluster_view.as_ref().and_then(|v| v.cluster_id.as_deref()) {
+            Some(id) => id,
+            None => &self.durable_meta.cluster_id,
+        }
     }
     pub fn topic(&self, name: &str) -> Option<&Topic> {
         self.topics.get(name)
@@ -624,6 +641,11 @@ impl Broker {
     }
 
     /// Stop serving, make everything durable, then report `Action::ShutdownComplete`.
+    /// The metadata quorum's view of the cluster changed (brokers registered or gone).
+    pub fn handle_cluster_view(&mut self, view: ClusterView) {
+        self.cluster_view = Some(view);
+    }
+
     pub fn handle_shutdown(&mut self) {
         if self.shutting_down {
             return;

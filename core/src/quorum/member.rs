@@ -5,14 +5,17 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
-use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
+use kafka_protocol::messages::{
+    ApiKey, BrokerRegistrationRequest, BrokerRegistrationResponse, RequestHeader, RequestKind, ResponseKind,
+};
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
 
 use super::answers;
 use super::Now;
 use crate::api_versions::CONTROLLER_APIS;
 use crate::codec::{self, DecodeFailure};
-use crate::metadata::MetadataImage;
+use crate::metadata::{Endpoint, MetadataImage, MetadataRecord};
 use crate::ops::ConnId;
 use crate::raft::{wire, Message, NodeId, RaftAction, RaftNode, SnapshotId};
 
@@ -38,6 +41,9 @@ pub struct QuorumConfig {
     /// Snapshot the image once this many entries were applied since the last snapshot (0: never).
     pub snapshot_every: u64,
 }
+
+/// Broker registrations proposed and waiting to be committed; more are refused until some are.
+const MAX_PENDING_REGISTRATIONS: usize = 256;
 
 /// Entries applied to the image per call, so one input never does unbounded work.
 const MAX_APPLIED_PER_TURN: usize = 4096;
@@ -78,6 +84,10 @@ pub struct QuorumMember {
     refused: u64,
     /// Where the last snapshot this member asked for ends.
     snapshot_asked_end: u64,
+    /// Registrations proposed by this member as leader, by the offset of their record: answered
+    /// once the image has applied that offset.
+    /// (offset of the unfencing record) -> (offset of the registration, who waits).
+    pending_registrations: BTreeMap<u64, (u64, Waiting)>,
 }
 
 impl QuorumMember {
@@ -97,6 +107,7 @@ impl QuorumMember {
             image: MetadataImage::default(),
             refused: 0,
             snapshot_asked_end: 0,
+            pending_registrations: BTreeMap::new(),
         };
         member.drain_node();
         member
@@ -178,6 +189,13 @@ impl QuorumMember {
             RequestKind::DescribeCluster(request) => {
                 ResponseKind::DescribeCluster(answers::describe_cluster(&self.node, &self.config, &request))
             }
+            RequestKind::BrokerRegistration(request) => {
+                let waiting = Waiting { conn, correlation_id, version };
+                match self.register_broker(now, waiting, request) {
+                    Some(answer) => ResponseKind::BrokerRegistration(answer),
+                    None => return,
+                }
+            }
             quorum_request => {
                 let (from, request) = match wire::decode_request(quorum_request) {
                     Ok(decoded) => decoded,
@@ -196,8 +214,91 @@ impl QuorumMember {
         self.respond(conn, correlation_id, version, &answer);
     }
 
+    /// KIP-631's broker registration, on the active controller: a RegisterBroker record, answered
+    /// with its offset (the broker epoch) once committed. None: the answer waits for the commit.
+    fn register_broker(
+        &mut self,
+        now: Now,
+        waiting: Waiting,
+        request: BrokerRegistrationRequest,
+    ) -> Option<BrokerRegistrationResponse> {
+        let refuse = |error: ResponseError| Some(BrokerRegistrationResponse::default().with_error_code(error.code()));
+        if self.node.role() != crate::raft::RoleKind::Leader {
+            return refuse(ResponseError::NotController);
+        }
+        if request.cluster_id.as_str() != self.config.cluster_id {
+            return refuse(ResponseError::InconsistentClusterId);
+        }
+        let broker_id = request.broker_id.0;
+        if broker_id < 0 {
+            return refuse(ResponseError::InvalidRequest);
+        }
+        // This incarnation's registration, already committed: a retry.
+        let committed = self.image.broker(broker_id).filter(|b| b.incarnation == request.incarnation_id);
+        if let Some(known) = committed.filter(|b| !b.fenced) {
+            return Some(BrokerRegistrationResponse::default().with_broker_epoch(known.epoch));
+        }
+        let registered_at = committed.map(|b| b.epoch as u64);
+        if self.pending_registrations.len() >= MAX_PENDING_REGISTRATIONS {
+            return refuse(ResponseError::ThrottlingQuotaExceeded);
+        }
+        let record = MetadataRecord::RegisterBroker {
+            broker_id,
+            incarnation: request.incarnation_id,
+            endpoints: request
+                .listeners
+                .iter()
+                .map(|l| Endpoint { listener: l.name.to_string(), host: l.host.to_string(), port: l.port })
+                .collect(),
+            rack: request.rack.as_ref().map(|r| r.to_string()),
+        };
+        // Registered brokers start fenced (KIP-631); with no replica to catch up yet, the
+        // controller lets it in at once. Heartbeats and fencing on expiry come with replication.
+        let unfence = MetadataRecord::BrokerFenced { broker_id, fenced: false };
+        let registered = match registered_at {
+            Some(offset) => offset,
+            None => match self.node.propose(now.monotonic_ms, record.encode()) {
+                Ok(offset) => offset,
+                Err(crate::raft::ProposeError::NotLeader { .. }) => return refuse(ResponseError::NotController),
+                Err(crate::raft::ProposeError::Busy) => return refuse(ResponseError::RequestTimedOut),
+            },
+        };
+        match self.node.propose(now.monotonic_ms, unfence.encode()) {
+            Ok(last) => {
+                self.pending_registrations.insert(last, (registered, waiting));
+                None
+            }
+            // The registration may commit alone; the broker's retry finds it and is let in.
+            Err(_) => refuse(ResponseError::RequestTimedOut),
+        }
+    }
+
+    /// Registrations whose record the image has now applied, or replaced by another leader's.
+    fn answer_registrations(&mut self) {
+        let applied = self.image.applied_end();
+        while let Some(entry) = self.pending_registrations.first_entry() {
+            if *entry.key() >= applied {
+                break;
+            }
+            let (_, (offset, waiting)) = entry.remove_entry();
+            let committed = self.image.brokers().any(|b| b.epoch == offset as i64 && !b.fenced);
+            let answer = if committed {
+                BrokerRegistrationResponse::default().with_broker_epoch(offset as i64)
+            } else {
+                BrokerRegistrationResponse::default().with_error_code(ResponseError::NotController.code())
+            };
+            self.respond(
+                waiting.conn,
+                waiting.correlation_id,
+                waiting.version,
+                &ResponseKind::BrokerRegistration(answer),
+            );
+        }
+    }
+
     /// The connection is gone: answers still owed to it are dropped.
     pub fn handle_closed(&mut self, conn: ConnId) {
+        self.pending_registrations.retain(|_, (_, w)| w.conn != conn);
         self.waiting.retain(|_, w| w.conn != conn);
         let waiting = &self.waiting;
         self.waiting_order.retain(|key| waiting.contains_key(key));
@@ -271,6 +372,7 @@ impl QuorumMember {
                 }
             }
         }
+        self.answer_registrations();
         let every = self.config.snapshot_every;
         if every > 0 && self.image.applied_end() >= self.snapshot_asked_end + every {
             let end = self.image.applied_end();
@@ -338,5 +440,9 @@ impl QuorumMember {
         assert_eq!(self.waiting.len(), self.waiting_order.len(), "waiting answers and their order disagree");
         assert_eq!(self.in_flight.len(), self.in_flight_order.len(), "requests in flight and their order disagree");
         assert!(self.waiting.len() <= MAX_WAITING_ANSWERS && self.in_flight.len() <= MAX_IN_FLIGHT);
+        assert!(self.pending_registrations.len() <= MAX_PENDING_REGISTRATIONS);
+        if let Some((&first, _)) = self.pending_registrations.first_key_value() {
+            assert!(first >= self.image.applied_end(), "a registration left unanswered below the applied end");
+        }
     }
 }

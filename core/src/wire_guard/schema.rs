@@ -44,6 +44,7 @@ pub static REQUESTS: &[(ApiKey, &Message)] = &[
     (ApiKey::EndQuorumEpoch, &END_QUORUM_EPOCH_REQUEST),
     (ApiKey::FetchSnapshot, &FETCH_SNAPSHOT_REQUEST),
     (ApiKey::DescribeQuorum, &DESCRIBE_QUORUM_REQUEST),
+    (ApiKey::BrokerRegistration, &BROKER_REGISTRATION_REQUEST),
 ];
 
 /// ProduceRequest (produce_request.rs)
@@ -1546,5 +1547,57 @@ pub static DESCRIBE_QUORUM_REQUEST_PARTITION_DATA: Message = Message {
     versions: V(0, 2),
     flexible: V(0, 2),
     fields: &[Field { name: "partition_index", kind: Int32, present: V(0, 2), compact: NEVER, nullable: false }],
+    tagged: &[],
+};
+
+/// BrokerRegistrationRequest (broker_registration_request.rs)
+pub static BROKER_REGISTRATION_REQUEST: Message = Message {
+    name: "BrokerRegistrationRequest",
+    versions: V(0, 4),
+    flexible: V(0, 4),
+    fields: &[
+        Field { name: "broker_id", kind: Int32, present: V(0, 4), compact: NEVER, nullable: false },
+        Field { name: "cluster_id", kind: String, present: V(0, 4), compact: V(0, 4), nullable: false },
+        Field { name: "incarnation_id", kind: Uuid, present: V(0, 4), compact: NEVER, nullable: false },
+        Field {
+            name: "listeners",
+            kind: Array(&Struct(&LISTENER)),
+            present: V(0, 4),
+            compact: V(0, 4),
+            nullable: false,
+        },
+        Field { name: "features", kind: Array(&Struct(&FEATURE)), present: V(0, 4), compact: V(0, 4), nullable: false },
+        Field { name: "rack", kind: String, present: V(0, 4), compact: V(0, 4), nullable: true },
+        Field { name: "is_migrating_zk_broker", kind: Bool, present: V(1, 4), compact: NEVER, nullable: false },
+        Field { name: "log_dirs", kind: Array(&Uuid), present: V(2, 4), compact: V(2, 4), nullable: false },
+        Field { name: "previous_broker_epoch", kind: Int64, present: V(3, 4), compact: NEVER, nullable: false },
+    ],
+    tagged: &[],
+};
+
+/// Listener (broker_registration_request.rs)
+pub static LISTENER: Message = Message {
+    name: "Listener",
+    versions: V(0, 4),
+    flexible: V(0, 4),
+    fields: &[
+        Field { name: "name", kind: String, present: V(0, 4), compact: V(0, 4), nullable: false },
+        Field { name: "host", kind: String, present: V(0, 4), compact: V(0, 4), nullable: false },
+        Field { name: "port", kind: UInt16, present: V(0, 4), compact: NEVER, nullable: false },
+        Field { name: "security_protocol", kind: Int16, present: V(0, 4), compact: NEVER, nullable: false },
+    ],
+    tagged: &[],
+};
+
+/// Feature (broker_registration_request.rs)
+pub static FEATURE: Message = Message {
+    name: "Feature",
+    versions: V(0, 4),
+    flexible: V(0, 4),
+    fields: &[
+        Field { name: "name", kind: String, present: V(0, 4), compact: V(0, 4), nullable: false },
+        Field { name: "min_supported_version", kind: Int16, present: V(0, 4), compact: NEVER, nullable: false },
+        Field { name: "max_supported_version", kind: Int16, present: V(0, 4), compact: NEVER, nullable: false },
+    ],
     tagged: &[],
 };

@@ -3,6 +3,7 @@
 //! and writes its files inline (as Kafka's Raft thread does: the metadata log is small).
 
 mod net;
+pub mod registration;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -36,6 +37,10 @@ pub struct QuorumOptions {
     pub observer: Option<Observer>,
     /// Snapshot the metadata image after this many entries (0: never).
     pub snapshot_every: u64,
+    /// This node's broker, registered with the active controller at start.
+    pub register: Option<registration::Registration>,
+    /// Where the registered brokers go as the image changes (the broker's Metadata answers).
+    pub cluster_view: Option<tokio::sync::watch::Sender<spool_core::ClusterView>>,
 }
 
 pub type Observer = std::sync::Arc<dyn Fn(&QuorumMember) + Send + Sync>;
@@ -101,7 +106,12 @@ pub async fn run<D: QuorumDisk>(
         cluster_id: cluster_id_of(&options.voters),
         snapshot_every: options.snapshot_every,
     };
+    let cluster_id = config.cluster_id.clone();
     let mut member = QuorumMember::new(config, node);
+    let registering = options.register.take().map(|me| {
+        let voters = options.voters.clone();
+        tokio::spawn(registration::register(me, voters, cluster_id))
+    });
 
     let (events_tx, mut events) = mpsc::channel::<NetEvent>(4096);
     let accept = match options.listen {
@@ -135,6 +145,9 @@ pub async fn run<D: QuorumDisk>(
         member.check_invariants();
         if let Some(observer) = &options.observer {
             observer(&member);
+        }
+        if let Some(view) = &options.cluster_view {
+            publish_view(&member, view);
         }
         let role = (member.node().role(), member.node().epoch(), member.node().leader());
         if last_role != Some(role) {
@@ -192,7 +205,29 @@ pub async fn run<D: QuorumDisk>(
         accept.abort();
     }
     disk.abort();
+    if let Some(registering) = registering {
+        registering.abort();
+    }
     result
+}
+
+/// Sends the registered brokers to the broker when they changed.
+fn publish_view(member: &QuorumMember, view: &tokio::sync::watch::Sender<spool_core::ClusterView>) {
+    let brokers: Vec<(i32, String, i32)> = member
+        .image()
+        .brokers()
+        .filter(|b| !b.fenced)
+        .filter_map(|b| b.endpoints.first().map(|e| (b.id, e.host.clone(), e.port as i32)))
+        .collect();
+    let cluster_id = Some(member.config().cluster_id.clone());
+    view.send_if_modified(|current| {
+        if current.brokers == brokers && current.cluster_id == cluster_id {
+            return false;
+        }
+        current.brokers = brokers;
+        current.cluster_id = cluster_id;
+        true
+    });
 }
 
 /// A disk operation the node asked for, and what its completion tells the node.
