@@ -154,3 +154,26 @@ def test_every_broker_lists_the_three_registered_brokers_under_the_quorums_clust
                               capture_output=True, text=True, timeout=30)
         assert info.returncode == 0, info.stderr
         assert info.stdout.startswith(f"Cluster {cluster_id},"), info.stdout[:300]
+
+
+def test_a_flood_of_idle_connections_to_a_controller_does_not_disturb_the_quorum(quorum):
+    """Anyone who reaches a controller port can open connections: past a cap they are refused,
+    idle ones are closed, and the voters' own links keep the quorum going."""
+    import socket
+    poll_until(lambda: all(quorum.leader_in_logs(i) is not None for i in IDS), 15, "every node knows a leader")
+    before = quorum.status()
+    # A follower is flooded, so the tool (which asks the leader) is not among the refused.
+    target = next(i for i in IDS if i != int(before["LeaderId"]))
+    flood = []
+    try:
+        for _ in range(400):
+            flood.append(socket.create_connection(("127.0.0.1", quorum.controller_ports[target]), timeout=5))
+        time.sleep(3)
+        replication = quorum.replication(but=target)
+        assert replication[target]["Status"] == "Follower", replication
+        assert int(quorum.status(but=target)["LeaderEpoch"]) == int(before["LeaderEpoch"]), "the flood caused an election"
+    finally:
+        for s in flood:
+            s.close()
+    assert all(quorum.nodes[i].proc.poll() is None for i in IDS), "a node died"
+    assert "connections open; refusing" in quorum.nodes[target].log_path.read_text(errors="replace")

@@ -19,6 +19,12 @@ const MAX_FRAME_BYTES: usize = 64 << 20;
 /// dropped instead, and the node retries them).
 pub const QUEUED_FRAMES: usize = 256;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Inbound connections open at once on the controller listener: the other voters, the brokers
+/// and a few tools need far fewer; past it new ones are closed at once.
+pub const MAX_CONTROLLER_CONNECTIONS: usize = 256;
+/// An inbound connection that sends no request for this long is closed, so idle or stalled
+/// connections cannot hold the listener's slots (voters fetch at least every half second).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub enum NetEvent {
     Connected(ConnId, mpsc::Sender<Bytes>),
@@ -40,6 +46,8 @@ async fn read_frame(reader: &mut ReadHalf<TcpStream>) -> std::io::Result<Bytes> 
 
 pub async fn accept_loop(listener: TcpListener, events: mpsc::Sender<NetEvent>) {
     let mut next_conn: ConnId = 0;
+    let open = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONTROLLER_CONNECTIONS));
+    let mut refused = 0u64;
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -49,11 +57,23 @@ pub async fn accept_loop(listener: TcpListener, events: mpsc::Sender<NetEvent>) 
                 continue;
             }
         };
+        let Ok(slot) = open.clone().try_acquire_owned() else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                tracing::warn!(%peer, refused, "controller listener: {MAX_CONTROLLER_CONNECTIONS} connections open; refusing");
+            }
+            drop(stream);
+            continue;
+        };
         next_conn += 1;
         let conn = next_conn;
         let _ = stream.set_nodelay(true);
         tracing::debug!(conn, %peer, "controller connection accepted");
-        tokio::spawn(serve_connection(conn, stream, events.clone()));
+        let events = events.clone();
+        tokio::spawn(async move {
+            serve_connection(conn, stream, events).await;
+            drop(slot);
+        });
     }
 }
 
@@ -73,7 +93,7 @@ async fn serve_connection(conn: ConnId, stream: TcpStream, events: mpsc::Sender<
     };
     let events_in = events.clone();
     let read = async move {
-        while let Ok(frame) = read_frame(&mut reader).await {
+        while let Ok(Ok(frame)) = tokio::time::timeout(IDLE_TIMEOUT, read_frame(&mut reader)).await {
             if events_in.send(NetEvent::Request(conn, frame)).await.is_err() {
                 break;
             }
