@@ -1,5 +1,5 @@
-//! The Raft node's contract, one promise at a time (the cluster harness in raft_cluster.rs runs
-//! them all together under faults).
+//! The Raft node's contract, one promise at a time (the simulator's quorum scenario runs them all
+//! together under faults).
 
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, FetchResponse as KafkaFetchResponse, ResponseKind};
@@ -254,4 +254,100 @@ fn a_candidate_claims_only_what_it_has_synced() {
         let RaftAction::Send { message: Message::Request { request, .. }, .. } = action else { panic!("{action:?}") };
         assert_eq!(request, Request::Vote { epoch: 2, candidate: 2, last_epoch: 1, log_end: 2 });
     }
+}
+
+fn vote_requests_to(actions: &[RaftAction]) -> Vec<i32> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            RaftAction::Send { to, message: Message::Request { request: Request::Vote { .. }, .. } } => Some(*to),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_candidate_asks_each_voter_once_per_request_timeout_and_again_soon_after_a_broken_connection() {
+    // Re-asking on a short timer floods a slow link: the copies queue up ahead of the answers.
+    let mut config = RaftConfig::new(1, vec![1, 2, 3], 7);
+    // Long enough that the election does not time out within the test.
+    config.election_timeout_ms = 10 * config.request_timeout_ms;
+    let (timeout, backoff) = (config.request_timeout_ms, config.retry_backoff_ms);
+    let mut node = RaftNode::new(config, Restored::default(), 0);
+    let start = node.next_deadline().expect("a voter stands at its election deadline");
+    node.handle_tick(start);
+    assert!(matches!(drain(&mut node)[..], [RaftAction::PersistElection(_)]));
+    node.handle_election_persisted(start);
+    assert_eq!(vote_requests_to(&drain(&mut node)), vec![2, 3]);
+    // Ticks before the request timeout send nothing.
+    for now in (start..start + timeout).step_by(50) {
+        node.handle_tick(now);
+        assert_eq!(vote_requests_to(&drain(&mut node)), Vec::<i32>::new(), "re-asked at {now}");
+    }
+    // Voter 2's connection broke: it is asked again after the back-off; voter 3 is not.
+    node.handle_peer_lost(start + 10, 2);
+    assert!(drain(&mut node).is_empty(), "not before the back-off");
+    node.handle_tick(start + 10 + backoff);
+    assert_eq!(vote_requests_to(&drain(&mut node)), vec![2]);
+    // Voter 3 answers (refusing); voter 2 does not. Past the timeout only 2 is asked again.
+    let response = Response::Vote { epoch: 1, leader: None, granted: false, error: None };
+    node.handle_message(start + 20, 3, Message::Response { correlation: 0, response });
+    node.handle_tick(start + 10 + backoff + timeout - 1);
+    assert!(drain(&mut node).is_empty());
+    node.handle_tick(start + 10 + backoff + timeout);
+    assert_eq!(vote_requests_to(&drain(&mut node)), vec![2]);
+    assert_eq!((node.epoch(), node.role()), (1, RoleKind::Candidate));
+}
+
+#[test]
+fn no_newer_snapshot_replaces_one_a_replica_was_sent_to_until_it_has_had_time_to_read_it() {
+    // A leader that snapshots every few entries would otherwise compact the log past the
+    // snapshot a replica is reading, and send it to a newer one each time: it never catches up.
+    let mut node = RaftNode::new(RaftConfig::new(1, vec![1], 7), Restored::default(), 0);
+    drain(&mut node);
+    node.handle_election_persisted(1);
+    drain(&mut node);
+    node.handle_synced(2, 1);
+    let commit = |node: &mut RaftNode, now: u64| {
+        node.propose(now, Bytes::from_static(b"r")).expect("the leader takes proposals");
+        for action in drain(node) {
+            if let RaftAction::Sync { through } = action {
+                node.handle_synced(now, through);
+            }
+        }
+        drain(node);
+    };
+    let write_snapshot = |node: &mut RaftNode, now: u64| -> Result<(), String> {
+        let end = node.high_watermark();
+        node.snapshot(end, Bytes::from_static(b"image"))?;
+        let actions = drain(node);
+        let [RaftAction::WriteSnapshot { id, .. }] = &actions[..] else { panic!("{actions:?}") };
+        node.handle_snapshot_written(now, *id);
+        Ok(())
+    };
+    commit(&mut node, 3);
+    commit(&mut node, 4);
+    write_snapshot(&mut node, 5).expect("nobody reads a snapshot yet");
+    let start = node.log().start();
+    assert!(start > 0);
+    // An observer that starts from nothing is sent to the snapshot.
+    let fetch = Request::Fetch { epoch: 1, replica: 10, fetch_offset: 0, last_fetched_epoch: 0, max_wait_ms: 0 };
+    node.handle_message(10, 10, Message::Request { correlation: 1, request: fetch });
+    let answer = drain(&mut node);
+    assert!(
+        matches!(
+            &answer[..],
+            [RaftAction::Send { message: Message::Response { response: Response::Fetch(f), .. }, .. }]
+                if f.snapshot.is_some()
+        ),
+        "{answer:?}"
+    );
+    commit(&mut node, 11);
+    assert!(write_snapshot(&mut node, 12).is_err(), "a newer snapshot while the observer reads the old one");
+    assert_eq!(node.log().start(), start, "the log past the snapshot being read stays");
+    let later = 10 + node.config().fetch_timeout_ms;
+    node.handle_tick(later);
+    drain(&mut node);
+    write_snapshot(&mut node, later).expect("the reader had its time");
+    assert!(node.log().start() > start);
 }

@@ -322,9 +322,10 @@ impl QuorumMember {
     }
 
     /// The connection to `peer` broke: nothing sent on it will be answered.
-    pub fn handle_peer_lost(&mut self, peer: NodeId) {
+    pub fn handle_peer_lost(&mut self, now: Now, peer: NodeId) {
         self.in_flight.retain(|(to, _), _| *to != peer);
         self.in_flight_order.retain(|(to, _)| *to != peer);
+        self.node.handle_peer_lost(now.monotonic_ms, peer);
     }
 
     fn wait_for_answer(&mut self, from: NodeId, waiting: Waiting) {

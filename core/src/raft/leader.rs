@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::resend::Resend;
 use super::NodeId;
 
 #[derive(Clone, Debug, Default)]
@@ -35,7 +36,8 @@ pub(super) struct LeaderState {
     pub observers: BTreeMap<NodeId, Progress>,
     /// Voters known to have learned of this leader (answered BeginQuorumEpoch, or fetched).
     pub acknowledged: BTreeSet<NodeId>,
-    pub next_begin_retry_ms: u64,
+    /// When each voter not yet acknowledged is sent BeginQuorumEpoch again.
+    pub begin_resend: Resend,
     pub parked: Vec<ParkedFetch>,
 }
 
@@ -48,7 +50,7 @@ impl LeaderState {
             voters,
             observers: BTreeMap::new(),
             acknowledged: BTreeSet::new(),
-            next_begin_retry_ms: now_ms,
+            begin_resend: Resend::default(),
             parked: Vec::new(),
         }
     }

@@ -6,6 +6,7 @@ mod leader;
 pub mod log;
 pub mod message;
 pub mod node;
+mod resend;
 pub mod wire;
 
 /// A node's id, as Kafka's `node.id` (a broker id and a voter id are the same number).

@@ -4,7 +4,8 @@
 //! ## The contract (quinn-style)
 //! - Inputs: [`RaftNode::handle_message`] (a peer's request or response), [`RaftNode::handle_tick`]
 //!   (at or after [`RaftNode::next_deadline`]), [`RaftNode::handle_election_persisted`],
-//!   [`RaftNode::handle_synced`], [`RaftNode::propose`]. Every input takes `now_ms`, a monotonic
+//!   [`RaftNode::handle_synced`], [`RaftNode::propose`], [`RaftNode::handle_peer_lost`] (the
+//!   connection to that node broke). Every input takes `now_ms`, a monotonic
 //!   clock in milliseconds that never goes back.
 //! - Outputs: drain [`RaftNode::poll_action`] after every input and carry each action out in order.
 //!   - `PersistElection`: write the election state durably, then call `handle_election_persisted`.
@@ -12,7 +13,9 @@
 //!     an election state the disk does not yet hold.
 //!   - `Append` / `Truncate`: change the log file in order. `Sync { through }`: fsync it, then call
 //!     `handle_synced(through)`; at most one sync is in flight.
-//!   - `Send`: deliver the message to that node; it may be lost, delayed or duplicated.
+//!   - `Send`: deliver the message to that node; it may be lost, delayed or duplicated. A Vote or
+//!     BeginQuorumEpoch is sent again after the request timeout, or after the back-off once
+//!     `handle_peer_lost` says its connection broke (a stream loses nothing short of that).
 //!   - `WriteSnapshot`: write the snapshot durably, then drop the log's entries below its end
 //!     (all of them if `replaces_log`), then call `handle_snapshot_written`.
 //! - The state machine above hands the node snapshots of itself with [`RaftNode::snapshot`],
@@ -39,9 +42,13 @@ use serde::{Deserialize, Serialize};
 use super::leader::{LeaderState, ParkedFetch};
 use super::log::{Entry, Payload, RaftLog, SnapshotId};
 use super::message::{Diverging, FetchResponse, Message, RaftError, Request, Response, SnapshotChunk};
+use super::resend::Resend;
 use super::NodeId;
 
 const CORRELATION_MASK: u64 = 0x7fff_ffff;
+/// While a replica reads the latest snapshot no newer one is taken, up to this many entries in
+/// the log: a replica that stays on the snapshot cannot make the log grow without bound.
+const MAX_ENTRIES_HELD_FOR_READERS: u64 = 100_000;
 
 #[derive(Clone, Debug)]
 pub struct RaftConfig {
@@ -56,8 +63,11 @@ pub struct RaftConfig {
     pub fetch_timeout_ms: u64,
     /// How long a leader may hold a fetch that has nothing new to return.
     pub fetch_max_wait_ms: u64,
-    /// Unanswered requests are sent again after this.
+    /// A failed request is sent again after this.
     pub retry_backoff_ms: u64,
+    /// A Vote or BeginQuorumEpoch unanswered this long is sent again; one whose connection broke
+    /// is sent again after the back-off (Kafka's `quorum.request.timeout.ms`, 2 000).
+    pub request_timeout_ms: u64,
     pub max_fetch_entries: usize,
     /// Limit on the entries a leader holds that are not yet committed; proposals beyond it fail.
     pub max_uncommitted: u64,
@@ -81,6 +91,7 @@ impl RaftConfig {
             fetch_timeout_ms: 2_000,
             fetch_max_wait_ms: 500,
             retry_backoff_ms: 100,
+            request_timeout_ms: 2_000,
             max_fetch_entries: 512,
             max_uncommitted: 4_096,
             max_observers: 64,
@@ -181,7 +192,7 @@ enum Role {
         granted: BTreeSet<NodeId>,
         answered: BTreeSet<NodeId>,
         deadline_ms: u64,
-        retry_ms: u64,
+        resend: Resend,
     },
     Leader(Box<LeaderState>),
     Follower {
@@ -222,6 +233,11 @@ pub struct RaftNode {
     search_index: usize,
     /// The latest durable snapshot: the log starts at its end.
     snapshot: Option<(SnapshotId, Bytes)>,
+    /// A replica was sent to the latest snapshot or read from it lately: until then no newer
+    /// one replaces it (and compacts the log past it), or the replica would never catch up.
+    snapshot_readers_until_ms: u64,
+    /// The latest `now_ms` any input brought.
+    clock_ms: u64,
     /// A snapshot being written (taken here, or fetched and to replace the log).
     snapshot_write: Option<(SnapshotId, Bytes, bool)>,
     /// The leader's snapshot being read, chunk by chunk.
@@ -263,6 +279,8 @@ impl RaftNode {
             snapshot: restored.snapshot,
             snapshot_write: None,
             snapshot_fetch: None,
+            snapshot_readers_until_ms: 0,
+            clock_ms: now_ms,
         };
         node.high_watermark = node.log.start();
         // A restarted process must not take answers meant for the one before it: its request
@@ -293,7 +311,7 @@ impl RaftNode {
                     granted,
                     answered: BTreeSet::new(),
                     deadline_ms: now_ms + self.random_election_timeout(),
-                    retry_ms: now_ms,
+                    resend: Resend::default(),
                 }
             }
             (None, Some(c)) => Role::Voted { candidate: c, deadline_ms: now_ms + self.random_election_timeout() },
@@ -308,6 +326,11 @@ impl RaftNode {
 
     fn is_voter(&self) -> bool {
         self.config.is_voter(self.me())
+    }
+
+    fn other_voters(&self) -> impl Iterator<Item = NodeId> + '_ {
+        let me = self.me();
+        self.config.voters.iter().copied().filter(move |&v| v != me)
     }
 
     fn majority(&self) -> usize {
@@ -395,10 +418,17 @@ impl RaftNode {
             Role::Unattached { deadline_ms } if self.is_voter() => deadlines.push(*deadline_ms),
             Role::Unattached { .. } => {}
             Role::Voted { deadline_ms, .. } | Role::Resigned { deadline_ms } => deadlines.push(*deadline_ms),
-            Role::Candidate { deadline_ms, retry_ms, .. } => deadlines.extend([*deadline_ms, *retry_ms]),
+            Role::Candidate { deadline_ms, answered, resend, .. } => {
+                deadlines.push(*deadline_ms);
+                deadlines.extend(resend.next_due(self.other_voters().filter(|v| !answered.contains(v))));
+            }
             Role::Follower { deadline_ms, .. } => deadlines.push(*deadline_ms),
             Role::Leader(leader) => {
-                deadlines.push(leader.next_begin_retry_ms);
+                deadlines.extend(
+                    leader
+                        .begin_resend
+                        .next_due(leader.voters.keys().copied().filter(|v| !leader.acknowledged.contains(v))),
+                );
                 deadlines.extend(leader.parked.iter().map(|p| p.deadline_ms));
                 if self.config.voters.len() > 1 {
                     deadlines.push(self.next_check_quorum_ms(leader));
@@ -448,6 +478,7 @@ impl RaftNode {
 
     fn send(&mut self, to: NodeId, message: Message) {
         debug_assert_ne!(to, self.me(), "a node sends to itself");
+        tracing::trace!(node = self.me(), to, ?message, "raft send");
         self.outbox.push_back(RaftAction::Send { to, message });
     }
 
@@ -486,12 +517,31 @@ impl RaftNode {
     // ---- inputs ----
 
     pub fn handle_election_persisted(&mut self, now_ms: u64) {
+        self.clock_ms = self.clock_ms.max(now_ms);
         assert!(self.persisting, "an election state persisted that was not asked for");
         self.persisting = false;
         self.handle_tick(now_ms);
     }
 
+    /// The connection to `peer` broke: nothing sent on it will be answered, so what waits on an
+    /// answer from it is asked again after the back-off rather than the request timeout.
+    pub fn handle_peer_lost(&mut self, now_ms: u64, peer: NodeId) {
+        self.clock_ms = self.clock_ms.max(now_ms);
+        let backoff = self.config.retry_backoff_ms;
+        match &mut self.role {
+            Role::Candidate { resend, .. } => resend.lost(peer, now_ms, backoff),
+            Role::Leader(leader) => leader.begin_resend.lost(peer, now_ms, backoff),
+            _ => {}
+        }
+        if self.fetch_in_flight.is_some_and(|f| f.to == peer) {
+            self.abandon_fetch();
+            self.fetch_retry_ms = now_ms + backoff;
+        }
+        self.handle_tick(now_ms);
+    }
+
     pub fn handle_synced(&mut self, now_ms: u64, through: u64) {
+        self.clock_ms = self.clock_ms.max(now_ms);
         assert_eq!(self.sync_in_flight, Some(through), "a sync completed that was not in flight");
         self.sync_in_flight = None;
         self.log.mark_durable(through);
@@ -505,6 +555,7 @@ impl RaftNode {
     /// Appends a record as leader; it is committed once the high watermark passes the offset
     /// returned.
     pub fn propose(&mut self, now_ms: u64, data: Bytes) -> Result<u64, ProposeError> {
+        self.clock_ms = self.clock_ms.max(now_ms);
         let Role::Leader(_) = self.role else {
             return Err(ProposeError::NotLeader { leader: self.election.leader.filter(|&l| l != self.me()) });
         };
@@ -524,6 +575,10 @@ impl RaftNode {
             // One snapshot write at a time; and one about to be replaced by the leader's is moot.
             return Err("a snapshot is being written or fetched".to_string());
         }
+        let held_entries = self.log.end() - self.log.start();
+        if self.snapshot_readers_until_ms > self.clock_ms && held_entries < MAX_ENTRIES_HELD_FOR_READERS {
+            return Err("a replica is reading the latest snapshot".to_string());
+        }
         if end_offset <= self.log.start() || end_offset > self.high_watermark {
             return Err(format!("a snapshot must end within {}..={}", self.log.start() + 1, self.high_watermark));
         }
@@ -535,6 +590,7 @@ impl RaftNode {
     }
 
     pub fn handle_snapshot_written(&mut self, now_ms: u64, id: SnapshotId) {
+        self.clock_ms = self.clock_ms.max(now_ms);
         let Some((written, data, replaces_log)) = self.snapshot_write.take() else {
             panic!("a snapshot written that was not asked for")
         };
@@ -563,6 +619,7 @@ impl RaftNode {
     }
 
     pub fn handle_tick(&mut self, now_ms: u64) {
+        self.clock_ms = self.clock_ms.max(now_ms);
         match &mut self.role {
             Role::Unattached { deadline_ms } if now_ms >= *deadline_ms && self.config.is_voter(self.config.node_id) => {
                 self.become_candidate(now_ms)
@@ -571,16 +628,11 @@ impl RaftNode {
                 self.become_candidate(now_ms)
             }
             Role::Candidate { deadline_ms, .. } if now_ms >= *deadline_ms => self.become_candidate(now_ms),
-            Role::Candidate { retry_ms, answered, .. } if now_ms >= *retry_ms => {
-                *retry_ms = now_ms + self.config.retry_backoff_ms;
-                let unanswered: Vec<NodeId> = self
-                    .config
-                    .voters
-                    .iter()
-                    .copied()
-                    .filter(|v| *v != self.config.node_id && !answered.contains(v))
-                    .collect();
-                self.send_vote_requests(&unanswered);
+            Role::Candidate { .. } => {
+                let due = self.vote_requests_due(now_ms);
+                if !due.is_empty() {
+                    self.send_vote_requests(now_ms, &due);
+                }
             }
             Role::Follower { deadline_ms, .. } if now_ms >= *deadline_ms => {
                 if self.is_voter() {
@@ -599,18 +651,23 @@ impl RaftNode {
         }
         if let Some(fetch) = self.fetch_in_flight {
             if now_ms >= fetch.sent_ms + self.fetch_request_timeout_ms() {
-                self.fetch_in_flight = None;
-                // A voter that does not answer may be gone: look elsewhere next time.
-                self.search_index = self.search_index.wrapping_add(1);
+                self.abandon_fetch();
             }
         }
         self.maybe_fetch(now_ms);
         self.debug_check_invariants();
     }
 
+    /// Gives up on the fetch in flight. The voter it went to may be gone: an observer looks
+    /// elsewhere next time.
+    fn abandon_fetch(&mut self) {
+        self.fetch_in_flight = None;
+        self.search_index = self.search_index.wrapping_add(1);
+    }
+
     fn tick_leader(&mut self, now_ms: u64) {
         let timeout = self.check_quorum_timeout_ms();
-        let retry = self.config.retry_backoff_ms;
+        let request_timeout = self.config.request_timeout_ms;
         let Role::Leader(leader) = &mut self.role else { unreachable!() };
         if self.config.voters.len() > 1
             && now_ms >= leader.became_leader_ms + timeout
@@ -624,23 +681,29 @@ impl RaftNode {
             self.resign(now_ms);
             return;
         }
-        if now_ms >= leader.next_begin_retry_ms {
-            leader.next_begin_retry_ms = now_ms + retry;
-            let unaware: Vec<NodeId> =
-                leader.voters.keys().copied().filter(|v| !leader.acknowledged.contains(v)).collect();
-            let begin = Request::BeginQuorumEpoch { epoch: self.election.epoch, leader: self.config.node_id };
-            for voter in unaware {
-                self.request(voter, begin.clone());
-            }
+        let unaware: Vec<NodeId> = leader
+            .voters
+            .keys()
+            .copied()
+            .filter(|&v| !leader.acknowledged.contains(&v) && leader.begin_resend.is_due(v, now_ms))
+            .collect();
+        for &voter in &unaware {
+            leader.begin_resend.sent(voter, now_ms, request_timeout);
+        }
+        let begin = Request::BeginQuorumEpoch { epoch: self.election.epoch, leader: self.config.node_id };
+        for voter in unaware {
+            self.request(voter, begin.clone());
         }
         self.answer_parked_fetches(now_ms, true);
     }
 
     pub fn handle_message(&mut self, now_ms: u64, from: NodeId, message: Message) {
+        self.clock_ms = self.clock_ms.max(now_ms);
         if from == self.me() {
             tracing::warn!("raft message from this node's own id; dropped");
             return;
         }
+        tracing::trace!(node = self.me(), from, ?message, "raft received");
         match message {
             Message::Request { correlation, request } => self.handle_request(now_ms, from, correlation, request),
             Message::Response { correlation, response } => self.handle_response(now_ms, from, correlation, response),
@@ -727,6 +790,7 @@ impl RaftNode {
             None
         };
         if let (None, Some(data)) = (chunk.error, held) {
+            self.snapshot_readers_until_ms = now_ms + self.config.fetch_timeout_ms;
             let start = position as usize;
             let end = (start + self.config.max_snapshot_chunk_bytes).min(data.len());
             chunk.size = data.len() as u64;
@@ -832,6 +896,7 @@ impl RaftNode {
         if below_start {
             // The log no longer holds where this replica stands: it reads the snapshot.
             let id = self.snapshot.as_ref().expect("a log that starts above 0 has a snapshot").0;
+            self.snapshot_readers_until_ms = now_ms + self.config.fetch_timeout_ms;
             let Response::Fetch(mut response) = self.fetch_response(None, Vec::new()) else { unreachable!() };
             response.snapshot = Some(id);
             self.respond(from, correlation, Response::Fetch(response));
@@ -1160,6 +1225,7 @@ impl RaftNode {
     // ---- transitions ----
 
     fn leave_leadership(&mut self) {
+        self.snapshot_readers_until_ms = 0;
         if let Role::Leader(leader) = &mut self.role {
             let parked = std::mem::take(&mut leader.parked);
             for p in parked {
@@ -1205,17 +1271,27 @@ impl RaftNode {
             granted: BTreeSet::from([me]),
             answered: BTreeSet::new(),
             deadline_ms,
-            retry_ms: now_ms + self.config.retry_backoff_ms,
+            resend: Resend::default(),
         };
         if self.majority() == 1 {
             self.become_leader(now_ms);
             return;
         }
-        let others: Vec<NodeId> = self.config.voters.iter().copied().filter(|&v| v != me).collect();
-        self.send_vote_requests(&others);
+        let others: Vec<NodeId> = self.other_voters().collect();
+        self.send_vote_requests(now_ms, &others);
     }
 
-    fn send_vote_requests(&mut self, voters: &[NodeId]) {
+    /// The voters a candidate has no answer from and may ask again now.
+    fn vote_requests_due(&self, now_ms: u64) -> Vec<NodeId> {
+        let Role::Candidate { answered, resend, .. } = &self.role else { return Vec::new() };
+        self.other_voters().filter(|&v| !answered.contains(&v) && resend.is_due(v, now_ms)).collect()
+    }
+
+    fn send_vote_requests(&mut self, now_ms: u64, voters: &[NodeId]) {
+        let Role::Candidate { resend, .. } = &mut self.role else { unreachable!("only a candidate asks for votes") };
+        for &voter in voters {
+            resend.sent(voter, now_ms, self.config.request_timeout_ms);
+        }
         let (last_epoch, log_end) = self.log.durable_position();
         let vote = Request::Vote { epoch: self.election.epoch, candidate: self.me(), last_epoch, log_end };
         for &voter in voters {
@@ -1237,6 +1313,7 @@ impl RaftNode {
     /// Gives up leadership (check-quorum, or a controlled shutdown): tells the voters, so that
     /// the most caught-up stands first.
     pub fn resign(&mut self, now_ms: u64) {
+        self.clock_ms = self.clock_ms.max(now_ms);
         let Role::Leader(leader) = &self.role else { return };
         let mut successors: Vec<(u64, NodeId)> = leader.voters.iter().map(|(&v, p)| (p.durable_end, v)).collect();
         successors.sort_unstable_by(|a, b| b.cmp(a));

@@ -141,7 +141,7 @@ pub async fn run<D: QuorumDisk>(
     let (done_tx, mut disk_done) = mpsc::unbounded_channel();
     let disk = tokio::spawn(disk_worker(store, ops, done_tx));
     let result = loop {
-        drain(&mut member, &disk_ops, &mut conns, &peers);
+        drain(&mut member, now(), &disk_ops, &mut conns, &peers);
         member.check_invariants();
         if let Some(observer) = &options.observer {
             observer(&member);
@@ -185,7 +185,7 @@ pub async fn run<D: QuorumDisk>(
                         tracing::debug!(peer, "metadata quorum: dropped an answer: {e}");
                     }
                 }
-                NetEvent::PeerLost(peer) => member.handle_peer_lost(peer),
+                NetEvent::PeerLost(peer) => member.handle_peer_lost(now(), peer),
             },
             _ = sleep_until(deadline) => member.handle_tick(now()),
             proposal = next_proposal(&mut proposals) => match proposal {
@@ -195,7 +195,7 @@ pub async fn run<D: QuorumDisk>(
             _ = &mut stop => {
                 member.resign(now());
                 // Long enough for EndQuorumEpoch to reach the others, short enough not to hold a stop up.
-                drain(&mut member, &disk_ops, &mut conns, &peers);
+                drain(&mut member, now(), &disk_ops, &mut conns, &peers);
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 break Ok(());
             }
@@ -309,6 +309,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 /// Carries out the member's actions in order; storage goes to the disk task, in order.
 fn drain(
     member: &mut QuorumMember,
+    now: Now,
     disk: &mpsc::UnboundedSender<DiskOp>,
     conns: &mut BTreeMap<ConnId, mpsc::Sender<Bytes>>,
     peers: &BTreeMap<NodeId, mpsc::Sender<Bytes>>,
@@ -334,7 +335,7 @@ fn drain(
             QuorumAction::SendToPeer { peer, frame } => {
                 let sent = peers.get(&peer).is_some_and(|tx| tx.try_send(frame).is_ok());
                 if !sent {
-                    member.handle_peer_lost(peer);
+                    member.handle_peer_lost(now, peer);
                 }
                 continue;
             }
