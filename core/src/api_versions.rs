@@ -65,6 +65,7 @@ pub const CONTROLLER_APIS: &[ServedApi] = &[
     api(ApiKey::DescribeQuorum, 0, 2),
     api(ApiKey::DescribeCluster, 1, 1),
     api(ApiKey::BrokerRegistration, 0, 4),
+    api(ApiKey::BrokerHeartbeat, 0, 1),
 ];
 
 pub fn served(key: ApiKey) -> Option<&'static ServedApi> {

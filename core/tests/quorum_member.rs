@@ -402,3 +402,87 @@ mod hostile {
         }
     }
 }
+
+fn heartbeat(broker: i32, epoch: i64, offset: i64, want_shut_down: bool) -> RequestKind {
+    use kafka_protocol::messages::{BrokerHeartbeatRequest, BrokerId};
+    RequestKind::BrokerHeartbeat(
+        BrokerHeartbeatRequest::default()
+            .with_broker_id(BrokerId(broker))
+            .with_broker_epoch(epoch)
+            .with_current_metadata_offset(offset)
+            .with_want_shut_down(want_shut_down),
+    )
+}
+
+impl Cluster {
+    fn heartbeat(&mut self, at: u64, to: i32, body: RequestKind) -> kafka_protocol::messages::BrokerHeartbeatResponse {
+        let ResponseKind::BrokerHeartbeat(answer) = self.ask(at, to, ApiKey::BrokerHeartbeat, 1, body) else {
+            panic!("not a BrokerHeartbeat answer")
+        };
+        answer
+    }
+
+    fn fenced_everywhere(&self, broker: i32) -> Vec<bool> {
+        IDS.iter().map(|id| self.members[id].image().broker(broker).expect("registered").fenced).collect()
+    }
+}
+
+#[test]
+fn a_broker_that_stops_heartbeating_is_fenced_and_let_in_again_once_it_heartbeats_caught_up() {
+    use spool_core::quorum::sessions::SESSION_TIMEOUT_MS;
+    let mut cluster = Cluster::new();
+    cluster.run_until(5_000);
+    let leader = cluster.leader().unwrap();
+    let follower = IDS.into_iter().find(|&id| id != leader).unwrap();
+    let ResponseKind::BrokerRegistration(registered) =
+        cluster.ask_and_wait(5_000, leader, ApiKey::BrokerRegistration, 4, registration(7, 1, "test-cluster"))
+    else {
+        panic!("not a BrokerRegistration answer")
+    };
+    let epoch = registered.broker_epoch;
+    let offset = |cluster: &Cluster| cluster.members[&leader].image().applied_end() as i64;
+
+    assert_eq!(cluster.heartbeat(5_100, follower, heartbeat(7, epoch, 0, false)).error_code, 41, "NOT_CONTROLLER");
+    assert_eq!(
+        cluster.heartbeat(5_100, leader, heartbeat(7, epoch + 1, 0, false)).error_code,
+        77,
+        "STALE_BROKER_EPOCH"
+    );
+    assert_eq!(cluster.heartbeat(5_100, leader, heartbeat(8, 1, 0, false)).error_code, 77, "an unknown broker");
+
+    // Heartbeats every 2 s keep it in, far past the session timeout.
+    let mut at = 5_100;
+    while at < 5_100 + 3 * SESSION_TIMEOUT_MS {
+        let o = offset(&cluster);
+        let answer = cluster.heartbeat(at, leader, heartbeat(7, epoch, o, false));
+        assert_eq!((answer.error_code, answer.is_fenced, answer.is_caught_up), (0, false, true));
+        cluster.run_until_from(at, at + 2_000);
+        at += 2_000;
+    }
+    assert_eq!(cluster.fenced_everywhere(7), vec![false; 3]);
+
+    // Silent: fenced once the session ends, in every image; not before.
+    let last = at - 2_000;
+    cluster.run_until_from(at, last + SESSION_TIMEOUT_MS - 10);
+    assert_eq!(cluster.fenced_everywhere(7), vec![false; 3], "fenced before its session ended");
+    cluster.run_until_from(last + SESSION_TIMEOUT_MS - 10, last + SESSION_TIMEOUT_MS + 1_000);
+    assert_eq!(cluster.fenced_everywhere(7), vec![true; 3]);
+
+    // Back, but behind its own registration: stays fenced. Caught up: let in again.
+    let at = last + SESSION_TIMEOUT_MS + 1_000;
+    let behind = cluster.heartbeat(at, leader, heartbeat(7, epoch, epoch - 1, false));
+    assert_eq!((behind.is_fenced, behind.is_caught_up), (true, false));
+    cluster.run_until_from(at, at + 500);
+    assert_eq!(cluster.fenced_everywhere(7), vec![true; 3]);
+    let o = offset(&cluster);
+    assert!(cluster.heartbeat(at + 500, leader, heartbeat(7, epoch, o, false)).is_fenced);
+    cluster.run_until_from(at + 500, at + 1_000);
+    assert_eq!(cluster.fenced_everywhere(7), vec![false; 3]);
+
+    // Asking to shut down: told it may, and fenced at once rather than after its session.
+    let o = offset(&cluster);
+    let stopping = cluster.heartbeat(at + 1_000, leader, heartbeat(7, epoch, o, true));
+    assert!(stopping.should_shut_down && !stopping.is_fenced);
+    cluster.run_until_from(at + 1_000, at + 1_500);
+    assert_eq!(cluster.fenced_everywhere(7), vec![true; 3]);
+}

@@ -23,6 +23,8 @@ pub struct QuorumDiskState {
     /// Snapshots written: taken by the node itself, and installed from the leader's.
     pub snapshots_taken: u64,
     pub snapshots_installed: u64,
+    /// The faults are over: slow fsyncs go on, stalls do not.
+    pub healed: bool,
 }
 
 impl QuorumDiskState {
@@ -65,7 +67,7 @@ impl QuorumDisk for SimQuorumDisk {
         let durable = matches!(kind, DiskOpKind::Sync | DiskOpKind::Election | DiskOpKind::Snapshot);
         let ms = match () {
             _ if !durable => 0,
-            _ if crate::draw::happens(self.speed.stall) => thread_rng().gen_range(1_000..5_000),
+            _ if !self.state().healed && crate::draw::happens(self.speed.stall) => thread_rng().gen_range(1_000..5_000),
             _ => thread_rng().gen_range(0..=self.speed.fsync_ms),
         };
         std::time::Duration::from_millis(ms)

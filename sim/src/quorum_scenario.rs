@@ -403,6 +403,7 @@ async fn scenario() -> Result<String, String> {
     // In some seeds a voter (often the leader) stays down: a bare majority must carry on, and
     // observers must find the new leader without it.
     let keep_down = draw::int("quorum.keep_voter_down", 0..2) == 1 && voter_count >= 3;
+    let mut kept_down = None;
     if keep_down {
         let leader =
             cluster.states.lock().expect("states").iter().find(|(_, s)| s.role == RoleKind::Leader).map(|(&i, _)| i);
@@ -411,10 +412,17 @@ async fn scenario() -> Result<String, String> {
             _ => thread_rng().gen_range(1..=voter_count),
         };
         handle.kill(cluster.nodes[&down].id());
+        kept_down = Some(down);
         cluster.states.lock().expect("states").remove(&down);
         cluster.inboxes.lock().expect("inboxes").remove(&down);
     }
     let node_count = node_count - keep_down as usize;
+    // Healed: links stay slow but lose nothing, and fsyncs stay slow but stall no more. Progress
+    // is owed from here on; while faults go on, only safety is.
+    NetSim::current().update_config(|c| c.packet_loss_rate = 0.0);
+    for disk in cluster.disks.values() {
+        disk.lock().expect("disk").healed = true;
+    }
     let faults_stopped = tokio::time::Instant::now();
 
     // Liveness: one leader everyone follows, and a record proposed now committed everywhere.
@@ -458,6 +466,14 @@ async fn scenario() -> Result<String, String> {
                     continue;
                 }
                 return Err(format!("liveness: node {missing}'s broker is not registered and unfenced in the image"));
+            }
+            // A node that stays down stops heartbeating: its session ends and it is fenced.
+            if let Some(down) = kept_down.filter(|&d| registered & (1 << d) != 0) {
+                if settled.elapsed() <= HEAL_LIMIT {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                return Err(format!("liveness: node {down} is down but its broker is still unfenced in the image"));
             }
             if digests.values().any(|d| *d != digests.values().next().copied().unwrap_or(0)) {
                 return Err(format!("the nodes' metadata images differ at offset {}: {digests:?}", ends[0].1));

@@ -1,12 +1,14 @@
 """The metadata quorum across three real `spool serve` processes, checked with Apache Kafka's own
 `kafka-metadata-quorum` tool: an election, a leader killed and restarted, a leader stopped with
-SIGTERM handing over at once, and a misconfigured voter refused by name.
+SIGTERM handing over at once, a misconfigured voter refused by name, and brokers registering,
+heartbeating, and fenced when they stop.
 
 The brokers are not yet replicated (the replication issue); what runs here is the control plane's
 quorum. Each node listens for clients and, on a second port, for the other controllers."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -177,3 +179,29 @@ def test_a_flood_of_idle_connections_to_a_controller_does_not_disturb_the_quorum
             s.close()
     assert all(quorum.nodes[i].proc.poll() is None for i in IDS), "a node died"
     assert "connections open; refusing" in quorum.nodes[target].log_path.read_text(errors="replace")
+
+
+def brokers_listed(node: Broker) -> list[int] | None:
+    """The broker ids a node's Metadata lists (fenced brokers are left out, as Kafka does)."""
+    r = subprocess.run([str(spool_bin()), "cluster", "info", "--bootstrap-server", node.bootstrap, "--output", "json"],
+                       capture_output=True, text=True, timeout=30)
+    return sorted(b["id"] for b in json.loads(r.stdout)["brokers"]) if r.returncode == 0 else None
+
+
+def test_a_killed_broker_is_fenced_when_its_session_ends_and_let_in_again_when_it_returns(quorum):
+    """BrokerHeartbeat (KIP-631): a broker killed with -9 stops heartbeating; once its session
+    (9 s) ends, the active controller fences it and the other brokers' Metadata stop listing it.
+    Restarted, it registers again and is listed again."""
+    poll_until(lambda: all(brokers_listed(quorum.nodes[i]) == list(IDS) for i in IDS), 30, "every broker listed")
+    leader = int(quorum.status()["LeaderId"])
+    victim = next(i for i in IDS if i != leader)
+    others = [i for i in IDS if i != victim]
+    quorum.nodes[victim].kill9()
+    killed = time.monotonic()
+    poll_until(lambda: all(brokers_listed(quorum.nodes[i]) == others for i in others), 30,
+               "the killed broker fenced", step=lambda: time.sleep(0.5))
+    # Heartbeats every 2 s and a 9 s session: not fenced before it could have missed one.
+    assert time.monotonic() - killed > 6, "fenced before its session could have ended"
+    quorum.nodes[victim].start()
+    poll_until(lambda: all(brokers_listed(quorum.nodes[i]) == list(IDS) for i in IDS), 30,
+               "the restarted broker listed again", step=lambda: time.sleep(0.5))

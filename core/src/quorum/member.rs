@@ -6,12 +6,14 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
-    ApiKey, BrokerRegistrationRequest, BrokerRegistrationResponse, RequestHeader, RequestKind, ResponseKind,
+    ApiKey, BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerRegistrationRequest, BrokerRegistrationResponse,
+    RequestHeader, RequestKind, ResponseKind,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::answers;
+use super::sessions::BrokerSessions;
 use super::Now;
 use crate::api_versions::CONTROLLER_APIS;
 use crate::codec::{self, DecodeFailure};
@@ -88,6 +90,8 @@ pub struct QuorumMember {
     /// once the image has applied that offset.
     /// (offset of the unfencing record) -> (offset of the registration, who waits).
     pending_registrations: BTreeMap<u64, (u64, Waiting)>,
+    /// Which brokers are alive, on the leader: silent ones are fenced.
+    sessions: BrokerSessions,
 }
 
 impl QuorumMember {
@@ -108,6 +112,7 @@ impl QuorumMember {
             refused: 0,
             snapshot_asked_end: 0,
             pending_registrations: BTreeMap::new(),
+            sessions: BrokerSessions::default(),
         };
         member.drain_node();
         member
@@ -131,7 +136,8 @@ impl QuorumMember {
     }
 
     pub fn next_deadline(&self) -> Option<u64> {
-        self.node.next_deadline()
+        let expiry = self.sessions.next_expiry().filter(|_| self.node.role() == crate::raft::RoleKind::Leader);
+        self.node.next_deadline().into_iter().chain(expiry).min()
     }
 
     pub fn poll_action(&mut self) -> Option<QuorumAction> {
@@ -141,6 +147,7 @@ impl QuorumMember {
 
     pub fn handle_tick(&mut self, now: Now) {
         self.node.handle_tick(now.monotonic_ms);
+        self.tend_sessions(now);
     }
 
     pub fn handle_election_persisted(&mut self, now: Now) {
@@ -149,6 +156,8 @@ impl QuorumMember {
 
     pub fn handle_synced(&mut self, now: Now, through: u64) {
         self.node.handle_synced(now.monotonic_ms, through);
+        self.apply_committed();
+        self.tend_sessions(now);
     }
 
     pub fn handle_snapshot_written(&mut self, now: Now, id: SnapshotId) {
@@ -195,6 +204,11 @@ impl QuorumMember {
                     Some(answer) => ResponseKind::BrokerRegistration(answer),
                     None => return,
                 }
+            }
+            RequestKind::BrokerHeartbeat(request) => {
+                self.apply_committed();
+                self.tend_sessions(now);
+                ResponseKind::BrokerHeartbeat(self.broker_heartbeat(now, &request))
             }
             quorum_request => {
                 let (from, request) = match wire::decode_request(quorum_request) {
@@ -270,6 +284,69 @@ impl QuorumMember {
             }
             // The registration may commit alone; the broker's retry finds it and is let in.
             Err(_) => refuse(ResponseError::RequestTimedOut),
+        }
+    }
+
+    /// KIP-631's heartbeat, on the active controller: the broker's session starts again; a broker
+    /// that asks to be fenced, or to shut down, is fenced; a fenced one that has caught up with
+    /// the metadata log up to its own registration is let in again. The answer tells the state
+    /// the image holds now; a change proposed here shows in a later heartbeat's answer.
+    fn broker_heartbeat(&mut self, now: Now, request: &BrokerHeartbeatRequest) -> BrokerHeartbeatResponse {
+        let refuse = |error: ResponseError| BrokerHeartbeatResponse::default().with_error_code(error.code());
+        if self.node.role() != crate::raft::RoleKind::Leader {
+            return refuse(ResponseError::NotController);
+        }
+        let broker_id = request.broker_id.0;
+        let Some(registration) = self.image.broker(broker_id).filter(|b| b.epoch == request.broker_epoch) else {
+            return refuse(ResponseError::StaleBrokerEpoch);
+        };
+        let (fenced, registered_at) = (registration.fenced, registration.epoch);
+        self.sessions.heartbeat(broker_id, now.monotonic_ms);
+        let caught_up = request.current_metadata_offset >= registered_at;
+        let fence = request.want_fence || request.want_shut_down;
+        let change = match (fenced, fence) {
+            (false, true) => Some(true),
+            (true, false) if caught_up => Some(false),
+            _ => None,
+        };
+        if let Some(fenced) = change.filter(|_| !self.sessions.is_pending(broker_id)) {
+            let record = MetadataRecord::BrokerFenced { broker_id, fenced };
+            if let Ok(offset) = self.node.propose(now.monotonic_ms, record.encode()) {
+                self.sessions.proposed(broker_id, offset);
+            }
+        }
+        BrokerHeartbeatResponse::default()
+            .with_is_caught_up(caught_up)
+            .with_is_fenced(fenced)
+            // No partition leadership to move away yet: a broker asking to stop may stop at once.
+            .with_should_shut_down(request.want_shut_down)
+    }
+
+    /// On the leader: every unfenced broker has a session, and one whose session ended is fenced.
+    /// Off it: no sessions (a new leader gives every broker a full one).
+    fn tend_sessions(&mut self, now: Now) {
+        if self.node.role() != crate::raft::RoleKind::Leader {
+            self.sessions.clear();
+            return;
+        }
+        self.sessions.applied_through(self.image.applied_end());
+        for broker in self.image.brokers().filter(|b| !b.fenced) {
+            self.sessions.watch(broker.id, now.monotonic_ms);
+        }
+        for broker_id in self.sessions.expired(now.monotonic_ms) {
+            if self.image.broker(broker_id).is_none_or(|b| b.fenced) {
+                self.sessions.forget(broker_id);
+                continue;
+            }
+            let record = MetadataRecord::BrokerFenced { broker_id, fenced: true };
+            match self.node.propose(now.monotonic_ms, record.encode()) {
+                Ok(offset) => {
+                    tracing::info!(broker = broker_id, "broker session expired: fencing it");
+                    self.sessions.proposed(broker_id, offset);
+                    self.sessions.forget(broker_id);
+                }
+                Err(_) => break, // busy: the next tick tries again
+            }
         }
     }
 
@@ -386,6 +463,9 @@ impl QuorumMember {
     /// Moves the node's actions into ours, framing its messages.
     fn drain_node(&mut self) {
         self.apply_committed();
+        if self.node.role() != crate::raft::RoleKind::Leader {
+            self.sessions.clear();
+        }
         while let Some(action) = self.node.poll_action() {
             match action {
                 RaftAction::Send { to, message: Message::Request { correlation, request } } => {
@@ -442,6 +522,10 @@ impl QuorumMember {
         assert_eq!(self.in_flight.len(), self.in_flight_order.len(), "requests in flight and their order disagree");
         assert!(self.waiting.len() <= MAX_WAITING_ANSWERS && self.in_flight.len() <= MAX_IN_FLIGHT);
         assert!(self.pending_registrations.len() <= MAX_PENDING_REGISTRATIONS);
+        assert!(
+            self.sessions.is_empty() || self.node.role() == crate::raft::RoleKind::Leader,
+            "broker sessions kept off the leader"
+        );
         if let Some((&first, _)) = self.pending_registrations.first_key_value() {
             assert!(first >= self.image.applied_end(), "a registration left unanswered below the applied end");
         }

@@ -16,6 +16,7 @@
 
 mod answers;
 mod member;
+pub mod sessions;
 
 pub use member::{QuorumAction, QuorumConfig, QuorumMember, Voter};
 

@@ -45,6 +45,7 @@ pub static REQUESTS: &[(ApiKey, &Message)] = &[
     (ApiKey::FetchSnapshot, &FETCH_SNAPSHOT_REQUEST),
     (ApiKey::DescribeQuorum, &DESCRIBE_QUORUM_REQUEST),
     (ApiKey::BrokerRegistration, &BROKER_REGISTRATION_REQUEST),
+    (ApiKey::BrokerHeartbeat, &BROKER_HEARTBEAT_REQUEST),
 ];
 
 /// ProduceRequest (produce_request.rs)
@@ -1600,4 +1601,28 @@ pub static FEATURE: Message = Message {
         Field { name: "max_supported_version", kind: Int16, present: V(0, 4), compact: NEVER, nullable: false },
     ],
     tagged: &[],
+};
+
+/// BrokerHeartbeatRequest (broker_heartbeat_request.rs)
+pub static BROKER_HEARTBEAT_REQUEST: Message = Message {
+    name: "BrokerHeartbeatRequest",
+    versions: V(0, 1),
+    flexible: V(0, 1),
+    fields: &[
+        Field { name: "broker_id", kind: Int32, present: V(0, 1), compact: NEVER, nullable: false },
+        Field { name: "broker_epoch", kind: Int64, present: V(0, 1), compact: NEVER, nullable: false },
+        Field { name: "current_metadata_offset", kind: Int64, present: V(0, 1), compact: NEVER, nullable: false },
+        Field { name: "want_fence", kind: Bool, present: V(0, 1), compact: NEVER, nullable: false },
+        Field { name: "want_shut_down", kind: Bool, present: V(0, 1), compact: NEVER, nullable: false },
+    ],
+    tagged: &[Tagged {
+        tag: 0,
+        field: Field {
+            name: "offline_log_dirs",
+            kind: Array(&Uuid),
+            present: V(1, 1),
+            compact: V(1, 1),
+            nullable: false,
+        },
+    }],
 };

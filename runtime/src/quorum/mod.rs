@@ -108,9 +108,10 @@ pub async fn run<D: QuorumDisk>(
     };
     let cluster_id = config.cluster_id.clone();
     let mut member = QuorumMember::new(config, node);
+    let (applied_tx, applied_rx) = tokio::sync::watch::channel(0u64);
     let registering = options.register.take().map(|me| {
         let voters = options.voters.clone();
-        tokio::spawn(registration::register(me, voters, cluster_id))
+        tokio::spawn(registration::keep_registered(me, voters, cluster_id, applied_rx))
     });
 
     let (events_tx, mut events) = mpsc::channel::<NetEvent>(4096);
@@ -149,6 +150,10 @@ pub async fn run<D: QuorumDisk>(
         if let Some(view) = &options.cluster_view {
             publish_view(&member, view);
         }
+        applied_tx.send_if_modified(|applied| {
+            let now_applied = member.image().applied_end();
+            std::mem::replace(applied, now_applied) != now_applied
+        });
         let role = (member.node().role(), member.node().epoch(), member.node().leader());
         if last_role != Some(role) {
             tracing::info!(role = ?role.0, epoch = role.1, leader = ?role.2, "metadata quorum: role");

@@ -1,11 +1,15 @@
-//! A broker's registration with the active controller (KIP-631's BrokerRegistration): sent to
-//! the voters' controller listeners in turn until the leader takes it and it is committed.
-//! Heartbeats and fencing come with replication.
+//! A broker's life with the active controller (KIP-631): BrokerRegistration, sent to the voters'
+//! controller listeners in turn until the leader takes it and it is committed; then a
+//! BrokerHeartbeat every interval, so the controller keeps it unfenced (and lets it in again once
+//! caught up after it was fenced). A stale epoch (the controller no longer knows this
+//! registration) means registering again.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use kafka_protocol::messages::{broker_registration_request, BrokerId, BrokerRegistrationRequest, ResponseKind};
+use kafka_protocol::messages::{
+    broker_registration_request, BrokerHeartbeatRequest, BrokerId, BrokerRegistrationRequest, ResponseKind,
+};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use spool_core::quorum::Voter;
@@ -14,6 +18,11 @@ use spool_core::raft::NodeId;
 use crate::client::Client;
 
 const VERSION: i16 = 4;
+const HEARTBEAT_VERSION: i16 = 1;
+/// Kafka's `broker.heartbeat.interval.ms`; the controller fences after 9 s of silence.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(2_000);
+/// Until the controller lets it in, a broker heartbeats this often (Kafka's does too).
+const FENCED_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Who registers, and where clients reach it.
 #[derive(Clone, Debug)]
@@ -26,12 +35,79 @@ pub struct Registration {
     pub incarnation: uuid::Uuid,
 }
 
-/// Registers until one controller confirms it; returns the broker epoch.
-pub async fn register(me: Registration, voters: Vec<Voter>, cluster_id: String) -> i64 {
+/// Registers, then heartbeats for as long as the task runs; registers again when the controller
+/// no longer knows this registration. `applied` is how far this node's metadata image is.
+pub async fn keep_registered(
+    me: Registration,
+    voters: Vec<Voter>,
+    cluster_id: String,
+    applied: tokio::sync::watch::Receiver<u64>,
+) {
+    loop {
+        let (epoch, controller) = register(&me, &voters, &cluster_id).await;
+        heartbeat_until_stale(&me, &voters, epoch, controller, &applied).await;
+        tracing::info!(broker = me.node_id, "the controller no longer knows this registration; registering again");
+    }
+}
+
+/// Heartbeats, starting with the controller that took the registration and moving on to the
+/// next voter when one is not the leader or cannot be reached; returns when the epoch is stale.
+async fn heartbeat_until_stale(
+    me: &Registration,
+    voters: &[Voter],
+    epoch: i64,
+    mut controller: usize,
+    applied: &tokio::sync::watch::Receiver<u64>,
+) {
+    let mut client: Option<Client> = None;
+    let mut fenced = true;
+    loop {
+        let request = BrokerHeartbeatRequest::default()
+            .with_broker_id(BrokerId(me.node_id))
+            .with_broker_epoch(epoch)
+            .with_current_metadata_offset(*applied.borrow() as i64);
+        let voter = &voters[controller % voters.len()];
+        let answer = match client.as_mut() {
+            Some(c) => c.call(HEARTBEAT_VERSION, request).await,
+            None => match connect(voter).await {
+                Ok(mut c) => {
+                    let answer = c.call(HEARTBEAT_VERSION, request).await;
+                    client = Some(c);
+                    answer
+                }
+                Err(e) => Err(e),
+            },
+        };
+        let pause = match answer {
+            Ok(ResponseKind::BrokerHeartbeat(a)) if a.error_code == 0 => {
+                if fenced != a.is_fenced {
+                    tracing::info!(broker = me.node_id, fenced = a.is_fenced, "broker heartbeat: fencing changed");
+                }
+                fenced = a.is_fenced;
+                if fenced {
+                    FENCED_HEARTBEAT_INTERVAL
+                } else {
+                    HEARTBEAT_INTERVAL
+                }
+            }
+            Ok(ResponseKind::BrokerHeartbeat(a)) if a.error_code == ResponseError::StaleBrokerEpoch.code() => return,
+            other => {
+                tracing::debug!(controller = voter.id, "broker heartbeat: {:?}", other.map(|_| "not answered"));
+                client = None;
+                controller += 1;
+                Duration::from_millis(if controller.is_multiple_of(voters.len()) { 500 } else { 50 })
+            }
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Registers until one controller confirms it; returns the broker epoch and which voter took it.
+async fn register(me: &Registration, voters: &[Voter], cluster_id: &str) -> (i64, usize) {
     let incarnation = me.incarnation;
     let request = BrokerRegistrationRequest::default()
         .with_broker_id(BrokerId(me.node_id))
-        .with_cluster_id(StrBytes::from_string(cluster_id))
+        .with_cluster_id(StrBytes::from_string(cluster_id.to_string()))
         .with_incarnation_id(incarnation)
         .with_rack(me.rack.clone().map(StrBytes::from_string))
         .with_listeners(vec![broker_registration_request::Listener::default()
@@ -41,12 +117,13 @@ pub async fn register(me: Registration, voters: Vec<Voter>, cluster_id: String) 
             .with_security_protocol(0)]);
     let mut attempt = 0u32;
     loop {
-        let voter = &voters[attempt as usize % voters.len()];
+        let index = attempt as usize % voters.len();
+        let voter = &voters[index];
         attempt += 1;
         match ask(voter, request.clone()).await {
             Ok(epoch) => {
                 tracing::info!(controller = voter.id, broker_epoch = epoch, "registered with the metadata quorum");
-                return epoch;
+                return (epoch, index);
             }
             Err(why) => tracing::debug!(controller = voter.id, "broker registration: {why}"),
         }
@@ -55,7 +132,7 @@ pub async fn register(me: Registration, voters: Vec<Voter>, cluster_id: String) 
     }
 }
 
-async fn ask(voter: &Voter, request: BrokerRegistrationRequest) -> Result<i64, String> {
+async fn connect(voter: &Voter) -> Result<Client, String> {
     let address = format!("{}:{}", voter.host, voter.port);
     let address: SocketAddr = match address.parse() {
         Ok(a) => a,
@@ -65,7 +142,11 @@ async fn ask(voter: &Voter, request: BrokerRegistrationRequest) -> Result<i64, S
             .next()
             .ok_or_else(|| format!("{address} resolves to nothing"))?,
     };
-    let mut client = Client::connect(address, Duration::from_secs(2)).await?.with_client_id("spool-broker");
+    Ok(Client::connect(address, Duration::from_secs(2)).await?.with_client_id("spool-broker"))
+}
+
+async fn ask(voter: &Voter, request: BrokerRegistrationRequest) -> Result<i64, String> {
+    let mut client = connect(voter).await?;
     let ResponseKind::BrokerRegistration(answer) = client.call(VERSION, request).await? else {
         return Err("not a BrokerRegistration answer".to_string());
     };
