@@ -479,10 +479,14 @@ fn a_broker_that_stops_heartbeating_is_fenced_and_let_in_again_once_it_heartbeat
     cluster.run_until_from(at + 500, at + 1_000);
     assert_eq!(cluster.fenced_everywhere(7), vec![false; 3]);
 
-    // Asking to shut down: told it may, and fenced at once rather than after its session.
+    // Asking to shut down: fenced at once rather than after its session, and told it may stop
+    // once the fencing is committed.
     let o = offset(&cluster);
     let stopping = cluster.heartbeat(at + 1_000, leader, heartbeat(7, epoch, o, true));
-    assert!(stopping.should_shut_down && !stopping.is_fenced);
+    assert!(!stopping.should_shut_down && !stopping.is_fenced);
     cluster.run_until_from(at + 1_000, at + 1_500);
     assert_eq!(cluster.fenced_everywhere(7), vec![true; 3]);
+    let o = offset(&cluster);
+    let stopped = cluster.heartbeat(at + 1_500, leader, heartbeat(7, epoch, o, true));
+    assert!(stopped.should_shut_down && stopped.is_fenced);
 }

@@ -205,3 +205,19 @@ def test_a_killed_broker_is_fenced_when_its_session_ends_and_let_in_again_when_i
     quorum.nodes[victim].start()
     poll_until(lambda: all(brokers_listed(quorum.nodes[i]) == list(IDS) for i in IDS), 30,
                "the restarted broker listed again", step=lambda: time.sleep(0.5))
+
+
+def test_a_broker_stopped_with_sigterm_is_fenced_at_once(quorum):
+    """Controlled shutdown: on SIGTERM a broker asks the active controller to fence it and waits
+    until that is committed, so the others stop listing it at once rather than after its 9 s
+    session."""
+    poll_until(lambda: all(brokers_listed(quorum.nodes[i]) == list(IDS) for i in IDS), 30, "every broker listed")
+    leader = int(quorum.status()["LeaderId"])
+    victim = next(i for i in IDS if i != leader)
+    others = [i for i in IDS if i != victim]
+    stopped = time.monotonic()
+    assert quorum.nodes[victim].stop() == 0
+    poll_until(lambda: all(brokers_listed(quorum.nodes[i]) == others for i in others), 10, "the stopped broker fenced")
+    assert time.monotonic() - stopped < 5, "fenced only when its session ended"
+    assert "controlled shutdown: the controller fenced this broker" in \
+        quorum.nodes[victim].log_path.read_text(errors="replace")

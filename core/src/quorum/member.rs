@@ -318,8 +318,9 @@ impl QuorumMember {
         BrokerHeartbeatResponse::default()
             .with_is_caught_up(caught_up)
             .with_is_fenced(fenced)
-            // No partition leadership to move away yet: a broker asking to stop may stop at once.
-            .with_should_shut_down(request.want_shut_down)
+            // No partition leadership to move away yet: a broker asking to stop may stop once it
+            // is fenced (committed), so no client is sent to it after it goes.
+            .with_should_shut_down(request.want_shut_down && fenced)
     }
 
     /// On the leader: every unfenced broker has a session, and one whose session ended is fenced.

@@ -49,6 +49,9 @@ pub type Observer = std::sync::Arc<dyn Fn(&QuorumMember) + Send + Sync>;
 /// reads one snapshot and a short log instead of the whole history.
 pub const SNAPSHOT_EVERY: u64 = 10_000;
 
+/// How long a stopping node waits for the active controller to fence its broker.
+const CONTROLLED_SHUTDOWN_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Kafka's `controller.quorum.voters`: `ID@HOST:PORT,...`.
 pub fn parse_voters(text: &str) -> Result<Vec<Voter>> {
     let mut voters: Vec<Voter> = Vec::new();
@@ -109,10 +112,13 @@ pub async fn run<D: QuorumDisk>(
     let cluster_id = config.cluster_id.clone();
     let mut member = QuorumMember::new(config, node);
     let (applied_tx, applied_rx) = tokio::sync::watch::channel(0u64);
-    let registering = options.register.take().map(|me| {
+    let (shut_down_tx, shut_down_rx) = tokio::sync::watch::channel(false);
+    let mut registering = options.register.take().map(|me| {
         let voters = options.voters.clone();
-        tokio::spawn(registration::keep_registered(me, voters, cluster_id, applied_rx))
+        tokio::spawn(registration::keep_registered(me, voters, cluster_id, applied_rx, shut_down_rx))
     });
+    // Set once `stop` fired: the broker is being fenced (controlled shutdown) until then.
+    let mut stopping_by: Option<tokio::time::Instant> = None;
 
     let (events_tx, mut events) = mpsc::channel::<NetEvent>(4096);
     let accept = match options.listen {
@@ -168,6 +174,7 @@ pub async fn run<D: QuorumDisk>(
             last_role = Some(role);
         }
         let deadline = member.next_deadline().map(|d| started + std::time::Duration::from_millis(d));
+        let mut finished = false;
         tokio::select! {
             // Fixed order: the simulator replays a seed only if no choice is random.
             biased;
@@ -197,13 +204,29 @@ pub async fn run<D: QuorumDisk>(
                 Some(data) => { let _ = member.propose(now(), data); }
                 None => proposals = None,
             },
-            _ = &mut stop => {
-                member.resign(now());
-                // Long enough for EndQuorumEpoch to reach the others, short enough not to hold a stop up.
-                drain(&mut member, now(), &disk_ops, &mut conns, &peers);
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                break Ok(());
+            _ = wait_for(&mut registering), if stopping_by.is_some() => {
+                registering = None;
+                finished = true;
             }
+            _ = sleep_until(stopping_by), if stopping_by.is_some() => finished = true,
+            _ = &mut stop, if stopping_by.is_none() => {
+                if registering.as_ref().is_some_and(|r| !r.is_finished()) {
+                    // Controlled shutdown: the broker asks the active controller to fence it, so
+                    // clients stop being sent here at once rather than when its session ends.
+                    // The loop runs on meanwhile, since this node may be that controller.
+                    let _ = shut_down_tx.send(true);
+                    stopping_by = Some(tokio::time::Instant::now() + CONTROLLED_SHUTDOWN_LIMIT);
+                } else {
+                    finished = true;
+                }
+            }
+        }
+        if finished {
+            member.resign(now());
+            // Long enough for EndQuorumEpoch to reach the others, short enough not to hold a stop up.
+            drain(&mut member, now(), &disk_ops, &mut conns, &peers);
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            break Ok(());
         }
     };
     if let Some(accept) = accept {
@@ -233,6 +256,16 @@ fn publish_view(member: &QuorumMember, view: &tokio::sync::watch::Sender<spool_c
         current.cluster_id = cluster_id;
         true
     });
+}
+
+/// The task's end, or never when there is none.
+async fn wait_for(task: &mut Option<tokio::task::JoinHandle<()>>) {
+    match task {
+        Some(task) => {
+            let _ = task.await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// A disk operation the node asked for, and what its completion tells the node.

@@ -15,6 +15,8 @@ use kafka_protocol::ResponseError;
 use spool_core::quorum::Voter;
 use spool_core::raft::NodeId;
 
+use tokio::sync::watch;
+
 use crate::client::Client;
 
 const VERSION: i16 = 4;
@@ -37,35 +39,64 @@ pub struct Registration {
 
 /// Registers, then heartbeats for as long as the task runs; registers again when the controller
 /// no longer knows this registration. `applied` is how far this node's metadata image is.
+/// Once `shut_down` turns true it asks the controller to fence it (controlled shutdown) and
+/// returns when told it may stop; not yet registered, it returns at once.
 pub async fn keep_registered(
     me: Registration,
     voters: Vec<Voter>,
     cluster_id: String,
-    applied: tokio::sync::watch::Receiver<u64>,
+    applied: watch::Receiver<u64>,
+    mut shut_down: watch::Receiver<bool>,
 ) {
     loop {
-        let (epoch, controller) = register(&me, &voters, &cluster_id).await;
-        heartbeat_until_stale(&me, &voters, epoch, controller, &applied).await;
-        tracing::info!(broker = me.node_id, "the controller no longer knows this registration; registering again");
+        let registered = tokio::select! {
+            biased;
+            _ = shut_down.wait_for(|&stop| stop) => return,
+            registered = register(&me, &voters, &cluster_id) => registered,
+        };
+        let (epoch, controller) = registered;
+        match heartbeat_until_stale(&me, &voters, epoch, controller, &applied, &mut shut_down).await {
+            Heartbeats::Stale => {
+                tracing::info!(
+                    broker = me.node_id,
+                    "the controller no longer knows this registration; registering again"
+                )
+            }
+            Heartbeats::ShutDown => {
+                tracing::info!(broker = me.node_id, "controlled shutdown: the controller fenced this broker");
+                return;
+            }
+        }
     }
 }
 
+enum Heartbeats {
+    /// The controller does not know this registration (any more).
+    Stale,
+    /// Asked to shut down, and told it may.
+    ShutDown,
+}
+
 /// Heartbeats, starting with the controller that took the registration and moving on to the
-/// next voter when one is not the leader or cannot be reached; returns when the epoch is stale.
+/// next voter when one is not the leader or cannot be reached; returns when the epoch is stale,
+/// or once a shutdown asked for is granted.
 async fn heartbeat_until_stale(
     me: &Registration,
     voters: &[Voter],
     epoch: i64,
     mut controller: usize,
-    applied: &tokio::sync::watch::Receiver<u64>,
-) {
+    applied: &watch::Receiver<u64>,
+    shut_down: &mut watch::Receiver<bool>,
+) -> Heartbeats {
     let mut client: Option<Client> = None;
     let mut fenced = true;
     loop {
+        let stopping = *shut_down.borrow();
         let request = BrokerHeartbeatRequest::default()
             .with_broker_id(BrokerId(me.node_id))
             .with_broker_epoch(epoch)
-            .with_current_metadata_offset(*applied.borrow() as i64);
+            .with_current_metadata_offset(*applied.borrow() as i64)
+            .with_want_shut_down(stopping);
         let voter = &voters[controller % voters.len()];
         let answer = match client.as_mut() {
             Some(c) => c.call(HEARTBEAT_VERSION, request).await,
@@ -79,18 +110,23 @@ async fn heartbeat_until_stale(
             },
         };
         let pause = match answer {
+            Ok(ResponseKind::BrokerHeartbeat(a)) if a.error_code == 0 && stopping && a.should_shut_down => {
+                return Heartbeats::ShutDown;
+            }
             Ok(ResponseKind::BrokerHeartbeat(a)) if a.error_code == 0 => {
                 if fenced != a.is_fenced {
                     tracing::info!(broker = me.node_id, fenced = a.is_fenced, "broker heartbeat: fencing changed");
                 }
                 fenced = a.is_fenced;
-                if fenced {
+                if fenced || stopping {
                     FENCED_HEARTBEAT_INTERVAL
                 } else {
                     HEARTBEAT_INTERVAL
                 }
             }
-            Ok(ResponseKind::BrokerHeartbeat(a)) if a.error_code == ResponseError::StaleBrokerEpoch.code() => return,
+            Ok(ResponseKind::BrokerHeartbeat(a)) if a.error_code == ResponseError::StaleBrokerEpoch.code() => {
+                return Heartbeats::Stale
+            }
             other => {
                 tracing::debug!(controller = voter.id, "broker heartbeat: {:?}", other.map(|_| "not answered"));
                 client = None;
@@ -98,7 +134,8 @@ async fn heartbeat_until_stale(
                 Duration::from_millis(if controller.is_multiple_of(voters.len()) { 500 } else { 50 })
             }
         };
-        tokio::time::sleep(pause).await;
+        // A shutdown asked for meanwhile is sent at once.
+        let _ = tokio::time::timeout(pause, shut_down.wait_for(|&stop| stop && !stopping)).await;
     }
 }
 
