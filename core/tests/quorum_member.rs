@@ -19,10 +19,6 @@ fn now(ms: u64) -> Now {
     Now { monotonic_ms: ms, wall_ms: 1_700_000_000_000 + ms as i64 }
 }
 
-fn member(id: i32) -> QuorumMember {
-    member_from(id, Restored::default(), 0)
-}
-
 fn member_from(id: i32, restored: Restored, snapshot_every: u64) -> QuorumMember {
     let voters = IDS.iter().map(|&v| Voter { id: v, host: "127.0.0.1".into(), port: 9000 + v as u16 }).collect();
     let node = RaftNode::new(RaftConfig::new(id, IDS.to_vec(), id as u64), restored, 0);
@@ -440,7 +436,8 @@ fn a_broker_that_stops_heartbeating_is_fenced_and_let_in_again_once_it_heartbeat
         panic!("not a BrokerRegistration answer")
     };
     let epoch = registered.broker_epoch;
-    let offset = |cluster: &Cluster| cluster.members[&leader].image().applied_end() as i64;
+    // The last offset the broker applied, inclusive, as a broker reports it.
+    let offset = |cluster: &Cluster| cluster.members[&leader].image().applied_end() as i64 - 1;
 
     assert_eq!(cluster.heartbeat(5_100, follower, heartbeat(7, epoch, 0, false)).error_code, 41, "NOT_CONTROLLER");
     assert_eq!(
@@ -449,6 +446,9 @@ fn a_broker_that_stops_heartbeating_is_fenced_and_let_in_again_once_it_heartbeat
         "STALE_BROKER_EPOCH"
     );
     assert_eq!(cluster.heartbeat(5_100, leader, heartbeat(8, 1, 0, false)).error_code, 77, "an unknown broker");
+    // Caught up means it applied its own registration (the offset is inclusive).
+    assert!(cluster.heartbeat(5_100, leader, heartbeat(7, epoch, epoch, false)).is_caught_up);
+    assert!(!cluster.heartbeat(5_100, leader, heartbeat(7, epoch, epoch - 1, false)).is_caught_up);
 
     // Heartbeats every 2 s keep it in, far past the session timeout.
     let mut at = 5_100;

@@ -244,6 +244,13 @@ enum GroupCommand {
 enum ClusterCommand {
     /// Brokers, controller, cluster id and the API versions served.
     Info,
+    /// The metadata quorum: its leader, epoch and high watermark, and each voter's and
+    /// observer's log end and lag (asked on a controller listener).
+    Quorum {
+        /// Controller listeners to ask (HOST:PORT,...); any one finds the leader.
+        #[arg(long, env = "SPOOL_BOOTSTRAP_CONTROLLER")]
+        bootstrap_controller: String,
+    },
 }
 
 fn resolve(addr: &str) -> Result<SocketAddr> {
@@ -341,6 +348,9 @@ fn main() -> Result<()> {
                 };
                 cli::consume::run(&client.bootstrap_server, &topic, options, stop_on_signals()).await
             })
+        }
+        Command::Cluster { client, command: ClusterCommand::Quorum { bootstrap_controller } } => {
+            run_client(async move { cli::cluster::quorum(&bootstrap_controller, client.output).await })
         }
         Command::Cluster { client, command: ClusterCommand::Info } => {
             run_client(async move { cli::cluster::info(&client.bootstrap_server, client.output).await })
@@ -520,12 +530,18 @@ fn run_serve(args: ServeArgs) -> Result<()> {
     runtime.block_on(async move {
         let (stop_tx, stop_rx) = oneshot::channel();
         let (quorum_stop_tx, quorum_stop_rx) = oneshot::channel();
+        let (quorum_done_tx, quorum_done_rx) = oneshot::channel::<()>();
         tokio::spawn(async move {
             wait_for_signal().await;
             let _ = quorum_stop_tx.send(());
+            // As Kafka, the controlled shutdown (this broker fenced) comes before the listeners
+            // close: clients are sent elsewhere before this broker stops answering them.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(3), quorum_done_rx).await;
             let _ = stop_tx.send(());
         });
+        let mut quorum_done = Some(quorum_done_tx);
         let quorum = quorum.map(|(options, disk)| {
+            let done = quorum_done.take();
             tokio::spawn(async move {
                 if let Err(e) = quorum::run(options, disk, None, quorum_stop_rx).await {
                     // As a Kafka controller halts when its metadata log fails: nothing may run on
@@ -533,8 +549,13 @@ fn run_serve(args: ServeArgs) -> Result<()> {
                     tracing::error!("metadata quorum failed: {e:#}");
                     std::process::exit(1);
                 }
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
             })
         });
+        // Without a quorum nothing comes first.
+        drop(quorum_done);
         let served = serve(options, FileStorage::new(data_dir), stop_rx, None).await;
         if let Some(quorum) = quorum {
             let _ = quorum.await;

@@ -221,3 +221,30 @@ def test_a_broker_stopped_with_sigterm_is_fenced_at_once(quorum):
     assert time.monotonic() - stopped < 5, "fenced only when its session ended"
     assert "controlled shutdown: the controller fenced this broker" in \
         quorum.nodes[victim].log_path.read_text(errors="replace")
+
+
+def test_spool_cluster_quorum_finds_the_leader_and_agrees_with_kafkas_tool(quorum):
+    """`spool cluster quorum` asks one controller (here one that does not lead), is pointed to the
+    leader, and shows what kafka-metadata-quorum shows: leader, epoch, voters and their lag."""
+    poll_until(lambda: all(quorum.leader_in_logs(i) is not None for i in IDS), 15, "every node knows a leader")
+    status = quorum.status()
+    leader = int(status["LeaderId"])
+    follower = next(i for i in IDS if i != leader)
+
+    def ask(output: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(spool_bin()), "cluster", "quorum", "--bootstrap-controller",
+                               f"127.0.0.1:{quorum.controller_ports[follower]}", "--output", output],
+                              capture_output=True, text=True, timeout=30)
+
+    r = ask("json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert (doc["leader"], doc["epoch"]) == (leader, int(status["LeaderEpoch"]))
+    assert doc["high_watermark"] >= int(status["HighWatermark"])
+    roles = {n["id"]: n["role"] for n in doc["nodes"]}
+    assert roles == {i: ("Leader" if i == leader else "Follower") for i in IDS}, doc
+    table = ask("table")
+    assert table.returncode == 0 and table.stdout.startswith(f"Leader {leader}, epoch "), table.stdout
+    nowhere = subprocess.run([str(spool_bin()), "cluster", "quorum", "--bootstrap-controller",
+                              f"127.0.0.1:{free_port()}"], capture_output=True, text=True, timeout=30)
+    assert nowhere.returncode != 0 and "no controller described the quorum" in nowhere.stderr, nowhere.stderr

@@ -44,8 +44,14 @@ pub struct QuorumConfig {
     pub snapshot_every: u64,
 }
 
+/// Brokers a cluster may register; past it new ids are refused (every one gets a session).
+pub const MAX_BROKERS: usize = super::sessions::MAX_SESSIONS;
+
 /// Broker registrations proposed and waiting to be committed; more are refused until some are.
 const MAX_PENDING_REGISTRATIONS: usize = 256;
+
+/// A fencing record the log could not take now is proposed again after this.
+const FENCE_RETRY_MS: u64 = 100;
 
 /// Entries applied to the image per call, so one input never does unbounded work.
 const MAX_APPLIED_PER_TURN: usize = 4096;
@@ -237,7 +243,7 @@ impl QuorumMember {
         request: BrokerRegistrationRequest,
     ) -> Option<BrokerRegistrationResponse> {
         let refuse = |error: ResponseError| Some(BrokerRegistrationResponse::default().with_error_code(error.code()));
-        if self.node.role() != crate::raft::RoleKind::Leader {
+        if !self.is_active_controller() {
             return refuse(ResponseError::NotController);
         }
         if request.cluster_id.as_str() != self.config.cluster_id {
@@ -246,6 +252,9 @@ impl QuorumMember {
         let broker_id = request.broker_id.0;
         if broker_id < 0 {
             return refuse(ResponseError::InvalidRequest);
+        }
+        if self.image.broker(broker_id).is_none() && self.image.brokers().count() >= MAX_BROKERS {
+            return refuse(ResponseError::InvalidRegistration);
         }
         // This incarnation's registration, already committed: a retry.
         let committed = self.image.broker(broker_id).filter(|b| b.incarnation == request.incarnation_id);
@@ -293,7 +302,7 @@ impl QuorumMember {
     /// the image holds now; a change proposed here shows in a later heartbeat's answer.
     fn broker_heartbeat(&mut self, now: Now, request: &BrokerHeartbeatRequest) -> BrokerHeartbeatResponse {
         let refuse = |error: ResponseError| BrokerHeartbeatResponse::default().with_error_code(error.code());
-        if self.node.role() != crate::raft::RoleKind::Leader {
+        if !self.is_active_controller() {
             return refuse(ResponseError::NotController);
         }
         let broker_id = request.broker_id.0;
@@ -320,7 +329,14 @@ impl QuorumMember {
             .with_is_fenced(fenced)
             // No partition leadership to move away yet: a broker asking to stop may stop once it
             // is fenced (committed), so no client is sent to it after it goes.
-            .with_should_shut_down(request.want_shut_down && fenced)
+            .with_should_shut_down(request.want_shut_down && fenced && !self.sessions.is_pending(broker_id))
+    }
+
+    /// The leader acts as the controller once its image has applied everything before its own
+    /// epoch (its LeaderChange entry): before that it may not know registrations an earlier
+    /// leader committed, as Kafka's controller waits to replay up to its epoch's start.
+    fn is_active_controller(&self) -> bool {
+        self.node.epoch_start().is_some_and(|start| self.image.applied_end() > start)
     }
 
     /// On the leader: every unfenced broker has a session, and one whose session ended is fenced.
@@ -328,6 +344,9 @@ impl QuorumMember {
     fn tend_sessions(&mut self, now: Now) {
         if self.node.role() != crate::raft::RoleKind::Leader {
             self.sessions.clear();
+            return;
+        }
+        if !self.is_active_controller() {
             return;
         }
         self.sessions.applied_through(self.image.applied_end());
@@ -346,7 +365,10 @@ impl QuorumMember {
                     self.sessions.proposed(broker_id, offset);
                     self.sessions.forget(broker_id);
                 }
-                Err(_) => break, // busy: the next tick tries again
+                Err(_) => {
+                    // Busy: tried again shortly, not at once (the deadline would stay in the past).
+                    self.sessions.postpone(broker_id, now.monotonic_ms + FENCE_RETRY_MS);
+                }
             }
         }
     }
@@ -455,7 +477,7 @@ impl QuorumMember {
         let every = self.config.snapshot_every;
         if every > 0 && self.image.applied_end() >= self.snapshot_asked_end + every {
             let end = self.image.applied_end();
-            if self.node.snapshot(end, self.image.to_snapshot()).is_ok() {
+            if self.node.may_snapshot().is_ok() && self.node.snapshot(end, self.image.to_snapshot()).is_ok() {
                 self.snapshot_asked_end = end;
             }
         }

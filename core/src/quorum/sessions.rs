@@ -10,8 +10,8 @@ use crate::raft::NodeId;
 /// Kafka's `broker.session.timeout.ms`.
 pub const SESSION_TIMEOUT_MS: u64 = 9_000;
 
-/// Brokers tracked at once; the image bounds the registered ones well below this.
-const MAX_SESSIONS: usize = 4_096;
+/// Brokers tracked at once: registration refuses more (`member::MAX_BROKERS`).
+pub const MAX_SESSIONS: usize = 4_096;
 
 #[derive(Debug, Default)]
 pub struct BrokerSessions {
@@ -43,6 +43,13 @@ impl BrokerSessions {
             .filter(|&(b, &expires)| now_ms >= expires && !self.pending.contains_key(b))
             .map(|(&b, _)| b)
             .collect()
+    }
+
+    /// Looks at an ended session again at `at_ms` rather than now.
+    pub fn postpone(&mut self, broker: NodeId, at_ms: u64) {
+        if let Some(expires) = self.expires_ms.get_mut(&broker) {
+            *expires = (*expires).max(at_ms);
+        }
     }
 
     pub fn forget(&mut self, broker: NodeId) {

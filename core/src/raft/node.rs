@@ -378,6 +378,14 @@ impl RaftNode {
         &self.config
     }
 
+    /// The offset of this leader's LeaderChange entry; None off the leader.
+    pub fn epoch_start(&self) -> Option<u64> {
+        match &self.role {
+            Role::Leader(leader) => Some(leader.epoch_start),
+            _ => None,
+        }
+    }
+
     pub fn role(&self) -> RoleKind {
         match self.role {
             Role::Unattached { .. } => RoleKind::Unattached,
@@ -459,8 +467,11 @@ impl RaftNode {
         (oldest_needed + timeout + 1).max(leader.became_leader_ms + timeout)
     }
 
+    /// A fetch is given up on after the request timeout, as Kafka does: a leader holds it up to
+    /// the max wait, and on a slow link the answer comes a round trip later; given up on sooner,
+    /// answers that were on their way are thrown away and followers stand for election needlessly.
     fn fetch_request_timeout_ms(&self) -> u64 {
-        self.config.fetch_max_wait_ms + self.config.retry_backoff_ms * 5
+        self.config.request_timeout_ms.max(self.config.fetch_max_wait_ms)
     }
 
     // ---- outputs ----
@@ -568,9 +579,9 @@ impl RaftNode {
         Ok(offset)
     }
 
-    /// Takes a snapshot of the state machine through `end_offset` (committed, and past the
-    /// current snapshot); once durable, the log below it is dropped. One at a time.
-    pub fn snapshot(&mut self, end_offset: u64, data: Bytes) -> Result<(), String> {
+    /// Whether `snapshot` would take one now: callers check before building the state machine's
+    /// bytes, which may be large.
+    pub fn may_snapshot(&self) -> Result<(), String> {
         if self.snapshot_write.is_some() || self.snapshot_fetch.is_some() {
             // One snapshot write at a time; and one about to be replaced by the leader's is moot.
             return Err("a snapshot is being written or fetched".to_string());
@@ -579,6 +590,13 @@ impl RaftNode {
         if self.snapshot_readers_until_ms > self.clock_ms && held_entries < MAX_ENTRIES_HELD_FOR_READERS {
             return Err("a replica is reading the latest snapshot".to_string());
         }
+        Ok(())
+    }
+
+    /// Takes a snapshot of the state machine through `end_offset` (committed, and past the
+    /// current snapshot); once durable, the log below it is dropped. One at a time.
+    pub fn snapshot(&mut self, end_offset: u64, data: Bytes) -> Result<(), String> {
+        self.may_snapshot()?;
         if end_offset <= self.log.start() || end_offset > self.high_watermark {
             return Err(format!("a snapshot must end within {}..={}", self.log.start() + 1, self.high_watermark));
         }

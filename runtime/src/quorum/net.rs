@@ -171,10 +171,10 @@ pub async fn peer_link(
     }
 }
 
-/// Drops what was queued for a peer we cannot reach, and tells the loop, after a pause so that a
-/// node whose peer is down does not spin.
+/// Drops what was queued for a peer we cannot reach, after a pause so that a node whose peer is
+/// down does not spin, and then tells the loop: whatever it sends after hearing is sent.
 async fn lost(peer: NodeId, frames: &mut mpsc::Receiver<Bytes>, events: &mpsc::Sender<NetEvent>) {
-    let _ = events.send(NetEvent::PeerLost(peer)).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     while frames.try_recv().is_ok() {}
+    let _ = events.send(NetEvent::PeerLost(peer)).await;
 }

@@ -95,7 +95,8 @@ async fn heartbeat_until_stale(
         let request = BrokerHeartbeatRequest::default()
             .with_broker_id(BrokerId(me.node_id))
             .with_broker_epoch(epoch)
-            .with_current_metadata_offset(*applied.borrow() as i64)
+            // The last offset applied, inclusive (Kafka's meaning), not the end.
+            .with_current_metadata_offset(*applied.borrow() as i64 - 1)
             .with_want_shut_down(stopping);
         let voter = &voters[controller % voters.len()];
         let answer = match client.as_mut() {
@@ -134,8 +135,10 @@ async fn heartbeat_until_stale(
                 Duration::from_millis(if controller.is_multiple_of(voters.len()) { 500 } else { 50 })
             }
         };
-        // A shutdown asked for meanwhile is sent at once.
-        let _ = tokio::time::timeout(pause, shut_down.wait_for(|&stop| stop && !stopping)).await;
+        // A shutdown asked for meanwhile is sent at once; the loop gone (the sender dropped), stop.
+        if let Ok(Err(_)) = tokio::time::timeout(pause, shut_down.wait_for(|&stop| stop && !stopping)).await {
+            return Heartbeats::ShutDown;
+        }
     }
 }
 
