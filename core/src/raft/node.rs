@@ -65,8 +65,9 @@ pub struct RaftConfig {
     pub fetch_max_wait_ms: u64,
     /// A failed request is sent again after this.
     pub retry_backoff_ms: u64,
-    /// A Vote or BeginQuorumEpoch unanswered this long is sent again; one whose connection broke
-    /// is sent again after the back-off (Kafka's `quorum.request.timeout.ms`, 2 000).
+    /// A Vote or BeginQuorumEpoch unanswered this long is sent again, and a fetch given up on;
+    /// one whose connection broke is sent again after the back-off (Kafka's
+    /// `quorum.request.timeout.ms`, 2 000).
     pub request_timeout_ms: u64,
     pub max_fetch_entries: usize,
     /// Limit on the entries a leader holds that are not yet committed; proposals beyond it fail.

@@ -66,6 +66,7 @@ pub async fn keep_registered(
                 tracing::info!(broker = me.node_id, "controlled shutdown: the controller fenced this broker");
                 return;
             }
+            Heartbeats::LoopGone => return,
         }
     }
 }
@@ -75,6 +76,8 @@ enum Heartbeats {
     Stale,
     /// Asked to shut down, and told it may.
     ShutDown,
+    /// The quorum loop is gone (it dropped the shutdown sender): nobody waits for this task.
+    LoopGone,
 }
 
 /// Heartbeats, starting with the controller that took the registration and moving on to the
@@ -132,12 +135,12 @@ async fn heartbeat_until_stale(
                 tracing::debug!(controller = voter.id, "broker heartbeat: {:?}", other.map(|_| "not answered"));
                 client = None;
                 controller += 1;
-                Duration::from_millis(if controller.is_multiple_of(voters.len()) { 500 } else { 50 })
+                pause_before(controller, voters)
             }
         };
         // A shutdown asked for meanwhile is sent at once; the loop gone (the sender dropped), stop.
         if let Ok(Err(_)) = tokio::time::timeout(pause, shut_down.wait_for(|&stop| stop && !stopping)).await {
-            return Heartbeats::ShutDown;
+            return Heartbeats::LoopGone;
         }
     }
 }
@@ -167,9 +170,14 @@ async fn register(me: &Registration, voters: &[Voter], cluster_id: &str) -> (i64
             }
             Err(why) => tracing::debug!(controller = voter.id, "broker registration: {why}"),
         }
-        let pause = if (attempt as usize).is_multiple_of(voters.len()) { 500 } else { 50 };
-        tokio::time::sleep(Duration::from_millis(pause)).await;
+        tokio::time::sleep(pause_before(attempt as usize, voters)).await;
     }
+}
+
+/// Before asking the next voter after the `attempt`th failed: briefly, and longer once every
+/// voter was asked in turn, so that a cluster without a leader is not hammered.
+fn pause_before(attempt: usize, voters: &[Voter]) -> Duration {
+    Duration::from_millis(if attempt.is_multiple_of(voters.len()) { 500 } else { 50 })
 }
 
 async fn connect(voter: &Voter) -> Result<Client, String> {
