@@ -66,6 +66,10 @@ pub const CONTROLLER_APIS: &[ServedApi] = &[
     api(ApiKey::DescribeCluster, 1, 1),
     api(ApiKey::BrokerRegistration, 0, 4),
     api(ApiKey::BrokerHeartbeat, 0, 1),
+    // Brokers forward their clients' topic requests here as the clients sent them.
+    api(ApiKey::CreateTopics, 2, 7),
+    api(ApiKey::DeleteTopics, 1, 6),
+    api(ApiKey::CreatePartitions, 0, 3),
 ];
 
 pub fn served(key: ApiKey) -> Option<&'static ServedApi> {

@@ -18,6 +18,8 @@ pub struct BrokerConfig {
     pub advertised_host: String,
     pub advertised_port: i32,
     pub num_partitions: i32,
+    /// Kafka's `default.replication.factor`: for topics created without one, in a cluster.
+    pub default_replication_factor: i16,
     pub auto_create_topics: bool,
     pub durability: Durability,
     /// Largest request frame accepted, in bytes.
@@ -50,6 +52,7 @@ impl BrokerConfig {
             advertised_host: host.to_string(),
             advertised_port: port,
             num_partitions: 1,
+            default_replication_factor: 1,
             auto_create_topics: true,
             durability: Durability::Fsync,
             max_request_bytes: 100 * 1024 * 1024,
@@ -81,6 +84,8 @@ pub struct TopicConfig {
     pub max_message_bytes: i64,
     pub timestamp_type: TimestampType,
     pub index_interval_bytes: i64,
+    /// acks=all writes are refused (NOT_ENOUGH_REPLICAS) while the ISR is smaller.
+    pub min_insync_replicas: i64,
 }
 
 impl Default for TopicConfig {
@@ -93,6 +98,7 @@ impl Default for TopicConfig {
             max_message_bytes: 1_048_588,
             timestamp_type: TimestampType::CreateTime,
             index_interval_bytes: 4096,
+            min_insync_replicas: 1,
         }
     }
 }
@@ -162,11 +168,7 @@ impl TopicConfig {
                         ));
                     }
                 }
-                "min.insync.replicas" => {
-                    if parse_i64(key, value, 1)? != 1 {
-                        return Err("min.insync.replicas must be 1 on a single-node broker".to_string());
-                    }
-                }
+                "min.insync.replicas" => config.min_insync_replicas = parse_i64(key, value, 1)?,
                 _ => return Err(format!("Unknown topic config name: {key}")),
             }
         }
@@ -184,7 +186,7 @@ impl TopicConfig {
                 TimestampType::CreateTime => "CreateTime".to_string(),
                 TimestampType::LogAppendTime => "LogAppendTime".to_string(),
             },
-            "min.insync.replicas" => "1".to_string(),
+            "min.insync.replicas" => self.min_insync_replicas.to_string(),
             "retention.bytes" => self.retention_bytes.to_string(),
             "retention.ms" => self.retention_ms.to_string(),
             "segment.bytes" => self.segment_bytes.to_string(),

@@ -27,5 +27,5 @@ pub mod storage;
 pub mod txn;
 pub mod wire_guard;
 
-pub use broker::{Broker, ClusterView, LoadedPartition, LoadedState};
+pub use broker::{Broker, ClusterView, LoadedPartition, LoadedState, PartitionView, TopicView};
 pub use ops::{Action, ConnId};

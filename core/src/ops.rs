@@ -29,6 +29,12 @@ pub enum Action {
         reason: String,
     },
     Storage(StorageOp),
+    /// Send this request frame (size prefix included) to the active controller's listener and
+    /// hand its answer to `Broker::handle_forwarded` with this id (exactly once, error or not).
+    Forward {
+        id: u64,
+        frame: Bytes,
+    },
     /// Everything is durable and the clean-shutdown marker may be written.
     ShutdownComplete,
     /// A partition has been offline too long: nothing is in flight any more, and the driver drops

@@ -63,6 +63,8 @@ const SPECS: &[Spec] = &[
     // Topics.
     applied("auto.create.topics.enable", "true", Kind::Bool),
     applied("num.partitions", "1", Kind::Int { min: 1 }),
+    applied("default.replication.factor", "1", Kind::Int { min: 1 }),
+    applied("min.insync.replicas", "1", Kind::Int { min: 1 }),
     applied("log.retention.hours", "168", Kind::Int { min: -1 }),
     applied("log.retention.minutes", "", Kind::Int { min: -1 }),
     applied("log.retention.ms", "", Kind::Int { min: -1 }),
@@ -88,14 +90,12 @@ const SPECS: &[Spec] = &[
     applied("connections.max.idle.ms", "600000", Kind::Int { min: 1 }),
     // Accepted, no effect in Spool today.
     ignored("controller.quorum.bootstrap.servers", ""),
-    ignored("default.replication.factor", "1"),
     ignored("group.coordinator.rebalance.protocols", "classic,consumer"),
     ignored("inter.broker.listener.name", ""),
     ignored("listener.security.protocol.map", ""),
     ignored("log.cleaner.enable", "true"),
     ignored("log.flush.interval.messages", ""),
     ignored("log.flush.interval.ms", ""),
-    ignored("min.insync.replicas", "1"),
     ignored("num.io.threads", "8"),
     ignored("num.network.threads", "3"),
     ignored("num.recovery.threads.per.data.dir", "1"),
@@ -205,6 +205,7 @@ impl BrokerSettings {
         config.node_id = self.node_id();
         config.auto_create_topics = self.get("auto.create.topics.enable") == Some("true");
         config.num_partitions = self.int("num.partitions") as i32;
+        config.default_replication_factor = self.int("default.replication.factor").min(i16::MAX as i64) as i16;
         config.max_request_bytes = self.int("socket.request.max.bytes") as usize;
         config.retention_check_interval_ms = self.int("log.retention.check.interval.ms");
         // As Kafka: log.retention.ms, else minutes, else hours.
@@ -224,6 +225,7 @@ impl BrokerSettings {
         topics.retention_bytes = self.int("log.retention.bytes");
         topics.segment_bytes = self.int("log.segment.bytes");
         topics.index_interval_bytes = self.int("log.index.interval.bytes");
+        topics.min_insync_replicas = self.int("min.insync.replicas");
         topics.max_message_bytes = self.int("message.max.bytes");
         topics.timestamp_type = match self.get("log.message.timestamp.type") {
             Some("LogAppendTime") => TimestampType::LogAppendTime,

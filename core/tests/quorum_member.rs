@@ -22,7 +22,13 @@ fn now(ms: u64) -> Now {
 fn member_from(id: i32, restored: Restored, snapshot_every: u64) -> QuorumMember {
     let voters = IDS.iter().map(|&v| Voter { id: v, host: "127.0.0.1".into(), port: 9000 + v as u16 }).collect();
     let node = RaftNode::new(RaftConfig::new(id, IDS.to_vec(), id as u64), restored, 0);
-    let config = QuorumConfig { node_id: id, voters, cluster_id: "test-cluster".into(), snapshot_every };
+    let config = QuorumConfig {
+        node_id: id,
+        voters,
+        cluster_id: "test-cluster".into(),
+        snapshot_every,
+        topic_defaults: Default::default(),
+    };
     QuorumMember::new(config, node)
 }
 
@@ -489,4 +495,208 @@ fn a_broker_that_stops_heartbeating_is_fenced_and_let_in_again_once_it_heartbeat
     let o = offset(&cluster);
     let stopped = cluster.heartbeat(at + 1_500, leader, heartbeat(7, epoch, o, true));
     assert!(stopped.should_shut_down && stopped.is_fenced);
+}
+
+mod topics {
+    //! The active controller's topic decisions, over the wire: placed, committed, then answered,
+    //! and the same in every member's image.
+
+    use super::*;
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    use kafka_protocol::messages::create_topics_request::{CreatableReplicaAssignment, CreatableTopic};
+    use kafka_protocol::messages::{
+        BrokerId, CreatePartitionsRequest, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    use spool_core::metadata::NO_LEADER;
+
+    const NOT_CONTROLLER: i16 = 41;
+
+    fn topic(name: &str, partitions: i32, rf: i16) -> CreatableTopic {
+        CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(name.to_string())))
+            .with_num_partitions(partitions)
+            .with_replication_factor(rf)
+    }
+
+    impl Cluster {
+        /// A leader elected and brokers 7, 8 and 9 registered with it; returns the leader.
+        fn with_brokers(&mut self) -> i32 {
+            self.run_until(5_000);
+            let leader = self.leader().unwrap();
+            for broker in [7, 8, 9] {
+                let ResponseKind::BrokerRegistration(r) = self.ask_and_wait(
+                    5_000,
+                    leader,
+                    ApiKey::BrokerRegistration,
+                    4,
+                    registration(broker, broker as u128, "test-cluster"),
+                ) else {
+                    panic!("not a BrokerRegistration answer")
+                };
+                assert_eq!(r.error_code, 0);
+            }
+            leader
+        }
+
+        fn create(&mut self, at: u64, to: i32, topics: Vec<CreatableTopic>) -> CreateTopicsResponse {
+            let request = RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(topics));
+            let ResponseKind::CreateTopics(answer) = self.ask_and_wait(at, to, ApiKey::CreateTopics, 7, request) else {
+                panic!("not a CreateTopics answer")
+            };
+            answer
+        }
+    }
+
+    #[test]
+    fn topics_are_placed_committed_and_answered_by_the_active_controller_and_every_image_shows_them() {
+        let mut cluster = Cluster::new();
+        let leader = cluster.with_brokers();
+        let follower = IDS.into_iter().find(|&id| id != leader).unwrap();
+
+        let refused = cluster.create(5_100, follower, vec![topic("orders", 6, 3)]);
+        assert_eq!(refused.topics[0].error_code, NOT_CONTROLLER, "only the active controller creates topics");
+
+        let unknown_broker = topic("pinned", -1, -1).with_assignments(vec![CreatableReplicaAssignment::default()
+            .with_partition_index(0)
+            .with_broker_ids(vec![BrokerId(7), BrokerId(42)])]);
+        let answer = cluster.create(
+            5_100,
+            leader,
+            vec![
+                topic("orders", 6, 3),
+                topic("too-many", 1, 4),
+                topic("__consumer_offsets", 1, 1),
+                topic("bad/name", 1, 1),
+                unknown_broker,
+                topic("twice", 1, 1),
+                topic("twice", 1, 1),
+            ],
+        );
+        let codes: Vec<i16> = answer.topics.iter().map(|t| t.error_code).collect();
+        // INVALID_REPLICATION_FACTOR, INVALID_REQUEST, INVALID_TOPIC_EXCEPTION, INVALID_REPLICA_ASSIGNMENT.
+        assert_eq!(codes, vec![0, 38, 42, 17, 39, 42, 42], "{answer:?}");
+        let orders = &answer.topics[0];
+        assert_eq!((orders.num_partitions, orders.replication_factor), (6, 3));
+        assert!(
+            cluster.members[&leader].node().high_watermark() > cluster.members[&leader].image().applied_end() - 1,
+            "answered only once committed"
+        );
+
+        cluster.run_until_from(5_100, 5_600);
+        let mut leads = BTreeMap::new();
+        for id in IDS {
+            let image = cluster.members[&id].image();
+            let topic = image.topic("orders").expect("every image has the topic");
+            assert_eq!(topic.id, orders.topic_id);
+            assert_eq!(topic.partitions.len(), 6);
+            for p in topic.partitions.values() {
+                let mut replicas = p.replicas.clone();
+                replicas.sort_unstable();
+                assert_eq!(replicas, vec![7, 8, 9], "three distinct replicas");
+                assert_eq!((p.leader, p.isr.clone()), (p.replicas[0], vec![p.replicas[0]]));
+                if id == leader {
+                    *leads.entry(p.leader).or_insert(0) += 1;
+                }
+            }
+            assert!(image.topic("too-many").is_none() && image.topic("twice").is_none());
+        }
+        assert_eq!(leads.values().copied().collect::<Vec<_>>(), vec![2, 2, 2], "leaders spread evenly: {leads:?}");
+
+        let again = cluster.create(5_600, leader, vec![topic("orders", 1, 1)]);
+        assert_eq!(again.topics[0].error_code, 36, "TOPIC_ALREADY_EXISTS");
+        let dry = CreateTopicsRequest::default().with_topics(vec![topic("dry", 2, 2)]).with_validate_only(true);
+        let ResponseKind::CreateTopics(dry) =
+            cluster.ask_and_wait(5_600, leader, ApiKey::CreateTopics, 7, RequestKind::CreateTopics(dry))
+        else {
+            panic!("not a CreateTopics answer")
+        };
+        assert_eq!((dry.topics[0].error_code, dry.topics[0].num_partitions), (0, 2));
+
+        let more = CreatePartitionsRequest::default().with_topics(vec![CreatePartitionsTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("orders")))
+            .with_count(8)]);
+        let ResponseKind::CreatePartitions(more) =
+            cluster.ask_and_wait(5_600, leader, ApiKey::CreatePartitions, 3, RequestKind::CreatePartitions(more))
+        else {
+            panic!("not a CreatePartitions answer")
+        };
+        assert_eq!(more.results[0].error_code, 0);
+        cluster.run_until_from(5_600, 6_000);
+        for id in IDS {
+            let image = cluster.members[&id].image();
+            assert!(image.topic("dry").is_none(), "validate_only creates nothing");
+            assert_eq!(image.topic("orders").unwrap().partitions.len(), 8);
+        }
+
+        let delete = DeleteTopicsRequest::default().with_topic_names(vec![
+            TopicName(StrBytes::from_static_str("orders")),
+            TopicName(StrBytes::from_static_str("nope")),
+        ]);
+        let ResponseKind::DeleteTopics(deleted) =
+            cluster.ask_and_wait(6_000, leader, ApiKey::DeleteTopics, 5, RequestKind::DeleteTopics(delete))
+        else {
+            panic!("not a DeleteTopics answer")
+        };
+        let codes: Vec<i16> = deleted.responses.iter().map(|r| r.error_code).collect();
+        assert_eq!(codes, vec![0, 3], "UNKNOWN_TOPIC_OR_PARTITION for a topic that is not there");
+        cluster.run_until_from(6_000, 6_500);
+        for id in IDS {
+            assert!(cluster.members[&id].image().topic("orders").is_none());
+        }
+        let _ = NO_LEADER;
+    }
+
+    #[test]
+    fn a_fenced_leader_leaves_its_partitions_leaderless_and_leads_them_again_when_let_back_in() {
+        use spool_core::quorum::sessions::SESSION_TIMEOUT_MS;
+        let mut cluster = Cluster::new();
+        let leader = cluster.with_brokers();
+        let answer = cluster.create(5_100, leader, vec![topic("events", 3, 1)]);
+        assert_eq!(answer.topics[0].error_code, 0);
+        cluster.run_until_from(5_100, 5_500);
+        let epoch_of = |cluster: &Cluster, broker: i32| cluster.members[&leader].image().broker(broker).unwrap().epoch;
+        let partition_of = |cluster: &Cluster, id: i32| {
+            let image = cluster.members[&id].image();
+            image.topic("events").unwrap().partitions.values().find(|p| p.replicas == vec![7]).cloned().unwrap()
+        };
+        let before = partition_of(&cluster, leader);
+        assert_eq!(before.leader, 7);
+
+        // Brokers 8 and 9 heartbeat; 7 goes silent and is fenced: its partition has no leader,
+        // in every image, its ISR kept so that it is the one to lead again.
+        let mut at = 5_500;
+        while at < 5_500 + SESSION_TIMEOUT_MS + 2_000 {
+            for broker in [8, 9] {
+                let offset = cluster.members[&leader].image().applied_end() as i64 - 1;
+                let epoch = epoch_of(&cluster, broker);
+                cluster.heartbeat(at, leader, heartbeat(broker, epoch, offset, false));
+            }
+            cluster.run_until_from(at, at + 1_000);
+            at += 1_000;
+        }
+        for id in IDS {
+            let p = partition_of(&cluster, id);
+            assert_eq!((p.leader, p.isr.clone()), (NO_LEADER, vec![7]), "node {id}");
+            assert!(p.leader_epoch > before.leader_epoch, "a leader change bumps the leader epoch");
+        }
+        let others = cluster.members[&leader]
+            .image()
+            .topic("events")
+            .unwrap()
+            .partitions
+            .values()
+            .filter(|p| p.leader != NO_LEADER)
+            .count();
+        assert_eq!(others, 2, "partitions led by live brokers keep their leaders");
+
+        // Back and caught up: let in, and leads its partition again in a newer epoch.
+        let offset = cluster.members[&leader].image().applied_end() as i64 - 1;
+        let epoch = epoch_of(&cluster, 7);
+        cluster.heartbeat(at, leader, heartbeat(7, epoch, offset, false));
+        cluster.run_until_from(at, at + 1_000);
+        let after = partition_of(&cluster, leader);
+        assert_eq!(after.leader, 7);
+        assert!(after.leader_epoch > before.leader_epoch + 1);
+    }
 }

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod client;
 mod connection;
 pub mod disk;
+mod forward;
 pub mod io_times;
 pub mod limits;
 pub mod load;

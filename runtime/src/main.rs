@@ -62,6 +62,14 @@ struct ServeArgs {
     /// Partitions of topics created automatically or without a count [default: 1].
     #[arg(long, env = "SPOOL_NUM_PARTITIONS", allow_negative_numbers = true)]
     num_partitions: Option<i32>,
+    /// Replicas of topics created without a replication factor, in a cluster [default: 1]
+    /// (Kafka's default.replication.factor).
+    #[arg(long, env = "SPOOL_DEFAULT_REPLICATION_FACTOR")]
+    default_replication_factor: Option<i16>,
+    /// acks=all writes are refused while a partition has fewer in-sync replicas [default: 1]
+    /// (Kafka's min.insync.replicas; a topic may override it).
+    #[arg(long, env = "SPOOL_MIN_INSYNC_REPLICAS")]
+    min_insync_replicas: Option<i64>,
     /// Create unknown topics on Metadata and Produce requests [default: true].
     #[arg(long, env = "SPOOL_AUTO_CREATE_TOPICS", action = clap::ArgAction::Set)]
     auto_create_topics: Option<bool>,
@@ -410,6 +418,8 @@ fn flag_settings(args: &ServeArgs) -> Vec<(&'static str, String)> {
     flag("log.dirs", args.data_dir.as_ref().map(|d| d.display().to_string()));
     flag("node.id", args.node_id.map(|v| v.to_string()));
     flag("num.partitions", args.num_partitions.map(|v| v.to_string()));
+    flag("default.replication.factor", args.default_replication_factor.map(|v| v.to_string()));
+    flag("min.insync.replicas", args.min_insync_replicas.map(|v| v.to_string()));
     flag("auto.create.topics.enable", args.auto_create_topics.map(|v| v.to_string()));
     flag("socket.request.max.bytes", args.max_request_bytes.map(|v| v.to_string()));
     flag("queued.max.request.bytes", args.max_buffered_request_bytes.map(|v| v.to_string()));
@@ -519,6 +529,11 @@ fn run_serve(args: ServeArgs) -> Result<()> {
                 proposals: None,
                 observer: None,
                 snapshot_every: quorum::SNAPSHOT_EVERY,
+                topic_defaults: spool_core::quorum::TopicDefaults {
+                    num_partitions: options.broker.num_partitions,
+                    replication_factor: options.broker.default_replication_factor,
+                    config: options.broker.topic_defaults.clone(),
+                },
                 register,
                 cluster_view: Some(view_tx),
             };

@@ -102,7 +102,11 @@ pub async fn serve<S: Storage>(
     if config.advertised_port == 0 {
         config.advertised_port = local.port() as i32;
     }
-    let broker = Broker::new(config.clone(), loaded, now_ms());
+    let mut broker = Broker::new(config.clone(), loaded, now_ms());
+    // A node in a quorum takes its topics from the controller from the first request on.
+    if let Some(view) = &options.cluster_view {
+        broker.handle_cluster_view(view.borrow().clone());
+    }
     tracing::info!(address = %local, cluster = broker.cluster_id(), "spool broker listening");
     if let Some(ready) = ready {
         let _ = ready.send(local);
@@ -150,6 +154,22 @@ struct Timing {
     turn_time: Option<TurnTime>,
     shutdown_limit: Duration,
     cluster_view: Option<tokio::sync::watch::Receiver<ClusterView>>,
+}
+
+/// Where forwarded admin requests go, and where their answers come back.
+struct Forwarder {
+    answers: mpsc::UnboundedSender<Forwarded>,
+    /// The active controller's listener, as the latest view names it.
+    controller: Option<(String, u16)>,
+    /// Bumped when the broker is replaced in place: its forwards' answers are dropped.
+    generation: u64,
+}
+
+/// A forwarded request's answer, for the broker of that generation.
+struct Forwarded {
+    generation: u64,
+    id: u64,
+    answer: Result<Bytes, String>,
 }
 
 /// What draining the broker's actions ended with.
@@ -201,6 +221,12 @@ async fn event_loop<S: Storage>(
     let Running { mut broker, mut storage, mut config } = running;
     let Timing { turn_time, shutdown_limit, mut cluster_view } = timing;
     let (completions_tx, mut completions) = mpsc::unbounded_channel::<Completion>();
+    let (forwarded_tx, mut forwarded) = mpsc::unbounded_channel::<Forwarded>();
+    let mut forwarder = Forwarder {
+        answers: forwarded_tx,
+        controller: cluster_view.as_ref().and_then(|v| v.borrow().controller.clone()),
+        generation: 0,
+    };
     let mut writers: BTreeMap<ConnId, ConnHandle> = BTreeMap::new();
     // Connections of a broker replaced in place: what they still send is dropped.
     let mut retired: BTreeSet<ConnId> = BTreeSet::new();
@@ -209,7 +235,7 @@ async fn event_loop<S: Storage>(
     // must not keep a stopping broker alive; the next start recovers as after a crash).
     let mut give_up_at: Option<tokio::time::Instant> = None;
     loop {
-        match drain_actions(&mut broker, &mut storage, &completions_tx, &mut writers) {
+        match drain_actions(&mut broker, &mut storage, &completions_tx, &mut writers, &forwarder) {
             Drained::More => {}
             Drained::ShutdownComplete => {
                 storage.mark_clean_shutdown()?;
@@ -232,6 +258,8 @@ async fn event_loop<S: Storage>(
                 config.offline_restart_after_ms =
                     (config.offline_restart_after_ms * 2).min(config.offline_restart_max_ms);
                 broker = Broker::new(config.clone(), loaded, now_ms());
+                // Answers to the old broker's forwards are dropped.
+                forwarder.generation += 1;
                 if let Some(view) = &cluster_view {
                     broker.handle_cluster_view(view.borrow().clone());
                 }
@@ -269,7 +297,14 @@ async fn event_loop<S: Storage>(
             }
             Some(view) = next_view(&mut cluster_view) => {
                 trace::record("cluster", now_ms(), &view.brokers);
+                forwarder.controller = view.controller.clone();
                 broker.handle_cluster_view(view);
+            }
+            Some(Forwarded { generation, id, answer }) = forwarded.recv() => {
+                if generation == forwarder.generation {
+                    trace::record("forwarded", now_ms(), &id);
+                    broker.handle_forwarded(id, answer);
+                }
             }
             _ = &mut shutdown, if !shutting_down => {
                 tracing::info!("shutting down: finishing in-flight requests and syncing");
@@ -351,6 +386,7 @@ fn drain_actions<S: Storage>(
     storage: &mut S,
     completions: &mpsc::UnboundedSender<Completion>,
     writers: &mut BTreeMap<ConnId, ConnHandle>,
+    forwarder: &Forwarder,
 ) -> Drained {
     let mut done = Drained::More;
     let mut answered = BTreeSet::new();
@@ -382,6 +418,14 @@ fn drain_actions<S: Storage>(
                     trace::record("completion", now, &completion);
                     broker.handle_completion(now, completion);
                 }
+            }
+            Action::Forward { id, frame } => {
+                let (answers, controller, generation) =
+                    (forwarder.answers.clone(), forwarder.controller.clone(), forwarder.generation);
+                tokio::spawn(async move {
+                    let answer = crate::forward::forward(frame, controller).await;
+                    let _ = answers.send(Forwarded { generation, id, answer });
+                });
             }
             Action::ShutdownComplete => done = Drained::ShutdownComplete,
             Action::Restart { reason } => done = Drained::Restart(reason),

@@ -205,6 +205,7 @@ fn start_node(handle: &Handle, cluster: &Cluster, id: NodeId) -> NodeHandle {
                     proposals: Some(rx),
                     observer: Some(observer),
                     snapshot_every,
+                    topic_defaults: Default::default(),
                     register: Some(quorum::registration::Registration {
                         node_id: id,
                         host: ip(id),

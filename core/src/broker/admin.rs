@@ -150,6 +150,15 @@ impl Broker {
     /// Queues creation of an unknown topic with the broker defaults. Returns false when
     /// auto-creation is off or the name is invalid.
     pub(crate) fn maybe_auto_create(&mut self, name: &str) -> bool {
+        if self.in_cluster() && !is_internal_topic(name) {
+            if !self.config.auto_create_topics || validate_topic_name(name).is_err() {
+                return false;
+            }
+            if !self.view_topics().is_some_and(|t| t.contains_key(name)) {
+                self.auto_create_in_cluster(name);
+            }
+            return true;
+        }
         if !self.config.auto_create_topics
             || validate_topic_name(name).is_err()
             || is_internal_topic(name)
@@ -598,6 +607,10 @@ impl Broker {
                         if is_internal_topic(t.name.0.as_str()) {
                             // Kafka's answer: InvalidTopicException, "Cannot delete records of internal topic".
                             return result.with_error_code(ResponseError::InvalidTopicException.code());
+                        }
+                        let tp = crate::storage::TopicPartition::new(t.name.0.as_str(), p.partition_index);
+                        if let Err(error) = self.served_partition(&tp) {
+                            return result.with_error_code(error.code());
                         }
                         let log = self
                             .topics

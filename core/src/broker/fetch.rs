@@ -90,7 +90,15 @@ impl Broker {
                         corrupt_rereads: 0,
                     };
                     let log =
-                        name.as_ref().and_then(|n| self.partition(&TopicPartition::new(n.0.as_str(), fp.partition)));
+                        name.as_ref().map(|n| self.served_partition(&TopicPartition::new(n.0.as_str(), fp.partition)));
+                    let log = match log {
+                        Some(Ok(log)) => Some(log),
+                        Some(Err(ResponseError::UnknownTopicOrPartition)) | None => None,
+                        Some(Err(error)) => {
+                            slot.error = error.code();
+                            return slot;
+                        }
+                    };
                     slot.error = match log {
                         None => unknown_error.code(),
                         Some(log) if log.failed.is_some() => ResponseError::KafkaStorageError.code(),

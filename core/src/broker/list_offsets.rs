@@ -82,9 +82,12 @@ impl Broker {
             let mut partitions = Vec::new();
             for (partition_index, p) in t.partitions.into_iter().enumerate() {
                 let tp = TopicPartition::new(t.name.0.as_str(), p.partition_index);
-                let Some(log) = self.partition(&tp) else {
-                    partitions.push(answer(p.partition_index, ResponseError::UnknownTopicOrPartition.code(), -1, -1));
-                    continue;
+                let log = match self.served_partition(&tp) {
+                    Ok(log) => log,
+                    Err(error) => {
+                        partitions.push(answer(p.partition_index, error.code(), -1, -1));
+                        continue;
+                    }
                 };
                 if log.failed.is_some() {
                     partitions.push(answer(p.partition_index, ResponseError::KafkaStorageError.code(), -1, -1));
@@ -222,8 +225,9 @@ impl Broker {
                             .with_partition(p.partition)
                             .with_leader_epoch(-1)
                             .with_end_offset(-1);
-                        let Some(log) = self.partition(&TopicPartition::new(t.topic.0.as_str(), p.partition)) else {
-                            return base.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                        let log = match self.served_partition(&TopicPartition::new(t.topic.0.as_str(), p.partition)) {
+                            Ok(log) => log,
+                            Err(error) => return base.with_error_code(error.code()),
                         };
                         if p.current_leader_epoch > log.leader_epoch {
                             return base.with_error_code(ResponseError::UnknownLeaderEpoch.code());

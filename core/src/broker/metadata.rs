@@ -63,6 +63,11 @@ impl Broker {
             }
         };
         let auto_create = request.allow_auto_topic_creation || ctx.version < 4;
+        if self.in_cluster() {
+            let topics = self.describe_cluster_topics(wanted, auto_create);
+            self.respond_metadata(ctx, topics);
+            return;
+        }
         let topics = match wanted {
             None => self.topics.values().map(|t| self.describe_topic(&t.name, node_id)).collect(),
             Some(list) => list
@@ -97,6 +102,11 @@ impl Broker {
                 })
                 .collect(),
         };
+        self.respond_metadata(ctx, topics);
+    }
+
+    fn respond_metadata(&mut self, ctx: RequestCtx, topics: Vec<MetadataResponseTopic>) {
+        let (node_id, _, _) = self.node();
         let response = MetadataResponse::default()
             .with_brokers(
                 self.brokers()
@@ -110,6 +120,97 @@ impl Broker {
             .with_controller_id(node_id)
             .with_topics(topics);
         self.respond(ctx, ResponseKind::Metadata(response));
+    }
+
+    /// Metadata in a cluster: the image's topics, and this node's own internal ones.
+    fn describe_cluster_topics(
+        &mut self,
+        wanted: Option<Vec<MetadataRequestTopicRef>>,
+        auto_create: bool,
+    ) -> Vec<MetadataResponseTopic> {
+        let (node_id, _, _) = self.node();
+        let internal: Vec<String> =
+            self.topics.keys().filter(|n| super::admin::is_internal_topic(n)).map(|n| n.to_string()).collect();
+        let Some(wanted) = wanted else {
+            let mut topics: Vec<MetadataResponseTopic> =
+                internal.iter().map(|name| self.describe_topic(name, node_id)).collect();
+            if let Some(view) = self.view_topics() {
+                topics.extend(view.iter().map(|(name, t)| self.describe_view_topic(name, t)));
+            }
+            return topics;
+        };
+        wanted
+            .into_iter()
+            .map(|wanted| {
+                let name = match (&wanted.name, wanted.id.is_nil()) {
+                    (Some(n), _) => n.0.to_string(),
+                    (None, false) => {
+                        let by_id = self.view_topics().and_then(|v| v.iter().find(|(_, t)| t.id == wanted.id));
+                        match by_id {
+                            Some((name, _)) => name.clone(),
+                            None => {
+                                return MetadataResponseTopic::default()
+                                    .with_topic_id(wanted.id)
+                                    .with_error_code(ResponseError::UnknownTopicId.code())
+                            }
+                        }
+                    }
+                    (None, true) => String::new(),
+                };
+                if internal.contains(&name) {
+                    return self.describe_topic(&name, node_id);
+                }
+                if let Some(t) = self.view_topics().and_then(|v| v.get(&name)) {
+                    return self.describe_view_topic(&name, t);
+                }
+                let error = if super::admin::validate_topic_name(&name).is_err() {
+                    ResponseError::InvalidTopicException
+                } else if auto_create && self.maybe_auto_create(&name) {
+                    ResponseError::LeaderNotAvailable
+                } else {
+                    ResponseError::UnknownTopicOrPartition
+                };
+                MetadataResponseTopic::default().with_name(Some(TopicName(name.into()))).with_error_code(error.code())
+            })
+            .collect()
+    }
+
+    /// A topic as the image shows it: replicas, ISR, the leader and its epoch; replicas on
+    /// brokers not unfenced are listed offline, and a partition without a leader says so.
+    fn describe_view_topic(&self, name: &str, topic: &super::TopicView) -> MetadataResponseTopic {
+        let live: Vec<i32> = self.brokers().iter().map(|(id, _, _)| id.0).collect();
+        let me = self.config.node_id;
+        let local = self.topics.get(name).filter(|t| t.id == topic.id);
+        let ids = |ids: &[i32]| ids.iter().map(|&id| BrokerId(id)).collect::<Vec<_>>();
+        let partitions = topic
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(index, p)| {
+                let failed = p.leader == me
+                    && local.and_then(|t| t.partitions.get(index)).is_some_and(|log| log.failed.is_some());
+                let error = if p.leader < 0 {
+                    ResponseError::LeaderNotAvailable.code()
+                } else if failed {
+                    ResponseError::KafkaStorageError.code()
+                } else {
+                    0
+                };
+                let offline: Vec<i32> = p.replicas.iter().copied().filter(|r| !live.contains(r)).collect();
+                MetadataResponsePartition::default()
+                    .with_error_code(error)
+                    .with_partition_index(index as i32)
+                    .with_leader_id(BrokerId(p.leader))
+                    .with_leader_epoch(p.leader_epoch)
+                    .with_replica_nodes(ids(&p.replicas))
+                    .with_isr_nodes(ids(&p.isr))
+                    .with_offline_replicas(ids(&offline))
+            })
+            .collect();
+        MetadataResponseTopic::default()
+            .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
+            .with_topic_id(topic.id)
+            .with_partitions(partitions)
     }
 
     fn describe_topic(&self, name: &str, node_id: BrokerId) -> MetadataResponseTopic {

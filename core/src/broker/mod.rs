@@ -5,6 +5,7 @@
 
 mod admin;
 mod checkpoints;
+mod cluster;
 mod fetch;
 mod groups;
 mod invariants;
@@ -14,6 +15,7 @@ mod produce;
 mod recovery_points;
 mod txn;
 
+pub(crate) use admin::{is_internal_topic, validate_topic_name};
 pub use recovery_points::{decode_recovery_points, recovery_point_key};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -38,6 +40,7 @@ use crate::recovery::RecoveredSegment;
 use crate::storage::{Completion, MetaFile, OpId, TopicPartition};
 use crate::txn::Transactions;
 
+pub use cluster::{ClusterView, PartitionView, TopicView};
 pub use fetch::FetchState;
 pub use groups::OFFSETS_TOPIC;
 
@@ -168,17 +171,15 @@ pub struct Broker {
     offline_since_ms: Option<i64>,
     /// The stop under way is a restart in place, for this reason.
     restart_reason: Option<String>,
-    /// The brokers the metadata quorum has registered, when this node is in one.
+    /// The cluster as the metadata quorum's image shows it, when this node is in one.
     pub(crate) cluster_view: Option<ClusterView>,
-}
-
-/// The cluster's brokers as the metadata quorum's image lists them: what Metadata and
-/// DescribeCluster answer, besides this broker itself.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ClusterView {
-    pub cluster_id: Option<String>,
-    /// (node id, host, port) of each registered broker's client listener.
-    pub brokers: Vec<(i32, String, i32)>,
+    /// Topic ids this process saw in the image: a local log of one the image then drops is
+    /// deleted; one never seen is kept (see `cluster.rs`).
+    seen_topic_ids: BTreeSet<Uuid>,
+    stray_topics_logged: BTreeSet<String>,
+    /// Admin requests forwarded to the active controller, by forward id.
+    forwards: BTreeMap<u64, cluster::Forwarded>,
+    next_forward_id: u64,
 }
 
 impl Broker {
@@ -264,6 +265,10 @@ impl Broker {
             offline_since_ms: None,
             restart_reason: None,
             cluster_view: None,
+            seen_topic_ids: BTreeSet::new(),
+            stray_topics_logged: BTreeSet::new(),
+            forwards: BTreeMap::new(),
+            next_forward_id: 0,
         };
         // Persist identity on first start (and any repair done above), and leader epochs the
         // loader rebuilt or extended.
@@ -451,6 +456,7 @@ impl Broker {
             );
             return;
         }
+        let raw = frame.clone();
         let decoded = match codec::decode_request(frame) {
             Ok(d) => d,
             Err(DecodeFailure::ApiVersionsTooNew { correlation_id }) => {
@@ -471,6 +477,12 @@ impl Broker {
         if self.shutting_down && decoded.api_key != ApiKey::ApiVersions {
             self.close(conn, "broker is shutting down".to_string());
             return;
+        }
+        if self.in_cluster() {
+            if let Some(fallback) = cluster::not_controller(&decoded.body) {
+                self.forward(ctx, &raw, fallback);
+                return;
+            }
         }
         match decoded.body {
             RequestKind::ApiVersions(_) => {
@@ -641,11 +653,6 @@ impl Broker {
     }
 
     /// Stop serving, make everything durable, then report `Action::ShutdownComplete`.
-    /// The metadata quorum's view of the cluster changed (brokers registered or gone).
-    pub fn handle_cluster_view(&mut self, view: ClusterView) {
-        self.cluster_view = Some(view);
-    }
-
     pub fn handle_shutdown(&mut self) {
         if self.shutting_down {
             return;
@@ -705,7 +712,7 @@ impl Broker {
         self.finish(ctx, None);
     }
 
-    fn finish(&mut self, ctx: RequestCtx, frame: Option<Bytes>) {
+    pub(crate) fn finish(&mut self, ctx: RequestCtx, frame: Option<Bytes>) {
         let Some(c) = self.conns.get_mut(&ctx.conn) else {
             return;
         };
@@ -814,6 +821,8 @@ impl Broker {
             for change in &write.changes {
                 self.apply_live(now_ms, change);
             }
+            // A log created for the image leads in the image's epoch.
+            self.follow_image();
             for d in write.deferred {
                 match d {
                     Deferred::Respond(ctx, body) => self.respond(ctx, body),

@@ -108,7 +108,7 @@ impl Broker {
                 } else {
                     let tp = TopicPartition::new(name.0.as_str(), pd.index);
                     let before = self.partition(&tp).map_or(0, |p| p.high_watermark());
-                    let result = self.append_one(now_ms, name.0.as_str(), pd.index, pd.records.as_ref());
+                    let result = self.append_one(now_ms, acks, name.0.as_str(), pd.index, pd.records.as_ref());
                     // Relaxed durability moves the high watermark on append: wake fetches now.
                     if self.partition(&tp).is_some_and(|p| p.high_watermark() > before) {
                         moved.push(tp);
@@ -153,13 +153,21 @@ impl Broker {
     fn append_one(
         &mut self,
         now_ms: i64,
+        acks: i16,
         topic: &str,
         partition: i32,
         records: Option<&bytes::Bytes>,
     ) -> Result<(PartitionProduceResponse, i64), Box<PartitionProduceResponse>> {
         let tp = TopicPartition::new(topic, partition);
-        if self.partition(&tp).is_none() {
-            return Err(refuse(partition, ResponseError::UnknownTopicOrPartition, None));
+        let min_insync = match self.served_partition(&tp) {
+            Ok(log) => log.config.min_insync_replicas,
+            Err(error) => return Err(refuse(partition, error, None)),
+        };
+        let isr = self.isr_size(&tp) as i64;
+        if acks == -1 && isr < min_insync {
+            // Kafka's strict rule: not even appended while too few replicas are in sync.
+            let message = format!("the in-sync replicas ({isr}) are fewer than min.insync.replicas ({min_insync})");
+            return Err(refuse(partition, ResponseError::NotEnoughReplicas, Some(message)));
         }
         let Some(records) = records else {
             return Err(refuse(partition, ResponseError::CorruptMessage, Some("no records".into())));

@@ -154,8 +154,9 @@ impl MetadataImage {
                 ));
             }
             if let Payload::Data(bytes) = &entry.payload {
-                let record = MetadataRecord::decode(bytes).map_err(|e| format!("at offset {}: {e}", entry.offset))?;
-                self.apply(entry.offset, &record).map_err(|e| format!("at offset {}: {e}", entry.offset))?;
+                let records =
+                    MetadataRecord::decode_all(bytes).map_err(|e| format!("at offset {}: {e}", entry.offset))?;
+                self.apply_all(entry.offset, &records).map_err(|e| format!("at offset {}: {e}", entry.offset))?;
             }
             self.applied_end = entry.offset + 1;
         }
@@ -167,6 +168,20 @@ impl MetadataImage {
     pub fn pass_over(&mut self, offset: u64) {
         assert!(offset >= self.applied_end, "entry {offset} passed over below the applied end {}", self.applied_end);
         self.applied_end = offset + 1;
+    }
+
+    /// Applies the records of one entry, all or none.
+    pub fn apply_all(&mut self, offset: u64, records: &[MetadataRecord]) -> Result<(), String> {
+        if let [record] = records {
+            return self.apply(offset, record);
+        }
+        // Rare (topic creations): the check on a copy keeps a refusal whole.
+        let mut next = self.clone();
+        for record in records {
+            next.apply(offset, record)?;
+        }
+        *self = next;
+        Ok(())
     }
 
     /// Applies one record. A record the image cannot take (a partition of an unknown topic, an

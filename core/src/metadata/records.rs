@@ -112,4 +112,26 @@ impl MetadataRecord {
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
         serde_json::from_slice(bytes).map_err(|e| format!("metadata record: {e}"))
     }
+
+    /// Records that must take effect together (a topic with its partitions), as one log entry:
+    /// Raft commits or drops an entry whole, so no node ever sees half of them.
+    pub fn encode_all(records: &[MetadataRecord]) -> Bytes {
+        assert!(!records.is_empty(), "an entry holds at least one record");
+        match records {
+            [one] => one.encode(),
+            many => Bytes::from(serde_json::to_vec(many).expect("metadata records serialize")),
+        }
+    }
+
+    /// The records of one entry: a single record, or a list written by `encode_all`.
+    pub fn decode_all(bytes: &[u8]) -> Result<Vec<Self>, String> {
+        if bytes.first() == Some(&b'[') {
+            let records: Vec<Self> = serde_json::from_slice(bytes).map_err(|e| format!("metadata records: {e}"))?;
+            if records.is_empty() {
+                return Err("an entry of no records".to_string());
+            }
+            return Ok(records);
+        }
+        Ok(vec![Self::decode(bytes)?])
+    }
 }

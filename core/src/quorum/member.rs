@@ -5,15 +5,19 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
     ApiKey, BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerRegistrationRequest, BrokerRegistrationResponse,
-    RequestHeader, RequestKind, ResponseKind,
+    CreatePartitionsResponse, CreateTopicsResponse, DeleteTopicsResponse, RequestHeader, RequestKind, ResponseKind,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::answers;
 use super::sessions::BrokerSessions;
+use super::topics::{self, Decision, Outcome, TopicDefaults};
 use super::Now;
 use crate::api_versions::CONTROLLER_APIS;
 use crate::codec::{self, DecodeFailure};
@@ -42,6 +46,8 @@ pub struct QuorumConfig {
     pub cluster_id: String,
     /// Snapshot the image once this many entries were applied since the last snapshot (0: never).
     pub snapshot_every: u64,
+    /// What the controller gives a topic its request leaves a setting out of.
+    pub topic_defaults: TopicDefaults,
 }
 
 /// Brokers a cluster may register; past it new ids are refused (every one gets a session).
@@ -52,6 +58,9 @@ const MAX_PENDING_REGISTRATIONS: usize = 256;
 
 /// A fencing record the log could not take now is proposed again after this.
 const FENCE_RETRY_MS: u64 = 100;
+
+/// Admin requests (CreateTopics, ...) waiting for their entries to commit; more are refused.
+const MAX_PENDING_ADMIN: usize = 256;
 
 /// Entries applied to the image per call, so one input never does unbounded work.
 const MAX_APPLIED_PER_TURN: usize = 4096;
@@ -98,6 +107,55 @@ pub struct QuorumMember {
     pending_registrations: BTreeMap<u64, (u64, Waiting)>,
     /// Which brokers are alive, on the leader: silent ones are fenced.
     sessions: BrokerSessions,
+    /// Admin requests proposed by this member as leader, by the offset of their last entry.
+    pending_admin: BTreeMap<u64, PendingAdmin>,
+    /// The last entry proposed for the admin request being handled.
+    admin_proposed_through: Option<u64>,
+    /// The last leader changes proposed: none other is proposed until the image applied it.
+    elections_proposed_at: Option<u64>,
+    /// The image's applied end when leaders were last looked over.
+    elections_checked_at: u64,
+}
+
+/// An admin request's answer, waiting for its entries: each topic's result, and what the image
+/// must show for it to stand.
+struct PendingAdmin {
+    waiting: Waiting,
+    answer: AdminAnswer,
+}
+
+enum AdminAnswer {
+    CreateTopics(Vec<(CreatableTopicResult, Option<Outcome>)>),
+    DeleteTopics(Vec<(DeletableTopicResult, Option<Outcome>)>),
+    CreatePartitions(Vec<(CreatePartitionsTopicResult, Option<Outcome>)>),
+}
+
+/// A per-topic result that can be turned into a refusal.
+trait Refusable {
+    fn refuse(self, error: ResponseError, message: &str) -> Self;
+}
+
+macro_rules! refusable {
+    ($($t:ty),*) => {$(
+        impl Refusable for $t {
+            fn refuse(self, error: ResponseError, message: &str) -> Self {
+                self.with_error_code(error.code()).with_error_message(Some(StrBytes::from_string(message.to_string())))
+            }
+        }
+    )*};
+}
+refusable!(CreatableTopicResult, DeletableTopicResult, CreatePartitionsTopicResult);
+
+/// Results whose outcome the image does not show (a leader change dropped their entry): the
+/// client is told to ask the controller again.
+fn settle<A: Refusable>(results: Vec<(A, Option<Outcome>)>, image: &MetadataImage) -> Vec<A> {
+    results
+        .into_iter()
+        .map(|(answer, outcome)| match outcome {
+            Some(o) if !o.holds(image) => answer.refuse(ResponseError::NotController, "the controller moved; retry"),
+            _ => answer,
+        })
+        .collect()
 }
 
 impl QuorumMember {
@@ -119,6 +177,10 @@ impl QuorumMember {
             snapshot_asked_end: 0,
             pending_registrations: BTreeMap::new(),
             sessions: BrokerSessions::default(),
+            pending_admin: BTreeMap::new(),
+            admin_proposed_through: None,
+            elections_proposed_at: None,
+            elections_checked_at: 0,
         };
         member.drain_node();
         member
@@ -216,6 +278,46 @@ impl QuorumMember {
                 self.tend_sessions(now);
                 ResponseKind::BrokerHeartbeat(self.broker_heartbeat(now, &request))
             }
+            RequestKind::CreateTopics(request) => {
+                let decisions = if self.is_active_controller() {
+                    let next = self.node.log().end();
+                    let defaults = &self.config.topic_defaults;
+                    topics::create_topics(&self.image, defaults, &self.config.cluster_id, next, &request)
+                } else {
+                    not_controller(
+                        request.topics.iter().map(|t| CreatableTopicResult::default().with_name(t.name.clone())),
+                    )
+                };
+                let results = self.propose_decisions(now, decisions);
+                let waiting = Waiting { conn, correlation_id, version };
+                self.answer_when_applied(waiting, AdminAnswer::CreateTopics(results));
+                return;
+            }
+            RequestKind::DeleteTopics(request) => {
+                let decisions = topics::delete_topics(&self.image, version, &request);
+                let decisions = if self.is_active_controller() {
+                    decisions
+                } else {
+                    not_controller(decisions.into_iter().map(|d| d.answer))
+                };
+                let results = self.propose_decisions(now, decisions);
+                let waiting = Waiting { conn, correlation_id, version };
+                self.answer_when_applied(waiting, AdminAnswer::DeleteTopics(results));
+                return;
+            }
+            RequestKind::CreatePartitions(request) => {
+                let decisions = if self.is_active_controller() {
+                    topics::create_partitions(&self.image, &request)
+                } else {
+                    not_controller(
+                        request.topics.iter().map(|t| CreatePartitionsTopicResult::default().with_name(t.name.clone())),
+                    )
+                };
+                let results = self.propose_decisions(now, decisions);
+                let waiting = Waiting { conn, correlation_id, version };
+                self.answer_when_applied(waiting, AdminAnswer::CreatePartitions(results));
+                return;
+            }
             quorum_request => {
                 let (from, request) = match wire::decode_request(quorum_request) {
                     Ok(decoded) => decoded,
@@ -228,10 +330,107 @@ impl QuorumMember {
                 self.wait_for_answer(from, Waiting { conn, correlation_id, version });
                 let correlation = correlation_id as u32 as u64;
                 self.node.handle_message(now.monotonic_ms, from, Message::Request { correlation, request });
+                // A follower's fetch may have committed a fencing: leaders move at once.
+                self.apply_committed();
+                self.elect_leaders(now);
                 return;
             }
         };
         self.respond(conn, correlation_id, version, &answer);
+    }
+
+    /// Proposes each decision's entry; one the log cannot take is refused in the answer.
+    fn propose_decisions<A: Refusable>(&mut self, now: Now, decisions: Vec<Decision<A>>) -> Vec<(A, Option<Outcome>)> {
+        let room = self.pending_admin.len() < MAX_PENDING_ADMIN;
+        decisions
+            .into_iter()
+            .map(|decision| {
+                let Some((records, outcome)) = decision.entry else {
+                    return (decision.answer, None);
+                };
+                if !room {
+                    let busy = "the controller has too many requests in progress";
+                    return (decision.answer.refuse(ResponseError::ThrottlingQuotaExceeded, busy), None);
+                }
+                match self.node.propose(now.monotonic_ms, MetadataRecord::encode_all(&records)) {
+                    Ok(offset) => {
+                        self.admin_proposed_through = Some(offset);
+                        (decision.answer, Some(outcome))
+                    }
+                    Err(crate::raft::ProposeError::NotLeader { .. }) => {
+                        (decision.answer.refuse(ResponseError::NotController, "not the controller"), None)
+                    }
+                    Err(crate::raft::ProposeError::Busy) => {
+                        let busy = "the metadata log has too much uncommitted; retry";
+                        (decision.answer.refuse(ResponseError::RequestTimedOut, busy), None)
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// Answers at once if nothing was proposed for it, else once the image applied its entries.
+    fn answer_when_applied(&mut self, waiting: Waiting, answer: AdminAnswer) {
+        match self.admin_proposed_through.take() {
+            Some(last) => {
+                self.pending_admin.insert(last, PendingAdmin { waiting, answer });
+            }
+            None => self.respond_admin(PendingAdmin { waiting, answer }),
+        }
+    }
+
+    fn respond_admin(&mut self, pending: PendingAdmin) {
+        let body = match pending.answer {
+            AdminAnswer::CreateTopics(results) => {
+                ResponseKind::CreateTopics(CreateTopicsResponse::default().with_topics(settle(results, &self.image)))
+            }
+            AdminAnswer::DeleteTopics(results) => {
+                ResponseKind::DeleteTopics(DeleteTopicsResponse::default().with_responses(settle(results, &self.image)))
+            }
+            AdminAnswer::CreatePartitions(results) => ResponseKind::CreatePartitions(
+                CreatePartitionsResponse::default().with_results(settle(results, &self.image)),
+            ),
+        };
+        let Waiting { conn, correlation_id, version } = pending.waiting;
+        self.respond(conn, correlation_id, version, &body);
+    }
+
+    /// Admin answers whose entries the image has now applied (or another leader's replaced).
+    fn answer_admin(&mut self) {
+        let applied = self.image.applied_end();
+        while let Some(entry) = self.pending_admin.first_entry() {
+            if *entry.key() >= applied {
+                break;
+            }
+            let pending = entry.remove();
+            self.respond_admin(pending);
+        }
+    }
+
+    /// On the active controller: partitions whose leader is fenced get another (or none), and
+    /// leaderless ones a returning replica, one batch of changes at a time.
+    fn elect_leaders(&mut self, now: Now) {
+        let applied = self.image.applied_end();
+        if !self.is_active_controller()
+            || self.elections_proposed_at.is_some_and(|at| at >= applied)
+            || self.elections_checked_at == applied
+        {
+            return;
+        }
+        self.elections_checked_at = applied;
+        let changes = topics::leader_changes(&self.image);
+        if changes.is_empty() {
+            return;
+        }
+        let records: Vec<MetadataRecord> = changes.into_iter().map(MetadataRecord::PartitionChange).collect();
+        match self.node.propose(now.monotonic_ms, MetadataRecord::encode_all(&records)) {
+            Ok(offset) => {
+                tracing::info!(partitions = records.len(), "electing partition leaders");
+                self.elections_proposed_at = Some(offset);
+            }
+            // Looked over again once the image moves (the log is busy committing).
+            Err(_) => self.elections_checked_at = 0,
+        }
     }
 
     /// KIP-631's broker registration, on the active controller: a RegisterBroker record, answered
@@ -327,9 +526,15 @@ impl QuorumMember {
         BrokerHeartbeatResponse::default()
             .with_is_caught_up(caught_up)
             .with_is_fenced(fenced)
-            // No partition leadership to move away yet: a broker asking to stop may stop once it
-            // is fenced (committed), so no client is sent to it after it goes.
-            .with_should_shut_down(request.want_shut_down && fenced && !self.sessions.is_pending(broker_id))
+            // A broker asking to stop may stop once it is fenced and leads nothing (both
+            // committed), so no client is sent to it after it goes.
+            .with_should_shut_down(
+                request.want_shut_down && fenced && !self.sessions.is_pending(broker_id) && !self.leads_any(broker_id),
+            )
+    }
+
+    fn leads_any(&self, broker_id: crate::metadata::BrokerId) -> bool {
+        self.image.topics().any(|t| t.partitions.values().any(|p| p.leader == broker_id))
     }
 
     /// The leader acts as the controller once its image has applied everything before its own
@@ -371,6 +576,7 @@ impl QuorumMember {
                 }
             }
         }
+        self.elect_leaders(now);
     }
 
     /// Registrations whose record the image has now applied, or replaced by another leader's.
@@ -399,6 +605,7 @@ impl QuorumMember {
     /// The connection is gone: answers still owed to it are dropped.
     pub fn handle_closed(&mut self, conn: ConnId) {
         self.pending_registrations.retain(|_, (_, w)| w.conn != conn);
+        self.pending_admin.retain(|_, p| p.waiting.conn != conn);
         self.waiting.retain(|_, w| w.conn != conn);
         let waiting = &self.waiting;
         self.waiting_order.retain(|key| waiting.contains_key(key));
@@ -418,6 +625,8 @@ impl QuorumMember {
         let response = wire::decode_response(api_key, body)?;
         let correlation = correlation_id as u32 as u64;
         self.node.handle_message(now.monotonic_ms, peer, Message::Response { correlation, response });
+        self.apply_committed();
+        self.elect_leaders(now);
         Ok(())
     }
 
@@ -474,6 +683,7 @@ impl QuorumMember {
             }
         }
         self.answer_registrations();
+        self.answer_admin();
         let every = self.config.snapshot_every;
         if every > 0 && self.image.applied_end() >= self.snapshot_asked_end + every {
             let end = self.image.applied_end();
@@ -545,6 +755,11 @@ impl QuorumMember {
         assert_eq!(self.in_flight.len(), self.in_flight_order.len(), "requests in flight and their order disagree");
         assert!(self.waiting.len() <= MAX_WAITING_ANSWERS && self.in_flight.len() <= MAX_IN_FLIGHT);
         assert!(self.pending_registrations.len() <= MAX_PENDING_REGISTRATIONS);
+        assert!(self.pending_admin.len() <= MAX_PENDING_ADMIN + 1);
+        assert!(self.admin_proposed_through.is_none(), "an admin proposal left without its answer");
+        if let Some((&first, _)) = self.pending_admin.first_key_value() {
+            assert!(first >= self.image.applied_end(), "an admin answer left unanswered below the applied end");
+        }
         assert!(
             self.sessions.is_empty() || self.node.role() == crate::raft::RoleKind::Leader,
             "broker sessions kept off the leader"
@@ -553,4 +768,11 @@ impl QuorumMember {
             assert!(first >= self.image.applied_end(), "a registration left unanswered below the applied end");
         }
     }
+}
+
+/// Every topic of a request refused: this node is not the active controller.
+fn not_controller<A: Refusable>(answers: impl Iterator<Item = A>) -> Vec<Decision<A>> {
+    answers
+        .map(|a| Decision { entry: None, answer: a.refuse(ResponseError::NotController, "not the active controller") })
+        .collect()
 }

@@ -17,8 +17,10 @@
 mod answers;
 mod member;
 pub mod sessions;
+pub mod topics;
 
 pub use member::{QuorumAction, QuorumConfig, QuorumMember, Voter};
+pub use topics::TopicDefaults;
 
 /// The controller listener's name, as Kafka's tools show it.
 pub const CONTROLLER_LISTENER: &str = "CONTROLLER";

@@ -42,6 +42,8 @@ pub struct Node {
     pub log_writes: Vec<(i64, u64, usize)>,
     /// Set when the broker asked for a restart in place.
     pub restart_requested: Option<String>,
+    /// Requests forwarded to the controller and not yet answered: (id, frame with size prefix).
+    pub forwarded: Vec<(u64, Bytes)>,
     next_correlation: i32,
 }
 
@@ -78,6 +80,7 @@ impl Node {
             read_lens: Vec::new(),
             log_writes: Vec::new(),
             restart_requested: None,
+            forwarded: Vec::new(),
             next_correlation: 1,
         };
         node.run();
@@ -138,6 +141,7 @@ impl Node {
                 }
                 Action::ShutdownComplete => done = true,
                 Action::Restart { reason } => self.restart_requested = Some(reason),
+                Action::Forward { id, frame } => self.forwarded.push((id, frame)),
                 Action::Storage(op) => {
                     if let StorageOp::Sync { id, files } = &op {
                         if files.iter().any(|f| Some(&*f.tp.topic) == self.fail_syncs_of.as_deref()) {

@@ -39,6 +39,8 @@ pub struct QuorumOptions {
     pub snapshot_every: u64,
     /// This node's broker, registered with the active controller at start.
     pub register: Option<registration::Registration>,
+    /// What the controller gives a topic whose request leaves a setting out.
+    pub topic_defaults: spool_core::quorum::TopicDefaults,
     /// Where the registered brokers go as the image changes (the broker's Metadata answers).
     pub cluster_view: Option<tokio::sync::watch::Sender<spool_core::ClusterView>>,
 }
@@ -108,11 +110,14 @@ pub async fn run<D: QuorumDisk>(
         voters: options.voters.clone(),
         cluster_id: cluster_id_of(&options.voters),
         snapshot_every: options.snapshot_every,
+        topic_defaults: options.topic_defaults.clone(),
     };
     let cluster_id = config.cluster_id.clone();
     let mut member = QuorumMember::new(config, node);
     let (applied_tx, applied_rx) = tokio::sync::watch::channel(0u64);
     let (shut_down_tx, shut_down_rx) = tokio::sync::watch::channel(false);
+    let registered_as = options.register.as_ref().map(|r| (r.node_id, r.incarnation));
+    let mut published_at = None;
     let mut registering = options.register.take().map(|me| {
         let voters = options.voters.clone();
         tokio::spawn(registration::keep_registered(me, voters, cluster_id, applied_rx, shut_down_rx))
@@ -154,7 +159,7 @@ pub async fn run<D: QuorumDisk>(
             observer(&member);
         }
         if let Some(view) = &options.cluster_view {
-            publish_view(&member, view);
+            publish_view(&member, registered_as, &mut published_at, view);
         }
         applied_tx.send_if_modified(|applied| {
             let now_applied = member.image().applied_end();
@@ -239,23 +244,79 @@ pub async fn run<D: QuorumDisk>(
     result
 }
 
-/// Sends the registered brokers to the broker when they changed.
-fn publish_view(member: &QuorumMember, view: &tokio::sync::watch::Sender<spool_core::ClusterView>) {
-    let brokers: Vec<(i32, String, i32)> = member
-        .image()
+/// Sends the broker what the image shows when it changed: the unfenced brokers, the topics
+/// (once the image holds this broker's own registration, so it has caught up that far), and
+/// where the active controller listens.
+fn publish_view(
+    member: &QuorumMember,
+    registered_as: Option<(NodeId, uuid::Uuid)>,
+    published_at: &mut Option<(u64, Option<NodeId>)>,
+    view: &tokio::sync::watch::Sender<spool_core::ClusterView>,
+) {
+    let image = member.image();
+    let leader = member.node().leader();
+    if *published_at == Some((image.applied_end(), leader)) {
+        return;
+    }
+    *published_at = Some((image.applied_end(), leader));
+    let brokers: Vec<(i32, String, i32)> = image
         .brokers()
         .filter(|b| !b.fenced)
         .filter_map(|b| b.endpoints.first().map(|e| (b.id, e.host.clone(), e.port as i32)))
         .collect();
+    let caught_up =
+        registered_as.is_some_and(|(id, incarnation)| image.broker(id).is_some_and(|b| b.incarnation == incarnation));
+    let topics = caught_up.then(|| std::sync::Arc::new(topic_views(image)));
+    let controller =
+        leader.and_then(|id| member.config().voters.iter().find(|v| v.id == id)).map(|v| (v.host.clone(), v.port));
     let cluster_id = Some(member.config().cluster_id.clone());
     view.send_if_modified(|current| {
-        if current.brokers == brokers && current.cluster_id == cluster_id {
+        let same_topics = match (&current.topics, &topics) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => true,
+            // Once known, topics stay known (a re-registration does not hide them).
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+        };
+        if current.brokers == brokers
+            && current.cluster_id == cluster_id
+            && current.controller == controller
+            && same_topics
+        {
             return false;
         }
         current.brokers = brokers;
         current.cluster_id = cluster_id;
+        current.controller = controller;
+        if topics.is_some() {
+            current.topics = topics;
+        }
         true
     });
+}
+
+/// The image's topics as the broker reads them.
+fn topic_views(
+    image: &spool_core::metadata::MetadataImage,
+) -> std::collections::BTreeMap<String, spool_core::TopicView> {
+    use spool_core::metadata::ConfigResource;
+    image
+        .topics()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .values()
+                .map(|p| spool_core::PartitionView {
+                    leader: p.leader,
+                    leader_epoch: p.leader_epoch,
+                    replicas: p.replicas.clone(),
+                    isr: p.isr.clone(),
+                })
+                .collect();
+            let configs = image.configs(&ConfigResource::Topic(t.name.clone())).cloned().unwrap_or_default();
+            (t.name.clone(), spool_core::TopicView { id: t.id, partitions, configs })
+        })
+        .collect()
 }
 
 /// The task's end, or never when there is none.

@@ -1,0 +1,345 @@
+//! A broker in a cluster: what the metadata image tells it (the brokers, the topics with their
+//! replicas and leaders), the local logs kept in step with it, and the admin requests it
+//! forwards to the active controller (Kafka's forwarding, KIP-590, without the envelope: the
+//! client's own frame goes to the controller listener, and its answer comes back as it is).
+//!
+//! A local log is created for every topic with a replica here, and deleted when the image drops
+//! a topic this broker saw in it. A local topic the image never showed this process (deleted
+//! while the node was away, or kept from before it joined a cluster) stays on disk unserved, and
+//! is logged: losing data on a guess is worse than keeping it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{
+    ApiKey, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsResponse, RequestHeader,
+    RequestKind, ResponseKind, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use uuid::Uuid;
+
+use super::{admin, Broker, RequestCtx};
+use crate::meta::{MetaChange, TopicMeta};
+use crate::ops::Action;
+use crate::partition::PartitionLog;
+use crate::storage::TopicPartition;
+
+/// Admin requests forwarded and not yet answered; past it a request is refused at once.
+pub(crate) const MAX_FORWARDS: usize = 256;
+
+/// The cluster as the metadata quorum's image shows it: what Metadata and DescribeCluster
+/// answer, which partitions this broker leads, and where the active controller listens.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterView {
+    pub cluster_id: Option<String>,
+    /// (node id, host, port) of each unfenced broker's client listener.
+    pub brokers: Vec<(i32, String, i32)>,
+    /// The topics, by name; None until the image holds this broker's own registration (an image
+    /// that has not caught up must not make the broker drop its logs).
+    pub topics: Option<Arc<BTreeMap<String, TopicView>>>,
+    /// Where the active controller listens (host, port): where admin requests are forwarded.
+    pub controller: Option<(String, u16)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicView {
+    pub id: Uuid,
+    pub partitions: Vec<PartitionView>,
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionView {
+    /// -1: none (every replica of its ISR is fenced).
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
+/// Who waits for a forwarded request's answer.
+pub(crate) enum Forwarded {
+    /// A client's request: its answer goes back as the controller gave it, or `fallback` if the
+    /// controller could not be asked.
+    Client { ctx: RequestCtx, fallback: Box<ResponseKind> },
+    /// A topic this broker asked for on a client's behalf (auto-creation): nobody waits.
+    AutoCreate(String),
+}
+
+impl Broker {
+    /// The metadata quorum's view of the cluster changed. Topics with a replica here get a
+    /// local log; leaders here take the image's leader epoch.
+    pub fn handle_cluster_view(&mut self, view: ClusterView) {
+        self.cluster_view = Some(view);
+        self.follow_image();
+        self.debug_check_invariants();
+    }
+
+    /// Whether this broker is part of a cluster (its topics come from the controller).
+    pub(crate) fn in_cluster(&self) -> bool {
+        self.cluster_view.is_some()
+    }
+
+    pub(crate) fn view_topics(&self) -> Option<&BTreeMap<String, TopicView>> {
+        self.cluster_view.as_ref().and_then(|v| v.topics.as_deref())
+    }
+
+    /// The partition a client reads or writes, if this broker serves it: in a cluster, only a
+    /// partition the image says it leads (internal topics stay this node's own).
+    pub(crate) fn served_partition(&self, tp: &TopicPartition) -> Result<&PartitionLog, ResponseError> {
+        if self.in_cluster() && !admin::is_internal_topic(&tp.topic) {
+            let view = self.view_topics().and_then(|t| t.get(&*tp.topic));
+            let partition = view.and_then(|t| usize::try_from(tp.partition).ok().and_then(|i| t.partitions.get(i)));
+            match partition {
+                None => return Err(ResponseError::UnknownTopicOrPartition),
+                Some(p) if p.leader != self.config.node_id => return Err(ResponseError::NotLeaderOrFollower),
+                Some(_) => {}
+            }
+            let local = self.topics.get(&*tp.topic).filter(|t| view.is_some_and(|v| v.id == t.id));
+            if local.is_none() {
+                // Led here by the image, its log not created yet: clients retry.
+                return Err(ResponseError::NotLeaderOrFollower);
+            }
+        }
+        self.partition(tp).ok_or(ResponseError::UnknownTopicOrPartition)
+    }
+
+    /// The in-sync replicas of a partition this broker leads (itself alone on a single node).
+    pub(crate) fn isr_size(&self, tp: &TopicPartition) -> usize {
+        match self.view_topics().and_then(|t| t.get(&*tp.topic)) {
+            Some(view) if !admin::is_internal_topic(&tp.topic) => {
+                usize::try_from(tp.partition).ok().and_then(|i| view.partitions.get(i)).map_or(0, |p| p.isr.len())
+            }
+            _ => 1,
+        }
+    }
+
+    /// Brings the local logs in step with the image: creates those with a replica here, deletes
+    /// those the image dropped, and leads in the image's epoch where it says so.
+    pub(crate) fn follow_image(&mut self) {
+        let Some(topics) = self.cluster_view.as_ref().and_then(|v| v.topics.clone()) else {
+            return;
+        };
+        let me = self.config.node_id;
+        for (name, view) in topics.iter() {
+            self.seen_topic_ids.insert(view.id);
+            let hosted = view.partitions.iter().any(|p| p.replicas.contains(&me));
+            let local = self.desired_meta.topic(name).map(|t| (t.id.clone(), t.partitions, t.configs.clone()));
+            let created = TopicMeta {
+                name: name.clone(),
+                id: view.id.to_string(),
+                partitions: view.partitions.len() as i32,
+                configs: view.configs.clone(),
+            };
+            match local {
+                Some((id, ..)) if id != view.id.to_string() => {
+                    // Deleted and created again while this broker was away: the old log goes.
+                    tracing::info!(topic = %name, "the cluster has a new topic of this name; dropping the old log");
+                    self.queue_meta_silent(MetaChange::DeleteTopic(name.clone()));
+                    if hosted {
+                        self.queue_meta_silent(MetaChange::CreateTopic(created));
+                    }
+                }
+                Some(_) if !hosted => {
+                    tracing::info!(topic = %name, "no replica of this topic is here any more; deleting its log");
+                    self.queue_meta_silent(MetaChange::DeleteTopic(name.clone()));
+                }
+                Some((_, partitions, configs)) => {
+                    if partitions < created.partitions {
+                        let count = created.partitions;
+                        self.queue_meta_silent(MetaChange::SetPartitions { topic: name.clone(), count });
+                    }
+                    if configs != created.configs {
+                        let configs = created.configs;
+                        self.queue_meta_silent(MetaChange::SetConfigs { topic: name.clone(), configs });
+                    }
+                }
+                None if hosted => self.queue_meta_silent(MetaChange::CreateTopic(created)),
+                None => {}
+            }
+        }
+        let gone: Vec<(String, bool)> = self
+            .desired_meta
+            .topics
+            .iter()
+            .filter(|t| !admin::is_internal_topic(&t.name) && !topics.contains_key(&t.name))
+            .map(|t| (t.name.clone(), t.id.parse().is_ok_and(|id| self.seen_topic_ids.contains(&id))))
+            .collect();
+        for (name, seen) in gone {
+            if seen {
+                tracing::info!(topic = %name, "topic deleted in the cluster; deleting its log");
+                self.queue_meta_silent(MetaChange::DeleteTopic(name));
+            } else if self.stray_topics_logged.insert(name.clone()) {
+                tracing::warn!(
+                    topic = %name,
+                    "this data directory holds a topic the cluster does not know; it is kept on disk and not served"
+                );
+            }
+        }
+        self.lead_in_image_epochs(&topics);
+    }
+
+    /// Partitions the image says this broker leads take the image's leader epoch, so records
+    /// appended from now on carry it and clients' epochs are checked against it.
+    fn lead_in_image_epochs(&mut self, topics: &BTreeMap<String, TopicView>) {
+        let me = self.config.node_id;
+        let mut moved = false;
+        for (name, view) in topics {
+            let Some(local) = self.topics.get_mut(name.as_str()).filter(|t| t.id == view.id) else {
+                continue;
+            };
+            for (log, p) in local.partitions.iter_mut().zip(&view.partitions) {
+                if p.leader == me && p.leader_epoch > log.leader_epoch {
+                    log.become_leader(p.leader_epoch);
+                    moved = true;
+                }
+            }
+        }
+        if moved {
+            self.mark_leader_epochs_dirty();
+        }
+    }
+
+    /// Sends a client's admin request (its frame as read, without the size prefix) to the active
+    /// controller; its answer is relayed in the request's place.
+    pub(crate) fn forward(&mut self, ctx: RequestCtx, frame: &Bytes, fallback: ResponseKind) {
+        if self.forwards.len() >= MAX_FORWARDS {
+            self.respond(ctx, fallback);
+            return;
+        }
+        let mut sized = BytesMut::with_capacity(frame.len() + 4);
+        sized.put_u32(frame.len() as u32);
+        sized.extend_from_slice(frame);
+        self.send_forward(sized.freeze(), Forwarded::Client { ctx, fallback: Box::new(fallback) });
+    }
+
+    fn send_forward(&mut self, frame: Bytes, waiting: Forwarded) {
+        let id = self.next_forward_id;
+        self.next_forward_id += 1;
+        self.forwards.insert(id, waiting);
+        self.ops.push(Action::Forward { id, frame });
+    }
+
+    /// Asks the controller for a topic a client named (auto-creation), with the defaults.
+    pub(crate) fn auto_create_in_cluster(&mut self, name: &str) {
+        if self.forwards.len() >= MAX_FORWARDS
+            || self.forwards.values().any(|f| matches!(f, Forwarded::AutoCreate(n) if n == name))
+        {
+            return;
+        }
+        tracing::info!(topic = name, "asking the controller to create a topic");
+        let request = CreateTopicsRequest::default()
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(TopicName(StrBytes::from_string(name.to_string())))
+                .with_num_partitions(-1)
+                .with_replication_factor(-1)])
+            .with_timeout_ms(30_000);
+        let header = RequestHeader::default()
+            .with_request_api_key(ApiKey::CreateTopics as i16)
+            .with_request_api_version(7)
+            .with_correlation_id(0)
+            .with_client_id(Some(StrBytes::from_string(format!("spool-broker-{}", self.config.node_id))));
+        let frame = crate::codec::encode_request(&header, &RequestKind::CreateTopics(request))
+            .expect("our own requests encode");
+        self.send_forward(frame, Forwarded::AutoCreate(name.to_string()));
+    }
+
+    /// The controller answered a forwarded request (the response frame without its size prefix),
+    /// or could not be asked. Each forward is answered exactly once.
+    pub fn handle_forwarded(&mut self, id: u64, answer: Result<Bytes, String>) {
+        let waiting = self.forwards.remove(&id).unwrap_or_else(|| panic!("answer to forward {id}, not in flight"));
+        match waiting {
+            Forwarded::AutoCreate(name) => {
+                if let Err(e) = answer {
+                    tracing::debug!(topic = %name, "auto-creation not forwarded: {e}");
+                }
+            }
+            Forwarded::Client { ctx, fallback } => {
+                let correlation = answer
+                    .as_ref()
+                    .ok()
+                    .and_then(|f| f.get(0..4))
+                    .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                match answer {
+                    Ok(frame) if correlation == Some(ctx.correlation_id) => {
+                        let mut sized = BytesMut::with_capacity(frame.len() + 4);
+                        sized.put_u32(frame.len() as u32);
+                        sized.extend_from_slice(&frame);
+                        self.finish(ctx, Some(sized.freeze()));
+                    }
+                    Ok(_) => {
+                        tracing::warn!("the controller answered a forwarded request with another correlation id");
+                        self.respond(ctx, *fallback);
+                    }
+                    Err(e) => {
+                        tracing::debug!("forwarding to the controller failed: {e}");
+                        self.respond(ctx, *fallback);
+                    }
+                }
+            }
+        }
+        self.debug_check_invariants();
+    }
+}
+
+/// What a forwarded request is answered with when the controller cannot be asked: every topic
+/// NOT_CONTROLLER, which clients retry after refreshing their metadata.
+pub(crate) fn not_controller(request: &RequestKind) -> Option<ResponseKind> {
+    let error = ResponseError::NotController.code();
+    let message = || Some(StrBytes::from_static_str("no active controller could be reached; retry"));
+    Some(match request {
+        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(
+            CreateTopicsResponse::default().with_topics(
+                r.topics
+                    .iter()
+                    .map(|t| {
+                        CreatableTopicResult::default()
+                            .with_name(t.name.clone())
+                            .with_error_code(error)
+                            .with_error_message(message())
+                            .with_num_partitions(-1)
+                            .with_replication_factor(-1)
+                    })
+                    .collect(),
+            ),
+        ),
+        RequestKind::DeleteTopics(r) => {
+            let by_name = r.topic_names.iter().map(|n| (Some(n.clone()), Uuid::nil()));
+            let by_state = r.topics.iter().map(|t| (t.name.clone(), t.topic_id));
+            ResponseKind::DeleteTopics(
+                DeleteTopicsResponse::default().with_responses(
+                    by_name
+                        .chain(by_state)
+                        .map(|(name, id)| {
+                            DeletableTopicResult::default()
+                                .with_name(name)
+                                .with_topic_id(id)
+                                .with_error_code(error)
+                                .with_error_message(message())
+                        })
+                        .collect(),
+                ),
+            )
+        }
+        RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(
+            CreatePartitionsResponse::default().with_results(
+                r.topics
+                    .iter()
+                    .map(|t| {
+                        CreatePartitionsTopicResult::default()
+                            .with_name(t.name.clone())
+                            .with_error_code(error)
+                            .with_error_message(message())
+                    })
+                    .collect(),
+            ),
+        ),
+        _ => return None,
+    })
+}

@@ -1,0 +1,179 @@
+//! A broker in a cluster, driven as the runtime drives it: its topics come from the metadata
+//! image (`handle_cluster_view`), it serves only the partitions the image says it leads, and its
+//! clients' topic requests go to the active controller (`Action::Forward`), answered as the
+//! controller answered.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::*;
+use spool_core::codec;
+use spool_core::config::BrokerConfig;
+use spool_core::{ClusterView, PartitionView, TopicView};
+use support::*;
+
+const CONN: u64 = 1;
+const ME: i32 = 1;
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+const NOT_CONTROLLER: i16 = 41;
+const NOT_ENOUGH_REPLICAS: i16 = 19;
+
+fn id(n: u128) -> uuid::Uuid {
+    uuid::Uuid::from_u128(n)
+}
+
+/// Topic "orders" (id 7): partition 0 led here, 1 led by broker 2; both replicated on 1, 2, 3,
+/// with `isr` as the ISR of partition 0.
+fn view(topics: &[(&str, uuid::Uuid)], isr: Vec<i32>, configs: &[(&str, &str)]) -> ClusterView {
+    let topics = topics
+        .iter()
+        .map(|(name, id)| {
+            let partitions = vec![
+                PartitionView { leader: ME, leader_epoch: 3, replicas: vec![1, 2, 3], isr: isr.clone() },
+                PartitionView { leader: 2, leader_epoch: 5, replicas: vec![2, 3, 1], isr: vec![2] },
+            ];
+            let configs = configs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            (name.to_string(), TopicView { id: *id, partitions, configs })
+        })
+        .collect::<BTreeMap<_, _>>();
+    ClusterView {
+        cluster_id: Some("the-cluster".into()),
+        brokers: vec![(1, "127.0.0.1".into(), 9092), (2, "10.0.0.2".into(), 9092)],
+        topics: Some(Arc::new(topics)),
+        controller: Some(("10.0.0.2".into(), 9093)),
+    }
+}
+
+fn in_cluster(view: ClusterView) -> Node {
+    let mut node = Node::new(BrokerConfig::single_node("127.0.0.1", 9092));
+    node.broker.handle_cluster_view(view);
+    node.run();
+    node
+}
+
+fn metadata(node: &mut Node) -> MetadataResponse {
+    let ResponseKind::Metadata(m) = node.call(CONN, 12, MetadataRequest::default().with_topics(None)) else {
+        panic!("not a Metadata answer")
+    };
+    m
+}
+
+#[test]
+fn metadata_shows_the_images_replicas_isr_and_leaders_and_a_log_exists_for_the_led_partition() {
+    let mut node = in_cluster(view(&[("orders", id(7))], vec![1, 2], &[("retention.ms", "1000")]));
+    let m = metadata(&mut node);
+    assert_eq!(m.cluster_id.as_deref(), Some("the-cluster"));
+    let orders = m.topics.iter().find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == "orders")).unwrap();
+    assert_eq!(orders.topic_id, id(7));
+    let p0 = &orders.partitions[0];
+    let ids = |v: &[BrokerId]| v.iter().map(|b| b.0).collect::<Vec<_>>();
+    assert_eq!((p0.leader_id.0, p0.leader_epoch), (ME, 3));
+    assert_eq!((ids(&p0.replica_nodes), ids(&p0.isr_nodes)), (vec![1, 2, 3], vec![1, 2]));
+    assert_eq!(ids(&p0.offline_replicas), vec![3], "broker 3 is not among the live brokers");
+    assert_eq!(orders.partitions[1].leader_id.0, 2);
+
+    let local = node.broker.topic("orders").expect("a log for a topic with a replica here");
+    assert_eq!(local.id, id(7));
+    assert_eq!(local.overrides.get("retention.ms").map(String::as_str), Some("1000"));
+    assert_eq!(local.partitions[0].leader_epoch, 3, "the leader leads in the image's epoch");
+}
+
+#[test]
+fn only_the_partitions_led_here_take_writes_and_reads() {
+    let mut node = in_cluster(view(&[("orders", id(7))], vec![1], &[]));
+    let led = node.call(CONN, 9, produce_request("orders", 0, -1, records(&["a"], None, START_MS)));
+    assert_eq!(produce_partition(&led).error_code, 0);
+    let elsewhere = node.call(CONN, 9, produce_request("orders", 1, -1, records(&["b"], None, START_MS)));
+    assert_eq!(produce_partition(&elsewhere).error_code, NOT_LEADER_OR_FOLLOWER);
+    let read = node.call(CONN, 12, fetch_request("orders", 1, 0, 0));
+    assert_eq!(fetch_partition(&read).error_code, NOT_LEADER_OR_FOLLOWER);
+    let read = node.call(CONN, 12, fetch_request("orders", 0, 0, 0));
+    assert_eq!((fetch_partition(&read).error_code, fetch_partition(&read).high_watermark), (0, 1));
+}
+
+#[test]
+fn acks_all_is_refused_while_the_isr_is_below_min_insync_replicas() {
+    let mut node = in_cluster(view(&[("orders", id(7))], vec![1], &[("min.insync.replicas", "2")]));
+    let refused = node.call(CONN, 9, produce_request("orders", 0, -1, records(&["a"], None, START_MS)));
+    assert_eq!(produce_partition(&refused).error_code, NOT_ENOUGH_REPLICAS);
+    let leader_only = node.call(CONN, 9, produce_request("orders", 0, 1, records(&["a"], None, START_MS)));
+    assert_eq!(produce_partition(&leader_only).error_code, 0, "acks=1 needs only the leader");
+    node.broker.handle_cluster_view(view(&[("orders", id(7))], vec![1, 2], &[("min.insync.replicas", "2")]));
+    node.run();
+    let taken = node.call(CONN, 9, produce_request("orders", 0, -1, records(&["b"], None, START_MS)));
+    assert_eq!(produce_partition(&taken).error_code, 0);
+}
+
+#[test]
+fn topic_requests_go_to_the_controller_and_its_answer_comes_back_in_order() {
+    let mut node = in_cluster(view(&[], vec![1], &[]));
+    let create = node.send(CONN, 7, create_topic("fresh", 3, &[]));
+    let meta = node.send(CONN, 12, MetadataRequest::default().with_topics(None));
+    assert_eq!(node.forwarded.len(), 1, "CreateTopics is forwarded, not served here");
+    assert!(node.take::<CreateTopicsRequest>(CONN, 7).is_none());
+    assert!(node.responses.get(&CONN).is_none_or(|r| r.is_empty()), "the Metadata answer waits its turn");
+    assert!(node.broker.topic("fresh").is_none(), "no local topic without the controller");
+
+    // The forwarded frame is the client's own; the controller's answer is relayed as it is.
+    let (forward, frame) = node.forwarded.remove(0);
+    let decoded = codec::decode_request(frame.slice(4..)).unwrap();
+    assert_eq!((decoded.header.correlation_id, decoded.header.request_api_version), (create, 7));
+    let answer =
+        CreateTopicsResponse::default().with_topics(vec![create_topics_response::CreatableTopicResult::default()
+            .with_name(topic("fresh"))
+            .with_error_code(36)]);
+    let answer = codec::encode_response(create, 7, &ResponseKind::CreateTopics(answer)).unwrap();
+    node.broker.handle_forwarded(forward, Ok(answer.slice(4..)));
+    node.run();
+    let (got, ResponseKind::CreateTopics(r)) = node.take::<CreateTopicsRequest>(CONN, 7).unwrap() else {
+        panic!("not a CreateTopics answer")
+    };
+    assert_eq!((got, r.topics[0].error_code), (create, 36));
+    assert_eq!(node.take::<MetadataRequest>(CONN, 12).unwrap().0, meta);
+
+    // The controller out of reach: NOT_CONTROLLER, which clients retry.
+    let delete = DeleteTopicsRequest::default().with_topic_names(vec![topic("fresh")]);
+    node.send(CONN, 5, delete);
+    let (forward, _) = node.forwarded.remove(0);
+    node.broker.handle_forwarded(forward, Err("connection refused".into()));
+    node.run();
+    let (_, ResponseKind::DeleteTopics(r)) = node.take::<DeleteTopicsRequest>(CONN, 5).unwrap() else {
+        panic!("not a DeleteTopics answer")
+    };
+    assert_eq!(r.responses[0].error_code, NOT_CONTROLLER);
+}
+
+#[test]
+fn a_topic_the_image_drops_is_deleted_and_one_it_never_showed_is_kept() {
+    // A topic created before the node joined a cluster: kept on disk, not served.
+    let mut node = Node::single();
+    let created = node.call(CONN, 7, create_topic("before", 1, &[]));
+    let ResponseKind::CreateTopics(created) = created else { panic!() };
+    assert_eq!(created.topics[0].error_code, 0);
+    node.broker.handle_cluster_view(view(&[("orders", id(7))], vec![1], &[]));
+    node.run();
+    assert!(node.broker.topic("before").is_some(), "a topic the image never showed is not deleted");
+    let m = metadata(&mut node);
+    assert!(!m.topics.iter().any(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == "before")));
+
+    // Deleted in the cluster: the log goes.
+    node.broker.handle_cluster_view(view(&[], vec![1], &[]));
+    node.run();
+    assert!(node.broker.topic("orders").is_none());
+    assert!(node.broker.topic("before").is_some());
+
+    // Created again under the same name (a new id) while away: the old log is replaced.
+    node.broker.handle_cluster_view(view(&[("orders", id(8))], vec![1], &[]));
+    node.run();
+    let p = node.call(CONN, 9, produce_request("orders", 0, -1, records(&["x"], None, START_MS)));
+    assert_eq!(produce_partition(&p).error_code, 0);
+    node.broker.handle_cluster_view(view(&[("orders", id(9))], vec![1], &[]));
+    node.run();
+    assert_eq!(node.broker.topic("orders").unwrap().id, id(9));
+    let read = node.call(CONN, 12, fetch_request("orders", 0, 0, 0));
+    assert_eq!(fetch_partition(&read).high_watermark, 0, "the new topic does not inherit the old one's records");
+    let _ = Bytes::new();
+}
