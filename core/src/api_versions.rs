@@ -70,6 +70,8 @@ pub const CONTROLLER_APIS: &[ServedApi] = &[
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),
     api(ApiKey::CreatePartitions, 0, 3),
+    // Brokers' blocks of producer ids (KIP-730).
+    api(ApiKey::AllocateProducerIds, 0, 0),
 ];
 
 pub fn served(key: ApiKey) -> Option<&'static ServedApi> {

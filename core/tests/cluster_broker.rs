@@ -42,8 +42,11 @@ fn view(topics: &[(&str, uuid::Uuid)], isr: Vec<i32>, configs: &[(&str, &str)]) 
     ClusterView {
         cluster_id: Some("the-cluster".into()),
         brokers: vec![(1, "127.0.0.1".into(), 9092), (2, "10.0.0.2".into(), 9092)],
+        // Broker 3 is registered and fenced.
+        registered: vec![1, 2, 3],
         topics: Some(Arc::new(topics)),
         controller: Some(("10.0.0.2".into(), 9093)),
+        broker_epoch: Some(12),
     }
 }
 
@@ -126,7 +129,7 @@ fn topic_requests_go_to_the_controller_and_its_answer_comes_back_in_order() {
             .with_name(topic("fresh"))
             .with_error_code(36)]);
     let answer = codec::encode_response(create, 7, &ResponseKind::CreateTopics(answer)).unwrap();
-    node.broker.handle_forwarded(forward, Ok(answer.slice(4..)));
+    node.broker.handle_forwarded(node.now, forward, Ok(answer.slice(4..)));
     node.run();
     let (got, ResponseKind::CreateTopics(r)) = node.take::<CreateTopicsRequest>(CONN, 7).unwrap() else {
         panic!("not a CreateTopics answer")
@@ -138,7 +141,7 @@ fn topic_requests_go_to_the_controller_and_its_answer_comes_back_in_order() {
     let delete = DeleteTopicsRequest::default().with_topic_names(vec![topic("fresh")]);
     node.send(CONN, 5, delete);
     let (forward, _) = node.forwarded.remove(0);
-    node.broker.handle_forwarded(forward, Err("connection refused".into()));
+    node.broker.handle_forwarded(node.now, forward, Err("connection refused".into()));
     node.run();
     let (_, ResponseKind::DeleteTopics(r)) = node.take::<DeleteTopicsRequest>(CONN, 5).unwrap() else {
         panic!("not a DeleteTopics answer")
@@ -176,4 +179,75 @@ fn a_topic_the_image_drops_is_deleted_and_one_it_never_showed_is_kept() {
     let read = node.call(CONN, 12, fetch_request("orders", 0, 0, 0));
     assert_eq!(fetch_partition(&read).high_watermark, 0, "the new topic does not inherit the old one's records");
     let _ = Bytes::new();
+}
+
+#[test]
+fn every_group_has_one_home_that_every_broker_names_and_others_send_clients_to() {
+    let mut node = in_cluster(view(&[], vec![1], &[]));
+    let find = |node: &mut Node, group: &str| {
+        let key = kafka_protocol::protocol::StrBytes::from_string(group.to_string());
+        let request = FindCoordinatorRequest::default().with_key_type(0).with_coordinator_keys(vec![key]);
+        let ResponseKind::FindCoordinator(r) = node.call(CONN, 4, request) else { panic!("not FindCoordinator") };
+        let c = &r.coordinators[0];
+        (c.error_code, c.node_id.0, c.host.to_string())
+    };
+    // Groups spread over the three registered brokers; the fenced one's are unavailable.
+    let mut homes = BTreeMap::new();
+    for i in 0..60 {
+        let group = format!("group-{i}");
+        let answer = find(&mut node, &group);
+        homes.entry(answer.clone()).or_insert(group);
+    }
+    let here = homes.get(&(0, 1, "127.0.0.1".to_string())).expect("some groups live here").clone();
+    let there = homes.get(&(0, 2, "10.0.0.2".to_string())).expect("some live on broker 2").clone();
+    let fenced = homes.get(&(15, -1, String::new())).expect("some live on fenced broker 3").clone();
+    assert_eq!(homes.len(), 3, "{homes:?}");
+
+    let join = |group: &str| {
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(group.to_string().into()))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id("".into())
+            .with_protocol_type("consumer".into())
+            .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default().with_name("range".into())])
+    };
+    let code = |r: ResponseKind| match r {
+        ResponseKind::JoinGroup(r) => r.error_code,
+        _ => panic!("not JoinGroup"),
+    };
+    // MEMBER_ID_REQUIRED (79): served here, as a first join is.
+    assert_eq!(code(node.call(CONN, 9, join(&here))), 79);
+    assert_eq!(code(node.call(CONN, 9, join(&there))), 16, "NOT_COORDINATOR: its home is broker 2");
+    assert_eq!(code(node.call(CONN, 9, join(&fenced))), 15, "COORDINATOR_NOT_AVAILABLE: its home is fenced");
+    let end = EndTxnRequest::default().with_transactional_id(TransactionalId(there.clone().into()));
+    let ResponseKind::EndTxn(end) = node.call(CONN, 3, end) else { panic!("not EndTxn") };
+    assert_eq!(end.error_code, 16);
+}
+
+#[test]
+fn producer_ids_come_in_blocks_from_the_controller() {
+    let mut node = in_cluster(view(&[], vec![1], &[]));
+    let first = node.send(CONN, 4, InitProducerIdRequest::default().with_transaction_timeout_ms(60_000));
+    let second = node.send(2, 4, InitProducerIdRequest::default().with_transaction_timeout_ms(60_000));
+    assert_eq!(node.forwarded.len(), 1, "one request for a block, however many producers wait");
+    let (forward, frame) = node.forwarded.remove(0);
+    let decoded = codec::decode_request_for(spool_core::api_versions::CONTROLLER_APIS, frame.slice(4..)).unwrap();
+    let RequestKind::AllocateProducerIds(asked) = decoded.body else { panic!("not AllocateProducerIds") };
+    assert_eq!((asked.broker_id.0, asked.broker_epoch), (ME, 12));
+    let block =
+        AllocateProducerIdsResponse::default().with_producer_id_start(ProducerId(5_000)).with_producer_id_len(1000);
+    let block = codec::encode_response(0, 0, &ResponseKind::AllocateProducerIds(block)).unwrap();
+    node.broker.handle_forwarded(node.now, forward, Ok(block.slice(4..)));
+    node.run();
+    let id_of = |node: &mut Node, conn: u64| match node.take::<InitProducerIdRequest>(conn, 4).unwrap() {
+        (_, ResponseKind::InitProducerId(r)) => (r.error_code, r.producer_id.0),
+        _ => panic!("not InitProducerId"),
+    };
+    assert_eq!(id_of(&mut node, CONN), (0, 5_000));
+    assert_eq!(id_of(&mut node, 2), (0, 5_001));
+    node.send(3, 4, InitProducerIdRequest::default().with_transaction_timeout_ms(60_000));
+    assert!(node.forwarded.is_empty(), "the block serves on");
+    assert_eq!(id_of(&mut node, 3), (0, 5_002));
+    let _ = (first, second);
 }

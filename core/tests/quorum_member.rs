@@ -700,3 +700,38 @@ mod topics {
         assert!(after.leader_epoch > before.leader_epoch + 1);
     }
 }
+
+#[test]
+fn blocks_of_producer_ids_go_to_registered_brokers_once_each() {
+    use kafka_protocol::messages::{AllocateProducerIdsRequest, BrokerId};
+    let mut cluster = Cluster::new();
+    cluster.run_until(5_000);
+    let leader = cluster.leader().unwrap();
+    let follower = IDS.into_iter().find(|&id| id != leader).unwrap();
+    let ResponseKind::BrokerRegistration(registered) =
+        cluster.ask_and_wait(5_000, leader, ApiKey::BrokerRegistration, 4, registration(7, 1, "test-cluster"))
+    else {
+        panic!("not a BrokerRegistration answer")
+    };
+    let ask = |cluster: &mut Cluster, to: i32, epoch: i64| {
+        let request = AllocateProducerIdsRequest::default().with_broker_id(BrokerId(7)).with_broker_epoch(epoch);
+        let body = RequestKind::AllocateProducerIds(request);
+        let ResponseKind::AllocateProducerIds(answer) =
+            cluster.ask_and_wait(5_100, to, ApiKey::AllocateProducerIds, 0, body)
+        else {
+            panic!("not an AllocateProducerIds answer")
+        };
+        answer
+    };
+    assert_eq!(ask(&mut cluster, follower, registered.broker_epoch).error_code, 41, "NOT_CONTROLLER");
+    assert_eq!(ask(&mut cluster, leader, registered.broker_epoch + 1).error_code, 77, "STALE_BROKER_EPOCH");
+    let first = ask(&mut cluster, leader, registered.broker_epoch);
+    let second = ask(&mut cluster, leader, registered.broker_epoch);
+    assert_eq!((first.error_code, second.error_code), (0, 0));
+    assert_eq!(first.producer_id_len, 1000);
+    assert_eq!(second.producer_id_start.0, first.producer_id_start.0 + 1000, "blocks never overlap");
+    cluster.run_until_from(5_100, 5_500);
+    for id in IDS {
+        assert_eq!(cluster.members[&id].image().next_producer_id(), second.producer_id_start.0 + 1000);
+    }
+}

@@ -303,7 +303,7 @@ async fn event_loop<S: Storage>(
             Some(Forwarded { generation, id, answer }) = forwarded.recv() => {
                 if generation == forwarder.generation {
                     trace::record("forwarded", now_ms(), &id);
-                    broker.handle_forwarded(id, answer);
+                    broker.handle_forwarded(now_ms(), id, answer);
                 }
             }
             _ = &mut shutdown, if !shutting_down => {

@@ -166,3 +166,47 @@ def test_a_killed_controller_is_replaced_and_a_killed_leaders_partition_waits_fo
     assert "after" not in topics_listed(back)
     assert sorted(consume_all(back.bootstrap, "events", 3, 30)) == sorted(v for *_, v in reports)
     assert on_victim, "the killed broker led records of its own"
+
+
+def test_a_groups_members_that_start_from_different_brokers_meet_at_one_coordinator(cluster):
+    """Every broker names the same coordinator for a group (its home among the registered
+    brokers), so members bootstrapped to different brokers form one group and split the
+    partitions, each record read once."""
+    ok(tool("kafka-topics.sh", "--bootstrap-server", cluster.nodes[1].bootstrap, "--create", "--topic", "work",
+            "--partitions", "6", "--replication-factor", "1"))
+    reports = produce(cluster.nodes[1].bootstrap, "work", 60)
+    assert all(err is None for err, *_ in reports), reports
+    members = [Consumer({"bootstrap.servers": cluster.nodes[i].bootstrap, "group.id": "workers",
+                         "auto.offset.reset": "earliest", "session.timeout.ms": 10_000}) for i in IDS]
+    assigned: dict[int, set[int]] = {}
+    for member in members:
+        member.subscribe(["work"], on_assign=lambda c, parts, m=member: assigned.__setitem__(
+            id(m), {p.partition for p in parts}))
+    seen: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (len(seen) >= 60 and len(assigned) == 3
+                                               and all(assigned.values())):
+        for member in members:
+            m = member.poll(0.2)
+            if m is not None and not m.error():
+                seen.append(m.value().decode())
+    for member in members:
+        member.close()
+    parts = list(assigned.values())
+    assert len(parts) == 3 and all(parts), f"every member has partitions: {assigned}"
+    assert sorted(p for ps in parts for p in ps) == list(range(6)), f"one group, partitions split: {assigned}"
+    assert sorted(seen) == sorted(v for *_, v in reports), "each record read once"
+
+
+def test_idempotent_producers_that_start_from_different_brokers_never_share_a_producer_id(cluster):
+    """Producer ids come in blocks from the controller (KIP-730), each handed out once: two
+    idempotent producers that got their ids from different brokers write to one partition, and
+    neither's records are taken for the other's duplicates."""
+    ok(tool("kafka-topics.sh", "--bootstrap-server", cluster.nodes[1].bootstrap, "--create", "--topic", "shared",
+            "--partitions", "1", "--replication-factor", "1"))
+    reports = []
+    for i in IDS:
+        reports += produce(cluster.nodes[i].bootstrap, "shared", 10)
+    assert all(err is None for err, *_ in reports), reports
+    assert len({offset for _, _, offset, _ in reports}) == 30, "every record has its own offset"
+    assert sorted(consume_all(cluster.nodes[2].bootstrap, "shared", 1, 30)) == sorted(v for *_, v in reports)

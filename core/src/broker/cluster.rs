@@ -17,8 +17,9 @@ use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
-    ApiKey, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsResponse, RequestHeader,
-    RequestKind, ResponseKind, TopicName,
+    AllocateProducerIdsRequest, ApiKey, BrokerId, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsResponse, InitProducerIdRequest, InitProducerIdResponse, ProducerId, RequestHeader, RequestKind,
+    ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -40,11 +41,16 @@ pub struct ClusterView {
     pub cluster_id: Option<String>,
     /// (node id, host, port) of each unfenced broker's client listener.
     pub brokers: Vec<(i32, String, i32)>,
+    /// Every registered broker's id, fenced or not, in order: where groups and transactional
+    /// ids live (see `coordinators.rs`).
+    pub registered: Vec<i32>,
     /// The topics, by name; None until the image holds this broker's own registration (an image
     /// that has not caught up must not make the broker drop its logs).
     pub topics: Option<Arc<BTreeMap<String, TopicView>>>,
     /// Where the active controller listens (host, port): where admin requests are forwarded.
     pub controller: Option<(String, u16)>,
+    /// This broker's epoch (its registration's offset), once the image holds its registration.
+    pub broker_epoch: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,7 +76,12 @@ pub(crate) enum Forwarded {
     Client { ctx: RequestCtx, fallback: Box<ResponseKind> },
     /// A topic this broker asked for on a client's behalf (auto-creation): nobody waits.
     AutoCreate(String),
+    /// A block of producer ids (KIP-730): `producer_id_waiters` wait for it.
+    ProducerIds,
 }
+
+/// InitProducerId requests that may wait for a block at once; more are told to retry.
+const MAX_PRODUCER_ID_WAITERS: usize = 1024;
 
 impl Broker {
     /// The metadata quorum's view of the cluster changed. Topics with a replica here get a
@@ -250,11 +261,84 @@ impl Broker {
         self.send_forward(frame, Forwarded::AutoCreate(name.to_string()));
     }
 
+    /// A producer id from the block the controller gave this broker, if any is left.
+    pub(crate) fn allocate_cluster_producer_id(&mut self) -> Option<i64> {
+        let (next, end) = &mut self.cluster_producer_ids;
+        if *next < *end {
+            *next += 1;
+            return Some(*next - 1);
+        }
+        None
+    }
+
+    /// InitProducerId waits for a block of producer ids from the controller (KIP-730), asked for
+    /// once for every request waiting; ids are unique across the cluster, as the controller
+    /// hands out each block once.
+    pub(crate) fn request_cluster_producer_ids(&mut self, ctx: RequestCtx, request: InitProducerIdRequest) {
+        let epoch = self.cluster_view.as_ref().and_then(|v| v.broker_epoch);
+        let (Some(epoch), true) = (epoch, self.producer_id_waiters.len() < MAX_PRODUCER_ID_WAITERS) else {
+            self.refuse_init_producer_id(ctx);
+            return;
+        };
+        self.producer_id_waiters.push((ctx, request));
+        if self.forwards.values().any(|f| matches!(f, Forwarded::ProducerIds)) {
+            return;
+        }
+        let request = AllocateProducerIdsRequest::default()
+            .with_broker_id(BrokerId(self.config.node_id))
+            .with_broker_epoch(epoch);
+        let header = RequestHeader::default()
+            .with_request_api_key(ApiKey::AllocateProducerIds as i16)
+            .with_request_api_version(0)
+            .with_correlation_id(0)
+            .with_client_id(Some(StrBytes::from_string(format!("spool-broker-{}", self.config.node_id))));
+        let frame = crate::codec::encode_request(&header, &RequestKind::AllocateProducerIds(request))
+            .expect("our own requests encode");
+        self.send_forward(frame, Forwarded::ProducerIds);
+    }
+
+    /// COORDINATOR_NOT_AVAILABLE: producers retry InitProducerId.
+    fn refuse_init_producer_id(&mut self, ctx: RequestCtx) {
+        let body = InitProducerIdResponse::default()
+            .with_error_code(ResponseError::CoordinatorNotAvailable.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+        self.respond(ctx, ResponseKind::InitProducerId(body));
+    }
+
+    fn on_producer_ids(&mut self, now_ms: i64, answer: Result<Bytes, String>) {
+        let block =
+            answer.and_then(|frame| match crate::codec::decode_response(ApiKey::AllocateProducerIds, 0, frame)? {
+                (_, ResponseKind::AllocateProducerIds(r)) if r.error_code == 0 && r.producer_id_len > 0 => {
+                    Ok((r.producer_id_start.0, r.producer_id_start.0 + r.producer_id_len as i64))
+                }
+                (_, ResponseKind::AllocateProducerIds(r)) => Err(format!("error {}", r.error_code)),
+                _ => Err("not an AllocateProducerIds answer".to_string()),
+            });
+        let waiters = std::mem::take(&mut self.producer_id_waiters);
+        match block {
+            Ok(block) => {
+                tracing::info!(start = block.0, end = block.1, "producer ids from the controller");
+                self.cluster_producer_ids = block;
+                for (ctx, request) in waiters {
+                    self.handle_init_producer_id(now_ms, ctx, request);
+                }
+            }
+            Err(e) => {
+                tracing::debug!("no producer ids from the controller: {e}");
+                for (ctx, _) in waiters {
+                    self.refuse_init_producer_id(ctx);
+                }
+            }
+        }
+    }
+
     /// The controller answered a forwarded request (the response frame without its size prefix),
     /// or could not be asked. Each forward is answered exactly once.
-    pub fn handle_forwarded(&mut self, id: u64, answer: Result<Bytes, String>) {
+    pub fn handle_forwarded(&mut self, now_ms: i64, id: u64, answer: Result<Bytes, String>) {
         let waiting = self.forwards.remove(&id).unwrap_or_else(|| panic!("answer to forward {id}, not in flight"));
         match waiting {
+            Forwarded::ProducerIds => self.on_producer_ids(now_ms, answer),
             Forwarded::AutoCreate(name) => {
                 if let Err(e) = answer {
                     tracing::debug!(topic = %name, "auto-creation not forwarded: {e}");

@@ -51,44 +51,31 @@ pub(super) fn offsets_tp() -> TopicPartition {
 
 impl Broker {
     pub(crate) fn handle_find_coordinator(&mut self, ctx: RequestCtx, request: FindCoordinatorRequest) {
-        let (node_id, host, port) =
-            (BrokerId(self.config.node_id), s(&self.config.advertised_host), self.config.advertised_port);
-        // Groups (0) and transactions (1) are both coordinated here.
-        let answer = |key_type: i8| -> (i16, Option<&'static str>) {
-            if key_type == 0 || key_type == 1 {
-                (0, None)
-            } else {
-                (ResponseError::InvalidRequest.code(), Some("unknown coordinator key type"))
-            }
-        };
+        // Groups (0) and transactions (1): here on a single node, at the key's home in a cluster.
         let response = if ctx.version >= 4 {
             let coordinators = request
                 .coordinator_keys
                 .iter()
                 .map(|key| {
-                    let (error, message) = answer(request.key_type);
-                    let c = Coordinator::default()
+                    let (error, node, host, port) = self.coordinator_answer(request.key_type, key.as_str());
+                    Coordinator::default()
                         .with_key(key.clone())
-                        .with_error_code(error)
-                        .with_error_message(message.map(StrBytes::from_static_str));
-                    if error == 0 {
-                        c.with_node_id(node_id).with_host(host.clone()).with_port(port)
-                    } else {
-                        c.with_node_id(BrokerId(-1)).with_port(-1)
-                    }
+                        .with_error_code(error_code(error))
+                        .with_error_message(coordinator_message(error))
+                        .with_node_id(BrokerId(node))
+                        .with_host(s(&host))
+                        .with_port(port)
                 })
                 .collect();
             FindCoordinatorResponse::default().with_coordinators(coordinators)
         } else {
-            let (error, message) = answer(request.key_type);
-            let r = FindCoordinatorResponse::default()
-                .with_error_code(error)
-                .with_error_message(message.map(StrBytes::from_static_str));
-            if error == 0 {
-                r.with_node_id(node_id).with_host(host).with_port(port)
-            } else {
-                r.with_node_id(BrokerId(-1)).with_port(-1)
-            }
+            let (error, node, host, port) = self.coordinator_answer(request.key_type, request.key.as_str());
+            FindCoordinatorResponse::default()
+                .with_error_code(error_code(error))
+                .with_error_message(coordinator_message(error))
+                .with_node_id(BrokerId(node))
+                .with_host(s(&host))
+                .with_port(port)
         };
         self.respond(ctx, ResponseKind::FindCoordinator(response));
     }
@@ -733,4 +720,15 @@ fn encode_group_batch(records: &[GroupRecord], now_ms: i64) -> Bytes {
     RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
         .expect("group records encode");
     buf.freeze()
+}
+
+fn coordinator_message(error: Option<ResponseError>) -> Option<StrBytes> {
+    match error? {
+        ResponseError::InvalidRequest => Some(StrBytes::from_static_str("unknown coordinator key type")),
+        _ => Some(StrBytes::from_static_str("the coordinator is not available; retry")),
+    }
+}
+
+fn error_code(error: Option<ResponseError>) -> i16 {
+    error.map_or(0, |e| e.code())
 }

@@ -19,6 +19,13 @@ impl Broker {
         self.check_operations();
         self.check_high_watermark_waits();
         assert!(!self.shutdown_reported || self.shutting_down, "shutdown reported without a shutdown");
+        assert!(self.forwards.len() <= super::cluster::MAX_FORWARDS + 1, "forwards past their bound");
+        let asking = self.forwards.values().filter(|f| matches!(f, super::cluster::Forwarded::ProducerIds)).count();
+        assert_eq!(
+            asking,
+            usize::from(!self.producer_id_waiters.is_empty()),
+            "producer id waiters without one request for a block, or the other way round"
+        );
     }
 
     /// Runs `check_invariants` in builds with debug assertions (after every input).

@@ -6,6 +6,7 @@
 mod admin;
 mod checkpoints;
 mod cluster;
+mod coordinators;
 mod fetch;
 mod groups;
 mod invariants;
@@ -180,6 +181,10 @@ pub struct Broker {
     /// Admin requests forwarded to the active controller, by forward id.
     forwards: BTreeMap<u64, cluster::Forwarded>,
     next_forward_id: u64,
+    /// In a cluster, the block of producer ids the controller gave this broker: [next, end).
+    cluster_producer_ids: (i64, i64),
+    /// InitProducerId requests waiting for a block from the controller.
+    producer_id_waiters: Vec<(RequestCtx, kafka_protocol::messages::InitProducerIdRequest)>,
 }
 
 impl Broker {
@@ -269,6 +274,8 @@ impl Broker {
             stray_topics_logged: BTreeSet::new(),
             forwards: BTreeMap::new(),
             next_forward_id: 0,
+            cluster_producer_ids: (0, 0),
+            producer_id_waiters: Vec::new(),
         };
         // Persist identity on first start (and any repair done above), and leader epochs the
         // loader rebuilt or extended.
@@ -481,6 +488,10 @@ impl Broker {
         if self.in_cluster() {
             if let Some(fallback) = cluster::not_controller(&decoded.body) {
                 self.forward(ctx, &raw, fallback);
+                return;
+            }
+            if let Some(refusal) = self.misdirected(&decoded.body) {
+                self.respond(ctx, refusal);
                 return;
             }
         }
@@ -904,6 +915,9 @@ impl Broker {
     /// Hands out a producer id from the durable block, or None when a new block must be made
     /// durable first (so a restart never reuses an id).
     pub(crate) fn allocate_producer_id(&mut self) -> Option<i64> {
+        if self.in_cluster() {
+            return self.allocate_cluster_producer_id();
+        }
         if self.next_producer_id < self.durable_meta.producer_id_block_end {
             let id = self.next_producer_id;
             self.next_producer_id += 1;
@@ -918,6 +932,10 @@ impl Broker {
         ctx: RequestCtx,
         r: kafka_protocol::messages::InitProducerIdRequest,
     ) {
+        if self.in_cluster() {
+            self.request_cluster_producer_ids(ctx, r);
+            return;
+        }
         const BLOCK: i64 = 1000;
         let end = self.desired_meta.producer_id_block_end.max(self.next_producer_id) + BLOCK;
         self.queue_meta(MetaChange::ProducerIdBlock { end }, Some(Deferred::InitProducerId(ctx, r)));

@@ -9,21 +9,22 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
-    ApiKey, BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerRegistrationRequest, BrokerRegistrationResponse,
-    CreatePartitionsResponse, CreateTopicsResponse, DeleteTopicsResponse, RequestHeader, RequestKind, ResponseKind,
+    AllocateProducerIdsRequest, AllocateProducerIdsResponse, ApiKey, BrokerHeartbeatRequest, BrokerHeartbeatResponse,
+    BrokerRegistrationRequest, BrokerRegistrationResponse, CreatePartitionsResponse, CreateTopicsResponse,
+    DeleteTopicsResponse, ProducerId, RequestHeader, RequestKind, ResponseKind,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::answers;
 use super::sessions::BrokerSessions;
-use super::topics::{self, Decision, Outcome, TopicDefaults};
+use super::topics::{self, Decision, TopicDefaults};
 use super::Now;
 use crate::api_versions::CONTROLLER_APIS;
 use crate::codec::{self, DecodeFailure};
 use crate::metadata::{Endpoint, MetadataImage, MetadataRecord};
 use crate::ops::ConnId;
-use crate::raft::{wire, Message, NodeId, RaftAction, RaftNode, SnapshotId};
+use crate::raft::{wire, Message, NodeId, Payload, RaftAction, RaftNode, SnapshotId};
 
 /// Requests from peers waiting for the node's answer; past it the oldest is forgotten (its
 /// sender times out and asks again).
@@ -58,6 +59,9 @@ const MAX_PENDING_REGISTRATIONS: usize = 256;
 
 /// A fencing record the log could not take now is proposed again after this.
 const FENCE_RETRY_MS: u64 = 100;
+
+/// Producer ids per block a broker is given (Kafka's is 1000 too).
+const PRODUCER_ID_BLOCK: i32 = 1000;
 
 /// Admin requests (CreateTopics, ...) waiting for their entries to commit; more are refused.
 const MAX_PENDING_ADMIN: usize = 256;
@@ -111,6 +115,14 @@ pub struct QuorumMember {
     pending_admin: BTreeMap<u64, PendingAdmin>,
     /// The last entry proposed for the admin request being handled.
     admin_proposed_through: Option<u64>,
+    /// Entries proposed for an answer, by offset, with what was proposed: until the image
+    /// applies that offset.
+    awaited: BTreeMap<u64, Bytes>,
+    /// For each awaited offset the image has passed: whether the entry there is the one proposed.
+    verdicts: BTreeMap<u64, bool>,
+    /// The end of the last block of producer ids proposed: a block proposed before the last one
+    /// committed must not be handed out twice.
+    producer_ids_proposed_end: i64,
     /// The last leader changes proposed: none other is proposed until the image applied it.
     elections_proposed_at: Option<u64>,
     /// The image's applied end when leaders were last looked over.
@@ -125,9 +137,15 @@ struct PendingAdmin {
 }
 
 enum AdminAnswer {
-    CreateTopics(Vec<(CreatableTopicResult, Option<Outcome>)>),
-    DeleteTopics(Vec<(DeletableTopicResult, Option<Outcome>)>),
-    CreatePartitions(Vec<(CreatePartitionsTopicResult, Option<Outcome>)>),
+    CreateTopics(Vec<(CreatableTopicResult, Option<u64>)>),
+    DeleteTopics(Vec<(DeletableTopicResult, Option<u64>)>),
+    CreatePartitions(Vec<(CreatePartitionsTopicResult, Option<u64>)>),
+    /// A block of producer ids (KIP-730), from `start`, `len` long, written at this offset.
+    ProducerIds {
+        start: i64,
+        len: i32,
+        offset: u64,
+    },
 }
 
 /// A per-topic result that can be turned into a refusal.
@@ -146,16 +164,33 @@ macro_rules! refusable {
 }
 refusable!(CreatableTopicResult, DeletableTopicResult, CreatePartitionsTopicResult);
 
-/// Results whose outcome the image does not show (a leader change dropped their entry): the
-/// client is told to ask the controller again.
-fn settle<A: Refusable>(results: Vec<(A, Option<Outcome>)>, image: &MetadataImage) -> Vec<A> {
+/// Results whose entry did not commit as proposed (a leader change dropped it): the client is
+/// told to ask the controller again.
+fn settle<A: Refusable>(results: Vec<(A, Option<u64>)>, verdicts: &mut BTreeMap<u64, bool>) -> Vec<A> {
     results
         .into_iter()
-        .map(|(answer, outcome)| match outcome {
-            Some(o) if !o.holds(image) => answer.refuse(ResponseError::NotController, "the controller moved; retry"),
+        .map(|(answer, offset)| match offset {
+            Some(o) if !verdicts.remove(&o).unwrap_or(false) => {
+                answer.refuse(ResponseError::NotController, "the controller moved; retry")
+            }
             _ => answer,
         })
         .collect()
+}
+
+impl AdminAnswer {
+    /// The offsets of the entries the answer waits for.
+    fn offsets(&self) -> Vec<u64> {
+        fn of<A>(results: &[(A, Option<u64>)]) -> Vec<u64> {
+            results.iter().filter_map(|(_, o)| *o).collect()
+        }
+        match self {
+            AdminAnswer::CreateTopics(r) => of(r),
+            AdminAnswer::DeleteTopics(r) => of(r),
+            AdminAnswer::CreatePartitions(r) => of(r),
+            AdminAnswer::ProducerIds { offset, .. } => vec![*offset],
+        }
+    }
 }
 
 impl QuorumMember {
@@ -179,6 +214,9 @@ impl QuorumMember {
             sessions: BrokerSessions::default(),
             pending_admin: BTreeMap::new(),
             admin_proposed_through: None,
+            awaited: BTreeMap::new(),
+            verdicts: BTreeMap::new(),
+            producer_ids_proposed_end: 0,
             elections_proposed_at: None,
             elections_checked_at: 0,
         };
@@ -293,6 +331,17 @@ impl QuorumMember {
                 self.answer_when_applied(waiting, AdminAnswer::CreateTopics(results));
                 return;
             }
+            RequestKind::AllocateProducerIds(request) => {
+                let waiting = Waiting { conn, correlation_id, version };
+                match self.allocate_producer_ids(now, &request) {
+                    Ok(answer) => self.answer_when_applied(waiting, answer),
+                    Err(error) => {
+                        let body = AllocateProducerIdsResponse::default().with_error_code(error.code());
+                        self.respond(conn, correlation_id, version, &ResponseKind::AllocateProducerIds(body));
+                    }
+                }
+                return;
+            }
             RequestKind::DeleteTopics(request) => {
                 let decisions = topics::delete_topics(&self.image, version, &request);
                 let decisions = if self.is_active_controller() {
@@ -340,23 +389,20 @@ impl QuorumMember {
     }
 
     /// Proposes each decision's entry; one the log cannot take is refused in the answer.
-    fn propose_decisions<A: Refusable>(&mut self, now: Now, decisions: Vec<Decision<A>>) -> Vec<(A, Option<Outcome>)> {
+    fn propose_decisions<A: Refusable>(&mut self, now: Now, decisions: Vec<Decision<A>>) -> Vec<(A, Option<u64>)> {
         let room = self.pending_admin.len() < MAX_PENDING_ADMIN;
         decisions
             .into_iter()
             .map(|decision| {
-                let Some((records, outcome)) = decision.entry else {
+                let Some(records) = decision.entry else {
                     return (decision.answer, None);
                 };
                 if !room {
                     let busy = "the controller has too many requests in progress";
                     return (decision.answer.refuse(ResponseError::ThrottlingQuotaExceeded, busy), None);
                 }
-                match self.node.propose(now.monotonic_ms, MetadataRecord::encode_all(&records)) {
-                    Ok(offset) => {
-                        self.admin_proposed_through = Some(offset);
-                        (decision.answer, Some(outcome))
-                    }
+                match self.propose_awaited(now, MetadataRecord::encode_all(&records)) {
+                    Ok(offset) => (decision.answer, Some(offset)),
                     Err(crate::raft::ProposeError::NotLeader { .. }) => {
                         (decision.answer.refuse(ResponseError::NotController, "not the controller"), None)
                     }
@@ -367,6 +413,42 @@ impl QuorumMember {
                 }
             })
             .collect()
+    }
+
+    /// Proposes an entry whose commit an answer waits for.
+    fn propose_awaited(&mut self, now: Now, data: Bytes) -> Result<u64, crate::raft::ProposeError> {
+        let offset = self.node.propose(now.monotonic_ms, data.clone())?;
+        self.awaited.insert(offset, data);
+        self.admin_proposed_through = Some(offset);
+        Ok(offset)
+    }
+
+    /// KIP-730: a block of producer ids for a registered broker, after every block handed out
+    /// or proposed before, answered once its record is committed.
+    fn allocate_producer_ids(
+        &mut self,
+        now: Now,
+        request: &AllocateProducerIdsRequest,
+    ) -> Result<AdminAnswer, ResponseError> {
+        if !self.is_active_controller() {
+            return Err(ResponseError::NotController);
+        }
+        let registered = self.image.broker(request.broker_id.0).is_some_and(|b| b.epoch == request.broker_epoch);
+        if !registered {
+            return Err(ResponseError::StaleBrokerEpoch);
+        }
+        if self.pending_admin.len() >= MAX_PENDING_ADMIN {
+            return Err(ResponseError::ThrottlingQuotaExceeded);
+        }
+        let start = self.image.next_producer_id().max(self.producer_ids_proposed_end);
+        let end = start.checked_add(PRODUCER_ID_BLOCK as i64).ok_or(ResponseError::UnknownServerError)?;
+        let record = MetadataRecord::ProducerIds { next_producer_id: end };
+        let offset = self.propose_awaited(now, record.encode()).map_err(|e| match e {
+            crate::raft::ProposeError::NotLeader { .. } => ResponseError::NotController,
+            crate::raft::ProposeError::Busy => ResponseError::RequestTimedOut,
+        })?;
+        self.producer_ids_proposed_end = end;
+        Ok(AdminAnswer::ProducerIds { start, len: PRODUCER_ID_BLOCK, offset })
     }
 
     /// Answers at once if nothing was proposed for it, else once the image applied its entries.
@@ -380,16 +462,27 @@ impl QuorumMember {
     }
 
     fn respond_admin(&mut self, pending: PendingAdmin) {
+        let verdicts = &mut self.verdicts;
         let body = match pending.answer {
             AdminAnswer::CreateTopics(results) => {
-                ResponseKind::CreateTopics(CreateTopicsResponse::default().with_topics(settle(results, &self.image)))
+                ResponseKind::CreateTopics(CreateTopicsResponse::default().with_topics(settle(results, verdicts)))
             }
             AdminAnswer::DeleteTopics(results) => {
-                ResponseKind::DeleteTopics(DeleteTopicsResponse::default().with_responses(settle(results, &self.image)))
+                ResponseKind::DeleteTopics(DeleteTopicsResponse::default().with_responses(settle(results, verdicts)))
             }
             AdminAnswer::CreatePartitions(results) => ResponseKind::CreatePartitions(
-                CreatePartitionsResponse::default().with_results(settle(results, &self.image)),
+                CreatePartitionsResponse::default().with_results(settle(results, verdicts)),
             ),
+            AdminAnswer::ProducerIds { start, len, offset } => {
+                let answer = if verdicts.remove(&offset).unwrap_or(false) {
+                    AllocateProducerIdsResponse::default()
+                        .with_producer_id_start(ProducerId(start))
+                        .with_producer_id_len(len)
+                } else {
+                    AllocateProducerIdsResponse::default().with_error_code(ResponseError::NotController.code())
+                };
+                ResponseKind::AllocateProducerIds(answer)
+            }
         };
         let Waiting { conn, correlation_id, version } = pending.waiting;
         self.respond(conn, correlation_id, version, &body);
@@ -605,7 +698,13 @@ impl QuorumMember {
     /// The connection is gone: answers still owed to it are dropped.
     pub fn handle_closed(&mut self, conn: ConnId) {
         self.pending_registrations.retain(|_, (_, w)| w.conn != conn);
-        self.pending_admin.retain(|_, p| p.waiting.conn != conn);
+        let (gone, kept): (BTreeMap<u64, PendingAdmin>, _) =
+            std::mem::take(&mut self.pending_admin).into_iter().partition(|(_, p)| p.waiting.conn == conn);
+        self.pending_admin = kept;
+        for offset in gone.values().flat_map(|p| p.answer.offsets()) {
+            self.awaited.remove(&offset);
+            self.verdicts.remove(&offset);
+        }
         self.waiting.retain(|_, w| w.conn != conn);
         let waiting = &self.waiting;
         self.waiting_order.retain(|key| waiting.contains_key(key));
@@ -664,6 +763,11 @@ impl QuorumMember {
                 assert_eq!(image.applied_end(), id.end_offset, "a snapshot's image ends where the snapshot does");
                 self.image = image;
                 self.snapshot_asked_end = self.snapshot_asked_end.max(id.end_offset);
+                // Entries a snapshot passes over cannot be told apart: not known to be ours.
+                let rest = self.awaited.split_off(&id.end_offset);
+                for (offset, _) in std::mem::replace(&mut self.awaited, rest) {
+                    self.verdicts.insert(offset, false);
+                }
             }
         }
         let committed = self.node.high_watermark().min(self.node.log().end());
@@ -674,6 +778,10 @@ impl QuorumMember {
                 "the log holds the entries the image has yet to apply"
             );
             for entry in entries.iter().take_while(|e| e.offset < committed) {
+                if let Some(proposed) = self.awaited.remove(&entry.offset) {
+                    let ours = matches!(&entry.payload, Payload::Data(data) if *data == proposed);
+                    self.verdicts.insert(entry.offset, ours);
+                }
                 if let Err(e) = self.image.replay(std::iter::once(entry)) {
                     // Every node refuses it alike, so images stay the same everywhere.
                     tracing::error!("metadata entry refused: {e}");
@@ -757,6 +865,15 @@ impl QuorumMember {
         assert!(self.pending_registrations.len() <= MAX_PENDING_REGISTRATIONS);
         assert!(self.pending_admin.len() <= MAX_PENDING_ADMIN + 1);
         assert!(self.admin_proposed_through.is_none(), "an admin proposal left without its answer");
+        if let Some((&first, _)) = self.awaited.first_key_value() {
+            assert!(first >= self.image.applied_end(), "a proposal awaited below the applied end");
+        }
+        let waited_for: std::collections::BTreeSet<u64> =
+            self.pending_admin.values().flat_map(|p| p.answer.offsets()).collect();
+        assert!(
+            self.awaited.keys().chain(self.verdicts.keys()).all(|o| waited_for.contains(o)),
+            "a proposal awaited by no answer"
+        );
         if let Some((&first, _)) = self.pending_admin.first_key_value() {
             assert!(first >= self.image.applied_end(), "an admin answer left unanswered below the applied end");
         }

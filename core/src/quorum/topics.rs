@@ -1,7 +1,7 @@
 //! The active controller's topic decisions: CreateTopics, CreatePartitions and DeleteTopics, and
 //! partition leaders after brokers are fenced or let in. Each is a pure function of the image:
 //! the records to write (one log entry per topic, so it commits whole or not at all) and the
-//! answer to give once they are committed, with what the image must then show for it to stand.
+//! answer to give once they are committed.
 //!
 //! Until partitions replicate (the replication issue), a new partition's ISR is its leader alone:
 //! Metadata then tells the truth (a follower holds nothing yet), and a fenced leader leaves its
@@ -43,29 +43,11 @@ impl Default for TopicDefaults {
     }
 }
 
-/// What the image must show once a decision's entry is applied, for its answer to stand; if not
-/// (a leader change dropped the entry), the answer becomes NOT_CONTROLLER and the client retries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Created(Uuid),
-    Removed(Uuid),
-    Partitions(Uuid, i32),
-}
-
-impl Outcome {
-    pub fn holds(&self, image: &MetadataImage) -> bool {
-        match *self {
-            Outcome::Created(id) => image.topic_by_id(id).is_some(),
-            Outcome::Removed(id) => image.topic_by_id(id).is_none(),
-            Outcome::Partitions(id, count) => image.topic_by_id(id).is_some_and(|t| t.partitions.len() as i32 >= count),
-        }
-    }
-}
-
-/// One topic's part of a request: the entry to write (None: an answer at once) and its answer.
+/// One topic's part of a request: the entry to write (None: an answer at once) and its answer,
+/// which stands only if that entry commits as written.
 #[derive(Debug)]
 pub struct Decision<A> {
-    pub entry: Option<(Vec<MetadataRecord>, Outcome)>,
+    pub entry: Option<Vec<MetadataRecord>>,
     pub answer: A,
 }
 
@@ -290,7 +272,7 @@ pub fn create_topics(
             name: key,
             value: Some(value),
         }));
-        decisions.push(Decision { entry: Some((records, Outcome::Created(id))), answer });
+        decisions.push(Decision { entry: Some(records), answer });
         offset += 1;
     }
     decisions
@@ -327,10 +309,9 @@ pub fn delete_topics(
                     error(ResponseError::InvalidRequest, format!("Topic {} is internal and cannot be deleted", t.name))
                 }
                 (Some(t), _) if !removing.insert(t.id) => Decision { entry: None, answer: result },
-                (Some(t), _) => Decision {
-                    entry: Some((vec![MetadataRecord::RemoveTopic { topic_id: t.id }], Outcome::Removed(t.id))),
-                    answer: result,
-                },
+                (Some(t), _) => {
+                    Decision { entry: Some(vec![MetadataRecord::RemoveTopic { topic_id: t.id }]), answer: result }
+                }
                 (None, Some(n)) => error(ResponseError::UnknownTopicOrPartition, format!("Topic {n} does not exist")),
                 (None, None) => error(ResponseError::UnknownTopicId, format!("Topic id {id} does not exist")),
             }
@@ -415,7 +396,7 @@ pub fn create_partitions(
                 .zip(current..)
                 .map(|(replicas, p)| MetadataRecord::Partition(partition_record(image, id, p, replicas)))
                 .collect();
-            Decision { entry: Some((records, Outcome::Partitions(id, t.count))), answer: result }
+            Decision { entry: Some(records), answer: result }
         })
         .collect()
 }

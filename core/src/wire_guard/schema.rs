@@ -46,6 +46,7 @@ pub static REQUESTS: &[(ApiKey, &Message)] = &[
     (ApiKey::DescribeQuorum, &DESCRIBE_QUORUM_REQUEST),
     (ApiKey::BrokerRegistration, &BROKER_REGISTRATION_REQUEST),
     (ApiKey::BrokerHeartbeat, &BROKER_HEARTBEAT_REQUEST),
+    (ApiKey::AllocateProducerIds, &ALLOCATE_PRODUCER_IDS_REQUEST),
 ];
 
 /// ProduceRequest (produce_request.rs)
@@ -1625,4 +1626,16 @@ pub static BROKER_HEARTBEAT_REQUEST: Message = Message {
             nullable: false,
         },
     }],
+};
+
+/// AllocateProducerIdsRequest (allocate_producer_ids_request.rs)
+pub static ALLOCATE_PRODUCER_IDS_REQUEST: Message = Message {
+    name: "AllocateProducerIdsRequest",
+    versions: V(0, 0),
+    flexible: V(0, 0),
+    fields: &[
+        Field { name: "broker_id", kind: Int32, present: V(0, 0), compact: NEVER, nullable: false },
+        Field { name: "broker_epoch", kind: Int64, present: V(0, 0), compact: NEVER, nullable: false },
+    ],
+    tagged: &[],
 };

@@ -267,9 +267,11 @@ fn publish_view(
     let caught_up =
         registered_as.is_some_and(|(id, incarnation)| image.broker(id).is_some_and(|b| b.incarnation == incarnation));
     let topics = caught_up.then(|| std::sync::Arc::new(topic_views(image)));
+    let broker_epoch = registered_as.and_then(|(id, _)| image.broker(id)).filter(|_| caught_up).map(|b| b.epoch);
     let controller =
         leader.and_then(|id| member.config().voters.iter().find(|v| v.id == id)).map(|v| (v.host.clone(), v.port));
     let cluster_id = Some(member.config().cluster_id.clone());
+    let registered: Vec<i32> = image.brokers().map(|b| b.id).collect();
     view.send_if_modified(|current| {
         let same_topics = match (&current.topics, &topics) {
             (Some(a), Some(b)) => a == b,
@@ -279,15 +281,19 @@ fn publish_view(
             (None, Some(_)) => false,
         };
         if current.brokers == brokers
+            && current.registered == registered
             && current.cluster_id == cluster_id
             && current.controller == controller
+            && current.broker_epoch == broker_epoch
             && same_topics
         {
             return false;
         }
         current.brokers = brokers;
+        current.registered = registered;
         current.cluster_id = cluster_id;
         current.controller = controller;
+        current.broker_epoch = broker_epoch;
         if topics.is_some() {
             current.topics = topics;
         }
