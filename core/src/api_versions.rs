@@ -51,6 +51,7 @@ pub const SERVED_APIS: &[ServedApi] = &[
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
     api(ApiKey::DescribeCluster, 0, 1),
+    api(ApiKey::ElectLeaders, 0, 2),
 ];
 
 /// What the controller listener serves: the quorum's own messages, at the one version Spool's
@@ -66,10 +67,13 @@ pub const CONTROLLER_APIS: &[ServedApi] = &[
     api(ApiKey::DescribeCluster, 1, 1),
     api(ApiKey::BrokerRegistration, 0, 4),
     api(ApiKey::BrokerHeartbeat, 0, 1),
-    // Brokers forward their clients' topic requests here as the clients sent them.
+    // Brokers forward their clients' topic and config changes here as the clients sent them.
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),
     api(ApiKey::CreatePartitions, 0, 3),
+    api(ApiKey::AlterConfigs, 0, 2),
+    api(ApiKey::IncrementalAlterConfigs, 0, 1),
+    api(ApiKey::ElectLeaders, 0, 2),
     // Brokers' blocks of producer ids (KIP-730).
     api(ApiKey::AllocateProducerIds, 0, 0),
 ];

@@ -13,6 +13,10 @@ pub struct TopicMeta {
     pub id: String,
     pub partitions: i32,
     pub configs: BTreeMap<String, String>,
+    /// Created for a topic of the cluster's metadata image (not by this node alone): when the
+    /// image no longer has it, under this id, its log is the cluster's to delete.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_cluster: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +152,7 @@ mod tests {
         let mut meta = ClusterMeta::new("c1".into(), 1);
         let id = meta.new_topic_id("t");
         meta.apply(&MetaChange::CreateTopic(TopicMeta {
+            from_cluster: false,
             name: "t".into(),
             id: id.to_string(),
             partitions: 3,

@@ -93,6 +93,7 @@ fn default_request(key: ApiKey) -> RequestKind {
         ApiKey::AddOffsetsToTxn => AddOffsetsToTxnRequest::default().into(),
         ApiKey::EndTxn => EndTxnRequest::default().into(),
         ApiKey::TxnOffsetCommit => TxnOffsetCommitRequest::default().into(),
+        ApiKey::ElectLeaders => ElectLeadersRequest::default().into(),
         other => panic!("add a request for {other:?}"),
     }
 }

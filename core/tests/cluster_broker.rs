@@ -251,3 +251,28 @@ fn producer_ids_come_in_blocks_from_the_controller() {
     assert_eq!(id_of(&mut node, 3), (0, 5_002));
     let _ = (first, second);
 }
+
+#[test]
+fn a_log_the_cluster_made_is_deleted_after_a_restart_and_one_it_never_had_is_kept_under_its_name() {
+    let mut node = Node::single();
+    let ResponseKind::CreateTopics(created) = node.call(CONN, 7, create_topic("before", 1, &[])) else { panic!() };
+    assert_eq!(created.topics[0].error_code, 0);
+    let p = node.call(CONN, 9, produce_request("before", 0, -1, records(&["kept"], None, START_MS)));
+    assert_eq!(produce_partition(&p).error_code, 0);
+    node.broker.handle_cluster_view(view(&[("orders", id(7)), ("before", id(20))], vec![1], &[]));
+    node.run();
+    // The cluster's "before" is another topic: the old log stays, and is not served as it.
+    let local = node.broker.topic("before").unwrap();
+    assert_ne!(local.id, id(20));
+    assert_eq!(local.partitions[0].log_end_offset(), 1, "the old records are kept");
+    let p = node.call(CONN, 9, produce_request("before", 0, -1, records(&["x"], None, START_MS)));
+    assert_eq!(produce_partition(&p).error_code, NOT_LEADER_OR_FOLLOWER);
+
+    // After a restart (nothing seen yet in this process), a topic the cluster made here and
+    // then deleted is still known as the cluster's, and goes.
+    let mut node = node.crash_and_restart();
+    node.broker.handle_cluster_view(view(&[("before", id(20))], vec![1], &[]));
+    node.run();
+    assert!(node.broker.topic("orders").is_none(), "the cluster deleted it while this node was away");
+    assert_eq!(node.broker.topic("before").unwrap().partitions[0].log_end_offset(), 1);
+}

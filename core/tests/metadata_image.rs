@@ -140,8 +140,15 @@ fn a_single_node_data_directory_moves_to_the_metadata_log_with_everything_it_hel
                 id: topic_id(1).to_string(),
                 partitions: 3,
                 configs: BTreeMap::from([("retention.ms".to_string(), "60000".to_string())]),
+                from_cluster: false,
             },
-            TopicMeta { name: "logs".into(), id: topic_id(2).to_string(), partitions: 1, configs: BTreeMap::new() },
+            TopicMeta {
+                name: "logs".into(),
+                id: topic_id(2).to_string(),
+                partitions: 1,
+                configs: BTreeMap::new(),
+                from_cluster: false,
+            },
         ],
         transactions: BTreeMap::from([(
             "tx-1".to_string(),

@@ -648,6 +648,142 @@ mod topics {
     }
 
     #[test]
+    fn a_request_whose_leader_steps_down_before_its_entry_commits_is_told_to_retry() {
+        let mut cluster = Cluster::new();
+        let leader = cluster.with_brokers();
+        let request = RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![topic("late", 1, 1)]));
+        let header = RequestHeader::default()
+            .with_request_api_key(ApiKey::CreateTopics as i16)
+            .with_request_api_version(7)
+            .with_correlation_id(9);
+        let frame = codec::encode_request(&header, &request).unwrap();
+        // Proposed, then the leader resigns before anything is replicated.
+        cluster.members.get_mut(&leader).unwrap().handle_request(now(5_100), ADMIN, frame.slice(4..));
+        cluster.members.get_mut(&leader).unwrap().resign(now(5_100));
+        cluster.settle(5_100);
+        let answer = cluster.admin.pop().expect("answered at once, not left waiting");
+        let (_, ResponseKind::CreateTopics(answer)) = codec::decode_response(ApiKey::CreateTopics, 7, answer).unwrap()
+        else {
+            panic!("not a CreateTopics answer")
+        };
+        assert_eq!(answer.topics[0].error_code, NOT_CONTROLLER);
+        // The client asks again, at the new controller: created, or there already.
+        cluster.run_until_from(5_100, 9_000);
+        let next = cluster.leader().expect("a new leader");
+        let again = cluster.create(9_000, next, vec![topic("late", 1, 1)]);
+        assert!([0, 36].contains(&again.topics[0].error_code), "{again:?}");
+        cluster.run_until_from(9_000, 9_500);
+        assert!(IDS.iter().all(|id| cluster.members[id].image().topic("late").is_some()));
+    }
+
+    #[test]
+    fn topic_configs_change_through_the_controller_and_every_image_shows_them() {
+        use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+        use kafka_protocol::messages::IncrementalAlterConfigsRequest;
+        use spool_core::metadata::ConfigResource;
+        let mut cluster = Cluster::new();
+        let leader = cluster.with_brokers();
+        assert_eq!(cluster.create(5_100, leader, vec![topic("orders", 1, 1)]).topics[0].error_code, 0);
+        let change = |resource_type: i8, name: &str, op: i8, key: &str, value: Option<&str>| {
+            AlterConfigsResource::default()
+                .with_resource_type(resource_type)
+                .with_resource_name(StrBytes::from_string(name.to_string()))
+                .with_configs(vec![AlterableConfig::default()
+                    .with_name(StrBytes::from_string(key.to_string()))
+                    .with_config_operation(op)
+                    .with_value(value.map(|v| StrBytes::from_string(v.to_string())))])
+        };
+        let alter = |cluster: &mut Cluster, at: u64, resources| {
+            let request = IncrementalAlterConfigsRequest::default().with_resources(resources);
+            let body = RequestKind::IncrementalAlterConfigs(request);
+            let ResponseKind::IncrementalAlterConfigs(r) =
+                cluster.ask_and_wait(at, leader, ApiKey::IncrementalAlterConfigs, 1, body)
+            else {
+                panic!("not an IncrementalAlterConfigs answer")
+            };
+            r.responses.iter().map(|r| r.error_code).collect::<Vec<_>>()
+        };
+        let codes = alter(
+            &mut cluster,
+            5_200,
+            vec![
+                change(2, "orders", 0, "retention.ms", Some("1000")),
+                change(2, "orders-typo", 0, "retention.ms", Some("1000")),
+                change(2, "orders", 0, "retention.ms", Some("soon")),
+                change(4, "1", 0, "log.retention.ms", Some("1000")),
+            ],
+        );
+        // UNKNOWN_TOPIC_OR_PARTITION, INVALID_CONFIG, INVALID_REQUEST.
+        assert_eq!(codes, vec![0, 3, 40, 42]);
+        cluster.run_until_from(5_200, 5_600);
+        let retention = |cluster: &Cluster, id: i32| {
+            let resource = ConfigResource::Topic("orders".into());
+            cluster.members[&id].image().configs(&resource).and_then(|c| c.get("retention.ms").cloned())
+        };
+        assert!(IDS.iter().all(|&id| retention(&cluster, id).as_deref() == Some("1000")));
+        assert_eq!(alter(&mut cluster, 5_600, vec![change(2, "orders", 1, "retention.ms", None)]), vec![0]);
+        cluster.run_until_from(5_600, 6_000);
+        assert!(IDS.iter().all(|&id| retention(&cluster, id).is_none()));
+    }
+
+    #[test]
+    fn an_unclean_election_gives_a_leaderless_partition_a_live_replica_and_a_preferred_one_waits_for_the_isr() {
+        use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+        use kafka_protocol::messages::ElectLeadersRequest;
+        use spool_core::quorum::sessions::SESSION_TIMEOUT_MS;
+        let mut cluster = Cluster::new();
+        let leader = cluster.with_brokers();
+        let pinned = topic("pinned", -1, -1).with_assignments(vec![CreatableReplicaAssignment::default()
+            .with_partition_index(0)
+            .with_broker_ids(vec![BrokerId(7), BrokerId(8)])]);
+        assert_eq!(cluster.create(5_100, leader, vec![pinned]).topics[0].error_code, 0);
+        let elect = |cluster: &mut Cluster, at: u64, election_type: i8| {
+            let request =
+                ElectLeadersRequest::default().with_election_type(election_type).with_topic_partitions(Some(vec![
+                    TopicPartitions::default()
+                        .with_topic(TopicName(StrBytes::from_static_str("pinned")))
+                        .with_partitions(vec![0, 5]),
+                ]));
+            let ResponseKind::ElectLeaders(r) =
+                cluster.ask_and_wait(at, leader, ApiKey::ElectLeaders, 2, RequestKind::ElectLeaders(request))
+            else {
+                panic!("not an ElectLeaders answer")
+            };
+            r.replica_election_results[0]
+                .partition_result
+                .iter()
+                .map(|p| (p.partition_id, p.error_code))
+                .collect::<Vec<_>>()
+        };
+        // ELECTION_NOT_NEEDED: 7 leads already; UNKNOWN_TOPIC_OR_PARTITION for a partition not there.
+        assert_eq!(elect(&mut cluster, 5_200, 0), vec![(0, 84), (5, 3)]);
+
+        // 7 goes silent and is fenced: no leader, ISR [7] kept.
+        let mut at = 5_200;
+        while at < 5_200 + SESSION_TIMEOUT_MS + 2_000 {
+            for broker in [8, 9] {
+                let offset = cluster.members[&leader].image().applied_end() as i64 - 1;
+                let epoch = cluster.members[&leader].image().broker(broker).unwrap().epoch;
+                cluster.heartbeat(at, leader, heartbeat(broker, epoch, offset, false));
+            }
+            cluster.run_until_from(at, at + 1_000);
+            at += 1_000;
+        }
+        let partition =
+            |cluster: &Cluster| cluster.members[&leader].image().topic("pinned").unwrap().partitions[&0].clone();
+        assert_eq!(partition(&cluster).leader, NO_LEADER);
+        // PREFERRED_LEADER_NOT_AVAILABLE: the preferred replica is fenced.
+        assert_eq!(elect(&mut cluster, at, 0)[0], (0, 80));
+        // Unclean: 8 leads, alone in the ISR; in every image.
+        assert_eq!(elect(&mut cluster, at, 1)[0], (0, 0));
+        cluster.run_until_from(at, at + 500);
+        for id in IDS {
+            let p = cluster.members[&id].image().topic("pinned").unwrap().partitions[&0].clone();
+            assert_eq!((p.leader, p.isr), (8, vec![8]), "node {id}");
+        }
+    }
+
+    #[test]
     fn a_fenced_leader_leaves_its_partitions_leaderless_and_leads_them_again_when_let_back_in() {
         use spool_core::quorum::sessions::SESSION_TIMEOUT_MS;
         let mut cluster = Cluster::new();

@@ -135,6 +135,8 @@ def test_a_killed_controller_is_replaced_and_a_killed_leaders_partition_waits_fo
     n1 = cluster.nodes[1]
     ok(tool("kafka-topics.sh", "--bootstrap-server", n1.bootstrap, "--create", "--topic", "events",
             "--partitions", "3", "--replication-factor", "1"))
+    ok(tool("kafka-topics.sh", "--bootstrap-server", n1.bootstrap, "--create", "--topic", "spare",
+            "--partitions", "3", "--replication-factor", "2"))
     before = describe(n1, "events")
     victim = int(cluster.status()["LeaderId"])
     [victims_partition] = [p for p, (leader, _, _) in before.items() if int(leader) == victim]
@@ -156,6 +158,20 @@ def test_a_killed_controller_is_replaced_and_a_killed_leaders_partition_waits_fo
     assert all(leader != "none" for p, (leader, _, _) in describe(survivor, "events", node_down=True).items()
                if p != victims_partition)
     ok(tool("kafka-topics.sh", "--bootstrap-server", survivor.bootstrap, "--delete", "--topic", "after"))
+
+    # kafka-leader-election: a preferred election finds nothing to do; an unclean one gives the
+    # killed broker's partition of "spare" its other replica (whatever that one lacks is lost,
+    # as the operator asked).
+    [lost] = [p for p, (leader, _, _) in describe(survivor, "spare", node_down=True).items() if leader == "none"]
+    preferred = tool("kafka-leader-election.sh", "--bootstrap-server", survivor.bootstrap, "--election-type",
+                     "preferred", "--all-topic-partitions")
+    assert preferred.returncode == 0, preferred.stdout + preferred.stderr
+    unclean = tool("kafka-leader-election.sh", "--bootstrap-server", survivor.bootstrap, "--election-type",
+                   "unclean", "--topic", "spare", "--partition", str(lost))
+    assert unclean.returncode == 0 and "Successfully completed leader election" in unclean.stdout, \
+        unclean.stdout + unclean.stderr
+    leader, replicas, isr = describe(survivor, "spare", node_down=True)[lost]
+    assert int(leader) != victim and int(leader) in replicas and isr == [int(leader)]
 
     # Restarted, it catches up with the topics changed while it was away and leads its partition
     # again, its records intact.
@@ -210,3 +226,27 @@ def test_idempotent_producers_that_start_from_different_brokers_never_share_a_pr
     assert all(err is None for err, *_ in reports), reports
     assert len({offset for _, _, offset, _ in reports}) == 30, "every record has its own offset"
     assert sorted(consume_all(cluster.nodes[2].bootstrap, "shared", 1, 30)) == sorted(v for *_, v in reports)
+
+
+def test_topic_configs_change_through_the_controller_and_every_broker_describes_them(cluster):
+    n1, n2, n3 = (cluster.nodes[i] for i in IDS)
+    ok(tool("kafka-topics.sh", "--bootstrap-server", n1.bootstrap, "--create", "--topic", "tuned",
+            "--partitions", "1", "--replication-factor", "1", "--config", "retention.ms=600000"))
+    ok(tool("kafka-configs.sh", "--bootstrap-server", n2.bootstrap, "--alter", "--entity-type", "topics",
+            "--entity-name", "tuned", "--add-config", "retention.bytes=1048576,segment.ms=3600000"))
+    bad = tool("kafka-configs.sh", "--bootstrap-server", n2.bootstrap, "--alter", "--entity-type", "topics",
+               "--entity-name", "tuned", "--add-config", "retention.ms=soon")
+    assert bad.returncode != 0 and "retention.ms" in bad.stdout + bad.stderr
+
+    def described(node) -> str:
+        return ok(tool("kafka-configs.sh", "--bootstrap-server", node.bootstrap, "--describe", "--entity-type",
+                       "topics", "--entity-name", "tuned"))
+
+    # Every broker, whether it hosts the topic or not, describes the cluster's configs.
+    for node in (n1, n2, n3):
+        poll_until(lambda node=node: "retention.bytes=1048576" in described(node), 10, "the change everywhere")
+        out = described(node)
+        assert "retention.ms=600000" in out and "segment.ms=3600000" in out, out
+    ok(tool("kafka-configs.sh", "--bootstrap-server", n3.bootstrap, "--alter", "--entity-type", "topics",
+            "--entity-name", "tuned", "--delete-config", "retention.bytes"))
+    poll_until(lambda: "retention.bytes" not in described(n1), 10, "the override removed everywhere")

@@ -170,6 +170,7 @@ impl Broker {
             tracing::info!(topic = name, partitions = self.config.num_partitions, "auto-creating topic");
             let id = self.desired_meta.new_topic_id(name).to_string();
             self.queue_meta_silent(MetaChange::CreateTopic(TopicMeta {
+                from_cluster: false,
                 name: name.to_string(),
                 id,
                 partitions: self.config.num_partitions,
@@ -288,7 +289,13 @@ impl Broker {
                             .with_configs(Some(configs)),
                     );
                     if !request.validate_only {
-                        let meta = TopicMeta { name: name.clone(), id: id.to_string(), partitions, configs: overrides };
+                        let meta = TopicMeta {
+                            name: name.clone(),
+                            id: id.to_string(),
+                            partitions,
+                            configs: overrides,
+                            from_cluster: false,
+                        };
                         let change = MetaChange::CreateTopic(meta);
                         self.desired_meta.apply(&change);
                         changes.push(change);
@@ -400,17 +407,12 @@ impl Broker {
                     .with_resource_type(r.resource_type)
                     .with_resource_name(r.resource_name.clone());
                 let entries: Vec<(String, String, i8, bool)> = match r.resource_type {
-                    RESOURCE_TOPIC => match self.topics.get(r.resource_name.as_str()) {
-                        Some(t) => {
-                            let config = t
-                                .partitions
-                                .first()
-                                .map_or_else(|| self.config.topic_defaults.clone(), |p| p.config.clone());
-                            self.config_entries(&config, &t.overrides)
-                                .into_iter()
-                                .map(|(k, v, s)| (k, v, s, false))
-                                .collect()
-                        }
+                    RESOURCE_TOPIC => match self.topic_config_of(r.resource_name.as_str()) {
+                        Some((config, overrides)) => self
+                            .config_entries(&config, &overrides)
+                            .into_iter()
+                            .map(|(k, v, s)| (k, v, s, false))
+                            .collect(),
                         None => {
                             return result
                                 .with_error_code(ResponseError::UnknownTopicOrPartition.code())
@@ -466,6 +468,20 @@ impl Broker {
             })
             .collect();
         self.respond(ctx, ResponseKind::DescribeConfigs(DescribeConfigsResponse::default().with_results(results)));
+    }
+
+    /// A topic's effective config and its overrides: in a cluster the image's (every broker
+    /// answers alike, hosting the topic or not), else the local topic's.
+    fn topic_config_of(&self, name: &str) -> Option<(TopicConfig, BTreeMap<String, String>)> {
+        if self.in_cluster() && !is_internal_topic(name) {
+            let view = self.view_topics()?.get(name)?;
+            let defaults = &self.config.topic_defaults;
+            let config = TopicConfig::resolve(defaults, &view.configs).unwrap_or_else(|_| defaults.clone());
+            return Some((config, view.configs.clone()));
+        }
+        let topic = self.topics.get(name)?;
+        let config = topic.partitions.first().map_or_else(|| self.config.topic_defaults.clone(), |p| p.config.clone());
+        Some((config, topic.overrides.clone()))
     }
 
     /// Every broker setting under its Kafka name, with where its value came from.

@@ -3,10 +3,11 @@
 //! forwards to the active controller (Kafka's forwarding, KIP-590, without the envelope: the
 //! client's own frame goes to the controller listener, and its answer comes back as it is).
 //!
-//! A local log is created for every topic with a replica here, and deleted when the image drops
-//! a topic this broker saw in it. A local topic the image never showed this process (deleted
-//! while the node was away, or kept from before it joined a cluster) stays on disk unserved, and
-//! is logged: losing data on a guess is worse than keeping it.
+//! A local log is created for every topic with a replica here (marked as the cluster's in
+//! `cluster.json`), and deleted when the image drops that topic, or has another of its name: the
+//! cluster deleted it, perhaps while this node was away. A local topic the cluster never had
+//! (kept from before the node joined a cluster) stays on disk unserved, and is logged: losing
+//! data on a guess is worse than keeping it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,10 +17,13 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
+use kafka_protocol::messages::{alter_configs_response, incremental_alter_configs_response};
 use kafka_protocol::messages::{
-    AllocateProducerIdsRequest, ApiKey, BrokerId, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
-    DeleteTopicsResponse, InitProducerIdRequest, InitProducerIdResponse, ProducerId, RequestHeader, RequestKind,
-    ResponseKind, TopicName,
+    AllocateProducerIdsRequest, AlterConfigsResponse, ApiKey, BrokerId, CreatePartitionsResponse, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteTopicsResponse, ElectLeadersRequest, ElectLeadersResponse,
+    IncrementalAlterConfigsResponse, InitProducerIdRequest, InitProducerIdResponse, ProducerId, RequestHeader,
+    RequestKind, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -142,13 +146,24 @@ impl Broker {
             self.seen_topic_ids.insert(view.id);
             let hosted = view.partitions.iter().any(|p| p.replicas.contains(&me));
             let local = self.desired_meta.topic(name).map(|t| (t.id.clone(), t.partitions, t.configs.clone()));
+            let ours = self.desired_meta.topic(name).is_some_and(|t| self.is_clusters(t));
             let created = TopicMeta {
                 name: name.clone(),
                 id: view.id.to_string(),
                 partitions: view.partitions.len() as i32,
                 configs: view.configs.clone(),
+                from_cluster: true,
             };
             match local {
+                Some((id, ..)) if id != view.id.to_string() && !ours => {
+                    if self.stray_topics_logged.insert(name.clone()) {
+                        tracing::warn!(
+                            topic = %name,
+                            "the cluster has a topic named as one this data directory held before it joined; the \
+                             old one is kept on disk, and this broker does not host the cluster's"
+                        );
+                    }
+                }
                 Some((id, ..)) if id != view.id.to_string() => {
                     // Deleted and created again while this broker was away: the old log goes.
                     tracing::info!(topic = %name, "the cluster has a new topic of this name; dropping the old log");
@@ -180,7 +195,7 @@ impl Broker {
             .topics
             .iter()
             .filter(|t| !admin::is_internal_topic(&t.name) && !topics.contains_key(&t.name))
-            .map(|t| (t.name.clone(), t.id.parse().is_ok_and(|id| self.seen_topic_ids.contains(&id))))
+            .map(|t| (t.name.clone(), self.is_clusters(t)))
             .collect();
         for (name, seen) in gone {
             if seen {
@@ -194,6 +209,11 @@ impl Broker {
             }
         }
         self.lead_in_image_epochs(&topics);
+    }
+
+    /// Whether a local topic is the cluster's: created from the image, or seen in it.
+    fn is_clusters(&self, topic: &TopicMeta) -> bool {
+        topic.from_cluster || topic.id.parse().is_ok_and(|id| self.seen_topic_ids.contains(&id))
     }
 
     /// Partitions the image says this broker leads take the image's leader epoch, so records
@@ -310,7 +330,11 @@ impl Broker {
         let block =
             answer.and_then(|frame| match crate::codec::decode_response(ApiKey::AllocateProducerIds, 0, frame)? {
                 (_, ResponseKind::AllocateProducerIds(r)) if r.error_code == 0 && r.producer_id_len > 0 => {
-                    Ok((r.producer_id_start.0, r.producer_id_start.0 + r.producer_id_len as i64))
+                    let start = r.producer_id_start.0;
+                    match start.checked_add(r.producer_id_len as i64) {
+                        Some(end) if start >= 0 => Ok((start, end)),
+                        _ => Err(format!("a block of producer ids from {start} that does not fit")),
+                    }
                 }
                 (_, ResponseKind::AllocateProducerIds(r)) => Err(format!("error {}", r.error_code)),
                 _ => Err("not an AllocateProducerIds answer".to_string()),
@@ -373,7 +397,8 @@ impl Broker {
 }
 
 /// What a forwarded request is answered with when the controller cannot be asked: every topic
-/// NOT_CONTROLLER, which clients retry after refreshing their metadata.
+/// (or config resource) NOT_CONTROLLER, which clients retry after refreshing their metadata.
+/// None: the request is not forwarded.
 pub(crate) fn not_controller(request: &RequestKind) -> Option<ResponseKind> {
     let error = ResponseError::NotController.code();
     let message = || Some(StrBytes::from_static_str("no active controller could be reached; retry"));
@@ -411,6 +436,46 @@ pub(crate) fn not_controller(request: &RequestKind) -> Option<ResponseKind> {
                 ),
             )
         }
+        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(
+            AlterConfigsResponse::default().with_responses(
+                r.resources
+                    .iter()
+                    .map(|r| {
+                        alter_configs_response::AlterConfigsResourceResponse::default()
+                            .with_resource_type(r.resource_type)
+                            .with_resource_name(r.resource_name.clone())
+                            .with_error_code(error)
+                            .with_error_message(message())
+                    })
+                    .collect(),
+            ),
+        ),
+        RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
+            IncrementalAlterConfigsResponse::default().with_responses(
+                r.resources
+                    .iter()
+                    .map(|r| {
+                        incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                            .with_resource_type(r.resource_type)
+                            .with_resource_name(r.resource_name.clone())
+                            .with_error_code(error)
+                            .with_error_message(message())
+                    })
+                    .collect(),
+            ),
+        ),
+        RequestKind::ElectLeaders(r) => ResponseKind::ElectLeaders(
+            ElectLeadersResponse::default().with_replica_election_results(election_results(
+                r.topic_partitions
+                    .iter()
+                    .flatten()
+                    .flat_map(|t| {
+                        t.partitions.iter().map(|&p| (t.topic.0.to_string(), p, Some(ResponseError::NotController)))
+                    })
+                    .collect::<Vec<_>>()
+                    .into_iter(),
+            )),
+        ),
         RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(
             CreatePartitionsResponse::default().with_results(
                 r.topics
@@ -426,4 +491,51 @@ pub(crate) fn not_controller(request: &RequestKind) -> Option<ResponseKind> {
         ),
         _ => return None,
     })
+}
+
+/// ElectLeaders' per-topic results from (topic, partition, error if any), in order.
+pub(crate) fn election_results(
+    results: impl Iterator<Item = (String, i32, Option<ResponseError>)>,
+) -> Vec<ReplicaElectionResult> {
+    let mut by_topic: BTreeMap<String, Vec<PartitionResult>> = BTreeMap::new();
+    for (topic, partition, error) in results {
+        let result = PartitionResult::default().with_partition_id(partition);
+        let result = match error {
+            Some(e) => {
+                result.with_error_code(e.code()).with_error_message(Some(StrBytes::from_string(format!("{e:?}"))))
+            }
+            None => result,
+        };
+        by_topic.entry(topic).or_default().push(result);
+    }
+    by_topic
+        .into_iter()
+        .map(|(topic, mut partitions)| {
+            partitions.sort_by_key(|p| p.partition_id);
+            ReplicaElectionResult::default()
+                .with_topic(TopicName(StrBytes::from_string(topic)))
+                .with_partition_result(partitions)
+        })
+        .collect()
+}
+
+impl Broker {
+    /// ElectLeaders on a single node: each partition's leader is its only replica already.
+    pub(crate) fn handle_elect_leaders(&mut self, ctx: RequestCtx, request: ElectLeadersRequest) {
+        let results = request.topic_partitions.iter().flatten().flat_map(|t| {
+            let name = t.topic.0.to_string();
+            let known = self.topics.get(name.as_str()).map_or(0, |t| t.partitions.len() as i32);
+            t.partitions.iter().map(move |&p| {
+                let error = if (0..known).contains(&p) {
+                    ResponseError::ElectionNotNeeded
+                } else {
+                    ResponseError::UnknownTopicOrPartition
+                };
+                (name.clone(), p, Some(error))
+            })
+        });
+        let results = election_results(results.collect::<Vec<_>>().into_iter());
+        let body = ElectLeadersResponse::default().with_replica_election_results(results);
+        self.respond(ctx, ResponseKind::ElectLeaders(body));
+    }
 }

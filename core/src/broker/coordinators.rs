@@ -71,6 +71,15 @@ impl Broker {
         }
     }
 
+    /// The error for a group named in a request of several, if its home is not here.
+    pub(crate) fn not_home(&self, key: &str) -> Option<i16> {
+        match self.home_of(key) {
+            Home::Here => None,
+            Home::There(..) => Some(ResponseError::NotCoordinator.code()),
+            Home::Unavailable => Some(ResponseError::CoordinatorNotAvailable.code()),
+        }
+    }
+
     /// In a cluster, a coordinator request whose key lives on another broker: its answer
     /// (NOT_COORDINATOR, or COORDINATOR_NOT_AVAILABLE while the home is fenced).
     pub(crate) fn misdirected(&self, body: &RequestKind) -> Option<ResponseKind> {

@@ -270,6 +270,9 @@ impl Broker {
                 .groups
                 .into_iter()
                 .map(|g| {
+                    if let Some(error) = self.not_home(g.group_id.0.as_str()) {
+                        return OffsetFetchResponseGroup::default().with_group_id(g.group_id).with_error_code(error);
+                    }
                     let topics = g.topics.map(|ts| ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect());
                     let (error, rows) = self.fetch_offsets_of(g.group_id.0.as_str(), topics);
                     let topics = rows
@@ -331,6 +334,9 @@ impl Broker {
             .into_iter()
             .map(|id| {
                 let described = DescribedGroup::default().with_group_id(id.clone());
+                if let Some(error) = self.not_home(id.0.as_str()) {
+                    return described.with_error_code(error);
+                }
                 if loading {
                     return described.with_error_code(ResponseError::CoordinatorLoadInProgress.code());
                 }
@@ -406,7 +412,10 @@ impl Broker {
             .groups_names
             .into_iter()
             .map(|g| {
-                let error = self.groups.delete_group(g.0.as_str());
+                let error = match self.not_home(g.0.as_str()) {
+                    Some(error) => error,
+                    None => self.groups.delete_group(g.0.as_str()),
+                };
                 delete_groups_response::DeletableGroupResult::default().with_group_id(g).with_error_code(error)
             })
             .collect();

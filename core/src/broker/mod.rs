@@ -17,6 +17,7 @@ mod recovery_points;
 mod txn;
 
 pub(crate) use admin::{is_internal_topic, validate_topic_name};
+pub(crate) use cluster::election_results;
 pub use recovery_points::{decode_recovery_points, recovery_point_key};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -289,7 +290,13 @@ impl Broker {
             // Committed offsets are kept forever; empty groups' offsets expire by themselves.
             let configs = [("retention.ms".to_string(), "-1".to_string())].into_iter().collect();
             let id = broker.desired_meta.new_topic_id(OFFSETS_TOPIC).to_string();
-            let meta = crate::meta::TopicMeta { name: OFFSETS_TOPIC.to_string(), id, partitions: 1, configs };
+            let meta = crate::meta::TopicMeta {
+                name: OFFSETS_TOPIC.to_string(),
+                id,
+                partitions: 1,
+                configs,
+                from_cluster: false,
+            };
             broker.queue_meta_silent(MetaChange::CreateTopic(meta));
         }
         broker.recover_transactions(now_ms);
@@ -507,6 +514,7 @@ impl Broker {
             RequestKind::OffsetForLeaderEpoch(r) => self.handle_offset_for_leader_epoch(ctx, r),
             RequestKind::FindCoordinator(r) => self.handle_find_coordinator(ctx, r),
             RequestKind::DescribeCluster(r) => self.handle_describe_cluster(ctx, r),
+            RequestKind::ElectLeaders(r) => self.handle_elect_leaders(ctx, r),
             RequestKind::CreateTopics(r) => self.handle_create_topics(ctx, r),
             RequestKind::DeleteTopics(r) => self.handle_delete_topics(ctx, r),
             RequestKind::CreatePartitions(r) => self.handle_create_partitions(ctx, r),

@@ -8,10 +8,12 @@ use bytes::Bytes;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{alter_configs_response, incremental_alter_configs_response};
 use kafka_protocol::messages::{
-    AllocateProducerIdsRequest, AllocateProducerIdsResponse, ApiKey, BrokerHeartbeatRequest, BrokerHeartbeatResponse,
-    BrokerRegistrationRequest, BrokerRegistrationResponse, CreatePartitionsResponse, CreateTopicsResponse,
-    DeleteTopicsResponse, ProducerId, RequestHeader, RequestKind, ResponseKind,
+    AllocateProducerIdsRequest, AllocateProducerIdsResponse, AlterConfigsResponse, ApiKey, BrokerHeartbeatRequest,
+    BrokerHeartbeatResponse, BrokerRegistrationRequest, BrokerRegistrationResponse, CreatePartitionsResponse,
+    CreateTopicsResponse, DeleteTopicsResponse, ElectLeadersResponse, IncrementalAlterConfigsResponse, ProducerId,
+    RequestHeader, RequestKind, ResponseKind,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -115,9 +117,12 @@ pub struct QuorumMember {
     pending_admin: BTreeMap<u64, PendingAdmin>,
     /// The last entry proposed for the admin request being handled.
     admin_proposed_through: Option<u64>,
-    /// Entries proposed for an answer, by offset, with what was proposed: until the image
-    /// applies that offset.
-    awaited: BTreeMap<u64, Bytes>,
+    /// Entries proposed for an answer, by offset, with the epoch and bytes proposed: until the
+    /// image applies that offset. (Epoch, offset) names one entry in Raft; the bytes alone do
+    /// not (two leaders may propose the same record at the same offset).
+    awaited: BTreeMap<u64, (i32, Bytes)>,
+    /// The epoch in which this member leads, if it does: what is awaited belongs to it.
+    leading_epoch: Option<i32>,
     /// For each awaited offset the image has passed: whether the entry there is the one proposed.
     verdicts: BTreeMap<u64, bool>,
     /// The end of the last block of producer ids proposed: a block proposed before the last one
@@ -140,6 +145,15 @@ enum AdminAnswer {
     CreateTopics(Vec<(CreatableTopicResult, Option<u64>)>),
     DeleteTopics(Vec<(DeletableTopicResult, Option<u64>)>),
     CreatePartitions(Vec<(CreatePartitionsTopicResult, Option<u64>)>),
+    AlterConfigs(Vec<(alter_configs_response::AlterConfigsResourceResponse, Option<u64>)>),
+    IncrementalAlterConfigs(Vec<(incremental_alter_configs_response::AlterConfigsResourceResponse, Option<u64>)>),
+    /// (topic, partition, error) of each partition refused, and of each elected by the entry at
+    /// `offset` (an error if that entry did not commit as proposed).
+    ElectLeaders {
+        refused: Vec<(String, i32, ResponseError)>,
+        elected: Vec<(String, i32)>,
+        offset: Option<u64>,
+    },
     /// A block of producer ids (KIP-730), from `start`, `len` long, written at this offset.
     ProducerIds {
         start: i64,
@@ -162,7 +176,13 @@ macro_rules! refusable {
         }
     )*};
 }
-refusable!(CreatableTopicResult, DeletableTopicResult, CreatePartitionsTopicResult);
+refusable!(
+    CreatableTopicResult,
+    DeletableTopicResult,
+    CreatePartitionsTopicResult,
+    alter_configs_response::AlterConfigsResourceResponse,
+    incremental_alter_configs_response::AlterConfigsResourceResponse
+);
 
 /// Results whose entry did not commit as proposed (a leader change dropped it): the client is
 /// told to ask the controller again.
@@ -188,7 +208,10 @@ impl AdminAnswer {
             AdminAnswer::CreateTopics(r) => of(r),
             AdminAnswer::DeleteTopics(r) => of(r),
             AdminAnswer::CreatePartitions(r) => of(r),
+            AdminAnswer::AlterConfigs(r) => of(r),
+            AdminAnswer::IncrementalAlterConfigs(r) => of(r),
             AdminAnswer::ProducerIds { offset, .. } => vec![*offset],
+            AdminAnswer::ElectLeaders { offset, .. } => offset.iter().copied().collect(),
         }
     }
 }
@@ -215,6 +238,7 @@ impl QuorumMember {
             pending_admin: BTreeMap::new(),
             admin_proposed_through: None,
             awaited: BTreeMap::new(),
+            leading_epoch: None,
             verdicts: BTreeMap::new(),
             producer_ids_proposed_end: 0,
             elections_proposed_at: None,
@@ -331,6 +355,75 @@ impl QuorumMember {
                 self.answer_when_applied(waiting, AdminAnswer::CreateTopics(results));
                 return;
             }
+            RequestKind::AlterConfigs(request) => {
+                let decisions = request
+                    .resources
+                    .iter()
+                    .map(|r| {
+                        // AlterConfigs replaces the whole override set.
+                        let next = r
+                            .configs
+                            .iter()
+                            .map(|c| {
+                                let value = c.value.as_ref().map(|v| v.to_string());
+                                value
+                                    .map(|v| (c.name.to_string(), v))
+                                    .ok_or(format!("Null value not supported for {}", c.name.as_str()))
+                            })
+                            .collect();
+                        let answer = alter_configs_response::AlterConfigsResourceResponse::default()
+                            .with_resource_type(r.resource_type)
+                            .with_resource_name(r.resource_name.clone());
+                        self.config_decision(
+                            r.resource_type,
+                            r.resource_name.as_str(),
+                            next,
+                            request.validate_only,
+                            answer,
+                        )
+                    })
+                    .collect();
+                let results = self.propose_decisions(now, decisions);
+                let waiting = Waiting { conn, correlation_id, version };
+                self.answer_when_applied(waiting, AdminAnswer::AlterConfigs(results));
+                return;
+            }
+            RequestKind::IncrementalAlterConfigs(request) => {
+                let decisions = request
+                    .resources
+                    .iter()
+                    .map(|r| {
+                        let changes = r
+                            .configs
+                            .iter()
+                            .map(|c| (c.name.to_string(), c.config_operation, c.value.as_ref().map(|v| v.to_string())));
+                        let next = topics::incrementally(&self.image, r.resource_name.as_str(), changes);
+                        let answer = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                            .with_resource_type(r.resource_type)
+                            .with_resource_name(r.resource_name.clone());
+                        self.config_decision(
+                            r.resource_type,
+                            r.resource_name.as_str(),
+                            next,
+                            request.validate_only,
+                            answer,
+                        )
+                    })
+                    .collect();
+                let results = self.propose_decisions(now, decisions);
+                let waiting = Waiting { conn, correlation_id, version };
+                self.answer_when_applied(waiting, AdminAnswer::IncrementalAlterConfigs(results));
+                return;
+            }
+            RequestKind::ElectLeaders(request) => {
+                let wanted = request.topic_partitions.as_ref().map(|topics| {
+                    topics.iter().map(|t| (t.topic.0.to_string(), t.partitions.clone())).collect::<Vec<_>>()
+                });
+                let answer = self.elect_on_request(now, request.election_type, wanted);
+                let waiting = Waiting { conn, correlation_id, version };
+                self.answer_when_applied(waiting, answer);
+                return;
+            }
             RequestKind::AllocateProducerIds(request) => {
                 let waiting = Waiting { conn, correlation_id, version };
                 match self.allocate_producer_ids(now, &request) {
@@ -415,10 +508,63 @@ impl QuorumMember {
             .collect()
     }
 
+    /// One resource of a config change: refused off the active controller or when invalid, else
+    /// its records (none when nothing changes, or only validating).
+    fn config_decision<A: Refusable>(
+        &self,
+        resource_type: i8,
+        name: &str,
+        next: Result<std::collections::BTreeMap<String, String>, String>,
+        validate_only: bool,
+        answer: A,
+    ) -> Decision<A> {
+        if !self.is_active_controller() {
+            return Decision {
+                entry: None,
+                answer: answer.refuse(ResponseError::NotController, "not the active controller"),
+            };
+        }
+        match topics::config_change(&self.image, &self.config.topic_defaults, resource_type, name, next) {
+            Ok(entry) => Decision { entry: entry.filter(|_| !validate_only), answer },
+            Err((error, message)) => Decision { entry: None, answer: answer.refuse(error, &message) },
+        }
+    }
+
+    /// ElectLeaders: every partition asked for refused off the active controller; else the
+    /// changes as one entry, answered once committed.
+    fn elect_on_request(
+        &mut self,
+        now: Now,
+        election_type: i8,
+        wanted: Option<Vec<(String, Vec<i32>)>>,
+    ) -> AdminAnswer {
+        if !self.is_active_controller() {
+            let refused = wanted
+                .unwrap_or_default()
+                .into_iter()
+                .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p, ResponseError::NotController)))
+                .collect();
+            return AdminAnswer::ElectLeaders { refused, elected: Vec::new(), offset: None };
+        }
+        let (mut refused, changes, elected) = topics::elect_leaders(&self.image, election_type, wanted);
+        if changes.is_empty() {
+            return AdminAnswer::ElectLeaders { refused, elected, offset: None };
+        }
+        let records: Vec<MetadataRecord> = changes.into_iter().map(MetadataRecord::PartitionChange).collect();
+        match self.propose_awaited(now, MetadataRecord::encode_all(&records)) {
+            Ok(offset) => AdminAnswer::ElectLeaders { refused, elected, offset: Some(offset) },
+            Err(_) => {
+                refused.extend(elected.into_iter().map(|(t, p)| (t, p, ResponseError::NotController)));
+                AdminAnswer::ElectLeaders { refused, elected: Vec::new(), offset: None }
+            }
+        }
+    }
+
     /// Proposes an entry whose commit an answer waits for.
     fn propose_awaited(&mut self, now: Now, data: Bytes) -> Result<u64, crate::raft::ProposeError> {
+        self.end_lost_leadership();
         let offset = self.node.propose(now.monotonic_ms, data.clone())?;
-        self.awaited.insert(offset, data);
+        self.awaited.insert(offset, (self.node.epoch(), data));
         self.admin_proposed_through = Some(offset);
         Ok(offset)
     }
@@ -473,6 +619,24 @@ impl QuorumMember {
             AdminAnswer::CreatePartitions(results) => ResponseKind::CreatePartitions(
                 CreatePartitionsResponse::default().with_results(settle(results, verdicts)),
             ),
+            AdminAnswer::AlterConfigs(results) => {
+                ResponseKind::AlterConfigs(AlterConfigsResponse::default().with_responses(settle(results, verdicts)))
+            }
+            AdminAnswer::IncrementalAlterConfigs(results) => ResponseKind::IncrementalAlterConfigs(
+                IncrementalAlterConfigsResponse::default().with_responses(settle(results, verdicts)),
+            ),
+            AdminAnswer::ElectLeaders { refused, elected, offset } => {
+                let committed = offset.is_some_and(|o| verdicts.remove(&o).unwrap_or(false));
+                let moved = (!committed).then_some(ResponseError::NotController);
+                let results = refused
+                    .into_iter()
+                    .map(|(t, p, error)| (t, p, Some(error)))
+                    .chain(elected.into_iter().map(|(t, p)| (t, p, moved)));
+                ResponseKind::ElectLeaders(
+                    ElectLeadersResponse::default()
+                        .with_replica_election_results(crate::broker::election_results(results)),
+                )
+            }
             AdminAnswer::ProducerIds { start, len, offset } => {
                 let answer = if verdicts.remove(&offset).unwrap_or(false) {
                     AllocateProducerIdsResponse::default()
@@ -503,6 +667,7 @@ impl QuorumMember {
     /// On the active controller: partitions whose leader is fenced get another (or none), and
     /// leaderless ones a returning replica, one batch of changes at a time.
     fn elect_leaders(&mut self, now: Now) {
+        self.end_lost_leadership();
         let applied = self.image.applied_end();
         if !self.is_active_controller()
             || self.elections_proposed_at.is_some_and(|at| at >= applied)
@@ -534,6 +699,7 @@ impl QuorumMember {
         waiting: Waiting,
         request: BrokerRegistrationRequest,
     ) -> Option<BrokerRegistrationResponse> {
+        self.end_lost_leadership();
         let refuse = |error: ResponseError| Some(BrokerRegistrationResponse::default().with_error_code(error.code()));
         if !self.is_active_controller() {
             return refuse(ResponseError::NotController);
@@ -778,11 +944,14 @@ impl QuorumMember {
                 "the log holds the entries the image has yet to apply"
             );
             for entry in entries.iter().take_while(|e| e.offset < committed) {
-                if let Some(proposed) = self.awaited.remove(&entry.offset) {
-                    let ours = matches!(&entry.payload, Payload::Data(data) if *data == proposed);
-                    self.verdicts.insert(entry.offset, ours);
+                let proposed = self.awaited.remove(&entry.offset);
+                let replayed = self.image.replay(std::iter::once(entry));
+                if let Some((epoch, data)) = proposed {
+                    // Ours only if this very entry committed and the image took it.
+                    let same = entry.epoch == epoch && matches!(&entry.payload, Payload::Data(d) if *d == data);
+                    self.verdicts.insert(entry.offset, same && replayed.is_ok());
                 }
-                if let Err(e) = self.image.replay(std::iter::once(entry)) {
+                if let Err(e) = replayed {
                     // Every node refuses it alike, so images stay the same everywhere.
                     tracing::error!("metadata entry refused: {e}");
                     self.image.pass_over(entry.offset);
@@ -801,8 +970,36 @@ impl QuorumMember {
         }
     }
 
+    /// A leadership this member's answers were proposed in has ended (or another began): they
+    /// are answered NOT_CONTROLLER, as Kafka's controller fails its requests when it resigns. A
+    /// later leadership may reuse their offsets, so nothing of the old one may wait on.
+    fn end_lost_leadership(&mut self) {
+        let leading = (self.node.role() == crate::raft::RoleKind::Leader).then(|| self.node.epoch());
+        if leading == self.leading_epoch {
+            return;
+        }
+        self.leading_epoch = leading;
+        self.awaited.clear();
+        self.verdicts.clear();
+        self.elections_proposed_at = None;
+        self.elections_checked_at = 0;
+        for (_, pending) in std::mem::take(&mut self.pending_admin) {
+            self.respond_admin(pending);
+        }
+        for (_, (_, waiting)) in std::mem::take(&mut self.pending_registrations) {
+            let answer = BrokerRegistrationResponse::default().with_error_code(ResponseError::NotController.code());
+            self.respond(
+                waiting.conn,
+                waiting.correlation_id,
+                waiting.version,
+                &ResponseKind::BrokerRegistration(answer),
+            );
+        }
+    }
+
     /// Moves the node's actions into ours, framing its messages.
     fn drain_node(&mut self) {
+        self.end_lost_leadership();
         self.apply_committed();
         if self.node.role() != crate::raft::RoleKind::Leader {
             self.sessions.clear();

@@ -424,3 +424,135 @@ pub fn leader_changes(image: &MetadataImage) -> Vec<PartitionChange> {
     }
     changes
 }
+
+/// Kafka's config resource types.
+pub const RESOURCE_TOPIC: i8 = 2;
+pub const RESOURCE_BROKER: i8 = 4;
+
+/// A topic's new overrides (AlterConfigs gives the whole set, IncrementalAlterConfigs changes
+/// to it), checked as CreateTopics checks them: the Config records that take the image there,
+/// one entry (None when nothing changes), or why not.
+pub fn config_change(
+    image: &MetadataImage,
+    defaults: &TopicDefaults,
+    resource_type: i8,
+    name: &str,
+    next: Result<BTreeMap<String, String>, String>,
+) -> Result<Option<Vec<MetadataRecord>>, (ResponseError, String)> {
+    if resource_type == RESOURCE_BROKER {
+        return Err((
+            ResponseError::InvalidRequest,
+            "broker configs are static: set them with spool serve flags".into(),
+        ));
+    }
+    if resource_type != RESOURCE_TOPIC {
+        return Err((ResponseError::InvalidRequest, format!("resource type {resource_type} is not supported")));
+    }
+    if image.topic(name).is_none() {
+        return Err((ResponseError::UnknownTopicOrPartition, format!("Topic {name} does not exist")));
+    }
+    if is_internal_topic(name) {
+        return Err((ResponseError::InvalidRequest, format!("Topic {name} is internal and cannot be reconfigured")));
+    }
+    let next = next.map_err(|e| (ResponseError::InvalidConfig, e))?;
+    TopicConfig::resolve(&defaults.config, &next).map_err(|e| (ResponseError::InvalidConfig, e))?;
+    let resource = ConfigResource::Topic(name.to_string());
+    let current = image.configs(&resource).cloned().unwrap_or_default();
+    let mut records: Vec<MetadataRecord> = current
+        .keys()
+        .filter(|k| !next.contains_key(*k))
+        .map(|k| MetadataRecord::Config { resource: resource.clone(), name: k.clone(), value: None })
+        .collect();
+    records.extend(next.iter().filter(|(k, v)| current.get(*k) != Some(*v)).map(|(k, v)| MetadataRecord::Config {
+        resource: resource.clone(),
+        name: k.clone(),
+        value: Some(v.clone()),
+    }));
+    Ok((!records.is_empty()).then_some(records))
+}
+
+/// IncrementalAlterConfigs' operations on a topic's current overrides: SET (0) and DELETE (1).
+pub fn incrementally(
+    image: &MetadataImage,
+    name: &str,
+    changes: impl Iterator<Item = (String, i8, Option<String>)>,
+) -> Result<BTreeMap<String, String>, String> {
+    let mut overrides = image.configs(&ConfigResource::Topic(name.to_string())).cloned().unwrap_or_default();
+    for (key, operation, value) in changes {
+        match (operation, value) {
+            (0, Some(v)) => {
+                overrides.insert(key, v);
+            }
+            (0, None) => return Err(format!("Null value not supported for {key}")),
+            (1, _) => {
+                overrides.remove(&key);
+            }
+            (2 | 3, _) => return Err(format!("APPEND and SUBTRACT are not supported for {key}")),
+            (op, _) => return Err(format!("unknown config operation {op}")),
+        }
+    }
+    Ok(overrides)
+}
+
+/// ElectLeaders (KIP-460): preferred (0) moves leadership to each partition's first replica
+/// when it is in the ISR and usable; unclean (1) gives a leaderless partition whose ISR has no
+/// usable replica any usable replica, which becomes its whole ISR (what it lacks is lost, as the
+/// caller asked). `None` names every partition. Returns each partition's result and the changes.
+pub fn elect_leaders(
+    image: &MetadataImage,
+    election_type: i8,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+) -> (Vec<(String, i32, ResponseError)>, Vec<PartitionChange>, Vec<(String, i32)>) {
+    let all = wanted.is_none();
+    let wanted: Vec<(String, Vec<i32>)> = wanted
+        .unwrap_or_else(|| image.topics().map(|t| (t.name.clone(), t.partitions.keys().copied().collect())).collect());
+    let (mut failed, mut changes, mut elected) = (Vec::new(), Vec::new(), Vec::new());
+    for (name, partitions) in wanted {
+        for partition in partitions {
+            let topic = image.topic(&name);
+            let Some((topic, p)) = topic.and_then(|t| t.partitions.get(&partition).map(|p| (t, p))) else {
+                failed.push((name.clone(), partition, ResponseError::UnknownTopicOrPartition));
+                continue;
+            };
+            let choice = match election_type {
+                0 => {
+                    let preferred = p.replicas[0];
+                    if p.leader == preferred {
+                        Err(ResponseError::ElectionNotNeeded)
+                    } else if p.isr.contains(&preferred) && is_usable(image, preferred) {
+                        Ok((preferred, None))
+                    } else {
+                        Err(ResponseError::PreferredLeaderNotAvailable)
+                    }
+                }
+                1 => {
+                    if p.leader != NO_LEADER || p.isr.iter().any(|&r| is_usable(image, r)) {
+                        Err(ResponseError::ElectionNotNeeded)
+                    } else {
+                        match p.replicas.iter().copied().find(|&r| is_usable(image, r)) {
+                            Some(r) => Ok((r, Some(vec![r]))),
+                            None => Err(ResponseError::EligibleLeadersNotAvailable),
+                        }
+                    }
+                }
+                _ => Err(ResponseError::InvalidRequest),
+            };
+            match choice {
+                Ok((leader, isr)) => {
+                    changes.push(PartitionChange {
+                        topic_id: topic.id,
+                        partition,
+                        leader: Some(leader),
+                        isr,
+                        ..PartitionChange::default()
+                    });
+                    elected.push((name.clone(), partition));
+                }
+                // Asked for every partition, the ones that need nothing are not listed (Kafka).
+                Err(ResponseError::ElectionNotNeeded) if all => {}
+                Err(error) => failed.push((name.clone(), partition, error)),
+            }
+        }
+    }
+    (failed, changes, elected)
+}

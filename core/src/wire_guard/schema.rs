@@ -39,6 +39,7 @@ pub static REQUESTS: &[(ApiKey, &Message)] = &[
     (ApiKey::CreatePartitions, &CREATE_PARTITIONS_REQUEST),
     (ApiKey::IncrementalAlterConfigs, &INCREMENTAL_ALTER_CONFIGS_REQUEST),
     (ApiKey::DescribeCluster, &DESCRIBE_CLUSTER_REQUEST),
+    (ApiKey::ElectLeaders, &ELECT_LEADERS_REQUEST),
     (ApiKey::Vote, &VOTE_REQUEST),
     (ApiKey::BeginQuorumEpoch, &BEGIN_QUORUM_EPOCH_REQUEST),
     (ApiKey::EndQuorumEpoch, &END_QUORUM_EPOCH_REQUEST),
@@ -1222,6 +1223,37 @@ pub static DESCRIBE_CLUSTER_REQUEST: Message = Message {
         },
         Field { name: "endpoint_type", kind: Int8, present: V(1, 2), compact: NEVER, nullable: false },
         Field { name: "include_fenced_brokers", kind: Bool, present: V(2, 2), compact: NEVER, nullable: false },
+    ],
+    tagged: &[],
+};
+
+/// ElectLeadersRequest (elect_leaders_request.rs)
+pub static ELECT_LEADERS_REQUEST: Message = Message {
+    name: "ElectLeadersRequest",
+    versions: V(0, 2),
+    flexible: V(2, 2),
+    fields: &[
+        Field { name: "election_type", kind: Int8, present: V(1, 2), compact: NEVER, nullable: false },
+        Field {
+            name: "topic_partitions",
+            kind: Array(&Struct(&TOPIC_PARTITIONS)),
+            present: V(0, 2),
+            compact: V(2, 2),
+            nullable: true,
+        },
+        Field { name: "timeout_ms", kind: Int32, present: V(0, 2), compact: NEVER, nullable: false },
+    ],
+    tagged: &[],
+};
+
+/// TopicPartitions (elect_leaders_request.rs)
+pub static TOPIC_PARTITIONS: Message = Message {
+    name: "TopicPartitions",
+    versions: V(0, 2),
+    flexible: V(2, 2),
+    fields: &[
+        Field { name: "topic", kind: String, present: V(0, 2), compact: V(2, 2), nullable: false },
+        Field { name: "partitions", kind: Array(&Int32), present: V(0, 2), compact: V(2, 2), nullable: false },
     ],
     tagged: &[],
 };
