@@ -159,13 +159,15 @@ def test_a_killed_controller_is_replaced_and_a_killed_leaders_partition_waits_fo
                if p != victims_partition)
     ok(tool("kafka-topics.sh", "--bootstrap-server", survivor.bootstrap, "--delete", "--topic", "after"))
 
-    # kafka-leader-election: a preferred election finds nothing to do; an unclean one gives the
-    # killed broker's partition of "spare" its other replica (whatever that one lacks is lost,
-    # as the operator asked).
+    # kafka-leader-election: a preferred election cannot move the killed broker's partitions back
+    # to it (and needs nothing elsewhere); an unclean one gives its partition of "spare" the other
+    # replica (whatever that one lacks is lost, as the operator asked).
     [lost] = [p for p, (leader, _, _) in describe(survivor, "spare", node_down=True).items() if leader == "none"]
     preferred = tool("kafka-leader-election.sh", "--bootstrap-server", survivor.bootstrap, "--election-type",
                      "preferred", "--all-topic-partitions")
-    assert preferred.returncode == 0, preferred.stdout + preferred.stderr
+    said = preferred.stdout + preferred.stderr
+    assert preferred.returncode != 0 and "2 replica(s) could not be elected" in said, said
+    assert f"events-{victims_partition}: " in said and f"spare-{lost}: " in said and "PreferredLeaderNotAvailable" in said
     unclean = tool("kafka-leader-election.sh", "--bootstrap-server", survivor.bootstrap, "--election-type",
                    "unclean", "--topic", "spare", "--partition", str(lost))
     assert unclean.returncode == 0 and "Successfully completed leader election" in unclean.stdout, \

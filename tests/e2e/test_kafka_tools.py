@@ -502,12 +502,13 @@ def test_metadata_quorum_unsupported(broker):
                                                "The node does not support DESCRIBE_QUORUM"), proc.stderr
 
 
-def test_leader_election_unsupported(broker):
-    # Spool does not advertise ElectLeaders (43): the tool says so by name.
+def test_leader_election_on_a_single_node_finds_the_leader_elected(broker):
+    # ElectLeaders (43): a single node's partitions are led by their only replica already.
     topic = unique_topic("kt-elect")
     create_topic(broker.bootstrap, topic, 1)
-    proc = tool("kafka-leader-election.sh", "--bootstrap-server", broker.bootstrap, "--election-type", "preferred",
-                "--topic", topic, "--partition", "0")
-    assert proc.returncode == 1, proc
-    assert ("UnsupportedVersionException: The node does not support ELECT_LEADERS"
-            in proc.stderr.splitlines()[0]), proc.stderr
+    out = ok(tool("kafka-leader-election.sh", "--bootstrap-server", broker.bootstrap, "--election-type", "preferred",
+                  "--topic", topic, "--partition", "0"))
+    assert f"Valid replica already elected for partitions {topic}-0" in out, out
+    missing = tool("kafka-leader-election.sh", "--bootstrap-server", broker.bootstrap, "--election-type", "unclean",
+                   "--topic", topic, "--partition", "7")
+    assert missing.returncode == 1 and "UnknownTopicOrPartition" in missing.stdout + missing.stderr, missing

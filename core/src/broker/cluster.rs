@@ -155,15 +155,11 @@ impl Broker {
                 from_cluster: true,
             };
             match local {
-                Some((id, ..)) if id != view.id.to_string() && !ours => {
-                    if self.stray_topics_logged.insert(name.clone()) {
-                        tracing::warn!(
-                            topic = %name,
-                            "the cluster has a topic named as one this data directory held before it joined; the \
-                             old one is kept on disk, and this broker does not host the cluster's"
-                        );
-                    }
-                }
+                Some((id, ..)) if id != view.id.to_string() && !ours => self.warn_stray_once(
+                    name,
+                    "the cluster has a topic named as one this data directory held before it joined; the old one \
+                     is kept on disk, and this broker does not host the cluster's",
+                ),
                 Some((id, ..)) if id != view.id.to_string() => {
                     // Deleted and created again while this broker was away: the old log goes.
                     tracing::info!(topic = %name, "the cluster has a new topic of this name; dropping the old log");
@@ -201,14 +197,19 @@ impl Broker {
             if seen {
                 tracing::info!(topic = %name, "topic deleted in the cluster; deleting its log");
                 self.queue_meta_silent(MetaChange::DeleteTopic(name));
-            } else if self.stray_topics_logged.insert(name.clone()) {
-                tracing::warn!(
-                    topic = %name,
-                    "this data directory holds a topic the cluster does not know; it is kept on disk and not served"
-                );
+            } else {
+                let why =
+                    "this data directory holds a topic the cluster does not know; it is kept on disk and not served";
+                self.warn_stray_once(&name, why);
             }
         }
         self.lead_in_image_epochs(&topics);
+    }
+
+    fn warn_stray_once(&mut self, name: &str, why: &str) {
+        if self.stray_topics_logged.insert(name.to_string()) {
+            tracing::warn!(topic = %name, "{why}");
+        }
     }
 
     /// Whether a local topic is the cluster's: created from the image, or seen in it.

@@ -546,7 +546,8 @@ impl QuorumMember {
                 .collect();
             return AdminAnswer::ElectLeaders { refused, elected: Vec::new(), offset: None };
         }
-        let (mut refused, changes, elected) = topics::elect_leaders(&self.image, election_type, wanted);
+        let topics::Election { mut refused, changes, elected } =
+            topics::elect_leaders(&self.image, election_type, wanted);
         if changes.is_empty() {
             return AdminAnswer::ElectLeaders { refused, elected, offset: None };
         }

@@ -494,15 +494,21 @@ pub fn incrementally(
     Ok(overrides)
 }
 
+/// What an ElectLeaders request comes to.
+#[derive(Debug, Default)]
+pub struct Election {
+    /// (topic, partition, why) of each partition not elected.
+    pub refused: Vec<(String, i32, ResponseError)>,
+    pub changes: Vec<PartitionChange>,
+    /// (topic, partition) of each partition the changes elect a leader for.
+    pub elected: Vec<(String, i32)>,
+}
+
 /// ElectLeaders (KIP-460): preferred (0) moves leadership to each partition's first replica
 /// when it is in the ISR and usable; unclean (1) gives a leaderless partition whose ISR has no
 /// usable replica any usable replica, which becomes its whole ISR (what it lacks is lost, as the
 /// caller asked). `None` names every partition. Returns each partition's result and the changes.
-pub fn elect_leaders(
-    image: &MetadataImage,
-    election_type: i8,
-    wanted: Option<Vec<(String, Vec<i32>)>>,
-) -> (Vec<(String, i32, ResponseError)>, Vec<PartitionChange>, Vec<(String, i32)>) {
+pub fn elect_leaders(image: &MetadataImage, election_type: i8, wanted: Option<Vec<(String, Vec<i32>)>>) -> Election {
     let all = wanted.is_none();
     let wanted: Vec<(String, Vec<i32>)> = wanted
         .unwrap_or_else(|| image.topics().map(|t| (t.name.clone(), t.partitions.keys().copied().collect())).collect());
@@ -554,5 +560,5 @@ pub fn elect_leaders(
             }
         }
     }
-    (failed, changes, elected)
+    Election { refused: failed, changes, elected }
 }
