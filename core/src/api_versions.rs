@@ -52,6 +52,8 @@ pub const SERVED_APIS: &[ServedApi] = &[
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
     api(ApiKey::DescribeCluster, 0, 1),
     api(ApiKey::ElectLeaders, 0, 2),
+    // Advertised only by a broker in a metadata quorum, which forwards it to the controller.
+    api(ApiKey::DescribeQuorum, 0, 2),
 ];
 
 /// What the controller listener serves: the quorum's own messages, at the one version Spool's

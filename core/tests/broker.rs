@@ -94,6 +94,7 @@ fn default_request(key: ApiKey) -> RequestKind {
         ApiKey::EndTxn => EndTxnRequest::default().into(),
         ApiKey::TxnOffsetCommit => TxnOffsetCommitRequest::default().into(),
         ApiKey::ElectLeaders => ElectLeadersRequest::default().into(),
+        ApiKey::DescribeQuorum => DescribeQuorumRequest::default().into(),
         other => panic!("add a request for {other:?}"),
     }
 }

@@ -276,3 +276,22 @@ fn a_log_the_cluster_made_is_deleted_after_a_restart_and_one_it_never_had_is_kep
     assert!(node.broker.topic("orders").is_none(), "the cluster deleted it while this node was away");
     assert_eq!(node.broker.topic("before").unwrap().partitions[0].log_end_offset(), 1);
 }
+
+#[test]
+fn describe_quorum_is_advertised_in_a_cluster_and_forwarded_to_the_controller() {
+    let advertises = |node: &mut Node| {
+        let ResponseKind::ApiVersions(r) = node.call(CONN, 3, ApiVersionsRequest::default()) else { panic!() };
+        r.api_keys.iter().any(|k| k.api_key == ApiKey::DescribeQuorum as i16)
+    };
+    assert!(!advertises(&mut Node::single()), "a single node has no quorum to describe");
+    let mut node = in_cluster(view(&[], vec![1], &[]));
+    assert!(advertises(&mut node));
+    node.send(CONN, 2, DescribeQuorumRequest::default());
+    let (forward, frame) = node.forwarded.remove(0);
+    let decoded = codec::decode_request_for(spool_core::api_versions::CONTROLLER_APIS, frame.slice(4..)).unwrap();
+    assert!(matches!(decoded.body, RequestKind::DescribeQuorum(_)));
+    node.broker.handle_forwarded(node.now, forward, Err("refused".into()));
+    node.run();
+    let (_, ResponseKind::DescribeQuorum(r)) = node.take::<DescribeQuorumRequest>(CONN, 2).unwrap() else { panic!() };
+    assert_eq!(r.error_code, NOT_CONTROLLER);
+}

@@ -127,6 +127,10 @@ def test_a_topic_with_replication_factor_3_is_shown_alike_by_every_broker_to_eve
     taken = produce(n2.bootstrap, "strict", 1, **{"enable.idempotence": False, "acks": "1"})
     assert taken[0][0] is None, taken
 
+    # kafka-metadata-quorum through a broker (forwarded to the controller), as through a controller.
+    status = ok(tool("kafka-metadata-quorum.sh", "--bootstrap-server", n3.bootstrap, "describe", "--status"))
+    assert f"LeaderId:               {cluster.status()['LeaderId']}" in status, status
+
     ok(tool("kafka-topics.sh", "--bootstrap-server", n1.bootstrap, "--delete", "--topic", "orders"))
     poll_until(lambda: all("orders" not in topics_listed(cluster.nodes[i]) for i in IDS), 10, "deleted everywhere")
 

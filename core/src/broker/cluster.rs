@@ -21,7 +21,7 @@ use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaE
 use kafka_protocol::messages::{alter_configs_response, incremental_alter_configs_response};
 use kafka_protocol::messages::{
     AllocateProducerIdsRequest, AlterConfigsResponse, ApiKey, BrokerId, CreatePartitionsResponse, CreateTopicsRequest,
-    CreateTopicsResponse, DeleteTopicsResponse, ElectLeadersRequest, ElectLeadersResponse,
+    CreateTopicsResponse, DeleteTopicsResponse, DescribeQuorumResponse, ElectLeadersRequest, ElectLeadersResponse,
     IncrementalAlterConfigsResponse, InitProducerIdRequest, InitProducerIdResponse, ProducerId, RequestHeader,
     RequestKind, ResponseKind, TopicName,
 };
@@ -465,6 +465,9 @@ pub(crate) fn not_controller(request: &RequestKind) -> Option<ResponseKind> {
                     .collect(),
             ),
         ),
+        RequestKind::DescribeQuorum(_) => {
+            ResponseKind::DescribeQuorum(DescribeQuorumResponse::default().with_error_code(error))
+        }
         RequestKind::ElectLeaders(r) => ResponseKind::ElectLeaders(
             ElectLeadersResponse::default().with_replica_election_results(election_results(
                 r.topic_partitions

@@ -18,9 +18,11 @@ use super::{Broker, RequestCtx};
 use crate::api_versions::SERVED_APIS;
 
 /// Our ApiVersions answer. Optional tagged fields stay empty: librdkafka before 2.2 mis-skips them.
-pub(crate) fn api_versions(error_code: i16) -> ApiVersionsResponse {
+/// DescribeQuorum is listed only by a broker in a quorum.
+pub(crate) fn api_versions(error_code: i16, in_cluster: bool) -> ApiVersionsResponse {
     let api_keys = SERVED_APIS
         .iter()
+        .filter(|api| in_cluster || api.key != kafka_protocol::messages::ApiKey::DescribeQuorum)
         .map(|api| {
             ApiVersion::default()
                 .with_api_key(api.key as i16)

@@ -475,7 +475,7 @@ impl Broker {
             Ok(d) => d,
             Err(DecodeFailure::ApiVersionsTooNew { correlation_id }) => {
                 let ctx = self.begin(conn, correlation_id, 0);
-                let body = metadata::api_versions(ResponseError::UnsupportedVersion.code());
+                let body = metadata::api_versions(ResponseError::UnsupportedVersion.code(), self.in_cluster());
                 self.respond(ctx, ResponseKind::ApiVersions(body));
                 return;
             }
@@ -504,7 +504,7 @@ impl Broker {
         }
         match decoded.body {
             RequestKind::ApiVersions(_) => {
-                let body: ApiVersionsResponse = metadata::api_versions(0);
+                let body: ApiVersionsResponse = metadata::api_versions(0, self.in_cluster());
                 self.respond(ctx, ResponseKind::ApiVersions(body))
             }
             RequestKind::Metadata(r) => self.handle_metadata(ctx, r),
@@ -515,6 +515,17 @@ impl Broker {
             RequestKind::FindCoordinator(r) => self.handle_find_coordinator(ctx, r),
             RequestKind::DescribeCluster(r) => self.handle_describe_cluster(ctx, r),
             RequestKind::ElectLeaders(r) => self.handle_elect_leaders(ctx, r),
+            RequestKind::DescribeQuorum(_) => {
+                // Not in a quorum (in one, it was forwarded to the controller above).
+                let mut body = kafka_protocol::messages::DescribeQuorumResponse::default()
+                    .with_error_code(ResponseError::InvalidRequest.code());
+                if ctx.version >= 2 {
+                    body.error_message = Some(kafka_protocol::protocol::StrBytes::from_static_str(
+                        "this broker is not in a metadata quorum",
+                    ));
+                }
+                self.respond(ctx, ResponseKind::DescribeQuorum(body))
+            }
             RequestKind::CreateTopics(r) => self.handle_create_topics(ctx, r),
             RequestKind::DeleteTopics(r) => self.handle_delete_topics(ctx, r),
             RequestKind::CreatePartitions(r) => self.handle_create_partitions(ctx, r),

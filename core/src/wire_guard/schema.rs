@@ -40,11 +40,11 @@ pub static REQUESTS: &[(ApiKey, &Message)] = &[
     (ApiKey::IncrementalAlterConfigs, &INCREMENTAL_ALTER_CONFIGS_REQUEST),
     (ApiKey::DescribeCluster, &DESCRIBE_CLUSTER_REQUEST),
     (ApiKey::ElectLeaders, &ELECT_LEADERS_REQUEST),
+    (ApiKey::DescribeQuorum, &DESCRIBE_QUORUM_REQUEST),
     (ApiKey::Vote, &VOTE_REQUEST),
     (ApiKey::BeginQuorumEpoch, &BEGIN_QUORUM_EPOCH_REQUEST),
     (ApiKey::EndQuorumEpoch, &END_QUORUM_EPOCH_REQUEST),
     (ApiKey::FetchSnapshot, &FETCH_SNAPSHOT_REQUEST),
-    (ApiKey::DescribeQuorum, &DESCRIBE_QUORUM_REQUEST),
     (ApiKey::BrokerRegistration, &BROKER_REGISTRATION_REQUEST),
     (ApiKey::BrokerHeartbeat, &BROKER_HEARTBEAT_REQUEST),
     (ApiKey::AllocateProducerIds, &ALLOCATE_PRODUCER_IDS_REQUEST),
@@ -1258,6 +1258,48 @@ pub static TOPIC_PARTITIONS: Message = Message {
     tagged: &[],
 };
 
+/// DescribeQuorumRequest (describe_quorum_request.rs)
+pub static DESCRIBE_QUORUM_REQUEST: Message = Message {
+    name: "DescribeQuorumRequest",
+    versions: V(0, 2),
+    flexible: V(0, 2),
+    fields: &[Field {
+        name: "topics",
+        kind: Array(&Struct(&DESCRIBE_QUORUM_REQUEST_TOPIC_DATA)),
+        present: V(0, 2),
+        compact: V(0, 2),
+        nullable: false,
+    }],
+    tagged: &[],
+};
+
+/// TopicData (describe_quorum_request.rs)
+pub static DESCRIBE_QUORUM_REQUEST_TOPIC_DATA: Message = Message {
+    name: "TopicData",
+    versions: V(0, 2),
+    flexible: V(0, 2),
+    fields: &[
+        Field { name: "topic_name", kind: String, present: V(0, 2), compact: V(0, 2), nullable: false },
+        Field {
+            name: "partitions",
+            kind: Array(&Struct(&DESCRIBE_QUORUM_REQUEST_PARTITION_DATA)),
+            present: V(0, 2),
+            compact: V(0, 2),
+            nullable: false,
+        },
+    ],
+    tagged: &[],
+};
+
+/// PartitionData (describe_quorum_request.rs)
+pub static DESCRIBE_QUORUM_REQUEST_PARTITION_DATA: Message = Message {
+    name: "PartitionData",
+    versions: V(0, 2),
+    flexible: V(0, 2),
+    fields: &[Field { name: "partition_index", kind: Int32, present: V(0, 2), compact: NEVER, nullable: false }],
+    tagged: &[],
+};
+
 /// VoteRequest (vote_request.rs)
 pub static VOTE_REQUEST: Message = Message {
     name: "VoteRequest",
@@ -1539,48 +1581,6 @@ pub static SNAPSHOT_ID: Message = Message {
         Field { name: "end_offset", kind: Int64, present: V(0, 1), compact: NEVER, nullable: false },
         Field { name: "epoch", kind: Int32, present: V(0, 1), compact: NEVER, nullable: false },
     ],
-    tagged: &[],
-};
-
-/// DescribeQuorumRequest (describe_quorum_request.rs)
-pub static DESCRIBE_QUORUM_REQUEST: Message = Message {
-    name: "DescribeQuorumRequest",
-    versions: V(0, 2),
-    flexible: V(0, 2),
-    fields: &[Field {
-        name: "topics",
-        kind: Array(&Struct(&DESCRIBE_QUORUM_REQUEST_TOPIC_DATA)),
-        present: V(0, 2),
-        compact: V(0, 2),
-        nullable: false,
-    }],
-    tagged: &[],
-};
-
-/// TopicData (describe_quorum_request.rs)
-pub static DESCRIBE_QUORUM_REQUEST_TOPIC_DATA: Message = Message {
-    name: "TopicData",
-    versions: V(0, 2),
-    flexible: V(0, 2),
-    fields: &[
-        Field { name: "topic_name", kind: String, present: V(0, 2), compact: V(0, 2), nullable: false },
-        Field {
-            name: "partitions",
-            kind: Array(&Struct(&DESCRIBE_QUORUM_REQUEST_PARTITION_DATA)),
-            present: V(0, 2),
-            compact: V(0, 2),
-            nullable: false,
-        },
-    ],
-    tagged: &[],
-};
-
-/// PartitionData (describe_quorum_request.rs)
-pub static DESCRIBE_QUORUM_REQUEST_PARTITION_DATA: Message = Message {
-    name: "PartitionData",
-    versions: V(0, 2),
-    flexible: V(0, 2),
-    fields: &[Field { name: "partition_index", kind: Int32, present: V(0, 2), compact: NEVER, nullable: false }],
     tagged: &[],
 };
 
