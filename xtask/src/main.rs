@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: the project's automation, in Rust so it runs wherever cargo does.
 
 mod bench;
+mod cluster;
 mod fuzz;
 mod fuzz_frames;
 mod gen_wire_schema;
@@ -42,6 +43,9 @@ enum Command {
     GenWireSchema,
     /// The coverage-guided fuzzer (libFuzzer) over request frames into the broker core.
     FuzzFrames(fuzz_frames::FuzzFramesArgs),
+    /// A cluster of spool nodes on this machine: `up --nodes 3`, `down`.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 fn main() -> Result<()> {
@@ -52,6 +56,7 @@ fn main() -> Result<()> {
         Command::Bench { quick } => bench::run(quick),
         Command::GenWireSchema => gen_wire_schema::run(&root()),
         Command::FuzzFrames(args) => fuzz_frames::run(args),
+        Command::Cluster(command) => cluster::run(command),
     }
 }
 
