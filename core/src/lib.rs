@@ -8,6 +8,7 @@ pub mod broker;
 pub mod buggify;
 pub mod codec;
 pub mod config;
+pub mod config_changes;
 pub mod group;
 pub mod index;
 pub mod leader_epochs;

@@ -11,22 +11,20 @@ use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
 use kafka_protocol::messages::{
-    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest, AlterConfigsResponse,
-    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteRecordsRequest,
-    DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
-    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, InitProducerIdRequest, InitProducerIdResponse,
-    ProducerId, ResponseKind, TopicName,
+    AlterConfigsRequest, AlterConfigsResponse, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteRecordsRequest, DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    InitProducerIdRequest, InitProducerIdResponse, ProducerId, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::{Broker, RequestCtx};
 use crate::config::{TopicConfig, TOPIC_CONFIG_KEYS};
+use crate::config_changes::{self, ConfigAnswer, RESOURCE_BROKER, RESOURCE_TOPIC};
 use crate::meta::{MetaChange, TopicMeta};
 use crate::settings::{BrokerSettings, Source};
 
-const RESOURCE_TOPIC: i8 = 2;
-const RESOURCE_BROKER: i8 = 4;
 const SOURCE_TOPIC_CONFIG: i8 = 1;
 const SOURCE_STATIC_BROKER_CONFIG: i8 = 4;
 const SOURCE_DEFAULT_CONFIG: i8 = 5;
@@ -101,6 +99,44 @@ const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
 
 fn internal_topic_refused(name: &str, what: &str) -> (ResponseError, String) {
     (ResponseError::InvalidRequest, format!("{name} is an internal topic owned by the broker: it cannot be {what}"))
+}
+
+/// Why a CreateTopics entry's name cannot be created, by Kafka's rules common to a single node
+/// and the controller: repeated in the request, invalid, internal, taken, or colliding.
+pub(crate) fn creatable_name_problem(
+    name: &str,
+    repeated: bool,
+    exists: bool,
+    colliding: Option<String>,
+) -> Option<(ResponseError, String)> {
+    if repeated {
+        Some((ResponseError::InvalidRequest, format!("Topic {name} appears more than once in the request")))
+    } else if let Err(e) = validate_topic_name(name) {
+        Some((ResponseError::InvalidTopicException, e))
+    } else if is_internal_topic(name) {
+        Some(internal_topic_refused(name, "created by a client"))
+    } else if exists {
+        Some((ResponseError::TopicAlreadyExists, format!("Topic '{name}' already exists.")))
+    } else {
+        colliding.map(|other| {
+            (ResponseError::InvalidTopicException, format!("Topic '{name}' collides with existing topic: {other}"))
+        })
+    }
+}
+
+/// A CreateTopics entry's configs as overrides, or the first one with a null value.
+pub(crate) fn requested_overrides(
+    configs: &[kafka_protocol::messages::create_topics_request::CreatableTopicConfig],
+) -> Result<BTreeMap<String, String>, String> {
+    configs
+        .iter()
+        .map(|c| {
+            c.value
+                .as_ref()
+                .map(|v| (c.name.to_string(), v.to_string()))
+                .ok_or_else(|| format!("Null value not supported for topic config {}", c.name.as_str()))
+        })
+        .collect()
 }
 
 /// Kafka's topic name rules.
@@ -215,32 +251,18 @@ impl Broker {
                     .with_replication_factor(-1)
             };
             let partitions = if t.num_partitions == -1 { self.config.num_partitions } else { t.num_partitions };
-            let mut overrides = BTreeMap::new();
-            let mut null_config = None;
-            for c in &t.configs {
-                match &c.value {
-                    Some(v) => {
-                        overrides.insert(c.name.to_string(), v.to_string());
-                    }
-                    None => null_config = Some(c.name.to_string()),
-                }
-            }
+            let overrides = requested_overrides(&t.configs);
             let single_node =
                 |ids: &[kafka_protocol::messages::BrokerId]| ids.len() == 1 && ids[0].0 == self.config.node_id;
-            let result = if duplicates.contains(&name) {
-                Err(fail(ResponseError::InvalidRequest, format!("Topic {name} appears more than once in the request")))
-            } else if let Err(e) = validate_topic_name(&name) {
-                Err(fail(ResponseError::InvalidTopicException, e))
-            } else if is_internal_topic(&name) {
-                let (code, message) = internal_topic_refused(&name, "created by a client");
+            let colliding = self.colliding_topic(&name);
+            let name_problem = creatable_name_problem(
+                &name,
+                duplicates.contains(&name),
+                self.topic_exists_or_pending(&name),
+                colliding,
+            );
+            let result = if let Some((code, message)) = name_problem {
                 Err(fail(code, message))
-            } else if self.topic_exists_or_pending(&name) {
-                Err(fail(ResponseError::TopicAlreadyExists, format!("Topic '{name}' already exists.")))
-            } else if let Some(other) = self.colliding_topic(&name) {
-                Err(fail(
-                    ResponseError::InvalidTopicException,
-                    format!("Topic '{name}' collides with existing topic: {other}"),
-                ))
             } else if !t.assignments.is_empty() && !t.assignments.iter().all(|a| single_node(&a.broker_ids)) {
                 Err(fail(
                     ResponseError::InvalidReplicaAssignment,
@@ -259,15 +281,16 @@ impl Broker {
                         t.replication_factor
                     ),
                 ))
-            } else if let Some(key) = null_config {
-                Err(fail(ResponseError::InvalidConfig, format!("Null value not supported for topic config {key}")))
             } else {
-                TopicConfig::resolve(&self.config.topic_defaults, &overrides)
+                overrides
+                    .clone()
+                    .and_then(|o| TopicConfig::resolve(&self.config.topic_defaults, &o))
                     .map_err(|e| fail(ResponseError::InvalidConfig, e))
             };
             match result {
                 Err(r) => results.push(r),
                 Ok(config) => {
+                    let overrides = overrides.unwrap_or_default();
                     let partitions = if t.assignments.is_empty() { partitions } else { t.assignments.len() as i32 };
                     let id = self.desired_meta.new_topic_id(&name);
                     let configs = self
@@ -499,64 +522,56 @@ impl Broker {
             .collect()
     }
 
-    /// Validates a topic's new override set. Ok(None): nothing to change.
+    /// A topic's new override set, checked: the change that takes the topic there, or why not.
     fn prepare_config_change(
         &self,
         resource_type: i8,
         name: &str,
         overrides: Result<BTreeMap<String, String>, String>,
     ) -> Result<MetaChange, (ResponseError, String)> {
-        if resource_type == RESOURCE_BROKER {
-            return Err((
-                ResponseError::InvalidRequest,
-                "broker configs are static: set them with spool serve flags".into(),
-            ));
-        }
-        if resource_type != RESOURCE_TOPIC {
-            return Err((ResponseError::InvalidRequest, format!("resource type {resource_type} is not supported")));
-        }
-        if self.desired_meta.topic(name).is_none() {
-            return Err((ResponseError::UnknownTopicOrPartition, format!("Topic {name} does not exist")));
-        }
-        if is_internal_topic(name) {
-            return Err(internal_topic_refused(name, "reconfigured"));
-        }
-        let overrides = overrides.map_err(|e| (ResponseError::InvalidConfig, e))?;
-        TopicConfig::resolve(&self.config.topic_defaults, &overrides).map_err(|e| (ResponseError::InvalidConfig, e))?;
-        Ok(MetaChange::SetConfigs { topic: name.to_string(), configs: overrides })
+        let exists = self.desired_meta.topic(name).is_some();
+        let configs = config_changes::checked(&self.config.topic_defaults, resource_type, name, exists, overrides)?;
+        Ok(MetaChange::SetConfigs { topic: name.to_string(), configs })
     }
 
-    pub(crate) fn handle_alter_configs(&mut self, ctx: RequestCtx, request: AlterConfigsRequest) {
+    /// AlterConfigs and IncrementalAlterConfigs: each resource's new overrides, as `next` makes
+    /// them from the current ones, checked, then written together and answered once durable.
+    fn alter_configs<A: ConfigAnswer>(
+        &mut self,
+        ctx: RequestCtx,
+        resources: Vec<config_changes::ResourceChange>,
+        validate_only: bool,
+        body: impl FnOnce(Vec<A>) -> ResponseKind,
+    ) {
         let mut changes = Vec::new();
         let mut responses = Vec::new();
-        for r in request.resources {
-            // AlterConfigs replaces the whole override set.
-            let overrides: Result<BTreeMap<String, String>, String> = r
-                .configs
-                .iter()
-                .map(|c| {
-                    c.value
-                        .as_ref()
-                        .map(|v| (c.name.to_string(), v.to_string()))
-                        .ok_or_else(|| format!("Null value not supported for {}", c.name.as_str()))
-                })
-                .collect();
-            let response = alter_configs_response::AlterConfigsResourceResponse::default()
-                .with_resource_type(r.resource_type)
-                .with_resource_name(r.resource_name.clone());
-            match self.prepare_config_change(r.resource_type, r.resource_name.as_str(), overrides) {
+        for (resource_type, name, next) in resources {
+            let response = A::named(resource_type, name.clone());
+            match self.prepare_config_change(resource_type, name.as_str(), next) {
                 Ok(change) => {
-                    if !request.validate_only {
+                    if !validate_only {
                         changes.push(change);
                     }
                     responses.push(response);
                 }
-                Err((code, m)) => responses
-                    .push(response.with_error_code(code.code()).with_error_message(Some(StrBytes::from_string(m)))),
+                Err((code, m)) => responses.push(response.refused(code, m)),
             }
         }
-        let body = ResponseKind::AlterConfigs(AlterConfigsResponse::default().with_responses(responses));
-        self.queue_meta_respond(changes, ctx, body);
+        self.queue_meta_respond(changes, ctx, body(responses));
+    }
+
+    pub(crate) fn handle_alter_configs(&mut self, ctx: RequestCtx, request: AlterConfigsRequest) {
+        let resources = request
+            .resources
+            .into_iter()
+            .map(|r| {
+                let pairs = r.configs.iter().map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())));
+                (r.resource_type, r.resource_name, config_changes::replaced(pairs))
+            })
+            .collect();
+        self.alter_configs(ctx, resources, request.validate_only, |responses| {
+            ResponseKind::AlterConfigs(AlterConfigsResponse::default().with_responses(responses))
+        });
     }
 
     pub(crate) fn handle_incremental_alter_configs(
@@ -564,47 +579,21 @@ impl Broker {
         ctx: RequestCtx,
         request: IncrementalAlterConfigsRequest,
     ) {
-        let mut changes = Vec::new();
-        let mut responses = Vec::new();
-        for r in request.resources {
-            let name = r.resource_name.to_string();
-            let mut overrides = self.desired_meta.topic(&name).map(|t| t.configs.clone()).unwrap_or_default();
-            let mut problem = None;
-            for c in &r.configs {
-                let key = c.name.to_string();
-                match (c.config_operation, &c.value) {
-                    (0, Some(v)) => {
-                        overrides.insert(key, v.to_string());
-                    }
-                    (0, None) => problem = Some(format!("Null value not supported for {key}")),
-                    (1, _) => {
-                        overrides.remove(&key);
-                    }
-                    (2 | 3, _) => problem = Some(format!("APPEND and SUBTRACT are not supported for {key}")),
-                    (op, _) => problem = Some(format!("unknown config operation {op}")),
-                }
-            }
-            let response = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-                .with_resource_type(r.resource_type)
-                .with_resource_name(r.resource_name.clone());
-            let overrides = match problem {
-                Some(p) => Err(p),
-                None => Ok(overrides),
-            };
-            match self.prepare_config_change(r.resource_type, &name, overrides) {
-                Ok(change) => {
-                    if !request.validate_only {
-                        changes.push(change);
-                    }
-                    responses.push(response);
-                }
-                Err((code, m)) => responses
-                    .push(response.with_error_code(code.code()).with_error_message(Some(StrBytes::from_string(m)))),
-            }
-        }
-        let body =
-            ResponseKind::IncrementalAlterConfigs(IncrementalAlterConfigsResponse::default().with_responses(responses));
-        self.queue_meta_respond(changes, ctx, body);
+        let resources = request
+            .resources
+            .into_iter()
+            .map(|r| {
+                let current = self.desired_meta.topic(r.resource_name.as_str()).map(|t| t.configs.clone());
+                let ops = r
+                    .configs
+                    .iter()
+                    .map(|c| (c.name.to_string(), c.config_operation, c.value.as_ref().map(|v| v.to_string())));
+                (r.resource_type, r.resource_name, config_changes::incrementally(current.unwrap_or_default(), ops))
+            })
+            .collect();
+        self.alter_configs(ctx, resources, request.validate_only, |responses| {
+            ResponseKind::IncrementalAlterConfigs(IncrementalAlterConfigsResponse::default().with_responses(responses))
+        });
     }
 
     pub(crate) fn handle_delete_records(&mut self, ctx: RequestCtx, request: DeleteRecordsRequest) {

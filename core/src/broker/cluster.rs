@@ -143,7 +143,6 @@ impl Broker {
         };
         let me = self.config.node_id;
         for (name, view) in topics.iter() {
-            self.seen_topic_ids.insert(view.id);
             let hosted = view.partitions.iter().any(|p| p.replicas.contains(&me));
             let local = self.desired_meta.topic(name).map(|t| (t.id.clone(), t.partitions, t.configs.clone()));
             let ours = self.desired_meta.topic(name).is_some_and(|t| self.is_clusters(t));
@@ -212,9 +211,10 @@ impl Broker {
         }
     }
 
-    /// Whether a local topic is the cluster's: created from the image, or seen in it.
+    /// Whether a local topic is the cluster's (created from the image), not one held from before
+    /// this node joined.
     fn is_clusters(&self, topic: &TopicMeta) -> bool {
-        topic.from_cluster || topic.id.parse().is_ok_and(|id| self.seen_topic_ids.contains(&id))
+        topic.from_cluster
     }
 
     /// Partitions the image says this broker leads take the image's leader epoch, so records

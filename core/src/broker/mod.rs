@@ -16,7 +16,7 @@ mod produce;
 mod recovery_points;
 mod txn;
 
-pub(crate) use admin::{is_internal_topic, validate_topic_name};
+pub(crate) use admin::{creatable_name_problem, is_internal_topic, requested_overrides};
 pub(crate) use cluster::election_results;
 pub use recovery_points::{decode_recovery_points, recovery_point_key};
 
@@ -175,9 +175,6 @@ pub struct Broker {
     restart_reason: Option<String>,
     /// The cluster as the metadata quorum's image shows it, when this node is in one.
     pub(crate) cluster_view: Option<ClusterView>,
-    /// Topic ids this process saw in the image: a local log of one the image then drops is
-    /// deleted; one never seen is kept (see `cluster.rs`).
-    seen_topic_ids: BTreeSet<Uuid>,
     stray_topics_logged: BTreeSet<String>,
     /// Admin requests forwarded to the active controller, by forward id.
     forwards: BTreeMap<u64, cluster::Forwarded>,
@@ -271,7 +268,6 @@ impl Broker {
             offline_since_ms: None,
             restart_reason: None,
             cluster_view: None,
-            seen_topic_ids: BTreeSet::new(),
             stray_topics_logged: BTreeSet::new(),
             forwards: BTreeMap::new(),
             next_forward_id: 0,

@@ -24,6 +24,7 @@ use super::topics::{self, Decision, TopicDefaults};
 use super::Now;
 use crate::api_versions::CONTROLLER_APIS;
 use crate::codec::{self, DecodeFailure};
+use crate::config_changes::{self, ConfigAnswer};
 use crate::metadata::{Endpoint, MetadataImage, MetadataRecord};
 use crate::ops::ConnId;
 use crate::raft::{wire, Message, NodeId, Payload, RaftAction, RaftNode, SnapshotId};
@@ -356,61 +357,34 @@ impl QuorumMember {
                 return;
             }
             RequestKind::AlterConfigs(request) => {
-                let decisions = request
+                let resources = request
                     .resources
                     .iter()
                     .map(|r| {
-                        // AlterConfigs replaces the whole override set.
-                        let next = r
-                            .configs
-                            .iter()
-                            .map(|c| {
-                                let value = c.value.as_ref().map(|v| v.to_string());
-                                value
-                                    .map(|v| (c.name.to_string(), v))
-                                    .ok_or(format!("Null value not supported for {}", c.name.as_str()))
-                            })
-                            .collect();
-                        let answer = alter_configs_response::AlterConfigsResourceResponse::default()
-                            .with_resource_type(r.resource_type)
-                            .with_resource_name(r.resource_name.clone());
-                        self.config_decision(
-                            r.resource_type,
-                            r.resource_name.as_str(),
-                            next,
-                            request.validate_only,
-                            answer,
-                        )
+                        let pairs =
+                            r.configs.iter().map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())));
+                        (r.resource_type, r.resource_name.clone(), config_changes::replaced(pairs))
                     })
                     .collect();
-                let results = self.propose_decisions(now, decisions);
+                let results = self.alter_configs_on_request(now, resources, request.validate_only);
                 let waiting = Waiting { conn, correlation_id, version };
                 self.answer_when_applied(waiting, AdminAnswer::AlterConfigs(results));
                 return;
             }
             RequestKind::IncrementalAlterConfigs(request) => {
-                let decisions = request
+                let resources = request
                     .resources
                     .iter()
                     .map(|r| {
-                        let changes = r
+                        let ops = r
                             .configs
                             .iter()
                             .map(|c| (c.name.to_string(), c.config_operation, c.value.as_ref().map(|v| v.to_string())));
-                        let next = topics::incrementally(&self.image, r.resource_name.as_str(), changes);
-                        let answer = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-                            .with_resource_type(r.resource_type)
-                            .with_resource_name(r.resource_name.clone());
-                        self.config_decision(
-                            r.resource_type,
-                            r.resource_name.as_str(),
-                            next,
-                            request.validate_only,
-                            answer,
-                        )
+                        let current = topics::overrides_of(&self.image, r.resource_name.as_str());
+                        (r.resource_type, r.resource_name.clone(), config_changes::incrementally(current, ops))
                     })
                     .collect();
-                let results = self.propose_decisions(now, decisions);
+                let results = self.alter_configs_on_request(now, resources, request.validate_only);
                 let waiting = Waiting { conn, correlation_id, version };
                 self.answer_when_applied(waiting, AdminAnswer::IncrementalAlterConfigs(results));
                 return;
@@ -508,26 +482,30 @@ impl QuorumMember {
             .collect()
     }
 
-    /// One resource of a config change: refused off the active controller or when invalid, else
-    /// its records (none when nothing changes, or only validating).
-    fn config_decision<A: Refusable>(
-        &self,
-        resource_type: i8,
-        name: &str,
-        next: Result<std::collections::BTreeMap<String, String>, String>,
+    /// AlterConfigs and IncrementalAlterConfigs: each resource's new overrides checked, the
+    /// changes proposed one entry per topic; refused off the active controller.
+    fn alter_configs_on_request<A: ConfigAnswer + Refusable>(
+        &mut self,
+        now: Now,
+        resources: Vec<config_changes::ResourceChange>,
         validate_only: bool,
-        answer: A,
-    ) -> Decision<A> {
-        if !self.is_active_controller() {
-            return Decision {
-                entry: None,
-                answer: answer.refuse(ResponseError::NotController, "not the active controller"),
-            };
-        }
-        match topics::config_change(&self.image, &self.config.topic_defaults, resource_type, name, next) {
-            Ok(entry) => Decision { entry: entry.filter(|_| !validate_only), answer },
-            Err((error, message)) => Decision { entry: None, answer: answer.refuse(error, &message) },
-        }
+    ) -> Vec<(A, Option<u64>)> {
+        let decisions = resources
+            .into_iter()
+            .map(|(resource_type, name, next)| {
+                let answer = A::named(resource_type, name.clone());
+                if !self.is_active_controller() {
+                    let answer = answer.refuse(ResponseError::NotController, "not the active controller");
+                    return Decision { entry: None, answer };
+                }
+                let defaults = &self.config.topic_defaults;
+                match topics::config_change(&self.image, defaults, resource_type, name.as_str(), next) {
+                    Ok(entry) => Decision { entry: entry.filter(|_| !validate_only), answer },
+                    Err((error, message)) => Decision { entry: None, answer: answer.refuse(error, &message) },
+                }
+            })
+            .collect();
+        self.propose_decisions(now, decisions)
     }
 
     /// ElectLeaders: every partition asked for refused off the active controller; else the

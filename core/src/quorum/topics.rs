@@ -17,8 +17,9 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
-use crate::broker::{is_internal_topic, validate_topic_name};
+use crate::broker::{creatable_name_problem, is_internal_topic, requested_overrides};
 use crate::config::TopicConfig;
+use crate::config_changes;
 use crate::metadata::{
     BrokerId, ConfigResource, MetadataImage, MetadataRecord, PartitionChange, PartitionRecord, NO_LEADER,
 };
@@ -170,16 +171,7 @@ pub fn create_topics(
                 .with_num_partitions(-1)
                 .with_replication_factor(-1),
         };
-        let mut overrides = BTreeMap::new();
-        let mut null_config = None;
-        for c in &t.configs {
-            match &c.value {
-                Some(v) => {
-                    overrides.insert(c.name.to_string(), v.to_string());
-                }
-                None => null_config = Some(c.name.to_string()),
-            }
-        }
+        let overrides = requested_overrides(&t.configs);
         let usable = usable_brokers(image);
         let rf = if t.replication_factor == -1 { defaults.replication_factor } else { t.replication_factor };
         let partitions = if t.num_partitions == -1 { defaults.num_partitions } else { t.num_partitions };
@@ -188,22 +180,11 @@ pub fn create_topics(
             a.sort_by_key(|a| a.partition_index);
             a.iter().map(|a| a.broker_ids.iter().map(|b| b.0).collect()).collect()
         };
-        let error = if seen[&name] > 1 {
-            Some((ResponseError::InvalidRequest, format!("Topic {name} appears more than once in the request")))
-        } else if let Err(e) = validate_topic_name(&name) {
-            Some((ResponseError::InvalidTopicException, e))
-        } else if is_internal_topic(&name) {
-            Some((ResponseError::InvalidRequest, format!("Topic {name} is internal and cannot be created by a client")))
-        } else if image.topic(&name).is_some() {
-            Some((ResponseError::TopicAlreadyExists, format!("Topic '{name}' already exists.")))
-        } else if let Some(other) = colliding_topic(image, &name) {
-            Some((
-                ResponseError::InvalidTopicException,
-                format!("Topic '{name}' collides with existing topic: {other}"),
-            ))
-        } else if let Some(key) = null_config {
-            Some((ResponseError::InvalidConfig, format!("Null value not supported for topic config {key}")))
-        } else if let Err(e) = TopicConfig::resolve(&defaults.config, &overrides) {
+        let exists = image.topic(&name).is_some();
+        let name_problem = creatable_name_problem(&name, seen[&name] > 1, exists, colliding_topic(image, &name));
+        let error = if name_problem.is_some() {
+            name_problem
+        } else if let Err(e) = overrides.clone().and_then(|o| TopicConfig::resolve(&defaults.config, &o)) {
             Some((ResponseError::InvalidConfig, e))
         } else if !t.assignments.is_empty() {
             let indexes: Vec<i32> = {
@@ -238,6 +219,7 @@ pub fn create_topics(
             decisions.push(fail(code, message));
             continue;
         }
+        let overrides = overrides.unwrap_or_default();
         let id = topic_id(cluster_id, &name, offset);
         let lists = if assigned.is_empty() { place(&usable, id, 0, partitions, rf as usize) } else { assigned };
         let (partitions, rf) = (lists.len() as i32, lists[0].len() as i16);
@@ -425,13 +407,8 @@ pub fn leader_changes(image: &MetadataImage) -> Vec<PartitionChange> {
     changes
 }
 
-/// Kafka's config resource types.
-pub const RESOURCE_TOPIC: i8 = 2;
-pub const RESOURCE_BROKER: i8 = 4;
-
-/// A topic's new overrides (AlterConfigs gives the whole set, IncrementalAlterConfigs changes
-/// to it), checked as CreateTopics checks them: the Config records that take the image there,
-/// one entry (None when nothing changes), or why not.
+/// A topic's new overrides (from `config_changes`), checked as a single node checks them: the
+/// Config records that take the image there, one entry (None when nothing changes), or why not.
 pub fn config_change(
     image: &MetadataImage,
     defaults: &TopicDefaults,
@@ -439,23 +416,7 @@ pub fn config_change(
     name: &str,
     next: Result<BTreeMap<String, String>, String>,
 ) -> Result<Option<Vec<MetadataRecord>>, (ResponseError, String)> {
-    if resource_type == RESOURCE_BROKER {
-        return Err((
-            ResponseError::InvalidRequest,
-            "broker configs are static: set them with spool serve flags".into(),
-        ));
-    }
-    if resource_type != RESOURCE_TOPIC {
-        return Err((ResponseError::InvalidRequest, format!("resource type {resource_type} is not supported")));
-    }
-    if image.topic(name).is_none() {
-        return Err((ResponseError::UnknownTopicOrPartition, format!("Topic {name} does not exist")));
-    }
-    if is_internal_topic(name) {
-        return Err((ResponseError::InvalidRequest, format!("Topic {name} is internal and cannot be reconfigured")));
-    }
-    let next = next.map_err(|e| (ResponseError::InvalidConfig, e))?;
-    TopicConfig::resolve(&defaults.config, &next).map_err(|e| (ResponseError::InvalidConfig, e))?;
+    let next = config_changes::checked(&defaults.config, resource_type, name, image.topic(name).is_some(), next)?;
     let resource = ConfigResource::Topic(name.to_string());
     let current = image.configs(&resource).cloned().unwrap_or_default();
     let mut records: Vec<MetadataRecord> = current
@@ -471,27 +432,9 @@ pub fn config_change(
     Ok((!records.is_empty()).then_some(records))
 }
 
-/// IncrementalAlterConfigs' operations on a topic's current overrides: SET (0) and DELETE (1).
-pub fn incrementally(
-    image: &MetadataImage,
-    name: &str,
-    changes: impl Iterator<Item = (String, i8, Option<String>)>,
-) -> Result<BTreeMap<String, String>, String> {
-    let mut overrides = image.configs(&ConfigResource::Topic(name.to_string())).cloned().unwrap_or_default();
-    for (key, operation, value) in changes {
-        match (operation, value) {
-            (0, Some(v)) => {
-                overrides.insert(key, v);
-            }
-            (0, None) => return Err(format!("Null value not supported for {key}")),
-            (1, _) => {
-                overrides.remove(&key);
-            }
-            (2 | 3, _) => return Err(format!("APPEND and SUBTRACT are not supported for {key}")),
-            (op, _) => return Err(format!("unknown config operation {op}")),
-        }
-    }
-    Ok(overrides)
+/// A topic's overrides in the image (empty if it has none).
+pub fn overrides_of(image: &MetadataImage, name: &str) -> BTreeMap<String, String> {
+    image.configs(&ConfigResource::Topic(name.to_string())).cloned().unwrap_or_default()
 }
 
 /// What an ElectLeaders request comes to.
