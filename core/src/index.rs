@@ -59,6 +59,20 @@ impl SegmentIndex {
         self.bytes_since_entry += len;
     }
 
+    /// Forgets every append from `offset` on (the log was cut there, at byte `position`). The
+    /// largest timestamp falls back to what the time index still holds; a cut segment may so
+    /// look younger than it is until it rolls, never older.
+    pub fn truncate_to(&mut self, base_offset: i64, offset: i64, position: u64) {
+        let keep = self.offsets.iter().take_while(|&&(_, pos)| (pos as u64) < position).count();
+        self.offsets.truncate(keep);
+        self.append_firsts.truncate(keep);
+        let below = |rel: u32| base_offset + (rel as i64) < offset;
+        self.times.retain(|&(_, rel)| below(rel));
+        (self.max_timestamp, self.offset_of_max_timestamp) =
+            self.times.last().map_or((-1, -1), |&(ts, rel)| (ts, base_offset + rel as i64));
+        self.bytes_since_entry = self.offsets.last().map_or(position, |&(_, pos)| position - pos as u64);
+    }
+
     /// Start position to scan from for `offset`, and a position by which the batch holding
     /// `offset` has started (the next entry's position), when known.
     pub fn lookup(&self, base_offset: i64, offset: i64) -> (u64, Option<u64>) {

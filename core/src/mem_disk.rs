@@ -79,6 +79,12 @@ impl MemDisk {
                 };
                 Some(Completion::Read { id, result })
             }
+            StorageOp::Truncate { file, len } => {
+                if let Some(f) = self.files.get_mut(&file) {
+                    f.current.truncate(len as usize);
+                }
+                None
+            }
             StorageOp::Delete { file } => {
                 self.files.remove(&file);
                 None

@@ -157,10 +157,14 @@ impl Ops {
                     return Some(*id);
                 }
                 StorageOp::Write { .. } | StorageOp::Sync { .. } | StorageOp::WriteMeta { .. } => {}
-                StorageOp::Read { file: queued, .. } | StorageOp::Delete { file: queued } if queued == file => {
+                StorageOp::Read { file: queued, .. }
+                | StorageOp::Delete { file: queued }
+                | StorageOp::Truncate { file: queued, .. }
+                    if queued == file =>
+                {
                     return None
                 }
-                StorageOp::Read { .. } | StorageOp::Delete { .. } => {}
+                StorageOp::Read { .. } | StorageOp::Delete { .. } | StorageOp::Truncate { .. } => {}
                 StorageOp::DeletePartition { tp } if *tp == file.tp => return None,
                 StorageOp::DeletePartition { .. } => {}
             }
@@ -181,6 +185,9 @@ impl Ops {
         let id = self.id(purpose);
         self.queue.push_back(Action::Storage(StorageOp::WriteMeta { id, file, data }));
         id
+    }
+    pub fn truncate(&mut self, file: SegmentFile, len: u64) {
+        self.queue.push_back(Action::Storage(StorageOp::Truncate { file, len }));
     }
     pub fn delete(&mut self, file: SegmentFile) {
         self.queue.push_back(Action::Storage(StorageOp::Delete { file }));

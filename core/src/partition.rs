@@ -12,7 +12,7 @@ use crate::config::{Durability, TimestampType, TopicConfig};
 use crate::index::SegmentIndex;
 use crate::leader_epochs::LeaderEpochs;
 use crate::ops::Ops;
-use crate::producer_state::{BatchMeta, ProducerStates, SequenceCheck};
+use crate::producer_state::{BatchFacts, BatchMeta, ProducerStates, SequenceCheck};
 use crate::recovery::RecoveredSegment;
 use crate::storage::{FileKind, OpId, SegmentFile, TopicPartition};
 
@@ -47,6 +47,13 @@ struct LogPoint {
     offset: i64,
     segment_base: i64,
     position: u64,
+}
+
+/// A batch above the high watermark.
+#[derive(Clone, Copy, Debug)]
+struct Unacked {
+    end: LogPoint,
+    facts: BatchFacts,
 }
 
 /// Why an append was refused, as a Kafka error.
@@ -107,9 +114,12 @@ pub struct PartitionLog {
     /// Consumers read below it. It never passes the durable end of the replicas that count
     /// (today this node alone) and only moves forward, through `advance_high_watermark`.
     high_watermark: LogPoint,
-    /// The end of every batch appended above the high watermark, oldest first: the places it can
-    /// move to. Holds only what is appended and not yet acknowledged.
-    batch_ends: VecDeque<LogPoint>,
+    /// Every batch appended above the high watermark, oldest first: where it ends (the places
+    /// the high watermark can move to, or the log be cut back to) and what producer state takes
+    /// from it. Holds only what is appended and not yet acknowledged.
+    above_hw: VecDeque<Unacked>,
+    /// Producer state as of the high watermark: where a cut log's state is replayed from.
+    producers_at_hw: ProducerStates,
     /// Segments below this base are sealed and fsynced with their index files (in relaxed
     /// durability too, where `durable` runs ahead of the disk).
     synced_segment_base: i64,
@@ -131,7 +141,8 @@ impl PartitionLog {
             producers: ProducerStates::default(),
             durable: LogPoint { offset: 0, segment_base: 0, position: 0 },
             high_watermark: LogPoint { offset: 0, segment_base: 0, position: 0 },
-            batch_ends: VecDeque::new(),
+            above_hw: VecDeque::new(),
+            producers_at_hw: ProducerStates::default(),
             synced_segment_base: 0,
             unsynced: BTreeSet::new(),
             sync_in_flight: None,
@@ -173,11 +184,12 @@ impl PartitionLog {
             log_start_offset,
             leader_epoch: 0,
             epochs,
+            producers_at_hw: producers.clone(),
             producers,
             synced_segment_base: durable.segment_base,
             durable,
             high_watermark: durable,
-            batch_ends: VecDeque::new(),
+            above_hw: VecDeque::new(),
             unsynced: BTreeSet::new(),
             sync_in_flight: None,
             failed: None,
@@ -239,18 +251,89 @@ impl PartitionLog {
         let point = if offset == self.durable.offset {
             self.durable
         } else {
-            *self
-                .batch_ends
-                .iter()
-                .find(|p| p.offset == offset)
+            self.batch_end(offset)
                 .unwrap_or_else(|| panic!("{}: high watermark {offset} is not the end of a batch", self.tp))
         };
-        while self.batch_ends.front().is_some_and(|p| p.offset <= offset) {
-            self.batch_ends.pop_front();
+        while let Some(passed) = self.above_hw.pop_front_if(|u| u.end.offset <= offset) {
+            self.producers_at_hw.record_facts(&passed.facts);
         }
         self.high_watermark = point;
         true
     }
+    /// The end of the batch above the high watermark that ends at `offset`.
+    fn batch_end(&self, offset: i64) -> Option<LogPoint> {
+        self.above_hw.iter().find(|u| u.end.offset == offset).map(|u| u.end)
+    }
+
+    fn forget_aborted_below_log_start(&mut self) {
+        self.producers.forget_aborted_before(self.log_start_offset);
+        self.producers_at_hw.forget_aborted_before(self.log_start_offset);
+    }
+
+    /// Cuts the log back to `offset`, the high watermark or the end of a batch above it: what a
+    /// replica does with a tail its leader does not hold (KIP-101, KIP-279). Later segments go,
+    /// the one holding `offset` is shortened and becomes the active one again (its index files
+    /// are dropped: they are caches, rebuilt from the log), and producer state and the epoch
+    /// cache are taken back with it. The cut reaches the disk with the next sync. Cutting below
+    /// the high watermark, or into a batch, is a programmer error.
+    pub fn truncate_to(&mut self, offset: i64, ops: &mut Ops) {
+        let tp = &self.tp;
+        assert!(
+            offset >= self.high_watermark.offset,
+            "{tp}: truncation to {offset} below the high watermark {}",
+            self.high_watermark.offset
+        );
+        assert!(offset <= self.log_end_offset(), "{tp}: truncation to {offset} past the log end");
+        if offset == self.log_end_offset() {
+            return;
+        }
+        let point = if offset == self.high_watermark.offset {
+            self.high_watermark
+        } else {
+            self.batch_end(offset).unwrap_or_else(|| panic!("{tp}: truncation to {offset} is not the end of a batch"))
+        };
+        while self.active().base_offset > point.segment_base {
+            let gone = self.segments.pop().expect("a later segment");
+            for kind in [FileKind::Log, FileKind::OffsetIndex, FileKind::TimeIndex, FileKind::ProducerSnapshot] {
+                self.unsynced.remove(&self.file(gone.base_offset, kind));
+            }
+            self.delete_segment_files(gone.base_offset, ops);
+        }
+        let base = self.active().base_offset;
+        assert_eq!(base, point.segment_base, "{}: the cut lies in a segment the log holds", self.tp);
+        for kind in [FileKind::OffsetIndex, FileKind::TimeIndex] {
+            let file = self.file(base, kind);
+            self.unsynced.remove(&file);
+            ops.delete(file);
+        }
+        let active = self.segments.last_mut().expect("active segment");
+        active.index.truncate_to(base, offset, point.position);
+        active.size = point.position;
+        active.next_offset = offset;
+        let log_file = self.file(base, FileKind::Log);
+        ops.truncate(log_file.clone(), point.position);
+        self.unsynced.insert(log_file);
+        self.synced_segment_base = self.synced_segment_base.min(base);
+        if self.durable.offset > offset {
+            self.durable = point;
+        }
+        if let Some((_, target)) = &mut self.sync_in_flight {
+            if target.offset > offset {
+                *target = point;
+            }
+        }
+        self.above_hw.retain(|u| u.end.offset <= offset);
+        self.producers = self.producers_at_hw.clone();
+        for u in &self.above_hw {
+            self.producers.record_facts(&u.facts);
+        }
+        self.epochs.truncate_from_end(offset);
+        if self.epochs.latest().is_none_or(|l| l.epoch != self.leader_epoch) {
+            self.epochs.assign(self.leader_epoch, offset);
+        }
+        ops.syncs_due.insert(self.tp.clone());
+    }
+
     /// The end of what read_committed consumers may see: the high watermark, or the start of
     /// the earliest open transaction if that is lower.
     pub fn last_stable_offset(&self) -> i64 {
@@ -340,14 +423,12 @@ impl PartitionLog {
             if log_append_time >= 0 {
                 batch::set_log_append_time(&mut b, now_ms);
             }
-            self.producers.record(&Batch::parse(&b).expect("stamped batch parses"));
+            let facts = BatchFacts::of(&Batch::parse(&b).expect("stamped batch parses"));
+            self.producers.record_facts(&facts);
             next += delta + 1;
             written.extend_from_slice(&b);
-            self.batch_ends.push_back(LogPoint {
-                offset: next,
-                segment_base,
-                position: position + written.len() as u64,
-            });
+            let end = LogPoint { offset: next, segment_base, position: position + written.len() as u64 };
+            self.above_hw.push_back(Unacked { end, facts });
         }
         assert_eq!(next - 1, last_offset);
         let max_ts = Batches::new(&written, false).map(|(_, b)| b.max_timestamp()).max().unwrap_or(-1);
@@ -402,7 +483,7 @@ impl PartitionLog {
         }
         let snapshot = self.file(new_base, FileKind::ProducerSnapshot);
         self.unsynced.insert(snapshot.clone());
-        self.producers.forget_aborted_before(self.log_start_offset);
+        self.forget_aborted_below_log_start();
         ops.write(snapshot, 0, Bytes::from(self.producers.encode_snapshot()));
         self.segments.push(Segment::empty(new_base, now_ms));
         if self.durable.offset == new_base && self.durable.segment_base == sealed.base_offset {
@@ -492,7 +573,7 @@ impl PartitionLog {
         }
         let snapshot = self.file(active.next_offset, FileKind::ProducerSnapshot);
         self.unsynced.insert(snapshot.clone());
-        self.producers.forget_aborted_before(self.log_start_offset);
+        self.forget_aborted_below_log_start();
         ops.write(snapshot, 0, Bytes::from(self.producers.encode_snapshot()));
         self.maybe_sync(ops);
     }
@@ -639,9 +720,11 @@ impl PartitionLog {
             self.segments[0].base_offset
         );
         let mut previous = hw;
-        for p in &self.batch_ends {
-            assert!(previous < p.offset && p.offset <= end, "{tp}: batch end {} out of order", p.offset);
-            previous = p.offset;
+        for u in &self.above_hw {
+            let at = u.end.offset;
+            assert!(previous < at && at <= end, "{tp}: batch end {at} out of order");
+            assert!(u.facts.last_offset + 1 == at, "{tp}: batch facts end at {} not {at}", u.facts.last_offset + 1);
+            previous = at;
         }
         self.epochs.check_invariants();
         let latest = self.epochs.latest().expect("a leader's cache holds its epoch");

@@ -61,6 +61,36 @@ fn next_seq(seq: i32) -> i32 {
     }
 }
 
+/// What producer state takes from a batch: enough to replay it without its bytes (a log keeps
+/// these for the batches it may have to cut off).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchFacts {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub first_seq: i32,
+    pub last_seq: i32,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub transactional: bool,
+    /// A control batch's marker type (-1 when it has none that parses); None for data.
+    pub control: Option<i16>,
+}
+
+impl BatchFacts {
+    pub fn of(batch: &Batch<'_>) -> Self {
+        BatchFacts {
+            producer_id: batch.producer_id(),
+            epoch: batch.producer_epoch(),
+            first_seq: batch.base_sequence(),
+            last_seq: batch.last_sequence(),
+            base_offset: batch.base_offset(),
+            last_offset: batch.last_offset(),
+            transactional: batch.is_transactional(),
+            control: batch.is_control().then(|| batch.control_type().unwrap_or(-1)),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProducerStates {
     entries: BTreeMap<i64, ProducerEntry>,
@@ -114,63 +144,63 @@ impl ProducerStates {
 
     /// Records a batch that was appended at its final offsets.
     pub fn record(&mut self, batch: &Batch<'_>) {
-        let producer_id = batch.producer_id();
-        if batch.is_control() {
-            self.record_marker(batch);
+        self.record_facts(&BatchFacts::of(batch));
+    }
+
+    /// Records a batch by the facts producer state needs from it (`record` without the bytes).
+    pub fn record_facts(&mut self, batch: &BatchFacts) {
+        if let Some(kind) = batch.control {
+            self.record_marker(batch, kind);
             return;
         }
-        if producer_id < 0 || batch.base_sequence() < 0 {
+        if batch.producer_id < 0 || batch.first_seq < 0 {
             return;
         }
-        let epoch = batch.producer_epoch();
         let meta = BatchMeta {
-            first_seq: batch.base_sequence(),
-            last_seq: batch.last_sequence(),
-            base_offset: batch.base_offset(),
-            last_offset: batch.last_offset(),
+            first_seq: batch.first_seq,
+            last_seq: batch.last_seq,
+            base_offset: batch.base_offset,
+            last_offset: batch.last_offset,
         };
-        let entry = self.entries.entry(producer_id).or_insert(ProducerEntry {
-            epoch,
+        let entry = self.entries.entry(batch.producer_id).or_insert(ProducerEntry {
+            epoch: batch.epoch,
             batches: VecDeque::new(),
             txn_first_offset: None,
         });
-        if epoch != entry.epoch {
-            entry.epoch = epoch;
+        if batch.epoch != entry.epoch {
+            entry.epoch = batch.epoch;
             entry.batches.clear();
         }
         entry.batches.push_back(meta);
         while entry.batches.len() > BATCHES_REMEMBERED {
             entry.batches.pop_front();
         }
-        if batch.is_transactional() && entry.txn_first_offset.is_none() {
-            entry.txn_first_offset = Some(batch.base_offset());
+        if batch.transactional && entry.txn_first_offset.is_none() {
+            entry.txn_first_offset = Some(batch.base_offset);
         }
     }
 
     /// A COMMIT or ABORT marker closes the producer's open transaction in this partition; a
     /// marker's epoch also fences older epochs of the producer.
-    fn record_marker(&mut self, batch: &Batch<'_>) {
-        let Some(kind) = batch.control_type() else {
-            return;
-        };
+    fn record_marker(&mut self, batch: &BatchFacts, kind: i16) {
         if kind != CONTROL_ABORT && kind != CONTROL_COMMIT {
             return;
         }
-        let entry = self.entries.entry(batch.producer_id()).or_insert(ProducerEntry {
-            epoch: batch.producer_epoch(),
+        let entry = self.entries.entry(batch.producer_id).or_insert(ProducerEntry {
+            epoch: batch.epoch,
             batches: VecDeque::new(),
             txn_first_offset: None,
         });
-        if batch.producer_epoch() > entry.epoch {
-            entry.epoch = batch.producer_epoch();
+        if batch.epoch > entry.epoch {
+            entry.epoch = batch.epoch;
             entry.batches.clear();
         }
         let first = entry.txn_first_offset.take();
         if let (CONTROL_ABORT, Some(first_offset)) = (kind, first) {
             self.aborted.push(AbortedTxn {
-                producer_id: batch.producer_id(),
+                producer_id: batch.producer_id,
                 first_offset,
-                last_offset: batch.base_offset(),
+                last_offset: batch.base_offset,
             });
         }
     }

@@ -101,6 +101,9 @@ pub enum StorageOp {
     Sync { id: OpId, files: Vec<SegmentFile> },
     /// Read up to `len` bytes at `position` (fewer at end of file).
     Read { id: OpId, file: SegmentFile, position: u64, len: usize },
+    /// Cut a segment file to `len` bytes (a replica dropping a tail its leader does not hold).
+    /// Not durable until a `Sync` of the file.
+    Truncate { file: SegmentFile, len: u64 },
     /// Remove one segment file; its absence is not an error.
     Delete { file: SegmentFile },
     /// Remove a partition's directory and everything in it.

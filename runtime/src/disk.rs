@@ -26,6 +26,8 @@ pub struct FileStorage {
     files: HashMap<PathBuf, File>,
     /// Directories that gained a file since their last fsync.
     dirty_dirs: BTreeSet<PathBuf>,
+    /// Files a `Truncate` failed on: their next sync fails.
+    failed_truncates: HashMap<PathBuf, StorageError>,
     /// Shared with the blocking threads that run fsyncs.
     io_times: Arc<Mutex<IoTimes>>,
 }
@@ -72,7 +74,13 @@ impl Storage for FileStorage {
 
 impl FileStorage {
     pub fn new(root: PathBuf) -> Self {
-        FileStorage { root, files: HashMap::new(), dirty_dirs: BTreeSet::new(), io_times: Arc::default() }
+        FileStorage {
+            root,
+            files: HashMap::new(),
+            dirty_dirs: BTreeSet::new(),
+            failed_truncates: HashMap::new(),
+            io_times: Arc::default(),
+        }
     }
 
     fn path(&self, file: &SegmentFile) -> PathBuf {
@@ -129,6 +137,9 @@ impl FileStorage {
                 let mut handles = Vec::new();
                 for file in &files {
                     let path = self.path(file);
+                    if let Some(error) = self.failed_truncates.remove(&path) {
+                        return Some(Completion::Synced { id, result: Err(error) });
+                    }
                     match self.open(&path, false).and_then(|f| f.try_clone()) {
                         Ok(f) => handles.push((path, f)),
                         Err(e) => {
@@ -153,6 +164,15 @@ impl FileStorage {
                     lock(&io_times).record_fsync(started.elapsed(), handles.len() + dirs.len());
                     let _ = tx.send(Completion::Synced { id, result });
                 });
+                None
+            }
+            StorageOp::Truncate { file, len } => {
+                let path = self.path(&file);
+                // A failed cut fails the file's next sync, which takes the partition offline
+                // (and recovery repairs it), as a failed write does.
+                if let Err(e) = self.open(&path, false).and_then(|f| f.set_len(len)) {
+                    self.failed_truncates.insert(path.clone(), storage_error("truncate", &path, e));
+                }
                 None
             }
             StorageOp::Delete { file } => {
