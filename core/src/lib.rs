@@ -29,4 +29,4 @@ pub mod txn;
 pub mod wire_guard;
 
 pub use broker::{Broker, ClusterView, LoadedPartition, LoadedState, PartitionView, TopicView};
-pub use ops::{Action, ConnId};
+pub use ops::{Action, ConnId, Peer};

@@ -29,10 +29,11 @@ pub enum Action {
         reason: String,
     },
     Storage(StorageOp),
-    /// Send this request frame (size prefix included) to the active controller's listener and
-    /// hand its answer to `Broker::handle_forwarded` with this id (exactly once, error or not).
+    /// Send this request frame (size prefix included) to a peer and hand its answer to
+    /// `Broker::handle_forwarded` with this id (exactly once, error or not).
     Forward {
         id: u64,
+        to: Peer,
         frame: Bytes,
     },
     /// Everything is durable and the clean-shutdown marker may be written.
@@ -43,6 +44,16 @@ pub enum Action {
     Restart {
         reason: String,
     },
+}
+
+/// Where a request of this broker's goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Peer {
+    /// The active controller's listener (admin requests, producer ids).
+    Controller,
+    /// Another broker's client listener, by node id, at the address the cluster view gives
+    /// (a follower's fetches to its leader).
+    Broker(i32),
 }
 
 /// Where a partition sits in a request (and its answer): the topic's index, then the

@@ -60,10 +60,15 @@ struct Unacked {
 #[derive(Debug, PartialEq, Eq)]
 pub enum AppendError {
     Corrupt(String),
-    TooLarge { size: usize, max: i64 },
+    TooLarge {
+        size: usize,
+        max: i64,
+    },
     OutOfOrder(String),
     FencedEpoch(String),
     Offline(String),
+    /// This replica follows: only its leader appends.
+    NotLeader,
 }
 
 /// Outcome of an accepted append (or a recognised retry).
@@ -105,8 +110,13 @@ pub struct PartitionLog {
     pub config: TopicConfig,
     pub segments: Vec<Segment>,
     pub log_start_offset: i64,
+    /// The epoch this replica leads or follows in.
     pub leader_epoch: i32,
-    /// Where each leader epoch starts; its latest epoch is `leader_epoch`.
+    /// Whether this replica leads: it stamps client batches with `leader_epoch`, and its epoch
+    /// cache's latest epoch is `leader_epoch`. A follower's cache holds the epochs of the batches
+    /// it copied.
+    leading: bool,
+    /// Where each leader epoch starts.
     epochs: LeaderEpochs,
     pub producers: ProducerStates,
     /// Everything below is on disk (fsynced; in relaxed durability, written).
@@ -137,6 +147,7 @@ impl PartitionLog {
             segments: vec![Segment::empty(0, now_ms)],
             log_start_offset: 0,
             leader_epoch: 0,
+            leading: false,
             epochs: LeaderEpochs::default(),
             producers: ProducerStates::default(),
             durable: LogPoint { offset: 0, segment_base: 0, position: 0 },
@@ -183,6 +194,7 @@ impl PartitionLog {
             segments,
             log_start_offset,
             leader_epoch: 0,
+            leading: false,
             epochs,
             producers_at_hw: producers.clone(),
             producers,
@@ -210,7 +222,46 @@ impl PartitionLog {
             self.leader_epoch
         );
         self.leader_epoch = epoch;
+        self.leading = true;
         self.epochs.assign(epoch, self.log_end_offset());
+    }
+
+    /// Follows the leader of `epoch`: from now on only the leader's batches are appended
+    /// (`append_replicated`), as they are.
+    pub fn become_follower(&mut self, epoch: i32) {
+        assert!(
+            epoch >= self.leader_epoch,
+            "{}: leader epoch moved back from {} to {epoch}",
+            self.tp,
+            self.leader_epoch
+        );
+        self.leader_epoch = epoch;
+        self.leading = false;
+    }
+
+    pub fn is_leading(&self) -> bool {
+        self.leading
+    }
+
+    /// The epoch of the last batch in the log as the epoch cache knows it (-1: none): what a
+    /// follower names as LastFetchedEpoch.
+    pub fn last_epoch(&self) -> i32 {
+        self.epochs.latest().map_or(-1, |l| l.epoch)
+    }
+
+    /// The largest batch end at or below `offset` that the high watermark may move to (the high
+    /// watermark itself when none above it is).
+    pub fn batch_end_at_or_below(&self, offset: i64) -> i64 {
+        let durable = self.durable.offset;
+        if offset >= durable {
+            return durable;
+        }
+        self.above_hw
+            .iter()
+            .rev()
+            .map(|u| u.end.offset)
+            .find(|&end| end <= offset)
+            .unwrap_or(self.high_watermark.offset)
     }
 
     pub fn leader_epochs(&self) -> &LeaderEpochs {
@@ -328,7 +379,7 @@ impl PartitionLog {
             self.producers.record_facts(&u.facts);
         }
         self.epochs.truncate_from_end(offset);
-        if self.epochs.latest().is_none_or(|l| l.epoch != self.leader_epoch) {
+        if self.leading && self.epochs.latest().is_none_or(|l| l.epoch != self.leader_epoch) {
             self.epochs.assign(self.leader_epoch, offset);
         }
         ops.syncs_due.insert(self.tp.clone());
@@ -362,6 +413,9 @@ impl PartitionLog {
     ) -> Result<Appended, AppendError> {
         if let Some(why) = &self.failed {
             return Err(AppendError::Offline(why.clone()));
+        }
+        if !self.leading {
+            return Err(AppendError::NotLeader);
         }
         let batches = batch::split_produce_records(records).map_err(|e| AppendError::Corrupt(e.to_string()))?;
         for b in &batches {
@@ -431,30 +485,95 @@ impl PartitionLog {
             self.above_hw.push_back(Unacked { end, facts });
         }
         assert_eq!(next - 1, last_offset);
-        let max_ts = Batches::new(&written, false).map(|(_, b)| b.max_timestamp()).max().unwrap_or(-1);
+        self.write_at_end(written.freeze(), first_offset, durability, ops);
+        Ok(Appended { base_offset: first_offset, last_offset, log_append_time })
+    }
+
+    /// Writes whole batches, whose offsets run on from the log end and whose producer state
+    /// and batch ends are recorded already, as one append of the active segment.
+    fn write_at_end(&mut self, written: Bytes, first_offset: i64, durability: Durability, ops: &mut Ops) {
+        let (mut max_ts, mut next) = (-1, first_offset);
+        for (_, b) in Batches::new(&written, false) {
+            assert_eq!(b.base_offset(), next, "{}: batches written out of order", self.tp);
+            max_ts = max_ts.max(b.max_timestamp());
+            next = b.last_offset() + 1;
+        }
         let interval = self.config.index_interval_bytes as u64;
         let seg = self.segments.last_mut().expect("active segment");
-        seg.index.on_append(
-            seg.base_offset,
-            first_offset,
-            last_offset,
-            position,
-            written.len() as u64,
-            max_ts,
-            interval,
-        );
+        assert_eq!(seg.next_offset, first_offset, "{}: a write that does not continue the log", self.tp);
+        let position = seg.size;
+        seg.index.on_append(seg.base_offset, first_offset, next - 1, position, written.len() as u64, max_ts, interval);
         seg.size += written.len() as u64;
         seg.next_offset = next;
         let base = seg.base_offset;
         let file = self.file(base, FileKind::Log);
         self.unsynced.insert(file.clone());
-        ops.write(file, position, written.freeze());
+        ops.write(file, position, written);
         if durability == Durability::Relaxed {
-            self.durable =
-                LogPoint { offset: next, segment_base: self.active().base_offset, position: self.active().size };
+            self.durable = self.end_point();
         }
         ops.syncs_due.insert(self.tp.clone());
-        Ok(Appended { base_offset: first_offset, last_offset, log_append_time })
+    }
+
+    /// Appends batches copied from the leader as they are (offsets, epochs and timestamps
+    /// kept): the whole batches at the front of `records` that pass their CRC and continue the
+    /// log; a partial batch at the end (a fetch cuts one off) is left for the next fetch. A batch
+    /// of a newer epoch starts that epoch in the cache. Returns how many records were appended;
+    /// an error when the first batch does not continue the log or goes back in epoch.
+    pub fn append_replicated(
+        &mut self,
+        records: &Bytes,
+        now_ms: i64,
+        durability: Durability,
+        ops: &mut Ops,
+    ) -> Result<i64, AppendError> {
+        assert!(!self.leading, "{}: a leader appends only its clients' batches", self.tp);
+        if let Some(why) = &self.failed {
+            return Err(AppendError::Offline(why.clone()));
+        }
+        let first_offset = self.log_end_offset();
+        let (mut next, mut end, mut last_epoch) = (first_offset, 0, self.last_epoch());
+        let mut facts = Vec::new();
+        for (position, b) in Batches::new(records, true) {
+            if b.base_offset() != next || b.partition_leader_epoch() < last_epoch || b.last_offset() < b.base_offset() {
+                if facts.is_empty() {
+                    return Err(AppendError::Corrupt(format!(
+                        "a copied batch at {} (epoch {}) does not continue the log at {next} (epoch {last_epoch})",
+                        b.base_offset(),
+                        b.partition_leader_epoch()
+                    )));
+                }
+                break;
+            }
+            if b.partition_leader_epoch() > last_epoch {
+                last_epoch = b.partition_leader_epoch();
+                facts.push((Some(last_epoch), BatchFacts::of(&b)));
+            } else {
+                facts.push((None, BatchFacts::of(&b)));
+            }
+            next = b.last_offset() + 1;
+            end = position + b.len();
+        }
+        if facts.is_empty() {
+            return Ok(0);
+        }
+        let written = records.slice(..end);
+        self.maybe_roll(written.len() as u64, next - 1, now_ms, ops);
+        let (segment_base, start) = (self.active().base_offset, self.active().size);
+        let mut position = start;
+        for (new_epoch, f) in &facts {
+            if let Some(epoch) = new_epoch {
+                self.epochs.assign(*epoch, f.base_offset);
+            }
+            self.producers.record_facts(f);
+            let len = Batch::total_len(&written[(position - start) as usize..])
+                .expect("a batch that parsed has a length") as u64;
+            position += len;
+            let end = LogPoint { offset: f.last_offset + 1, segment_base, position };
+            self.above_hw.push_back(Unacked { end, facts: *f });
+        }
+        self.write_at_end(written, first_offset, durability, ops);
+        Ok(next - first_offset)
     }
 
     /// Starts a new segment when the active one is full, too old, or the offsets would not fit
@@ -628,9 +747,10 @@ impl PartitionLog {
         Ok(Some(ReadPlan { file: self.file(seg.base_offset, FileKind::Log), position, len }))
     }
 
-    /// Bytes a consumer could read after `offset`, for a fetch's min_bytes check (approximate).
-    pub fn bytes_available(&self, offset: i64) -> u64 {
-        match self.plan_read(offset, usize::MAX / 2, ReadBound::HighWatermark) {
+    /// Bytes a fetch could read after `offset` up to `bound`, for its min_bytes check
+    /// (approximate).
+    pub fn bytes_available(&self, offset: i64, bound: ReadBound) -> u64 {
+        match self.plan_read(offset, usize::MAX / 2, bound) {
             Ok(Some(plan)) => plan.len as u64,
             _ => 0,
         }
@@ -727,12 +847,20 @@ impl PartitionLog {
             previous = at;
         }
         self.epochs.check_invariants();
-        let latest = self.epochs.latest().expect("a leader's cache holds its epoch");
-        assert!(
-            latest.epoch == self.leader_epoch && latest.start_offset <= end,
-            "{tp}: latest cached epoch {latest:?}, leader epoch {}, log end {end}",
-            self.leader_epoch
-        );
+        if self.leading {
+            let latest = self.epochs.latest().expect("a leader's cache holds its epoch");
+            assert!(
+                latest.epoch == self.leader_epoch && latest.start_offset <= end,
+                "{tp}: latest cached epoch {latest:?}, leader epoch {}, log end {end}",
+                self.leader_epoch
+            );
+        } else if let Some(latest) = self.epochs.latest() {
+            assert!(
+                latest.epoch <= self.leader_epoch && latest.start_offset <= end,
+                "{tp}: a follower's latest cached epoch {latest:?}, leader epoch {}, log end {end}",
+                self.leader_epoch
+            );
+        }
         if let Some((_, target)) = self.sync_in_flight {
             assert!(target.offset <= end, "{tp}: a sync covers {} past the log end {end}", target.offset);
         }

@@ -20,6 +20,7 @@ const ME: i32 = 1;
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 const NOT_CONTROLLER: i16 = 41;
 const NOT_ENOUGH_REPLICAS: i16 = 19;
+const FENCED_LEADER_EPOCH: i16 = 74;
 
 fn id(n: u128) -> uuid::Uuid {
     uuid::Uuid::from_u128(n)
@@ -52,7 +53,7 @@ fn view(topics: &[(&str, uuid::Uuid)], isr: Vec<i32>, configs: &[(&str, &str)]) 
 
 fn in_cluster(view: ClusterView) -> Node {
     let mut node = Node::new(BrokerConfig::single_node("127.0.0.1", 9092));
-    node.broker.handle_cluster_view(view);
+    node.broker.handle_cluster_view(node.now, view);
     node.run();
     node
 }
@@ -97,17 +98,71 @@ fn only_the_partitions_led_here_take_writes_and_reads() {
     assert_eq!((fetch_partition(&read).error_code, fetch_partition(&read).high_watermark), (0, 1));
 }
 
+/// A follower's fetch of partition 0 of "orders" (id 7), as broker `replica` sends it.
+fn replica_fetch(replica: i32, offset: i64, last_epoch: i32, leader_epoch: i32) -> FetchRequest {
+    FetchRequest::default()
+        .with_replica_state(
+            fetch_request::ReplicaState::default().with_replica_id(BrokerId(replica)).with_replica_epoch(40),
+        )
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![fetch_request::FetchTopic::default().with_topic_id(id(7)).with_partitions(vec![
+            fetch_request::FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(offset)
+                .with_current_leader_epoch(leader_epoch)
+                .with_last_fetched_epoch(last_epoch)
+                .with_partition_max_bytes(1 << 20),
+        ])])
+}
+
+const FOLLOWER_CONN: u64 = 2;
+
 #[test]
 fn acks_all_is_refused_while_the_isr_is_below_min_insync_replicas() {
     let mut node = in_cluster(view(&[("orders", id(7))], vec![1], &[("min.insync.replicas", "2")]));
     let refused = node.call(CONN, 9, produce_request("orders", 0, -1, records(&["a"], None, START_MS)));
     assert_eq!(produce_partition(&refused).error_code, NOT_ENOUGH_REPLICAS);
     let leader_only = node.call(CONN, 9, produce_request("orders", 0, 1, records(&["a"], None, START_MS)));
-    assert_eq!(produce_partition(&leader_only).error_code, 0, "acks=1 needs only the leader");
-    node.broker.handle_cluster_view(view(&[("orders", id(7))], vec![1, 2], &[("min.insync.replicas", "2")]));
+    assert_eq!(produce_partition(&leader_only).error_code, 0, "acks=1 needs only the leader's own disk");
+    let read = node.call(CONN, 12, fetch_request("orders", 0, 0, 0));
+    assert_eq!(fetch_partition(&read).high_watermark, 0, "too few in sync: the high watermark stays");
+    node.broker.handle_cluster_view(node.now, view(&[("orders", id(7))], vec![1, 2], &[("min.insync.replicas", "2")]));
     node.run();
-    let taken = node.call(CONN, 9, produce_request("orders", 0, -1, records(&["b"], None, START_MS)));
-    assert_eq!(produce_partition(&taken).error_code, 0);
+    let produce = node.send(CONN, 9, produce_request("orders", 0, -1, records(&["b"], None, START_MS)));
+    assert!(node.take::<ProduceRequest>(CONN, 9).is_none(), "acks=all waits for the in-sync follower");
+    // Broker 2 fetches from 0 (it has nothing): it gets both records, and holds none yet.
+    let fetched = node.call(FOLLOWER_CONN, 15, replica_fetch(2, 0, -1, 3));
+    let part = fetch_partition(&fetched);
+    assert_eq!((part.error_code, part.high_watermark), (0, 0));
+    assert_eq!(decode_values(part.records.as_ref().unwrap()).len(), 2, "followers read past the high watermark");
+    assert!(node.take::<ProduceRequest>(CONN, 9).is_none());
+    // Its next fetch says both are on its disk: the high watermark passes them.
+    let fetched = node.call(FOLLOWER_CONN, 15, replica_fetch(2, 2, 3, 3));
+    assert_eq!(fetch_partition(&fetched).high_watermark, 2);
+    let (got, taken) = node.take::<ProduceRequest>(CONN, 9).expect("acks=all answered");
+    assert_eq!((got, produce_partition(&taken).error_code), (produce, 0));
+}
+
+#[test]
+fn a_follower_whose_log_went_further_in_an_epoch_is_told_where_it_ends() {
+    let mut node = in_cluster(view(&[("orders", id(7))], vec![1, 2], &[]));
+    let produce = node.send(CONN, 9, produce_request("orders", 0, 1, records(&["a", "b"], None, START_MS)));
+    node.run();
+    assert!(node.take::<ProduceRequest>(CONN, 9).is_some_and(|(got, _)| got == produce));
+    // Broker 2 claims 5 records of epoch 3; this leader's epoch 3 holds 2: it must cut at 2.
+    let fetched = node.call(FOLLOWER_CONN, 15, replica_fetch(2, 5, 3, 3));
+    let part = fetch_partition(&fetched);
+    assert_eq!((part.diverging_epoch.epoch, part.diverging_epoch.end_offset), (3, 2));
+    assert!(part.records.as_ref().is_none_or(|r| r.is_empty()));
+    assert_eq!(part.high_watermark, 0, "a diverged fetch counts for nothing");
+    // A stale leader epoch is fenced; a replica outside the partition is refused.
+    let fetched = node.call(FOLLOWER_CONN, 15, replica_fetch(2, 2, 3, 2));
+    assert_eq!(fetch_partition(&fetched).error_code, FENCED_LEADER_EPOCH);
+    let fetched = node.call(FOLLOWER_CONN, 15, replica_fetch(4, 2, 3, 3));
+    assert_eq!(fetch_partition(&fetched).error_code, NOT_LEADER_OR_FOLLOWER);
 }
 
 #[test]
@@ -121,7 +176,7 @@ fn topic_requests_go_to_the_controller_and_its_answer_comes_back_in_order() {
     assert!(node.broker.topic("fresh").is_none(), "no local topic without the controller");
 
     // The forwarded frame is the client's own; the controller's answer is relayed as it is.
-    let (forward, frame) = node.forwarded.remove(0);
+    let (forward, _, frame) = node.forwarded.remove(0);
     let decoded = codec::decode_request(frame.slice(4..)).unwrap();
     assert_eq!((decoded.header.correlation_id, decoded.header.request_api_version), (create, 7));
     let answer =
@@ -140,7 +195,7 @@ fn topic_requests_go_to_the_controller_and_its_answer_comes_back_in_order() {
     // The controller out of reach: NOT_CONTROLLER, which clients retry.
     let delete = DeleteTopicsRequest::default().with_topic_names(vec![topic("fresh")]);
     node.send(CONN, 5, delete);
-    let (forward, _) = node.forwarded.remove(0);
+    let (forward, _, _) = node.forwarded.remove(0);
     node.broker.handle_forwarded(node.now, forward, Err("connection refused".into()));
     node.run();
     let (_, ResponseKind::DeleteTopics(r)) = node.take::<DeleteTopicsRequest>(CONN, 5).unwrap() else {
@@ -156,24 +211,24 @@ fn a_topic_the_image_drops_is_deleted_and_one_it_never_showed_is_kept() {
     let created = node.call(CONN, 7, create_topic("before", 1, &[]));
     let ResponseKind::CreateTopics(created) = created else { panic!() };
     assert_eq!(created.topics[0].error_code, 0);
-    node.broker.handle_cluster_view(view(&[("orders", id(7))], vec![1], &[]));
+    node.broker.handle_cluster_view(node.now, view(&[("orders", id(7))], vec![1], &[]));
     node.run();
     assert!(node.broker.topic("before").is_some(), "a topic the image never showed is not deleted");
     let m = metadata(&mut node);
     assert!(!m.topics.iter().any(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == "before")));
 
     // Deleted in the cluster: the log goes.
-    node.broker.handle_cluster_view(view(&[], vec![1], &[]));
+    node.broker.handle_cluster_view(node.now, view(&[], vec![1], &[]));
     node.run();
     assert!(node.broker.topic("orders").is_none());
     assert!(node.broker.topic("before").is_some());
 
     // Created again under the same name (a new id) while away: the old log is replaced.
-    node.broker.handle_cluster_view(view(&[("orders", id(8))], vec![1], &[]));
+    node.broker.handle_cluster_view(node.now, view(&[("orders", id(8))], vec![1], &[]));
     node.run();
     let p = node.call(CONN, 9, produce_request("orders", 0, -1, records(&["x"], None, START_MS)));
     assert_eq!(produce_partition(&p).error_code, 0);
-    node.broker.handle_cluster_view(view(&[("orders", id(9))], vec![1], &[]));
+    node.broker.handle_cluster_view(node.now, view(&[("orders", id(9))], vec![1], &[]));
     node.run();
     assert_eq!(node.broker.topic("orders").unwrap().id, id(9));
     let read = node.call(CONN, 12, fetch_request("orders", 0, 0, 0));
@@ -231,7 +286,7 @@ fn producer_ids_come_in_blocks_from_the_controller() {
     let first = node.send(CONN, 4, InitProducerIdRequest::default().with_transaction_timeout_ms(60_000));
     let second = node.send(2, 4, InitProducerIdRequest::default().with_transaction_timeout_ms(60_000));
     assert_eq!(node.forwarded.len(), 1, "one request for a block, however many producers wait");
-    let (forward, frame) = node.forwarded.remove(0);
+    let (forward, _, frame) = node.forwarded.remove(0);
     let decoded = codec::decode_request_for(spool_core::api_versions::CONTROLLER_APIS, frame.slice(4..)).unwrap();
     let RequestKind::AllocateProducerIds(asked) = decoded.body else { panic!("not AllocateProducerIds") };
     assert_eq!((asked.broker_id.0, asked.broker_epoch), (ME, 12));
@@ -259,7 +314,7 @@ fn a_log_the_cluster_made_is_deleted_after_a_restart_and_one_it_never_had_is_kep
     assert_eq!(created.topics[0].error_code, 0);
     let p = node.call(CONN, 9, produce_request("before", 0, -1, records(&["kept"], None, START_MS)));
     assert_eq!(produce_partition(&p).error_code, 0);
-    node.broker.handle_cluster_view(view(&[("orders", id(7)), ("before", id(20))], vec![1], &[]));
+    node.broker.handle_cluster_view(node.now, view(&[("orders", id(7)), ("before", id(20))], vec![1], &[]));
     node.run();
     // The cluster's "before" is another topic: the old log stays, and is not served as it.
     let local = node.broker.topic("before").unwrap();
@@ -271,7 +326,7 @@ fn a_log_the_cluster_made_is_deleted_after_a_restart_and_one_it_never_had_is_kep
     // After a restart (nothing seen yet in this process), a topic the cluster made here and
     // then deleted is still known as the cluster's, and goes.
     let mut node = node.crash_and_restart();
-    node.broker.handle_cluster_view(view(&[("before", id(20))], vec![1], &[]));
+    node.broker.handle_cluster_view(node.now, view(&[("before", id(20))], vec![1], &[]));
     node.run();
     assert!(node.broker.topic("orders").is_none(), "the cluster deleted it while this node was away");
     assert_eq!(node.broker.topic("before").unwrap().partitions[0].log_end_offset(), 1);
@@ -287,7 +342,7 @@ fn describe_quorum_is_advertised_in_a_cluster_and_forwarded_to_the_controller() 
     let mut node = in_cluster(view(&[], vec![1], &[]));
     assert!(advertises(&mut node));
     node.send(CONN, 2, DescribeQuorumRequest::default());
-    let (forward, frame) = node.forwarded.remove(0);
+    let (forward, _, frame) = node.forwarded.remove(0);
     let decoded = codec::decode_request_for(spool_core::api_versions::CONTROLLER_APIS, frame.slice(4..)).unwrap();
     assert!(matches!(decoded.body, RequestKind::DescribeQuorum(_)));
     node.broker.handle_forwarded(node.now, forward, Err("refused".into()));

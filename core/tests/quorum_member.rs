@@ -594,7 +594,7 @@ mod topics {
                 let mut replicas = p.replicas.clone();
                 replicas.sort_unstable();
                 assert_eq!(replicas, vec![7, 8, 9], "three distinct replicas");
-                assert_eq!((p.leader, p.isr.clone()), (p.replicas[0], vec![p.replicas[0]]));
+                assert_eq!((p.leader, p.isr.clone()), (p.replicas[0], p.replicas.clone()), "all in sync at first");
                 if id == leader {
                     *leads.entry(p.leader).or_insert(0) += 1;
                 }
@@ -758,20 +758,30 @@ mod topics {
         // ELECTION_NOT_NEEDED: 7 leads already; UNKNOWN_TOPIC_OR_PARTITION for a partition not there.
         assert_eq!(elect(&mut cluster, 5_200, 0), vec![(0, 84), (5, 3)]);
 
-        // 7 goes silent and is fenced: no leader, ISR [7] kept.
-        let mut at = 5_200;
-        while at < 5_200 + SESSION_TIMEOUT_MS + 2_000 {
-            for broker in [8, 9] {
-                let offset = cluster.members[&leader].image().applied_end() as i64 - 1;
-                let epoch = cluster.members[&leader].image().broker(broker).unwrap().epoch;
-                cluster.heartbeat(at, leader, heartbeat(broker, epoch, offset, false));
+        // Only `alive` heartbeat for a session: the others are fenced.
+        let heartbeats = |cluster: &mut Cluster, from: u64, alive: &[i32]| {
+            let mut at = from;
+            while at < from + SESSION_TIMEOUT_MS + 2_000 {
+                for &broker in alive {
+                    let offset = cluster.members[&leader].image().applied_end() as i64 - 1;
+                    let epoch = cluster.members[&leader].image().broker(broker).unwrap().epoch;
+                    cluster.heartbeat(at, leader, heartbeat(broker, epoch, offset, false));
+                }
+                cluster.run_until_from(at, at + 1_000);
+                at += 1_000;
             }
-            cluster.run_until_from(at, at + 1_000);
-            at += 1_000;
-        }
+            at
+        };
         let partition =
             |cluster: &Cluster| cluster.members[&leader].image().topic("pinned").unwrap().partitions[&0].clone();
-        assert_eq!(partition(&cluster).leader, NO_LEADER);
+        // 8 is fenced and leaves the ISR; it comes back, out of the ISR (it must catch up first).
+        let at = heartbeats(&mut cluster, 5_200, &[7, 9]);
+        assert_eq!((partition(&cluster).leader, partition(&cluster).isr), (7, vec![7]));
+        let at = heartbeats(&mut cluster, at, &[7, 8, 9]);
+        assert_eq!(partition(&cluster).isr, vec![7]);
+        // 7 goes silent and is fenced: no leader, ISR [7] kept (it holds everything committed).
+        let at = heartbeats(&mut cluster, at, &[8, 9]);
+        assert_eq!((partition(&cluster).leader, partition(&cluster).isr), (NO_LEADER, vec![7]));
         // PREFERRED_LEADER_NOT_AVAILABLE: the preferred replica is fenced.
         assert_eq!(elect(&mut cluster, at, 0)[0], (0, 80));
         // Unclean: 8 leads, alone in the ISR; in every image.

@@ -19,19 +19,31 @@ const MAX_ANSWER_BYTES: usize = 64 << 20;
 pub async fn forward(frame: Bytes, controller: Option<(String, u16)>) -> Result<Bytes, String> {
     let (host, port) = controller.ok_or_else(|| "no active controller is known".to_string())?;
     let exchange = async {
-        let address = resolve(&host, port).await?;
-        let mut stream = TcpStream::connect(address).await.map_err(|e| format!("connect {address}: {e}"))?;
-        stream.write_all(&frame).await.map_err(|e| format!("write: {e}"))?;
-        let size = stream.read_i32().await.map_err(|e| format!("read: {e}"))?;
-        let size = usize::try_from(size).ok().filter(|s| (4..=MAX_ANSWER_BYTES).contains(s));
-        let size = size.ok_or_else(|| "the controller sent a bad frame size".to_string())?;
-        let mut buf = BytesMut::zeroed(size);
-        stream.read_exact(&mut buf).await.map_err(|e| format!("read: {e}"))?;
-        Ok(buf.freeze())
+        let mut stream = connect(&host, port).await?;
+        exchange(&mut stream, &frame).await
     };
     tokio::time::timeout(FORWARD_TIMEOUT, exchange)
         .await
         .map_err(|_| "the controller did not answer in time".to_string())?
+}
+
+pub async fn connect(host: &str, port: u16) -> Result<TcpStream, String> {
+    let address = resolve(host, port).await?;
+    let stream = TcpStream::connect(address).await.map_err(|e| format!("connect {address}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// Writes one request frame (size prefix included) and reads one answer frame, returned
+/// without its size prefix.
+pub async fn exchange(stream: &mut TcpStream, frame: &[u8]) -> Result<Bytes, String> {
+    stream.write_all(frame).await.map_err(|e| format!("write: {e}"))?;
+    let size = stream.read_i32().await.map_err(|e| format!("read: {e}"))?;
+    let size = usize::try_from(size).ok().filter(|s| (4..=MAX_ANSWER_BYTES).contains(s));
+    let size = size.ok_or_else(|| "the peer sent a bad frame size".to_string())?;
+    let mut buf = BytesMut::zeroed(size);
+    stream.read_exact(&mut buf).await.map_err(|e| format!("read: {e}"))?;
+    Ok(buf.freeze())
 }
 
 async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {

@@ -11,6 +11,7 @@ mod forward;
 pub mod io_times;
 pub mod limits;
 pub mod load;
+mod peers;
 pub mod quorum;
 pub mod server;
 pub mod storage;

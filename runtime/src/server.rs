@@ -1,7 +1,7 @@
 //! The event loop: one task owns the broker state machine and feeds it connection frames,
 //! storage completions and time; connection tasks only frame bytes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use spool_core::config::BrokerConfig;
 use spool_core::storage::Completion;
-use spool_core::{Action, Broker, ClusterView, ConnId};
+use spool_core::{Action, Broker, ClusterView, ConnId, Peer};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
@@ -105,7 +105,7 @@ pub async fn serve<S: Storage>(
     let mut broker = Broker::new(config.clone(), loaded, now_ms());
     // A node in a quorum takes its topics from the controller from the first request on.
     if let Some(view) = &options.cluster_view {
-        broker.handle_cluster_view(view.borrow().clone());
+        broker.handle_cluster_view(now_ms(), view.borrow().clone());
     }
     tracing::info!(address = %local, cluster = broker.cluster_id(), "spool broker listening");
     if let Some(ready) = ready {
@@ -161,6 +161,9 @@ struct Forwarder {
     answers: mpsc::UnboundedSender<Forwarded>,
     /// The active controller's listener, as the latest view names it.
     controller: Option<(String, u16)>,
+    /// Each unfenced broker's client listener, as the latest view names it.
+    brokers: HashMap<i32, (String, u16)>,
+    links: crate::peers::PeerLinks,
     /// Bumped when the broker is replaced in place: its forwards' answers are dropped.
     generation: u64,
 }
@@ -170,6 +173,11 @@ struct Forwarded {
     generation: u64,
     id: u64,
     answer: Result<Bytes, String>,
+}
+
+/// (host, port) of each broker's client listener in the view.
+fn broker_addresses(view: &ClusterView) -> HashMap<i32, (String, u16)> {
+    view.brokers.iter().filter_map(|(id, host, port)| Some((*id, (host.clone(), u16::try_from(*port).ok()?)))).collect()
 }
 
 /// What draining the broker's actions ended with.
@@ -225,6 +233,8 @@ async fn event_loop<S: Storage>(
     let mut forwarder = Forwarder {
         answers: forwarded_tx,
         controller: cluster_view.as_ref().and_then(|v| v.borrow().controller.clone()),
+        brokers: cluster_view.as_ref().map(|v| broker_addresses(&v.borrow())).unwrap_or_default(),
+        links: crate::peers::PeerLinks::default(),
         generation: 0,
     };
     let mut writers: BTreeMap<ConnId, ConnHandle> = BTreeMap::new();
@@ -235,7 +245,7 @@ async fn event_loop<S: Storage>(
     // must not keep a stopping broker alive; the next start recovers as after a crash).
     let mut give_up_at: Option<tokio::time::Instant> = None;
     loop {
-        match drain_actions(&mut broker, &mut storage, &completions_tx, &mut writers, &forwarder) {
+        match drain_actions(&mut broker, &mut storage, &completions_tx, &mut writers, &mut forwarder) {
             Drained::More => {}
             Drained::ShutdownComplete => {
                 storage.mark_clean_shutdown()?;
@@ -261,7 +271,7 @@ async fn event_loop<S: Storage>(
                 // Answers to the old broker's forwards are dropped.
                 forwarder.generation += 1;
                 if let Some(view) = &cluster_view {
-                    broker.handle_cluster_view(view.borrow().clone());
+                    broker.handle_cluster_view(now_ms(), view.borrow().clone());
                 }
                 continue;
             }
@@ -298,7 +308,8 @@ async fn event_loop<S: Storage>(
             Some(view) = next_view(&mut cluster_view) => {
                 trace::record("cluster", now_ms(), &view.brokers);
                 forwarder.controller = view.controller.clone();
-                broker.handle_cluster_view(view);
+                forwarder.brokers = broker_addresses(&view);
+                broker.handle_cluster_view(now_ms(), view);
             }
             Some(Forwarded { generation, id, answer }) = forwarded.recv() => {
                 if generation == forwarder.generation {
@@ -386,7 +397,7 @@ fn drain_actions<S: Storage>(
     storage: &mut S,
     completions: &mpsc::UnboundedSender<Completion>,
     writers: &mut BTreeMap<ConnId, ConnHandle>,
-    forwarder: &Forwarder,
+    forwarder: &mut Forwarder,
 ) -> Drained {
     let mut done = Drained::More;
     let mut answered = BTreeSet::new();
@@ -419,13 +430,23 @@ fn drain_actions<S: Storage>(
                     broker.handle_completion(now, completion);
                 }
             }
-            Action::Forward { id, frame } => {
+            Action::Forward { id, to: Peer::Controller, frame } => {
                 let (answers, controller, generation) =
                     (forwarder.answers.clone(), forwarder.controller.clone(), forwarder.generation);
                 tokio::spawn(async move {
                     let answer = crate::forward::forward(frame, controller).await;
                     let _ = answers.send(Forwarded { generation, id, answer });
                 });
+            }
+            Action::Forward { id, to: Peer::Broker(peer), frame } => {
+                let (answers, generation) = (forwarder.answers.clone(), forwarder.generation);
+                let reply = move |answer| {
+                    let _ = answers.send(Forwarded { generation, id, answer });
+                };
+                match forwarder.brokers.get(&peer).cloned() {
+                    Some(address) => forwarder.links.send(peer, address, frame, reply),
+                    None => reply(Err(format!("broker {peer} is not in the cluster view"))),
+                }
             }
             Action::ShutdownComplete => done = Drained::ShutdownComplete,
             Action::Restart { reason } => done = Drained::Restart(reason),

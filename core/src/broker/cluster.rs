@@ -31,7 +31,7 @@ use uuid::Uuid;
 
 use super::{admin, Broker, RequestCtx};
 use crate::meta::{MetaChange, TopicMeta};
-use crate::ops::Action;
+use crate::ops::{Action, Peer};
 use crate::partition::PartitionLog;
 use crate::storage::TopicPartition;
 
@@ -82,6 +82,8 @@ pub(crate) enum Forwarded {
     AutoCreate(String),
     /// A block of producer ids (KIP-730): `producer_id_waiters` wait for it.
     ProducerIds,
+    /// A follower's fetch from the leader of these partitions (see `replication.rs`).
+    ReplicaFetch { leader: i32 },
 }
 
 /// InitProducerId requests that may wait for a block at once; more are told to retry.
@@ -90,10 +92,30 @@ const MAX_PRODUCER_ID_WAITERS: usize = 1024;
 impl Broker {
     /// The metadata quorum's view of the cluster changed. Topics with a replica here get a
     /// local log; leaders here take the image's leader epoch.
-    pub fn handle_cluster_view(&mut self, view: ClusterView) {
+    pub fn handle_cluster_view(&mut self, now_ms: i64, view: ClusterView) {
         self.cluster_view = Some(view);
-        self.follow_image();
+        self.follow_view(now_ms);
         self.debug_check_invariants();
+    }
+
+    /// Logs, roles and epochs in step with the view; then high watermarks a changed ISR lets
+    /// move, and fetches to the leaders of what this broker follows.
+    pub(crate) fn follow_view(&mut self, now_ms: i64) {
+        if !self.in_cluster() {
+            return;
+        }
+        self.follow_image();
+        let partitions: Vec<TopicPartition> = self
+            .topics
+            .values()
+            .flat_map(|t| (0..t.partitions.len()).map(|i| TopicPartition::new(&t.name, i as i32)))
+            .collect();
+        for tp in partitions {
+            if self.advance_high_watermark(&tp) {
+                self.on_high_watermark(now_ms, &tp);
+            }
+        }
+        self.pump_replica_fetches(now_ms);
     }
 
     /// Whether this broker is part of a cluster (its topics come from the controller).
@@ -217,21 +239,43 @@ impl Broker {
         topic.from_cluster
     }
 
-    /// Partitions the image says this broker leads take the image's leader epoch, so records
-    /// appended from now on carry it and clients' epochs are checked against it.
+    /// Each local partition takes its role from the image: where this broker leads, it leads in
+    /// the image's leader epoch (records appended from now on carry it, clients' epochs are
+    /// checked against it); where another broker leads, or none does, it follows. A leadership
+    /// lost answers what waits on it NOT_LEADER_OR_FOLLOWER, so producers retry at the new leader.
     fn lead_in_image_epochs(&mut self, topics: &BTreeMap<String, TopicView>) {
         let me = self.config.node_id;
         let mut moved = false;
+        let mut lost = Vec::new();
         for (name, view) in topics {
             let Some(local) = self.topics.get_mut(name.as_str()).filter(|t| t.id == view.id) else {
                 continue;
             };
-            for (log, p) in local.partitions.iter_mut().zip(&view.partitions) {
-                if p.leader == me && p.leader_epoch > log.leader_epoch {
-                    log.become_leader(p.leader_epoch);
-                    moved = true;
+            for (i, (log, p)) in local.partitions.iter_mut().zip(&view.partitions).enumerate() {
+                let tp = TopicPartition::new(name, i as i32);
+                if p.leader_epoch < log.leader_epoch {
+                    continue;
+                }
+                if p.leader == me {
+                    if !log.is_leading() || p.leader_epoch > log.leader_epoch {
+                        log.become_leader(p.leader_epoch);
+                        self.replication.forget_followers(&tp);
+                        moved = true;
+                    }
+                } else if p.replicas.contains(&me) && (log.is_leading() || p.leader_epoch > log.leader_epoch) {
+                    if log.is_leading() {
+                        lost.push(tp.clone());
+                    }
+                    log.become_follower(p.leader_epoch);
+                    self.replication.forget_followers(&tp);
                 }
             }
+        }
+        self.replication.retain_partitions(|tp| topics.contains_key(&*tp.topic));
+        for tp in lost {
+            tracing::info!(partition = %tp, "leadership moved away; following");
+            let error = (ResponseError::NotLeaderOrFollower, "leadership moved to another broker".to_string());
+            self.fail_produce_waits_with(&tp, error);
         }
         if moved {
             self.mark_leader_epochs_dirty();
@@ -252,10 +296,17 @@ impl Broker {
     }
 
     fn send_forward(&mut self, frame: Bytes, waiting: Forwarded) {
+        self.send_to(Peer::Controller, frame, waiting);
+    }
+
+    /// Sends a request frame (size prefix included) to a peer; its answer comes back to
+    /// `handle_forwarded` under the id returned.
+    pub(crate) fn send_to(&mut self, to: Peer, frame: Bytes, waiting: Forwarded) -> u64 {
         let id = self.next_forward_id;
         self.next_forward_id += 1;
         self.forwards.insert(id, waiting);
-        self.ops.push(Action::Forward { id, frame });
+        self.ops.push(Action::Forward { id, to, frame });
+        id
     }
 
     /// Asks the controller for a topic a client named (auto-creation), with the defaults.
@@ -364,6 +415,7 @@ impl Broker {
         let waiting = self.forwards.remove(&id).unwrap_or_else(|| panic!("answer to forward {id}, not in flight"));
         match waiting {
             Forwarded::ProducerIds => self.on_producer_ids(now_ms, answer),
+            Forwarded::ReplicaFetch { leader } => self.on_replica_fetch_answer(now_ms, leader, answer),
             Forwarded::AutoCreate(name) => {
                 if let Err(e) = answer {
                     tracing::debug!(topic = %name, "auto-creation not forwarded: {e}");

@@ -2,7 +2,9 @@
 //! when there is less than min_bytes, and answer with the bytes as stored, never re-encoded.
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, EpochEndOffset, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, ResponseKind, TopicName};
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
@@ -25,6 +27,8 @@ struct Slot {
     read: Option<(ReadPlan, u64)>,
     /// Reads repeated because the bytes failed their CRC.
     corrupt_rereads: u8,
+    /// For a follower whose log diverged: the epoch and where it ends in this leader's log.
+    diverging: Option<(i32, i64)>,
 }
 
 /// How often a fetch re-reads bytes that fail their CRC before it calls the corruption lasting.
@@ -32,6 +36,8 @@ pub(crate) const MAX_CORRUPT_REREADS: u8 = 2;
 
 pub struct FetchState {
     ctx: RequestCtx,
+    /// How far the fetch may read: consumers to the high watermark, followers to the log end.
+    bound: ReadBound,
     read_committed: bool,
     min_bytes: usize,
     max_bytes: usize,
@@ -63,6 +69,9 @@ impl Broker {
     pub(crate) fn handle_fetch(&mut self, now_ms: i64, ctx: RequestCtx, request: FetchRequest) {
         let id = self.next_request_id;
         self.next_request_id += 1;
+        // A broker's follower names itself (ReplicaState from v15, ReplicaId before).
+        let replica = if ctx.version >= 15 { request.replica_state.replica_id.0 } else { request.replica_id.0 };
+        let replica = (replica >= 0).then_some(replica);
         let mut topics = Vec::new();
         for ft in request.topics {
             // v13+ names topics by id only.
@@ -88,6 +97,7 @@ impl Broker {
                         records: None,
                         read: None,
                         corrupt_rereads: 0,
+                        diverging: None,
                     };
                     let log =
                         name.as_ref().map(|n| self.served_partition(&TopicPartition::new(n.0.as_str(), fp.partition)));
@@ -115,21 +125,42 @@ impl Broker {
                         }
                         Some(_) => 0,
                     };
+                    // A follower past this log's end may have diverged: the divergence is its
+                    // answer, as in Kafka, not OFFSET_OUT_OF_RANGE.
+                    let out_of_range = ResponseError::OffsetOutOfRange.code();
+                    let beyond_end = log.is_some_and(|l| fp.fetch_offset > l.log_end_offset());
+                    if let (Some(replica), Some(name)) = (replica, &name) {
+                        if slot.error == 0 || (slot.error == out_of_range && beyond_end) {
+                            let error = slot.error;
+                            slot.error = 0;
+                            let tp = TopicPartition::new(name.0.as_str(), fp.partition);
+                            self.check_follower_fetch(&tp, replica, fp.last_fetched_epoch, &mut slot);
+                            if slot.error == 0 && slot.diverging.is_none() {
+                                slot.error = error;
+                            }
+                        }
+                    }
                     slot
                 })
                 .collect();
             topics.push((name.unwrap_or_default(), topic_id, slots));
         }
+        if let Some(replica) = replica {
+            self.take_follower_progress(now_ms, replica, &topics);
+        }
         let mut state = FetchState {
             ctx,
-            read_committed: request.isolation_level == 1,
+            bound: if replica.is_some() { ReadBound::LogEnd } else { ReadBound::HighWatermark },
+            read_committed: request.isolation_level == 1 && replica.is_none(),
             min_bytes: request.min_bytes.max(0) as usize,
             max_bytes: if request.max_bytes <= 0 { usize::MAX / 2 } else { request.max_bytes as usize },
             parked_until: None,
             outstanding: 0,
             topics,
         };
-        let has_error = state.topics.iter().any(|(_, _, slots)| slots.iter().any(|s| s.error != 0));
+        // An error or a divergence is news: answered at once.
+        let has_error =
+            state.topics.iter().any(|(_, _, slots)| slots.iter().any(|s| s.error != 0 || s.diverging.is_some()));
         let wait = request.max_wait_ms > 0 && !self.ops.buggify.fires(Site::FetchNoWait);
         if wait && !has_error && self.available(&state) < state.min_bytes.max(1) {
             state.parked_until = Some(now_ms + request.max_wait_ms as i64);
@@ -148,7 +179,7 @@ impl Broker {
                     if state.read_committed && s.fetch_offset >= log.last_stable_offset() {
                         continue;
                     }
-                    total = total.saturating_add(log.bytes_available(s.fetch_offset) as usize);
+                    total = total.saturating_add(log.bytes_available(s.fetch_offset, state.bound) as usize);
                 }
             }
         }
@@ -164,7 +195,7 @@ impl Broker {
         let mut budget = state.max_bytes;
         for (topic_index, (name, _, slots)) in state.topics.iter_mut().enumerate() {
             for (slot_index, slot) in slots.iter_mut().enumerate() {
-                if slot.error != 0 || budget == 0 {
+                if slot.error != 0 || slot.diverging.is_some() || budget == 0 {
                     continue;
                 }
                 let tp = TopicPartition::new(name.0.as_str(), slot.partition);
@@ -172,12 +203,12 @@ impl Broker {
                     continue;
                 };
                 let want = slot.max_bytes.min(budget);
-                match log.plan_read(slot.fetch_offset, want, ReadBound::HighWatermark) {
+                match log.plan_read(slot.fetch_offset, want, state.bound) {
                     Ok(Some(plan)) => {
                         budget = budget.saturating_sub(plan.len.min(want));
                         let end = plan.position + plan.len as u64;
                         let durable_end = log
-                            .plan_read(slot.fetch_offset, usize::MAX / 2, ReadBound::HighWatermark)
+                            .plan_read(slot.fetch_offset, usize::MAX / 2, state.bound)
                             .ok()
                             .flatten()
                             .map_or(end, |p| p.position + p.len as u64);
@@ -324,7 +355,11 @@ impl Broker {
                             )
                         }
                     };
+                    let diverging = s.diverging.map_or_else(EpochEndOffset::default, |(epoch, end)| {
+                        EpochEndOffset::default().with_epoch(epoch).with_end_offset(end)
+                    });
                     PartitionData::default()
+                        .with_diverging_epoch(diverging)
                         .with_partition_index(s.partition)
                         .with_error_code(s.error)
                         .with_high_watermark(hw)
@@ -343,6 +378,41 @@ impl Broker {
             responses.push(topic);
         }
         self.respond(state.ctx, ResponseKind::Fetch(FetchResponse::default().with_responses(responses)));
+    }
+
+    /// A follower's fetch of a partition led here: refused unless the follower is one of its
+    /// replicas; answered with where the follower's last epoch ends here when its log went
+    /// further in that epoch than this one (KIP-279's DivergingEpoch).
+    fn check_follower_fetch(&self, tp: &TopicPartition, replica: i32, last_fetched_epoch: i32, slot: &mut Slot) {
+        let replicas = self
+            .view_topics()
+            .filter(|_| !super::admin::is_internal_topic(&tp.topic))
+            .and_then(|t| t.get(&*tp.topic))
+            .and_then(|t| usize::try_from(tp.partition).ok().and_then(|i| t.partitions.get(i)))
+            .map(|p| p.replicas.clone());
+        if !replicas.is_some_and(|r| r.contains(&replica) && replica != self.config.node_id) {
+            slot.error = ResponseError::NotLeaderOrFollower.code();
+            return;
+        }
+        let Some(log) = self.partition(tp) else { return };
+        if last_fetched_epoch >= 0 {
+            let (epoch, end) = log.leader_epochs().end_offset_for(last_fetched_epoch, log.log_end_offset());
+            if epoch != last_fetched_epoch || end < slot.fetch_offset {
+                slot.diverging = Some((epoch, end));
+            }
+        }
+    }
+
+    /// A follower's fetch offsets are on its disk: they may move the high watermark.
+    fn take_follower_progress(&mut self, now_ms: i64, replica: i32, topics: &[(TopicName, Uuid, Vec<Slot>)]) {
+        for (name, _, slots) in topics {
+            for slot in slots.iter().filter(|s| s.error == 0 && s.diverging.is_none()) {
+                let tp = TopicPartition::new(name.0.as_str(), slot.partition);
+                if self.record_follower_fetch(&tp, replica, slot.fetch_offset) {
+                    self.on_high_watermark(now_ms, &tp);
+                }
+            }
+        }
     }
 
     /// New data on `tp`: parked fetches that now have enough are answered.

@@ -14,6 +14,7 @@ mod list_offsets;
 mod metadata;
 mod produce;
 mod recovery_points;
+mod replication;
 mod txn;
 
 pub(crate) use admin::{creatable_name_problem, is_internal_topic, requested_overrides};
@@ -183,6 +184,8 @@ pub struct Broker {
     cluster_producer_ids: (i64, i64),
     /// InitProducerId requests waiting for a block from the controller.
     producer_id_waiters: Vec<(RequestCtx, kafka_protocol::messages::InitProducerIdRequest)>,
+    /// Followers of the partitions led here, and fetches to the leaders of those followed.
+    pub(crate) replication: replication::Replication,
 }
 
 impl Broker {
@@ -273,6 +276,7 @@ impl Broker {
             next_forward_id: 0,
             cluster_producer_ids: (0, 0),
             producer_id_waiters: Vec::new(),
+            replication: replication::Replication::default(),
         };
         // Persist identity on first start (and any repair done above), and leader epochs the
         // loader rebuilt or extended.
@@ -356,17 +360,27 @@ impl Broker {
         let log = self.topics.get_mut(&tp.topic)?.partitions.get_mut(usize::try_from(tp.partition).ok()?)?;
         let appended = log.append(records, now_ms, durability, &mut self.ops);
         self.advance_high_watermark(tp);
+        if self.in_cluster() {
+            // Followers' fetches wait at the log end.
+            self.wake_fetches(now_ms, tp);
+        }
         Some(appended)
     }
 
-    /// Moves a partition's high watermark to the durable end of the replicas that count: on a
-    /// single node, its own. Returns whether it moved.
+    /// Moves a partition's high watermark as far as the replicas that count hold it durably:
+    /// on a single node, its own durable end (see `replication.rs`). Returns whether it moved.
     fn advance_high_watermark(&mut self, tp: &TopicPartition) -> bool {
+        let Some(target) = self.high_watermark_target(tp) else {
+            return false;
+        };
         let Some(log) = self.partition_mut(&tp.topic, tp.partition) else {
             return false;
         };
-        let durable_end = log.durable_end();
-        log.advance_high_watermark(durable_end)
+        if target <= log.high_watermark() {
+            return false;
+        }
+        let to = log.batch_end_at_or_below(target);
+        log.advance_high_watermark(to)
     }
 
     pub fn poll_action(&mut self) -> Option<Action> {
@@ -400,6 +414,7 @@ impl Broker {
             self.log_starts.retry_at_ms(),
             self.leader_epochs.retry_at_ms(),
             self.meta_retry_at_ms,
+            self.replication.next_deadline(),
             self.offline_since_ms.filter(|_| !self.shutting_down).map(|at| at + self.config.offline_restart_after_ms),
         ]
         .into_iter()
@@ -584,6 +599,14 @@ impl Broker {
                         Some(p) => p.on_synced(id, result.map_err(|e| e.0), &mut self.ops),
                         None => false,
                     };
+                if durable_moved && self.in_cluster() {
+                    // A follower asks for more once what it copied is durable.
+                    self.pump_replica_fetches(now_ms);
+                }
+                if durable_moved {
+                    // acks=1 waits for the leader's durable end alone.
+                    self.release_produce_waits(&tp);
+                }
                 if durable_moved && self.advance_high_watermark(&tp) {
                     self.on_high_watermark(now_ms, &tp);
                 } else if self.partition(&tp).is_some_and(|p| p.failed.is_some()) {
@@ -630,6 +653,7 @@ impl Broker {
         self.pump_groups(now_ms);
         self.expire_transactions(now_ms);
         self.maybe_write_recovery_points(now_ms);
+        self.pump_replica_fetches(now_ms);
         if now_ms >= self.next_retention_check_ms {
             self.next_retention_check_ms = now_ms + self.config.retention_check_interval_ms;
             let mut moved = false;
@@ -847,8 +871,8 @@ impl Broker {
             for change in &write.changes {
                 self.apply_live(now_ms, change);
             }
-            // A log created for the image leads in the image's epoch.
-            self.follow_image();
+            // A log created for the image takes its role and epoch from it.
+            self.follow_view(now_ms);
             for d in write.deferred {
                 match d {
                     Deferred::Respond(ctx, body) => self.respond(ctx, body),

@@ -12,10 +12,19 @@ use crate::partition::AppendError;
 use crate::records::ClientBatchError;
 use crate::storage::TopicPartition;
 
-/// One partition of a produce request waiting for the high watermark to pass its last offset.
-/// Ordered by partition, then offset, so one range finds every wait a new high watermark covers.
+/// What an acknowledgement waits for: acks=all for the high watermark (the in-sync replicas
+/// hold the batch durably), acks=1 for the leader's own durable end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum WaitFor {
+    DurableEnd,
+    HighWatermark,
+}
+
+/// One partition of a produce request waiting for its last offset to be passed. Ordered by
+/// what it waits for, partition, then offset, so one range finds every wait a move covers.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct ProduceWait {
+    until: WaitFor,
     tp: TopicPartition,
     last_offset: i64,
     produce: u64,
@@ -23,12 +32,13 @@ pub(crate) struct ProduceWait {
 }
 
 impl ProduceWait {
-    fn first_of(tp: &TopicPartition, last_offset: i64) -> Self {
-        ProduceWait { tp: tp.clone(), last_offset, produce: 0, slot: RequestSlot { topic: 0, partition: 0 } }
+    fn first_of(until: WaitFor, tp: &TopicPartition, last_offset: i64) -> Self {
+        ProduceWait { until, tp: tp.clone(), last_offset, produce: 0, slot: RequestSlot { topic: 0, partition: 0 } }
     }
 
-    fn last_of(tp: &TopicPartition) -> Self {
+    fn last_of(until: WaitFor, tp: &TopicPartition) -> Self {
         ProduceWait {
+            until,
             tp: tp.clone(),
             last_offset: i64::MAX,
             produce: u64::MAX,
@@ -60,6 +70,14 @@ fn invalid_client_records(records: &bytes::Bytes) -> Option<String> {
     match crate::records::check_client_batches(records) {
         Err(ClientBatchError::Invalid(message)) => Some(message),
         Ok(()) | Err(ClientBatchError::Corrupt(_)) => None,
+    }
+}
+
+/// The offset below which a wait of this kind is passed.
+fn passed(log: &crate::partition::PartitionLog, until: WaitFor) -> i64 {
+    match until {
+        WaitFor::DurableEnd => log.durable_end(),
+        WaitFor::HighWatermark => log.high_watermark(),
     }
 }
 
@@ -118,9 +136,11 @@ impl Broker {
                 match result {
                     Ok((response, last_offset)) => {
                         let tp = TopicPartition::new(name.0.as_str(), pd.index);
-                        let hw = self.partition(&tp).map_or(i64::MAX, |p| p.high_watermark());
-                        if acks != 0 && hw <= last_offset {
-                            waits.push((tp, last_offset, RequestSlot { topic: topics.len(), partition: slot }));
+                        let until = if acks == 1 { WaitFor::DurableEnd } else { WaitFor::HighWatermark };
+                        let passed = self.partition(&tp).map_or(i64::MAX, |p| passed(p, until));
+                        if acks != 0 && passed <= last_offset {
+                            let slot = RequestSlot { topic: topics.len(), partition: slot };
+                            waits.push(ProduceWait { until, tp, last_offset, produce: id, slot });
                         }
                         partitions.push(response);
                     }
@@ -141,8 +161,8 @@ impl Broker {
             self.respond_produce(pending);
             return;
         }
-        for (tp, last_offset, slot) in waits {
-            let fresh = self.produce_waits.insert(ProduceWait { tp, last_offset, produce: id, slot });
+        for wait in waits {
+            let fresh = self.produce_waits.insert(wait);
             assert!(fresh, "a produce waits once per response slot");
         }
         self.produces.insert(id, pending);
@@ -192,6 +212,9 @@ impl Broker {
                     AppendError::OutOfOrder(m) => (ResponseError::OutOfOrderSequenceNumber, m),
                     AppendError::FencedEpoch(m) => (ResponseError::InvalidProducerEpoch, m),
                     AppendError::Offline(m) => (ResponseError::KafkaStorageError, m),
+                    AppendError::NotLeader => {
+                        (ResponseError::NotLeaderOrFollower, "this broker follows the partition".to_string())
+                    }
                 };
                 Err(refuse(partition, code, Some(message)))
             }
@@ -210,28 +233,41 @@ impl Broker {
         self.respond(pending.ctx, ResponseKind::Produce(ProduceResponse::default().with_responses(responses)));
     }
 
-    /// Answers the produces that the new high watermark of `tp` covers.
+    /// Answers the produces that the high watermark or durable end of `tp` now covers.
     pub(crate) fn release_produce_waits(&mut self, tp: &TopicPartition) {
-        let hw = self.partition(tp).map_or(i64::MAX, |p| p.high_watermark());
-        let covered: Vec<_> = self
-            .produce_waits
-            .range(ProduceWait::first_of(tp, i64::MIN)..ProduceWait::first_of(tp, hw))
-            .cloned()
-            .collect();
-        for wait in covered {
-            self.produce_waits.remove(&wait);
-            self.finish_wait(wait.produce, None);
+        for until in [WaitFor::DurableEnd, WaitFor::HighWatermark] {
+            let to = self.partition(tp).map_or(i64::MAX, |p| passed(p, until));
+            let covered: Vec<_> = self
+                .produce_waits
+                .range(ProduceWait::first_of(until, tp, i64::MIN)..ProduceWait::first_of(until, tp, to))
+                .cloned()
+                .collect();
+            for wait in covered {
+                self.produce_waits.remove(&wait);
+                self.finish_wait(wait.produce, None);
+            }
         }
     }
 
     /// Answers every produce waiting on `tp` with an error (partition offline or deleted).
     pub(crate) fn fail_produce_waits(&mut self, tp: &TopicPartition) {
-        let waiting: Vec<_> =
-            self.produce_waits.range(ProduceWait::first_of(tp, i64::MIN)..=ProduceWait::last_of(tp)).cloned().collect();
         let error = match self.partition(tp) {
             Some(p) => (ResponseError::KafkaStorageError, p.failed.clone().unwrap_or_else(|| "storage error".into())),
             None => (ResponseError::UnknownTopicOrPartition, "the topic was deleted".into()),
         };
+        self.fail_produce_waits_with(tp, error);
+    }
+
+    /// Answers every produce waiting on `tp` with `error` (the partition failed, went, or its
+    /// leadership moved: the client retries, and an idempotent retry is deduplicated).
+    pub(crate) fn fail_produce_waits_with(&mut self, tp: &TopicPartition, error: (ResponseError, String)) {
+        let waiting: Vec<_> = [WaitFor::DurableEnd, WaitFor::HighWatermark]
+            .into_iter()
+            .flat_map(|until| {
+                self.produce_waits.range(ProduceWait::first_of(until, tp, i64::MIN)..=ProduceWait::last_of(until, tp))
+            })
+            .cloned()
+            .collect();
         for wait in waiting {
             self.produce_waits.remove(&wait);
             self.finish_wait(wait.produce, Some((wait.slot, error.clone())));
@@ -246,11 +282,12 @@ impl Broker {
             *counted.entry(wait.produce).or_default() += 1;
             if let Some(p) = self.partition(&wait.tp).filter(|p| p.failed.is_none()) {
                 assert!(
-                    wait.last_offset >= p.high_watermark(),
-                    "{}: a produce up to {} waits below the high watermark {}",
+                    wait.last_offset >= passed(p, wait.until),
+                    "{}: a produce up to {} waits below its {:?} {}",
                     wait.tp,
                     wait.last_offset,
-                    p.high_watermark()
+                    wait.until,
+                    passed(p, wait.until)
                 );
             }
         }

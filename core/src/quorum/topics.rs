@@ -90,7 +90,8 @@ fn place(brokers: &[BrokerId], id: Uuid, first: i32, count: i32, replication_fac
 /// A partition's record: led by its first usable replica, which is its whole ISR for now.
 fn partition_record(image: &MetadataImage, topic_id: Uuid, partition: i32, replicas: Vec<BrokerId>) -> PartitionRecord {
     let leader = replicas.iter().copied().find(|&r| is_usable(image, r)).unwrap_or(NO_LEADER);
-    let isr = if leader == NO_LEADER { Vec::new() } else { vec![leader] };
+    // A new partition is empty everywhere: every live replica is in sync.
+    let isr: Vec<BrokerId> = replicas.iter().copied().filter(|&r| is_usable(image, r)).collect();
     PartitionRecord { topic_id, partition, replicas, isr, leader, leader_epoch: 0, partition_epoch: 0 }
 }
 
@@ -383,22 +384,28 @@ pub fn create_partitions(
         .collect()
 }
 
-/// Leaders the image should have: a partition whose leader is fenced or shutting down moves to
-/// the first usable replica of its ISR, or is left without one (its ISR kept, so the last
-/// leader leads again when it returns); one without a leader takes a usable ISR replica.
+/// The leaders and ISRs the image should have, as Kafka's controller keeps them when brokers
+/// are fenced or shut down: such a broker leaves every ISR it is in, unless no usable member
+/// would be left (then the ISR stays, so one of its members leads again when it returns, with
+/// everything committed); a partition whose leader is unusable moves to the first usable member
+/// of its ISR, or is left without one; one without a leader takes a usable ISR member.
 pub fn leader_changes(image: &MetadataImage) -> Vec<PartitionChange> {
     let mut changes = Vec::new();
     for topic in image.topics() {
         for (&partition, p) in &topic.partitions {
-            if p.leader != NO_LEADER && is_usable(image, p.leader) {
-                continue;
-            }
-            let leader = p.isr.iter().copied().find(|&r| is_usable(image, r)).unwrap_or(NO_LEADER);
-            if leader != p.leader {
+            let usable: Vec<BrokerId> = p.isr.iter().copied().filter(|&r| is_usable(image, r)).collect();
+            let isr = if usable.is_empty() { p.isr.clone() } else { usable };
+            let leader = if p.leader != NO_LEADER && isr.contains(&p.leader) && is_usable(image, p.leader) {
+                p.leader
+            } else {
+                isr.iter().copied().find(|&r| is_usable(image, r)).unwrap_or(NO_LEADER)
+            };
+            if leader != p.leader || isr != p.isr {
                 changes.push(PartitionChange {
                     topic_id: topic.id,
                     partition,
-                    leader: Some(leader),
+                    leader: (leader != p.leader).then_some(leader),
+                    isr: (isr != p.isr).then_some(isr),
                     ..PartitionChange::default()
                 });
             }

@@ -14,7 +14,7 @@ use spool_core::config::BrokerConfig;
 use spool_core::loader;
 use spool_core::mem_disk::MemDisk;
 use spool_core::storage::{Completion, FileKind, StorageError, StorageOp};
-use spool_core::{Action, Broker, ConnId};
+use spool_core::{Action, Broker, ConnId, Peer};
 
 pub struct Node {
     pub broker: Broker,
@@ -42,8 +42,8 @@ pub struct Node {
     pub log_writes: Vec<(i64, u64, usize)>,
     /// Set when the broker asked for a restart in place.
     pub restart_requested: Option<String>,
-    /// Requests forwarded to the controller and not yet answered: (id, frame with size prefix).
-    pub forwarded: Vec<(u64, Bytes)>,
+    /// Requests to peers not yet answered: (id, destination, frame with size prefix).
+    pub forwarded: Vec<(u64, Peer, Bytes)>,
     next_correlation: i32,
 }
 
@@ -141,7 +141,7 @@ impl Node {
                 }
                 Action::ShutdownComplete => done = true,
                 Action::Restart { reason } => self.restart_requested = Some(reason),
-                Action::Forward { id, frame } => self.forwarded.push((id, frame)),
+                Action::Forward { id, to, frame } => self.forwarded.push((id, to, frame)),
                 Action::Storage(op) => {
                     if let StorageOp::Sync { id, files } = &op {
                         if files.iter().any(|f| Some(&*f.tp.topic) == self.fail_syncs_of.as_deref()) {
