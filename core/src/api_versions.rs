@@ -78,6 +78,8 @@ pub const CONTROLLER_APIS: &[ServedApi] = &[
     api(ApiKey::ElectLeaders, 0, 2),
     // Brokers' blocks of producer ids (KIP-730).
     api(ApiKey::AllocateProducerIds, 0, 0),
+    // Partition leaders' ISR changes (KIP-497), with broker epochs (KIP-903).
+    api(ApiKey::AlterPartition, 3, 3),
 ];
 
 pub fn served(key: ApiKey) -> Option<&'static ServedApi> {

@@ -33,8 +33,14 @@ fn view(topics: &[(&str, uuid::Uuid)], isr: Vec<i32>, configs: &[(&str, &str)]) 
         .iter()
         .map(|(name, id)| {
             let partitions = vec![
-                PartitionView { leader: ME, leader_epoch: 3, replicas: vec![1, 2, 3], isr: isr.clone() },
-                PartitionView { leader: 2, leader_epoch: 5, replicas: vec![2, 3, 1], isr: vec![2] },
+                PartitionView {
+                    leader: ME,
+                    leader_epoch: 3,
+                    partition_epoch: 3,
+                    replicas: vec![1, 2, 3],
+                    isr: isr.clone(),
+                },
+                PartitionView { leader: 2, leader_epoch: 5, partition_epoch: 5, replicas: vec![2, 3, 1], isr: vec![2] },
             ];
             let configs = configs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
             (name.to_string(), TopicView { id: *id, partitions, configs })

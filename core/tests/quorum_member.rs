@@ -794,6 +794,68 @@ mod topics {
     }
 
     #[test]
+    fn alter_partition_changes_an_isr_only_for_the_leader_at_the_current_epochs() {
+        use kafka_protocol::messages::alter_partition_request::{BrokerState, PartitionData, TopicData};
+        use kafka_protocol::messages::AlterPartitionRequest;
+        let mut cluster = Cluster::new();
+        let leader = cluster.with_brokers();
+        let pinned = topic("pinned", -1, -1).with_assignments(vec![CreatableReplicaAssignment::default()
+            .with_partition_index(0)
+            .with_broker_ids(vec![BrokerId(7), BrokerId(8), BrokerId(9)])]);
+        let created = cluster.create(5_100, leader, vec![pinned]);
+        let topic_id = created.topics[0].topic_id;
+        cluster.run_until_from(5_100, 5_500);
+        let epoch_of = |cluster: &Cluster, broker: i32| cluster.members[&leader].image().broker(broker).unwrap().epoch;
+        let partition =
+            |cluster: &Cluster| cluster.members[&leader].image().topic("pinned").unwrap().partitions[&0].clone();
+        let before = partition(&cluster);
+        assert_eq!((before.leader, before.isr.clone()), (7, vec![7, 8, 9]));
+        // (from, leader epoch, partition epoch, [(member, broker epoch)]) -> (top error, partition error)
+        let alter = |cluster: &mut Cluster, from: i32, epochs: (i32, i32), isr: Vec<(i32, i64)>| {
+            let request = AlterPartitionRequest::default()
+                .with_broker_id(BrokerId(from))
+                .with_broker_epoch(epoch_of(cluster, from))
+                .with_topics(vec![TopicData::default().with_topic_id(topic_id).with_partitions(vec![
+                    PartitionData::default()
+                        .with_partition_index(0)
+                        .with_leader_epoch(epochs.0)
+                        .with_partition_epoch(epochs.1)
+                        .with_new_isr_with_epochs(
+                            isr.iter()
+                                .map(|&(b, e)| BrokerState::default().with_broker_id(BrokerId(b)).with_broker_epoch(e))
+                                .collect(),
+                        ),
+                ])]);
+            let ResponseKind::AlterPartition(r) =
+                cluster.ask_and_wait(5_500, leader, ApiKey::AlterPartition, 3, RequestKind::AlterPartition(request))
+            else {
+                panic!("not an AlterPartition answer")
+            };
+            let p = &r.topics[0].partitions[0];
+            (r.error_code, p.error_code, p.isr.iter().map(|b| b.0).collect::<Vec<_>>(), p.partition_epoch)
+        };
+        let (le, pe) = (before.leader_epoch, before.partition_epoch);
+        let e = |b: i32| epoch_of(&cluster, b);
+        let (e7, e8, e9) = (e(7), e(8), e(9));
+        // Not the leader: INVALID_REQUEST (42). A stale partition epoch: INVALID_UPDATE_VERSION (95).
+        assert_eq!(alter(&mut cluster, 8, (le, pe), vec![(8, e8)]).1, 42);
+        assert_eq!(alter(&mut cluster, 7, (le, pe - 1), vec![(7, e7)]).1, 95);
+        // The leader drops 9: committed, then answered with the new state, in every image.
+        assert_eq!(alter(&mut cluster, 7, (le, pe), vec![(7, e7), (8, e8)]), (0, 0, vec![7, 8], pe + 1));
+        cluster.run_until_from(5_500, 5_800);
+        for id in IDS {
+            let p = cluster.members[&id].image().topic("pinned").unwrap().partitions[&0].clone();
+            assert_eq!((p.isr, p.leader_epoch), (vec![7, 8], le), "an ISR change keeps the leader epoch");
+        }
+        // 9 back in, with a broker epoch that is not its own: INELIGIBLE_REPLICA (107).
+        assert_eq!(alter(&mut cluster, 7, (le, pe + 1), vec![(7, e7), (8, e8), (9, e9 + 1)]).1, 107);
+        // An ISR without the leader: INVALID_REQUEST; a stale leader epoch: FENCED_LEADER_EPOCH (74).
+        assert_eq!(alter(&mut cluster, 7, (le, pe + 1), vec![(8, e8)]).1, 42);
+        assert_eq!(alter(&mut cluster, 7, (le - 1, pe + 1), vec![(7, e7)]).1, 74);
+        assert_eq!(alter(&mut cluster, 7, (le, pe + 1), vec![(7, e7), (8, e8), (9, e9)]).2, vec![7, 8, 9]);
+    }
+
+    #[test]
     fn a_fenced_leader_leaves_its_partitions_leaderless_and_leads_them_again_when_let_back_in() {
         use spool_core::quorum::sessions::SESSION_TIMEOUT_MS;
         let mut cluster = Cluster::new();

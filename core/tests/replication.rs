@@ -24,10 +24,14 @@ struct Cluster {
     in_flight: Vec<(i32, u64, i32)>,
     /// Nodes cut off: requests to or from them fail.
     down: Vec<i32>,
+    /// What the nodes were last shown; the harness plays the controller for ISR changes.
+    view: ClusterView,
+    /// ISR changes the "controller" took: (proposer, new ISR).
+    isr_changes: Vec<(i32, Vec<i32>)>,
 }
 
 fn view(leader: i32, leader_epoch: i32, isr: Vec<i32>, min_isr: &str) -> ClusterView {
-    let partition = PartitionView { leader, leader_epoch, replicas: vec![1, 2], isr };
+    let partition = PartitionView { leader, leader_epoch, partition_epoch: leader_epoch, replicas: vec![1, 2], isr };
     let configs = [("min.insync.replicas".to_string(), min_isr.to_string())].into_iter().collect();
     let topic = TopicView { id: TOPIC_ID, partitions: vec![partition], configs };
     ClusterView {
@@ -51,7 +55,7 @@ impl Cluster {
             node.run();
             nodes.insert(id, node);
         }
-        let mut cluster = Cluster { nodes, in_flight: Vec::new(), down: Vec::new() };
+        let mut cluster = Cluster { nodes, in_flight: Vec::new(), down: Vec::new(), view, isr_changes: Vec::new() };
         cluster.settle();
         cluster
     }
@@ -61,6 +65,7 @@ impl Cluster {
     }
 
     fn set_view(&mut self, view: ClusterView) {
+        self.view = view.clone();
         for node in self.nodes.values_mut() {
             node.broker.handle_cluster_view(node.now, view.clone());
             node.run();
@@ -75,7 +80,11 @@ impl Cluster {
             let ids: Vec<i32> = self.nodes.keys().copied().collect();
             for from in ids.iter().copied() {
                 for (id, to, frame) in std::mem::take(&mut self.node(from).forwarded) {
-                    let Peer::Broker(to) = to else { panic!("only peers here, not {to:?}") };
+                    let Peer::Broker(to) = to else {
+                        moved = true;
+                        self.play_controller(from, id, frame);
+                        continue;
+                    };
                     moved = true;
                     if self.down.contains(&from) || self.down.contains(&to) {
                         let node = self.node(from);
@@ -107,6 +116,55 @@ impl Cluster {
                 return;
             }
         }
+    }
+
+    /// An AlterPartition from `from`, taken when its epochs are current (as the controller
+    /// checks them), the new view shown to every node, then answered.
+    fn play_controller(&mut self, from: i32, id: u64, frame: bytes::Bytes) {
+        let table = spool_core::api_versions::CONTROLLER_APIS;
+        let decoded = spool_core::codec::decode_request_for(table, frame.slice(4..)).expect("a request");
+        let kafka_protocol::messages::RequestKind::AlterPartition(request) = decoded.body else {
+            panic!("only ISR changes go to the controller here")
+        };
+        let proposal = &request.topics[0].partitions[0];
+        let current = self.view.topics.as_ref().unwrap()["orders"].partitions[0].clone();
+        let taken = proposal.leader_epoch == current.leader_epoch
+            && proposal.partition_epoch == current.partition_epoch
+            && current.leader == from;
+        let mut answer = alter_partition_response::PartitionData::default().with_partition_index(0);
+        if taken {
+            let isr: Vec<i32> = proposal.new_isr_with_epochs.iter().map(|b| b.broker_id.0).collect();
+            self.isr_changes.push((from, isr.clone()));
+            let mut next = (*self.view.topics.clone().unwrap()).clone();
+            let partition = &mut next.get_mut("orders").unwrap().partitions[0];
+            partition.isr = isr;
+            partition.partition_epoch += 1;
+            let mut view = self.view.clone();
+            view.topics = Some(Arc::new(next));
+            self.set_view_quietly(view);
+        } else {
+            answer = answer.with_error_code(kafka_protocol::ResponseError::InvalidUpdateVersion.code());
+        }
+        let body = AlterPartitionResponse::default().with_topics(vec![alter_partition_response::TopicData::default()
+            .with_topic_id(TOPIC_ID)
+            .with_partitions(vec![answer])]);
+        let frame = spool_core::codec::encode_response(0, 3, &ResponseKind::AlterPartition(body)).expect("encodes");
+        let node = self.node(from);
+        node.broker.handle_forwarded(node.now, id, Ok(frame.slice(4..)));
+        node.run();
+    }
+
+    /// A new view for every node, without carrying messages (the caller is doing that).
+    fn set_view_quietly(&mut self, view: ClusterView) {
+        self.view = view.clone();
+        for node in self.nodes.values_mut() {
+            node.broker.handle_cluster_view(node.now, view.clone());
+            node.run();
+        }
+    }
+
+    fn isr(&self) -> Vec<i32> {
+        self.view.topics.as_ref().unwrap()["orders"].partitions[0].isr.clone()
     }
 
     /// Time passes on every node (parked fetches expire), then messages flow.
@@ -215,4 +273,34 @@ fn a_deposed_leader_cuts_the_tail_its_successor_never_had() {
     let values: Vec<String> = cluster.values_of(1).into_iter().map(|(_, v)| v).collect();
     assert_eq!(values, ["a", "b", "d"]);
     assert_eq!(cluster.values_of(1), cluster.values_of(2));
+}
+
+#[test]
+fn a_silent_follower_leaves_the_isr_and_rejoins_once_caught_up() {
+    let mut cluster = Cluster::new(view(1, 3, vec![1, 2], "1"));
+    cluster.down.push(2);
+    let sent = produce(&mut cluster, 1, -1, &["a"]);
+    cluster.advance(5_000);
+    assert_eq!(answer(&mut cluster, 1), None, "the silent follower is still in sync");
+    // Not caught up for the lag limit: the leader asks the controller to drop it (AlterPartition).
+    for _ in 0..3 {
+        cluster.advance(5_000);
+    }
+    assert_eq!(cluster.isr(), vec![1]);
+    assert_eq!(cluster.isr_changes, vec![(1, vec![1])]);
+    assert_eq!(answer(&mut cluster, 1), Some((sent, 0, 0)));
+    // Back, it copies what it lacks and is taken in again, only once it holds the high watermark.
+    cluster.down.clear();
+    let more = produce(&mut cluster, 1, -1, &["b"]);
+    assert_eq!(answer(&mut cluster, 1), Some((more, 0, 1)));
+    cluster.advance(500);
+    cluster.advance(500);
+    assert_eq!(cluster.isr(), vec![1, 2]);
+    assert_eq!(cluster.isr_changes.last(), Some(&(1, vec![1, 2])));
+    assert_eq!(cluster.values_of(2), cluster.values_of(1));
+    // In sync again, it holds the high watermark back as before.
+    cluster.down.push(2);
+    produce(&mut cluster, 1, -1, &["c"]);
+    cluster.advance(1_000);
+    assert_eq!(cluster.log_of(1), (3, 2));
 }

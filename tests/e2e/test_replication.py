@@ -73,9 +73,12 @@ def test_acknowledged_records_survive_kill9_of_the_leader_each_once_at_its_offse
     seen = read_back(survivor.bootstrap, "ledger", 700)
     assert seen == acknowledged, (seen[:5], acknowledged[:5], len(seen))
 
-    # The killed broker returns and follows the new leader, cutting any tail it alone held.
+    # The killed broker returns, follows the new leader (cutting any tail it alone held), and
+    # once it holds the high watermark the leader takes it back into the ISR (AlterPartition).
     cluster.nodes[victim].start()
-    poll_until(lambda: str(victim) not in describe(survivor, "ledger")[0][0], 30, "the new leader keeps leading")
+    poll_until(lambda: sorted(describe(survivor, "ledger")[0][2]) == [1, 2, 3], 60, "the ISR whole again",
+               step=lambda: time.sleep(1))
+    assert describe(survivor, "ledger")[0][0] == new_leader, "the new leader keeps leading"
     more = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all"})
     late = []
     more.produce("ledger", value="after", on_delivery=lambda err, msg: late.append((err, msg.offset())))

@@ -69,6 +69,8 @@ pub struct PartitionView {
     /// -1: none (every replica of its ISR is fenced).
     pub leader: i32,
     pub leader_epoch: i32,
+    /// Bumped by every change of the partition: an ISR change names the epoch it changes.
+    pub partition_epoch: i32,
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
 }
@@ -84,6 +86,8 @@ pub(crate) enum Forwarded {
     ProducerIds,
     /// A follower's fetch from the leader of these partitions (see `replication.rs`).
     ReplicaFetch { leader: i32 },
+    /// An ISR change this leader proposed for a partition (AlterPartition, KIP-497).
+    IsrChange(TopicPartition),
 }
 
 /// InitProducerId requests that may wait for a block at once; more are told to retry.
@@ -104,7 +108,7 @@ impl Broker {
         if !self.in_cluster() {
             return;
         }
-        self.follow_image();
+        self.follow_image(now_ms);
         let partitions: Vec<TopicPartition> = self
             .topics
             .values()
@@ -159,7 +163,7 @@ impl Broker {
 
     /// Brings the local logs in step with the image: creates those with a replica here, deletes
     /// those the image dropped, and leads in the image's epoch where it says so.
-    pub(crate) fn follow_image(&mut self) {
+    pub(crate) fn follow_image(&mut self, now_ms: i64) {
         let Some(topics) = self.cluster_view.as_ref().and_then(|v| v.topics.clone()) else {
             return;
         };
@@ -224,7 +228,7 @@ impl Broker {
                 self.warn_stray_once(&name, why);
             }
         }
-        self.lead_in_image_epochs(&topics);
+        self.lead_in_image_epochs(now_ms, &topics);
     }
 
     fn warn_stray_once(&mut self, name: &str, why: &str) {
@@ -243,7 +247,7 @@ impl Broker {
     /// the image's leader epoch (records appended from now on carry it, clients' epochs are
     /// checked against it); where another broker leads, or none does, it follows. A leadership
     /// lost answers what waits on it NOT_LEADER_OR_FOLLOWER, so producers retry at the new leader.
-    fn lead_in_image_epochs(&mut self, topics: &BTreeMap<String, TopicView>) {
+    fn lead_in_image_epochs(&mut self, now_ms: i64, topics: &BTreeMap<String, TopicView>) {
         let me = self.config.node_id;
         let mut moved = false;
         let mut lost = Vec::new();
@@ -256,10 +260,11 @@ impl Broker {
                 if p.leader_epoch < log.leader_epoch {
                     continue;
                 }
+                self.replication.view_moved(&tp, p.partition_epoch);
                 if p.leader == me {
                     if !log.is_leading() || p.leader_epoch > log.leader_epoch {
                         log.become_leader(p.leader_epoch);
-                        self.replication.forget_followers(&tp);
+                        self.replication.reset_leadership(&tp, Some(now_ms));
                         moved = true;
                     }
                 } else if p.replicas.contains(&me) && (log.is_leading() || p.leader_epoch > log.leader_epoch) {
@@ -267,7 +272,7 @@ impl Broker {
                         lost.push(tp.clone());
                     }
                     log.become_follower(p.leader_epoch);
-                    self.replication.forget_followers(&tp);
+                    self.replication.reset_leadership(&tp, None);
                 }
             }
         }
@@ -416,6 +421,7 @@ impl Broker {
         match waiting {
             Forwarded::ProducerIds => self.on_producer_ids(now_ms, answer),
             Forwarded::ReplicaFetch { leader } => self.on_replica_fetch_answer(now_ms, leader, answer),
+            Forwarded::IsrChange(tp) => self.on_isr_change_answer(now_ms, &tp, answer),
             Forwarded::AutoCreate(name) => {
                 if let Err(e) = answer {
                     tracing::debug!(topic = %name, "auto-creation not forwarded: {e}");

@@ -146,7 +146,8 @@ impl Broker {
             topics.push((name.unwrap_or_default(), topic_id, slots));
         }
         if let Some(replica) = replica {
-            self.take_follower_progress(now_ms, replica, &topics);
+            let broker_epoch = if ctx.version >= 15 { request.replica_state.replica_epoch } else { -1 };
+            self.take_follower_progress(now_ms, (replica, broker_epoch), &topics);
         }
         let mut state = FetchState {
             ctx,
@@ -404,11 +405,11 @@ impl Broker {
     }
 
     /// A follower's fetch offsets are on its disk: they may move the high watermark.
-    fn take_follower_progress(&mut self, now_ms: i64, replica: i32, topics: &[(TopicName, Uuid, Vec<Slot>)]) {
+    fn take_follower_progress(&mut self, now_ms: i64, replica: (i32, i64), topics: &[(TopicName, Uuid, Vec<Slot>)]) {
         for (name, _, slots) in topics {
             for slot in slots.iter().filter(|s| s.error == 0 && s.diverging.is_none()) {
                 let tp = TopicPartition::new(name.0.as_str(), slot.partition);
-                if self.record_follower_fetch(&tp, replica, slot.fetch_offset) {
+                if self.record_follower_fetch(now_ms, &tp, replica, slot.fetch_offset) {
                     self.on_high_watermark(now_ms, &tp);
                 }
             }

@@ -654,6 +654,7 @@ impl Broker {
         self.expire_transactions(now_ms);
         self.maybe_write_recovery_points(now_ms);
         self.pump_replica_fetches(now_ms);
+        self.tick_isr(now_ms);
         if now_ms >= self.next_retention_check_ms {
             self.next_retention_check_ms = now_ms + self.config.retention_check_interval_ms;
             let mut moved = false;

@@ -12,7 +12,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
-use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, RequestHeader, RequestKind, ResponseKind};
+use kafka_protocol::messages::{
+    alter_partition_request, AlterPartitionRequest, ApiKey, BrokerId, FetchRequest, RequestHeader, RequestKind,
+    ResponseKind,
+};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
@@ -32,12 +35,53 @@ const FETCH_BACKOFF_MS: i64 = 100;
 /// The Fetch version followers send: ReplicaState with the broker epoch (v15), topic ids.
 pub(crate) const REPLICA_FETCH_VERSION: i16 = 15;
 
+/// A follower not caught up with its leader for this long leaves the ISR (Kafka's
+/// `replica.lag.time.max.ms` was 10 s before 2.5).
+pub(crate) const REPLICA_LAG_TIME_MAX_MS: i64 = 10_000;
+/// After an ISR change that was not answered (the controller out of reach, or moving), the
+/// leader proposes it again after this long.
+const ISR_CHANGE_RETRY_MS: i64 = 500;
+
+/// What a leader knows of one follower, from its fetches in this leadership.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FollowerState {
+    /// The fetch offset of its last fetch: on its disk.
+    pub durable_end: i64,
+    /// The broker epoch it fetched with (KIP-903): an ISR change names it.
+    pub broker_epoch: i64,
+    /// When it last held everything the leader had (Kafka's lastCaughtUpTimeMs).
+    pub last_caught_up_ms: i64,
+    /// The leader's log end and the time at its last fetch: a fetch that reaches that end
+    /// shows it was caught up then.
+    last_fetch_leader_end: i64,
+    last_fetch_ms: i64,
+}
+
+/// An ISR change proposed to the controller and not yet in the view.
+#[derive(Clone, Debug)]
+pub(crate) struct PendingIsr {
+    /// (broker, broker epoch) of the proposed ISR.
+    pub proposed: Vec<(i32, i64)>,
+    /// The partition epoch the change was proposed against: a view past it ends the wait.
+    pub partition_epoch: i32,
+    /// Not in flight: to be proposed again at this time.
+    pub retry_at_ms: Option<i64>,
+}
+
 /// What this broker knows as a leader of its followers, and as a follower of its leaders.
 #[derive(Debug, Default)]
 pub(crate) struct Replication {
-    /// Per partition led here, each follower's durable end as its last fetch in this
-    /// leadership showed it. A follower not heard from yet holds the high watermark back.
-    followers: BTreeMap<TopicPartition, BTreeMap<i32, i64>>,
+    /// Per partition led here, what each follower's fetches in this leadership showed. A
+    /// follower not heard from yet holds the high watermark back.
+    followers: BTreeMap<TopicPartition, BTreeMap<i32, FollowerState>>,
+    /// Per partition led here, when the leadership began (followers not heard from since are
+    /// out of date from then).
+    led_since_ms: BTreeMap<TopicPartition, i64>,
+    /// ISR changes proposed and not yet in the view (at most one per partition). Until then the
+    /// high watermark counts the larger of the two ISRs (Kafka's maximal ISR).
+    pending_isr: BTreeMap<TopicPartition, PendingIsr>,
+    /// When the ISRs of the partitions led here are next checked for laggards.
+    next_isr_check_ms: Option<i64>,
     /// Per partition followed here, the leader's high watermark as last heard.
     leader_hw: BTreeMap<TopicPartition, i64>,
     /// Leaders a fetch is in flight to.
@@ -48,18 +92,40 @@ pub(crate) struct Replication {
 
 impl Replication {
     pub(crate) fn next_deadline(&self) -> Option<i64> {
-        self.backoff_until.values().copied().min()
+        let retries = self.pending_isr.values().filter_map(|p| p.retry_at_ms);
+        self.backoff_until.values().copied().chain(retries).chain(self.next_isr_check_ms).min()
     }
 
-    /// A leadership began or ended here: what was known of the followers is void.
-    pub(crate) fn forget_followers(&mut self, tp: &TopicPartition) {
+    /// A leadership began (`Some(now)`) or ended here: what was known of the followers, and any
+    /// ISR change proposed, is void.
+    pub(crate) fn reset_leadership(&mut self, tp: &TopicPartition, led_since_ms: Option<i64>) {
         self.followers.remove(tp);
+        self.pending_isr.remove(tp);
+        match led_since_ms {
+            Some(at) => {
+                self.led_since_ms.insert(tp.clone(), at);
+                self.next_isr_check_ms.get_or_insert(at + REPLICA_LAG_TIME_MAX_MS / 2);
+            }
+            None => {
+                self.led_since_ms.remove(tp);
+            }
+        }
     }
 
     /// Forgets partitions that are gone (their topic deleted).
     pub(crate) fn retain_partitions(&mut self, keep: impl Fn(&TopicPartition) -> bool) {
         self.followers.retain(|tp, _| keep(tp));
         self.leader_hw.retain(|tp, _| keep(tp));
+        self.led_since_ms.retain(|tp, _| keep(tp));
+        self.pending_isr.retain(|tp, _| keep(tp));
+    }
+
+    /// The view shows partition `tp` at `partition_epoch`: a change proposed before it is
+    /// decided, one way or the other.
+    pub(crate) fn view_moved(&mut self, tp: &TopicPartition, partition_epoch: i32) {
+        if self.pending_isr.get(tp).is_some_and(|p| partition_epoch > p.partition_epoch) {
+            self.pending_isr.remove(tp);
+        }
     }
 }
 
@@ -282,9 +348,11 @@ impl Broker {
             return None;
         }
         let followers = self.replication.followers.get(tp);
+        let proposed = self.replication.pending_isr.get(tp).map(|p| p.proposed.iter().map(|(id, _)| *id));
+        let maximal: BTreeSet<i32> = view.isr.iter().copied().chain(proposed.into_iter().flatten()).collect();
         let mut target = log.durable_end();
-        for replica in view.isr.iter().filter(|&&r| r != self.config.node_id) {
-            let durable = followers.and_then(|f| f.get(replica)).copied().unwrap_or(log.high_watermark());
+        for replica in maximal.iter().filter(|&&r| r != self.config.node_id) {
+            let durable = followers.and_then(|f| f.get(replica)).map_or(log.high_watermark(), |f| f.durable_end);
             target = target.min(durable);
         }
         Some(target)
@@ -292,10 +360,214 @@ impl Broker {
 
     /// A follower's fetch reached this leader: `fetch_offset` is on its disk. Returns whether
     /// the high watermark moved.
-    pub(crate) fn record_follower_fetch(&mut self, tp: &TopicPartition, replica: i32, fetch_offset: i64) -> bool {
-        let entry = self.replication.followers.entry(tp.clone()).or_default();
-        let known = entry.entry(replica).or_insert(fetch_offset);
-        *known = fetch_offset;
-        self.advance_high_watermark(tp)
+    pub(crate) fn record_follower_fetch(
+        &mut self,
+        now_ms: i64,
+        tp: &TopicPartition,
+        replica: (i32, i64),
+        fetch_offset: i64,
+    ) -> bool {
+        let Some(log_end) = self.partition(tp).map(|l| l.log_end_offset()) else { return false };
+        let (id, broker_epoch) = replica;
+        let since = self.replication.led_since_ms.get(tp).copied().unwrap_or(now_ms);
+        let state = self.replication.followers.entry(tp.clone()).or_default().entry(id).or_insert(FollowerState {
+            durable_end: fetch_offset,
+            broker_epoch,
+            last_caught_up_ms: since,
+            last_fetch_leader_end: i64::MAX,
+            last_fetch_ms: now_ms,
+        });
+        if fetch_offset >= log_end {
+            state.last_caught_up_ms = now_ms;
+        } else if fetch_offset >= state.last_fetch_leader_end {
+            state.last_caught_up_ms = state.last_caught_up_ms.max(state.last_fetch_ms);
+        }
+        state.durable_end = fetch_offset;
+        state.broker_epoch = broker_epoch;
+        state.last_fetch_leader_end = log_end;
+        state.last_fetch_ms = now_ms;
+        let moved = self.advance_high_watermark(tp);
+        self.maybe_change_isr(now_ms, tp);
+        moved
+    }
+
+    /// Proposes the ISR a partition led here should have (KIP-497): followers that caught up
+    /// with the high watermark and this leadership's first offset join (Kafka's rule: else one
+    /// could lead without records committed before it joined); members not caught up for
+    /// `REPLICA_LAG_TIME_MAX_MS` leave. One change in flight per partition.
+    fn maybe_change_isr(&mut self, now_ms: i64, tp: &TopicPartition) {
+        if self.replication.pending_isr.contains_key(tp) || self.shutting_down {
+            return;
+        }
+        let me = self.config.node_id;
+        let Some(view) = self.view_partition(tp).filter(|p| p.leader == me) else { return };
+        let Some(log) = self.partition(tp).filter(|l| l.is_leading() && l.failed.is_none()) else { return };
+        let epoch_start = log.leader_epochs().latest().map_or(0, |e| e.start_offset);
+        let (hw, usable) = (log.high_watermark(), self.cluster_view.as_ref().map(|v| v.brokers.clone()));
+        let usable = |id: i32| usable.as_ref().is_some_and(|b| b.iter().any(|(b, _, _)| *b == id));
+        let followers = self.replication.followers.get(tp);
+        let since = self.replication.led_since_ms.get(tp).copied().unwrap_or(now_ms);
+        let state = |id: i32| followers.and_then(|f| f.get(&id)).copied();
+        let mut proposed: Vec<(i32, i64)> = Vec::new();
+        for &id in &view.replicas {
+            let epoch = state(id).map_or(-1, |s| s.broker_epoch);
+            let keep = if id == me {
+                true
+            } else if view.isr.contains(&id) {
+                let caught_up = state(id).map_or(since, |s| s.last_caught_up_ms);
+                now_ms - caught_up <= REPLICA_LAG_TIME_MAX_MS
+            } else {
+                state(id).is_some_and(|s| s.durable_end >= hw && s.durable_end >= epoch_start) && usable(id)
+            };
+            if keep {
+                proposed.push((
+                    id,
+                    if id == me {
+                        self.cluster_view.as_ref().and_then(|v| v.broker_epoch).unwrap_or(-1)
+                    } else {
+                        epoch
+                    },
+                ));
+            }
+        }
+        let mut now_isr: Vec<i32> = view.isr.clone();
+        now_isr.sort_unstable();
+        let mut next: Vec<i32> = proposed.iter().map(|(id, _)| *id).collect();
+        next.sort_unstable();
+        if next == now_isr {
+            return;
+        }
+        tracing::info!(partition = %tp, isr = ?now_isr, proposed = ?next, "proposing an ISR change");
+        let pending = PendingIsr { proposed, partition_epoch: view.partition_epoch, retry_at_ms: None };
+        self.replication.pending_isr.insert(tp.clone(), pending);
+        self.send_isr_change(tp);
+    }
+
+    fn view_partition(&self, tp: &TopicPartition) -> Option<&super::PartitionView> {
+        let view = self.view_topics()?.get(&*tp.topic)?;
+        if self.topics.get(&*tp.topic).is_none_or(|local| local.id != view.id) {
+            return None;
+        }
+        view.partitions.get(usize::try_from(tp.partition).ok()?)
+    }
+
+    /// Sends the pending ISR change of `tp` to the controller.
+    fn send_isr_change(&mut self, tp: &TopicPartition) {
+        let (Some(pending), Some(view), Some(broker_epoch)) = (
+            self.replication.pending_isr.get(tp).cloned(),
+            self.view_partition(tp).cloned(),
+            self.cluster_view.as_ref().and_then(|v| v.broker_epoch),
+        ) else {
+            return;
+        };
+        let Some(topic_id) = self.topics.get(&*tp.topic).map(|t| t.id) else { return };
+        if self.forwards.len() >= MAX_FORWARDS {
+            if let Some(p) = self.replication.pending_isr.get_mut(tp) {
+                p.retry_at_ms = Some(0);
+            }
+            return;
+        }
+        let me = self.config.node_id;
+        let partition = alter_partition_request::PartitionData::default()
+            .with_partition_index(tp.partition)
+            .with_leader_epoch(view.leader_epoch)
+            .with_partition_epoch(pending.partition_epoch)
+            .with_new_isr_with_epochs(
+                pending
+                    .proposed
+                    .iter()
+                    .map(|&(id, epoch)| {
+                        alter_partition_request::BrokerState::default()
+                            .with_broker_id(BrokerId(id))
+                            .with_broker_epoch(epoch)
+                    })
+                    .collect(),
+            );
+        let request = AlterPartitionRequest::default()
+            .with_broker_id(BrokerId(me))
+            .with_broker_epoch(broker_epoch)
+            .with_topics(vec![alter_partition_request::TopicData::default()
+                .with_topic_id(topic_id)
+                .with_partitions(vec![partition])]);
+        let header = RequestHeader::default()
+            .with_request_api_key(ApiKey::AlterPartition as i16)
+            .with_request_api_version(3)
+            .with_correlation_id(0)
+            .with_client_id(Some(StrBytes::from_string(format!("spool-broker-{me}"))));
+        let frame = crate::codec::encode_request(&header, &RequestKind::AlterPartition(request))
+            .expect("our own requests encode");
+        self.send_to(Peer::Controller, frame, Forwarded::IsrChange(tp.clone()));
+    }
+
+    /// The controller answered an ISR change. Taken: the view will show it. Refused for good
+    /// (INELIGIBLE_REPLICA, OPERATION_NOT_ATTEMPTED, or this leadership is over): dropped, and
+    /// proposed afresh when still due. Otherwise (no answer, the controller moving, a stale
+    /// partition epoch): kept as the maximal ISR until the view moves, and sent again.
+    pub(crate) fn on_isr_change_answer(&mut self, now_ms: i64, tp: &TopicPartition, answer: Result<Bytes, String>) {
+        if !self.replication.pending_isr.contains_key(tp) {
+            return;
+        }
+        let decoded = answer.and_then(|frame| match crate::codec::decode_response(ApiKey::AlterPartition, 3, frame)? {
+            (_, ResponseKind::AlterPartition(r)) => Ok(r),
+            _ => Err("not an AlterPartition answer".to_string()),
+        });
+        let error = match decoded {
+            Err(e) => {
+                tracing::debug!(partition = %tp, "ISR change not answered: {e}");
+                Some(ResponseError::RequestTimedOut)
+            }
+            Ok(r) if r.error_code != 0 => ResponseError::try_from_code(r.error_code),
+            Ok(r) => {
+                let code = r.topics.iter().flat_map(|t| &t.partitions).find(|p| p.partition_index == tp.partition);
+                code.and_then(|p| ResponseError::try_from_code(p.error_code))
+            }
+        };
+        match error {
+            None => {}
+            Some(
+                ResponseError::IneligibleReplica
+                | ResponseError::OperationNotAttempted
+                | ResponseError::FencedLeaderEpoch
+                | ResponseError::InvalidRequest
+                | ResponseError::UnknownTopicOrPartition,
+            ) => {
+                tracing::info!(partition = %tp, ?error, "ISR change refused");
+                self.replication.pending_isr.remove(tp);
+                if self.advance_high_watermark(tp) {
+                    self.on_high_watermark(now_ms, tp);
+                }
+            }
+            Some(error) => {
+                tracing::debug!(partition = %tp, ?error, "ISR change to be sent again");
+                if let Some(p) = self.replication.pending_isr.get_mut(tp) {
+                    p.retry_at_ms = Some(now_ms + ISR_CHANGE_RETRY_MS);
+                }
+            }
+        }
+    }
+
+    /// Time passed: ISR changes due again are sent, and every partition led here is checked
+    /// for laggards every half of `REPLICA_LAG_TIME_MAX_MS`.
+    pub(crate) fn tick_isr(&mut self, now_ms: i64) {
+        let due: Vec<TopicPartition> = self
+            .replication
+            .pending_isr
+            .iter()
+            .filter(|(_, p)| p.retry_at_ms.is_some_and(|at| at <= now_ms))
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in due {
+            if let Some(p) = self.replication.pending_isr.get_mut(&tp) {
+                p.retry_at_ms = None;
+            }
+            self.send_isr_change(&tp);
+        }
+        if self.replication.next_isr_check_ms.is_some_and(|at| at <= now_ms) {
+            let led: Vec<TopicPartition> = self.replication.led_since_ms.keys().cloned().collect();
+            self.replication.next_isr_check_ms = (!led.is_empty()).then_some(now_ms + REPLICA_LAG_TIME_MAX_MS / 2);
+            for tp in led {
+                self.maybe_change_isr(now_ms, &tp);
+            }
+        }
     }
 }

@@ -10,10 +10,11 @@ use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{alter_configs_response, incremental_alter_configs_response};
 use kafka_protocol::messages::{
-    AllocateProducerIdsRequest, AllocateProducerIdsResponse, AlterConfigsResponse, ApiKey, BrokerHeartbeatRequest,
-    BrokerHeartbeatResponse, BrokerRegistrationRequest, BrokerRegistrationResponse, CreatePartitionsResponse,
-    CreateTopicsResponse, DeleteTopicsResponse, ElectLeadersResponse, IncrementalAlterConfigsResponse, ProducerId,
-    RequestHeader, RequestKind, ResponseKind,
+    alter_partition_response, AllocateProducerIdsRequest, AllocateProducerIdsResponse, AlterConfigsResponse,
+    AlterPartitionRequest, AlterPartitionResponse, ApiKey, BrokerHeartbeatRequest, BrokerHeartbeatResponse,
+    BrokerRegistrationRequest, BrokerRegistrationResponse, CreatePartitionsResponse, CreateTopicsResponse,
+    DeleteTopicsResponse, ElectLeadersResponse, IncrementalAlterConfigsResponse, ProducerId, RequestHeader,
+    RequestKind, ResponseKind,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -155,6 +156,13 @@ enum AdminAnswer {
         elected: Vec<(String, i32)>,
         offset: Option<u64>,
     },
+    /// AlterPartition (KIP-497): each proposal's refusal, in request order, and the entry of the
+    /// changes taken (an error for them if it did not commit as proposed). Taken proposals are
+    /// answered with the partition as the image then has it.
+    AlterPartition {
+        proposals: Vec<(topics::IsrProposal, Option<ResponseError>)>,
+        offset: Option<u64>,
+    },
     /// A block of producer ids (KIP-730), from `start`, `len` long, written at this offset.
     ProducerIds {
         start: i64,
@@ -212,6 +220,7 @@ impl AdminAnswer {
             AdminAnswer::AlterConfigs(r) => of(r),
             AdminAnswer::IncrementalAlterConfigs(r) => of(r),
             AdminAnswer::ProducerIds { offset, .. } => vec![*offset],
+            AdminAnswer::AlterPartition { offset, .. } => offset.iter().copied().collect(),
             AdminAnswer::ElectLeaders { offset, .. } => offset.iter().copied().collect(),
         }
     }
@@ -398,6 +407,17 @@ impl QuorumMember {
                 self.answer_when_applied(waiting, answer);
                 return;
             }
+            RequestKind::AlterPartition(request) => {
+                let waiting = Waiting { conn, correlation_id, version };
+                match self.alter_partition(now, &request) {
+                    Ok(answer) => self.answer_when_applied(waiting, answer),
+                    Err(error) => {
+                        let body = AlterPartitionResponse::default().with_error_code(error.code());
+                        self.respond(conn, correlation_id, version, &ResponseKind::AlterPartition(body));
+                    }
+                }
+                return;
+            }
             RequestKind::AllocateProducerIds(request) => {
                 let waiting = Waiting { conn, correlation_id, version };
                 match self.allocate_producer_ids(now, &request) {
@@ -548,6 +568,49 @@ impl QuorumMember {
         Ok(offset)
     }
 
+    /// AlterPartition from a partition leader (KIP-497): the ISRs it proposes, checked against
+    /// the image (`topics::alter_partition`), the changes as one entry, answered once committed.
+    fn alter_partition(&mut self, now: Now, request: &AlterPartitionRequest) -> Result<AdminAnswer, ResponseError> {
+        if !self.is_active_controller() {
+            return Err(ResponseError::NotController);
+        }
+        let leader = request.broker_id.0;
+        if self.image.broker(leader).is_none_or(|b| b.epoch != request.broker_epoch) {
+            return Err(ResponseError::StaleBrokerEpoch);
+        }
+        if self.pending_admin.len() >= MAX_PENDING_ADMIN {
+            return Err(ResponseError::ThrottlingQuotaExceeded);
+        }
+        let proposals: Vec<topics::IsrProposal> = request
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(|p| topics::IsrProposal {
+                    topic_id: t.topic_id,
+                    partition: p.partition_index,
+                    leader_epoch: p.leader_epoch,
+                    partition_epoch: p.partition_epoch,
+                    isr: if p.new_isr_with_epochs.is_empty() {
+                        p.new_isr.iter().map(|b| (b.0, -1)).collect()
+                    } else {
+                        p.new_isr_with_epochs.iter().map(|b| (b.broker_id.0, b.broker_epoch)).collect()
+                    },
+                })
+            })
+            .collect();
+        let (refusals, changes) = topics::alter_partition(&self.image, leader, &proposals);
+        let offset = if changes.is_empty() {
+            None
+        } else {
+            let records: Vec<MetadataRecord> = changes.into_iter().map(MetadataRecord::PartitionChange).collect();
+            Some(
+                self.propose_awaited(now, MetadataRecord::encode_all(&records))
+                    .map_err(|_| ResponseError::NotController)?,
+            )
+        };
+        Ok(AdminAnswer::AlterPartition { proposals: proposals.into_iter().zip(refusals).collect(), offset })
+    }
+
     /// KIP-730: a block of producer ids for a registered broker, after every block handed out
     /// or proposed before, answered once its record is committed.
     fn allocate_producer_ids(
@@ -615,6 +678,34 @@ impl QuorumMember {
                     ElectLeadersResponse::default()
                         .with_replica_election_results(crate::broker::election_results(results)),
                 )
+            }
+            AdminAnswer::AlterPartition { proposals, offset } => {
+                let committed = offset.is_none_or(|o| verdicts.remove(&o).unwrap_or(false));
+                let mut topics: Vec<alter_partition_response::TopicData> = Vec::new();
+                for (proposal, refusal) in proposals {
+                    let error = refusal.or((!committed).then_some(ResponseError::NotController));
+                    let mut answer = alter_partition_response::PartitionData::default()
+                        .with_partition_index(proposal.partition)
+                        .with_error_code(error.map_or(0, |e| e.code()));
+                    let now =
+                        self.image.topic_by_id(proposal.topic_id).and_then(|t| t.partitions.get(&proposal.partition));
+                    if let (None, Some(p)) = (error, now) {
+                        answer = answer
+                            .with_leader_id(kafka_protocol::messages::BrokerId(p.leader))
+                            .with_leader_epoch(p.leader_epoch)
+                            .with_isr(p.isr.iter().map(|&b| kafka_protocol::messages::BrokerId(b)).collect())
+                            .with_partition_epoch(p.partition_epoch);
+                    }
+                    match topics.iter_mut().find(|t| t.topic_id == proposal.topic_id) {
+                        Some(t) => t.partitions.push(answer),
+                        None => topics.push(
+                            alter_partition_response::TopicData::default()
+                                .with_topic_id(proposal.topic_id)
+                                .with_partitions(vec![answer]),
+                        ),
+                    }
+                }
+                ResponseKind::AlterPartition(AlterPartitionResponse::default().with_topics(topics))
             }
             AdminAnswer::ProducerIds { start, len, offset } => {
                 let answer = if verdicts.remove(&offset).unwrap_or(false) {

@@ -512,3 +512,70 @@ pub fn elect_leaders(image: &MetadataImage, election_type: i8, wanted: Option<Ve
     }
     Election { refused: failed, changes, elected }
 }
+
+/// One partition of an AlterPartition request (KIP-497): the ISR its leader proposes, with the
+/// broker epoch of each member (-1: not given).
+#[derive(Clone, Debug)]
+pub struct IsrProposal {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub isr: Vec<(BrokerId, i64)>,
+}
+
+/// AlterPartition from broker `leader`: each proposal checked as Kafka's controller checks it
+/// (`validateAlterPartitionData`): a stale leader epoch is fenced; a proposal not from the
+/// leader, or an ISR outside the replicas or without the leader, is invalid; a stale partition
+/// epoch is INVALID_UPDATE_VERSION; a member that is fenced, shutting down or of another broker
+/// epoch (KIP-903) is INELIGIBLE_REPLICA. Returns each proposal's refusal (None: taken) and the
+/// changes for those taken that change anything.
+pub fn alter_partition(
+    image: &MetadataImage,
+    leader: BrokerId,
+    proposals: &[IsrProposal],
+) -> (Vec<Option<ResponseError>>, Vec<PartitionChange>) {
+    let mut refusals = Vec::new();
+    let mut changes = Vec::new();
+    for proposal in proposals {
+        let partition = image.topic_by_id(proposal.topic_id).and_then(|t| t.partitions.get(&proposal.partition));
+        let isr: Vec<BrokerId> = proposal.isr.iter().map(|(id, _)| *id).collect();
+        let refusal = match partition {
+            None => Some(ResponseError::UnknownTopicOrPartition),
+            Some(p) if proposal.leader_epoch < p.leader_epoch => Some(ResponseError::FencedLeaderEpoch),
+            Some(p) if proposal.leader_epoch > p.leader_epoch => Some(ResponseError::NotController),
+            Some(p) if p.leader != leader => Some(ResponseError::InvalidRequest),
+            Some(p) if proposal.partition_epoch != p.partition_epoch => Some(ResponseError::InvalidUpdateVersion),
+            Some(p)
+                if !isr.contains(&leader)
+                    || isr.iter().any(|r| !p.replicas.contains(r))
+                    || isr.iter().collect::<BTreeSet<_>>().len() != isr.len() =>
+            {
+                Some(ResponseError::InvalidRequest)
+            }
+            Some(p) => {
+                let ineligible = proposal.isr.iter().any(|&(id, epoch)| {
+                    !p.isr.contains(&id)
+                        && (!is_usable(image, id) || (epoch >= 0 && image.broker(id).is_none_or(|b| b.epoch != epoch)))
+                });
+                ineligible.then_some(ResponseError::IneligibleReplica)
+            }
+        };
+        if let (None, Some(p)) = (refusal, partition) {
+            let mut sorted = isr.clone();
+            sorted.sort_unstable();
+            let mut current = p.isr.clone();
+            current.sort_unstable();
+            if sorted != current {
+                changes.push(PartitionChange {
+                    topic_id: proposal.topic_id,
+                    partition: proposal.partition,
+                    isr: Some(isr),
+                    ..PartitionChange::default()
+                });
+            }
+        }
+        refusals.push(refusal);
+    }
+    (refusals, changes)
+}

@@ -48,6 +48,7 @@ pub static REQUESTS: &[(ApiKey, &Message)] = &[
     (ApiKey::BrokerRegistration, &BROKER_REGISTRATION_REQUEST),
     (ApiKey::BrokerHeartbeat, &BROKER_HEARTBEAT_REQUEST),
     (ApiKey::AllocateProducerIds, &ALLOCATE_PRODUCER_IDS_REQUEST),
+    (ApiKey::AlterPartition, &ALTER_PARTITION_REQUEST),
 ];
 
 /// ProduceRequest (produce_request.rs)
@@ -1668,6 +1669,77 @@ pub static ALLOCATE_PRODUCER_IDS_REQUEST: Message = Message {
     fields: &[
         Field { name: "broker_id", kind: Int32, present: V(0, 0), compact: NEVER, nullable: false },
         Field { name: "broker_epoch", kind: Int64, present: V(0, 0), compact: NEVER, nullable: false },
+    ],
+    tagged: &[],
+};
+
+/// AlterPartitionRequest (alter_partition_request.rs)
+pub static ALTER_PARTITION_REQUEST: Message = Message {
+    name: "AlterPartitionRequest",
+    versions: V(2, 3),
+    flexible: V(2, 3),
+    fields: &[
+        Field { name: "broker_id", kind: Int32, present: V(2, 3), compact: NEVER, nullable: false },
+        Field { name: "broker_epoch", kind: Int64, present: V(2, 3), compact: NEVER, nullable: false },
+        Field {
+            name: "topics",
+            kind: Array(&Struct(&ALTER_PARTITION_REQUEST_TOPIC_DATA)),
+            present: V(2, 3),
+            compact: V(2, 3),
+            nullable: false,
+        },
+    ],
+    tagged: &[],
+};
+
+/// TopicData (alter_partition_request.rs)
+pub static ALTER_PARTITION_REQUEST_TOPIC_DATA: Message = Message {
+    name: "TopicData",
+    versions: V(2, 3),
+    flexible: V(2, 3),
+    fields: &[
+        Field { name: "topic_id", kind: Uuid, present: V(2, 3), compact: NEVER, nullable: false },
+        Field {
+            name: "partitions",
+            kind: Array(&Struct(&ALTER_PARTITION_REQUEST_PARTITION_DATA)),
+            present: V(2, 3),
+            compact: V(2, 3),
+            nullable: false,
+        },
+    ],
+    tagged: &[],
+};
+
+/// PartitionData (alter_partition_request.rs)
+pub static ALTER_PARTITION_REQUEST_PARTITION_DATA: Message = Message {
+    name: "PartitionData",
+    versions: V(2, 3),
+    flexible: V(2, 3),
+    fields: &[
+        Field { name: "partition_index", kind: Int32, present: V(2, 3), compact: NEVER, nullable: false },
+        Field { name: "leader_epoch", kind: Int32, present: V(2, 3), compact: NEVER, nullable: false },
+        Field { name: "new_isr", kind: Array(&Int32), present: V(2, 2), compact: V(2, 2), nullable: false },
+        Field {
+            name: "new_isr_with_epochs",
+            kind: Array(&Struct(&BROKER_STATE)),
+            present: V(3, 3),
+            compact: V(3, 3),
+            nullable: false,
+        },
+        Field { name: "leader_recovery_state", kind: Int8, present: V(2, 3), compact: NEVER, nullable: false },
+        Field { name: "partition_epoch", kind: Int32, present: V(2, 3), compact: NEVER, nullable: false },
+    ],
+    tagged: &[],
+};
+
+/// BrokerState (alter_partition_request.rs)
+pub static BROKER_STATE: Message = Message {
+    name: "BrokerState",
+    versions: V(2, 3),
+    flexible: V(2, 3),
+    fields: &[
+        Field { name: "broker_id", kind: Int32, present: V(3, 3), compact: NEVER, nullable: false },
+        Field { name: "broker_epoch", kind: Int64, present: V(3, 3), compact: NEVER, nullable: false },
     ],
     tagged: &[],
 };

@@ -315,6 +315,7 @@ fn topic_views(
                 .map(|p| spool_core::PartitionView {
                     leader: p.leader,
                     leader_epoch: p.leader_epoch,
+                    partition_epoch: p.partition_epoch,
                     replicas: p.replicas.clone(),
                     isr: p.isr.clone(),
                 })
