@@ -1,8 +1,9 @@
 """Topics through the controller, on three real `spool serve` processes: a topic is created once,
 by the active controller, with its replicas placed over the brokers, and every broker's Metadata
 shows it to every client (Kafka's own `kafka-topics`, which is the Java Admin client, librdkafka
-and kafka-python). Each partition is served by its leader alone; a killed leader's partitions go
-leaderless and come back with it; a killed controller is replaced and topics change again.
+and kafka-python). Each partition is served by its leader; an unreplicated partition of a killed
+leader goes leaderless and comes back with it; a killed controller is replaced and topics change
+again.
 
 Partitions replicate: followers copy their leader's log, acks=all waits for the in-sync
 replicas, and a killed leader's partitions move to an in-sync follower with every acknowledged

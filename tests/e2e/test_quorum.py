@@ -3,8 +3,8 @@
 SIGTERM handing over at once, a misconfigured voter refused by name, and brokers registering,
 heartbeating, and fenced when they stop.
 
-The brokers are not yet replicated (the replication issue); what runs here is the control plane's
-quorum. Each node listens for clients and, on a second port, for the other controllers."""
+What runs here is the control plane's quorum (partition replication is in test_replication.py).
+Each node listens for clients and, on a second port, for the other controllers."""
 
 from __future__ import annotations
 
