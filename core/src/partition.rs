@@ -215,20 +215,18 @@ impl PartitionLog {
     /// Leads the partition in `epoch`, from the log end: records appended from now on carry it.
     /// The cache holds the epoch before anything is written in it (as Kafka's `makeLeader`).
     pub fn become_leader(&mut self, epoch: i32) {
-        assert!(
-            epoch >= self.leader_epoch,
-            "{}: leader epoch moved back from {} to {epoch}",
-            self.tp,
-            self.leader_epoch
-        );
-        self.leader_epoch = epoch;
-        self.leading = true;
+        self.take_role(epoch, true);
         self.epochs.assign(epoch, self.log_end_offset());
     }
 
     /// Follows the leader of `epoch`: from now on only the leader's batches are appended
     /// (`append_replicated`), as they are.
     pub fn become_follower(&mut self, epoch: i32) {
+        self.take_role(epoch, false);
+    }
+
+    /// Leader epochs only move forward, whatever the role.
+    fn take_role(&mut self, epoch: i32, leading: bool) {
         assert!(
             epoch >= self.leader_epoch,
             "{}: leader epoch moved back from {} to {epoch}",
@@ -236,7 +234,7 @@ impl PartitionLog {
             self.leader_epoch
         );
         self.leader_epoch = epoch;
-        self.leading = false;
+        self.leading = leading;
     }
 
     pub fn is_leading(&self) -> bool {
