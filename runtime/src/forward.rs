@@ -38,6 +38,8 @@ pub async fn connect(host: &str, port: u16) -> Result<TcpStream, String> {
 /// without its size prefix.
 pub async fn exchange(stream: &mut TcpStream, frame: &[u8]) -> Result<Bytes, String> {
     stream.write_all(frame).await.map_err(|e| format!("write: {e}"))?;
+    // A buffered stream (madsim's) sends nothing until flushed.
+    stream.flush().await.map_err(|e| format!("flush: {e}"))?;
     let size = stream.read_i32().await.map_err(|e| format!("read: {e}"))?;
     let size = usize::try_from(size).ok().filter(|s| (4..=MAX_ANSWER_BYTES).contains(s));
     let size = size.ok_or_else(|| "the peer sent a bad frame size".to_string())?;

@@ -572,6 +572,12 @@ fn run_serve(args: ServeArgs) -> Result<()> {
         // Without a quorum nothing comes first.
         drop(quorum_done);
         let served = serve(options, FileStorage::new(data_dir), stop_rx, None).await;
+        if let Err(e) = &served {
+            // A node that must restart (or a broker that failed) stops at once, quorum and all;
+            // a supervisor (compose's restart policy, systemd) starts it again.
+            tracing::error!("stopping the node: {e:#}");
+            std::process::exit(1);
+        }
         if let Some(quorum) = quorum {
             let _ = quorum.await;
         }

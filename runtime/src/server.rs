@@ -41,7 +41,13 @@ pub struct ServerOptions {
     pub shutdown_limit: Duration,
     /// The brokers the metadata quorum registered, for a node in one.
     pub cluster_view: Option<tokio::sync::watch::Receiver<ClusterView>>,
+    /// Shown the broker after every turn of the event loop, with how many times it was replaced
+    /// in place; `None` in production, the simulator's checkers look through it.
+    pub observer: Option<BrokerObserver>,
 }
+
+/// Looks at a broker between turns (the simulator's per-event checks).
+pub type BrokerObserver = Arc<dyn Fn(&Broker, u64) + Send + Sync>;
 
 /// How long a stopping broker may take to finish in-flight work and sync, by default.
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(30);
@@ -60,6 +66,7 @@ impl ServerOptions {
             turn_time: None,
             shutdown_limit: SHUTDOWN_LIMIT,
             cluster_view: None,
+            observer: None,
         }
     }
 }
@@ -83,6 +90,19 @@ pub type ConnFaults = std::sync::Arc<dyn Fn() -> ConnFault + Send + Sync>;
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
+
+/// Why a broker in a cluster stopped: its node must restart (a partition went offline), as a
+/// new incarnation. `spool serve` exits for its supervisor to start it again.
+#[derive(Debug)]
+pub struct RestartNode(pub String);
+
+impl std::fmt::Display for RestartNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the node must restart: {}", self.0)
+    }
+}
+
+impl std::error::Error for RestartNode {}
 
 /// Runs a broker until `shutdown` fires, then shuts down cleanly.
 pub async fn serve<S: Storage>(
@@ -123,9 +143,12 @@ pub async fn serve<S: Storage>(
         turn_time: options.turn_time,
         shutdown_limit: options.shutdown_limit,
         cluster_view: options.cluster_view,
+        observer: options.observer,
     };
     let result = event_loop(Running { broker, storage, config }, events_rx, shutdown, timing).await;
     accept.abort();
+    // Gone before returning, with its listener: a node restarted in process binds it again.
+    let _ = accept.await;
     result
 }
 
@@ -154,6 +177,7 @@ struct Timing {
     turn_time: Option<TurnTime>,
     shutdown_limit: Duration,
     cluster_view: Option<tokio::sync::watch::Receiver<ClusterView>>,
+    observer: Option<BrokerObserver>,
 }
 
 /// Where forwarded admin requests go, and where their answers come back.
@@ -227,7 +251,8 @@ async fn event_loop<S: Storage>(
     timing: Timing,
 ) -> Result<()> {
     let Running { mut broker, mut storage, mut config } = running;
-    let Timing { turn_time, shutdown_limit, mut cluster_view } = timing;
+    let Timing { turn_time, shutdown_limit, mut cluster_view, observer } = timing;
+    let mut replaced = 0u64;
     let (completions_tx, mut completions) = mpsc::unbounded_channel::<Completion>();
     let (forwarded_tx, mut forwarded) = mpsc::unbounded_channel::<Forwarded>();
     let mut forwarder = Forwarder {
@@ -256,6 +281,16 @@ async fn event_loop<S: Storage>(
                 tracing::warn!("stopping without the clean-shutdown marker: a partition was offline");
                 return Ok(());
             }
+            Drained::Restart(reason) if cluster_view.is_some() => {
+                // In a cluster the node restarts whole (as Kafka halts on a failed log
+                // directory): it comes back as a new incarnation, so the controller moves its
+                // leaderships on to a new epoch; reloaded in place, it would lead on in its old
+                // epoch over a log the crash may have changed.
+                for handle in writers.values() {
+                    handle.close();
+                }
+                return Err(anyhow::Error::new(RestartNode(reason)));
+            }
             Drained::Restart(reason) => {
                 tracing::warn!("restarting the broker in place: {reason}");
                 for (conn, handle) in std::mem::take(&mut writers) {
@@ -268,6 +303,7 @@ async fn event_loop<S: Storage>(
                 config.offline_restart_after_ms =
                     (config.offline_restart_after_ms * 2).min(config.offline_restart_max_ms);
                 broker = Broker::new(config.clone(), loaded, now_ms());
+                replaced += 1;
                 // Answers to the old broker's forwards are dropped.
                 forwarder.generation += 1;
                 if let Some(view) = &cluster_view {
@@ -275,6 +311,9 @@ async fn event_loop<S: Storage>(
                 }
                 continue;
             }
+        }
+        if let Some(observe) = &observer {
+            observe(&broker, replaced);
         }
         if let Some(busy) = turn_time.as_ref().map(|f| f()).filter(|d| !d.is_zero()) {
             tokio::time::sleep(busy).await;
