@@ -124,6 +124,10 @@ pub struct PartitionLog {
     /// Consumers read below it. It never passes the durable end of the replicas that count
     /// (today this node alone) and only moves forward, through `advance_high_watermark`.
     high_watermark: LogPoint,
+    /// Set by recovery, which takes the high watermark to the durable end: on a replica that
+    /// may be a tail no leader committed, so its leader must confirm it (or the log is copied
+    /// afresh) before the replica counts as holding it.
+    high_watermark_unconfirmed: bool,
     /// Every batch appended above the high watermark, oldest first: where it ends (the places
     /// the high watermark can move to, or the log be cut back to) and what producer state takes
     /// from it. Holds only what is appended and not yet acknowledged.
@@ -152,6 +156,7 @@ impl PartitionLog {
             producers: ProducerStates::default(),
             durable: LogPoint { offset: 0, segment_base: 0, position: 0 },
             high_watermark: LogPoint { offset: 0, segment_base: 0, position: 0 },
+            high_watermark_unconfirmed: false,
             above_hw: VecDeque::new(),
             producers_at_hw: ProducerStates::default(),
             synced_segment_base: 0,
@@ -201,6 +206,7 @@ impl PartitionLog {
             synced_segment_base: durable.segment_base,
             durable,
             high_watermark: durable,
+            high_watermark_unconfirmed: false,
             above_hw: VecDeque::new(),
             unsynced: BTreeSet::new(),
             sync_in_flight: None,
@@ -209,6 +215,9 @@ impl PartitionLog {
         // One node leads every partition, in the latest epoch its log knows (none yet: 0).
         let epoch = log.epochs.latest().map_or(0, |l| l.epoch);
         log.become_leader(epoch);
+        // In a cluster the image decides who leads; until a leader confirms it, the recovered
+        // high watermark is only this node's durable end.
+        log.high_watermark_unconfirmed = log.high_watermark.offset > 0;
         log
     }
 
@@ -216,6 +225,9 @@ impl PartitionLog {
     /// The cache holds the epoch before anything is written in it (as Kafka's `makeLeader`).
     pub fn become_leader(&mut self, epoch: i32) {
         self.take_role(epoch, true);
+        // A leader's log is its partition's truth: what it holds below its high watermark is
+        // committed from now on.
+        self.high_watermark_unconfirmed = false;
         self.epochs.assign(epoch, self.log_end_offset());
     }
 
@@ -235,6 +247,16 @@ impl PartitionLog {
         );
         self.leader_epoch = epoch;
         self.leading = leading;
+    }
+
+    /// Whether the high watermark is recovery's (the durable end), not yet known committed.
+    pub fn high_watermark_unconfirmed(&self) -> bool {
+        self.high_watermark_unconfirmed
+    }
+
+    /// The leader's high watermark reached this replica's: everything below it is committed.
+    pub fn confirm_high_watermark(&mut self) {
+        self.high_watermark_unconfirmed = false;
     }
 
     pub fn is_leading(&self) -> bool {
@@ -334,6 +356,11 @@ impl PartitionLog {
         );
         assert!(offset <= self.log_end_offset(), "{tp}: truncation to {offset} past the log end");
         if offset == self.log_end_offset() {
+            // No record goes, but an epoch this log led without writing in it (starting at
+            // its end) does: a follower names the last epoch it holds records of.
+            if !self.leading {
+                self.epochs.truncate_from_end(offset);
+            }
             return;
         }
         let point = if offset == self.high_watermark.offset {
@@ -341,6 +368,48 @@ impl PartitionLog {
         } else {
             self.batch_end(offset).unwrap_or_else(|| panic!("{tp}: truncation to {offset} is not the end of a batch"))
         };
+        self.cut_files_at(point, ops);
+        self.above_hw.retain(|u| u.end.offset <= offset);
+        self.producers = self.producers_at_hw.clone();
+        for u in &self.above_hw {
+            self.producers.record_facts(&u.facts);
+        }
+        self.epochs.truncate_from_end(offset);
+        if self.leading && self.epochs.latest().is_none_or(|l| l.epoch != self.leader_epoch) {
+            self.epochs.assign(self.leader_epoch, offset);
+        }
+    }
+
+    /// Empties a follower's log, to copy it again from its leader from the log start: what a
+    /// replica does when its leader's log diverges below its high watermark, which only a
+    /// recovered high watermark (set to the durable end by recovery, not known committed) can
+    /// be. Returns false, changing nothing, while a sync is in flight (its completion must find
+    /// the log it started on) or when the log starts inside its first segment.
+    pub fn empty_for_copy(&mut self, ops: &mut Ops) -> bool {
+        assert!(!self.leading, "{}: a leader's log is its partition's truth; only a follower empties it", self.tp);
+        let base = self.segments[0].base_offset;
+        if self.sync_in_flight.is_some() || self.log_start_offset != base {
+            return false;
+        }
+        let point = LogPoint { offset: base, segment_base: base, position: 0 };
+        self.cut_files_at(point, ops);
+        // The producer state before the log is the old log's; the copy brings the leader's.
+        let snapshot = self.file(base, FileKind::ProducerSnapshot);
+        self.unsynced.remove(&snapshot);
+        ops.delete(snapshot);
+        self.high_watermark = point;
+        self.high_watermark_unconfirmed = false;
+        self.above_hw.clear();
+        self.producers = ProducerStates::default();
+        self.producers_at_hw = ProducerStates::default();
+        self.epochs.truncate_from_end(base);
+        true
+    }
+
+    /// Drops the files and segments past `point` and shortens the one holding it; the durable
+    /// end and any sync in flight come back to it. The cut reaches the disk with the next sync.
+    fn cut_files_at(&mut self, point: LogPoint, ops: &mut Ops) {
+        let offset = point.offset;
         while self.active().base_offset > point.segment_base {
             let gone = self.segments.pop().expect("a later segment");
             for kind in [FileKind::Log, FileKind::OffsetIndex, FileKind::TimeIndex, FileKind::ProducerSnapshot] {
@@ -363,22 +432,14 @@ impl PartitionLog {
         ops.truncate(log_file.clone(), point.position);
         self.unsynced.insert(log_file);
         self.synced_segment_base = self.synced_segment_base.min(base);
-        if self.durable.offset > offset {
+        // At the cut itself too: a point there may name the start of a segment just deleted.
+        if self.durable.offset >= offset {
             self.durable = point;
         }
         if let Some((_, target)) = &mut self.sync_in_flight {
-            if target.offset > offset {
+            if target.offset >= offset {
                 *target = point;
             }
-        }
-        self.above_hw.retain(|u| u.end.offset <= offset);
-        self.producers = self.producers_at_hw.clone();
-        for u in &self.above_hw {
-            self.producers.record_facts(&u.facts);
-        }
-        self.epochs.truncate_from_end(offset);
-        if self.leading && self.epochs.latest().is_none_or(|l| l.epoch != self.leader_epoch) {
-            self.epochs.assign(self.leader_epoch, offset);
         }
         ops.syncs_due.insert(self.tp.clone());
     }
@@ -533,7 +594,14 @@ impl PartitionLog {
         let (mut next, mut end, mut last_epoch) = (first_offset, 0, self.last_epoch());
         let mut facts = Vec::new();
         for (position, b) in Batches::new(records, true) {
-            if b.base_offset() != next || b.partition_leader_epoch() < last_epoch || b.last_offset() < b.base_offset() {
+            // The leader epoch field lies outside the batch's CRC: a bit flipped there on the
+            // leader's read shows only as an epoch no leader has had yet.
+            let epoch = b.partition_leader_epoch();
+            if b.base_offset() != next
+                || epoch < last_epoch
+                || epoch > self.leader_epoch
+                || b.last_offset() < b.base_offset()
+            {
                 if facts.is_empty() {
                     return Err(AppendError::Corrupt(format!(
                         "a copied batch at {} (epoch {}) does not continue the log at {next} (epoch {last_epoch})",

@@ -297,3 +297,75 @@ fn a_cut_is_undone_by_a_power_loss_until_it_is_synced() {
     after.crash(&mut |_| 0);
     assert!(after.file_len(&file) < full, "a synced cut survives a power loss");
 }
+
+/// A batch as a leader of `epoch` would send it: the leader epoch field lies outside the CRC.
+fn copied_batch(values: &[&str], epoch: i32) -> Bytes {
+    let mut bytes = records(values, None, 1_000).to_vec();
+    bytes[12..16].copy_from_slice(&epoch.to_be_bytes());
+    Bytes::from(bytes)
+}
+
+#[test]
+fn a_follower_cut_at_its_end_forgets_an_epoch_it_led_without_writing_in_it() {
+    let mut h = Harness::new();
+    h.apply(Step::Append { producer: 3, count: 2, bump: false });
+    h.apply(Step::Settle);
+    // Led epoch 3 from the log end, wrote nothing, and follows again.
+    h.log.become_leader(3);
+    h.log.become_follower(4);
+    assert_eq!(h.log.last_epoch(), 3);
+    h.log.truncate_to(2, &mut h.ops);
+    assert_eq!(h.log.last_epoch(), 0, "a follower names the epoch of its last batch as LastFetchedEpoch");
+    h.log.check_invariants();
+}
+
+#[test]
+fn a_copied_batch_of_an_epoch_past_the_followed_one_is_refused() {
+    let mut h = Harness::new();
+    h.log.become_follower(2);
+    let refused = h.log.append_replicated(&copied_batch(&["a"], 67_108_866), 1_000, Durability::Fsync, &mut h.ops);
+    assert!(refused.is_err(), "an epoch no leader has had yet is a damaged batch");
+    assert_eq!(h.log.log_end_offset(), 0);
+    let copied = h.log.append_replicated(&copied_batch(&["a"], 2), 1_000, Durability::Fsync, &mut h.ops);
+    assert_eq!(copied.ok(), Some(1));
+    assert_eq!(h.log.last_epoch(), 2);
+}
+
+#[test]
+fn a_follower_log_emptied_for_a_fresh_copy_holds_nothing_on_disk_and_takes_the_leaders_batches() {
+    let mut h = Harness::new();
+    for _ in 0..6 {
+        h.apply(Step::Append { producer: 0, count: 2, bump: false });
+    }
+    h.apply(Step::Settle);
+    h.log.advance_high_watermark(h.log.durable_end());
+    assert!(h.log.segments.len() > 1, "the test wants several segments");
+    h.log.become_follower(1);
+    assert!(h.log.empty_for_copy(&mut h.ops));
+    h.log.check_invariants();
+    assert_eq!((h.log.log_end_offset(), h.log.high_watermark(), h.log.durable_end()), (0, 0, 0));
+    assert!(h.log.producers.get(10).is_none(), "producer state goes with the records");
+    assert!(!h.log.high_watermark_unconfirmed());
+    h.settle();
+    assert!(h.stored().is_empty(), "no batch is left in the files");
+    let copied = h.log.append_replicated(&copied_batch(&["x", "y"], 1), 1_000, Durability::Fsync, &mut h.ops);
+    assert_eq!(copied.ok(), Some(2));
+    h.settle();
+    assert_eq!(h.stored().len(), 1);
+}
+
+/// Found by the property test: a cut exactly at the durable end, which named the start of a
+/// segment the cut deleted, left the durable end (and then the high watermark) pointing there.
+#[test]
+fn a_cut_at_the_durable_end_leaves_no_point_in_a_deleted_segment() {
+    let mut h = Harness::new();
+    let append = |n| Step::Append { producer: 0, count: n, bump: false };
+    let steps = [append(1), Step::Settle, Step::Acknowledge(1), append(3), append(3), append(1), Step::Settle];
+    for s in steps.into_iter().chain([Step::Acknowledge(1), Step::Cut(7), append(3), append(1), Step::Cut(5)]) {
+        h.apply(s);
+    }
+    for s in [append(1), append(1), append(1), Step::Acknowledge(5), append(1), Step::Cut(0)] {
+        h.apply(s);
+    }
+    h.log.check_invariants();
+}

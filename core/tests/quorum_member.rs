@@ -508,7 +508,7 @@ mod topics {
         BrokerId, CreatePartitionsRequest, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, TopicName,
     };
     use kafka_protocol::protocol::StrBytes;
-    use spool_core::metadata::NO_LEADER;
+    use spool_core::metadata::{PartitionImage, NO_LEADER};
 
     const NOT_CONTROLLER: i16 = 41;
 
@@ -853,6 +853,48 @@ mod topics {
         assert_eq!(alter(&mut cluster, 7, (le, pe + 1), vec![(8, e8)]).1, 42);
         assert_eq!(alter(&mut cluster, 7, (le - 1, pe + 1), vec![(7, e7)]).1, 74);
         assert_eq!(alter(&mut cluster, 7, (le, pe + 1), vec![(7, e7), (8, e8), (9, e9)]).2, vec![7, 8, 9]);
+    }
+
+    #[test]
+    fn a_broker_back_as_a_new_incarnation_leaves_its_isrs_and_leads_nothing_in_its_old_epochs() {
+        let mut cluster = Cluster::new();
+        let leader = cluster.with_brokers();
+        let answer = cluster.create(5_100, leader, vec![topic("events", 3, 3), topic("alone", 3, 1)]);
+        assert!(answer.topics.iter().all(|t| t.error_code == 0));
+        cluster.run_until_from(5_100, 5_500);
+        let partitions = |cluster: &Cluster, name: &str| -> Vec<PartitionImage> {
+            cluster.members[&leader].image().topic(name).unwrap().partitions.values().cloned().collect()
+        };
+        let before = (partitions(&cluster, "events"), partitions(&cluster, "alone"));
+        assert!(before.0.iter().any(|p| p.leader == 7), "broker 7 leads a partition of events");
+
+        // Broker 7 restarts (a crash may have taken its unsynced tail) and registers again.
+        let ResponseKind::BrokerRegistration(r) =
+            cluster.ask_and_wait(5_500, leader, ApiKey::BrokerRegistration, 4, registration(7, 77, "test-cluster"))
+        else {
+            panic!("not a BrokerRegistration answer")
+        };
+        assert_eq!(r.error_code, 0);
+        cluster.run_until_from(5_500, 6_000);
+        for (was, now) in before.0.iter().zip(partitions(&cluster, "events")) {
+            assert!(!now.isr.contains(&7), "broker 7 left the ISR {:?}", now.isr);
+            if was.leader == 7 {
+                assert_ne!(now.leader, 7, "another in-sync replica leads");
+                assert!(now.leader_epoch > was.leader_epoch);
+            } else {
+                assert_eq!((now.leader, now.leader_epoch), (was.leader, was.leader_epoch));
+            }
+        }
+        // The last member of an ISR stays in it: leaderless for a moment, then led again by
+        // broker 7 (unfenced with its registration), in a newer epoch.
+        for (was, now) in before.1.iter().zip(partitions(&cluster, "alone")) {
+            if was.replicas == vec![7] {
+                assert_eq!((now.leader, now.isr.clone()), (7, vec![7]));
+                assert!(now.leader_epoch >= was.leader_epoch + 2, "{} then {}", was.leader_epoch, now.leader_epoch);
+            } else {
+                assert_eq!(now.leader_epoch, was.leader_epoch);
+            }
+        }
     }
 
     #[test]

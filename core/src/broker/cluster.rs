@@ -165,6 +165,7 @@ impl Broker {
     /// those the image dropped, and leads in the image's epoch where it says so.
     pub(crate) fn follow_image(&mut self, now_ms: i64) {
         let Some(topics) = self.cluster_view.as_ref().and_then(|v| v.topics.clone()) else {
+            self.follow_until_led();
             return;
         };
         let me = self.config.node_id;
@@ -229,6 +230,16 @@ impl Broker {
             }
         }
         self.lead_in_image_epochs(now_ms, &topics);
+    }
+
+    /// Before the image is known (a broker just started), no log leads: a recovered log
+    /// starts out leading its last epoch, which another broker may have led since.
+    fn follow_until_led(&mut self) {
+        for topic in self.topics.values_mut().filter(|t| !admin::is_internal_topic(&t.name)) {
+            for log in topic.partitions.iter_mut().filter(|log| log.is_leading()) {
+                log.become_follower(log.leader_epoch);
+            }
+        }
     }
 
     fn warn_stray_once(&mut self, name: &str, why: &str) {

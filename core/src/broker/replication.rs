@@ -185,30 +185,47 @@ impl Broker {
             {
                 continue;
             }
+            // A recovered high watermark is first checked against the leader's, by a fetch sent
+            // as a consumer's (which the leader counts for nothing): a replica's fetch would let
+            // the leader take it into the ISR before the answer shows whether its log must be
+            // copied afresh. Partitions that need it go first, alone.
+            let unconfirmed = |log: &crate::partition::PartitionLog| log.high_watermark_unconfirmed();
+            let probing = partitions.iter().any(|f| self.partition(&f.tp).is_some_and(unconfirmed));
             let mut topics: BTreeMap<Uuid, Vec<FetchPartition>> = BTreeMap::new();
             for f in &partitions {
                 let Some(log) = self.partition(&f.tp) else { continue };
-                if log.failed.is_some() || log.durable_end() != log.log_end_offset() {
+                // The offset a follower names is on its disk: it asks again once what it
+                // copied is synced.
+                let on_disk = log.durable_end();
+                if log.failed.is_some() || on_disk != log.log_end_offset() || unconfirmed(log) != probing {
                     continue;
                 }
+                let (fetch_offset, last_fetched_epoch, max_bytes) = if probing {
+                    (log.log_start_offset, -1, 1)
+                } else {
+                    (on_disk, log.last_epoch(), FETCH_PARTITION_MAX_BYTES)
+                };
                 topics.entry(f.topic_id).or_default().push(
                     FetchPartition::default()
                         .with_partition(f.tp.partition)
                         .with_current_leader_epoch(f.leader_epoch)
-                        .with_fetch_offset(log.durable_end())
-                        .with_last_fetched_epoch(log.last_epoch())
+                        .with_fetch_offset(fetch_offset)
+                        .with_last_fetched_epoch(last_fetched_epoch)
                         .with_log_start_offset(log.log_start_offset)
-                        .with_partition_max_bytes(FETCH_PARTITION_MAX_BYTES),
+                        .with_partition_max_bytes(max_bytes),
                 );
             }
             if topics.is_empty() {
                 continue;
             }
             let me = self.config.node_id;
+            let replica_state = if probing {
+                ReplicaState::default().with_replica_id(BrokerId(-1)).with_replica_epoch(-1)
+            } else {
+                ReplicaState::default().with_replica_id(BrokerId(me)).with_replica_epoch(broker_epoch)
+            };
             let request = FetchRequest::default()
-                .with_replica_state(
-                    ReplicaState::default().with_replica_id(BrokerId(me)).with_replica_epoch(broker_epoch),
-                )
+                .with_replica_state(replica_state)
                 .with_max_wait_ms(FETCH_WAIT_MS)
                 .with_min_bytes(1)
                 .with_max_bytes(FETCH_MAX_BYTES)
@@ -274,6 +291,12 @@ impl Broker {
                         continue;
                     }
                 }
+                if self.partition(&f.tp).is_some_and(|log| log.high_watermark_unconfirmed()) {
+                    // The answer to a probe from the log start: only its high watermark counts.
+                    self.replication.leader_hw.insert(f.tp.clone(), p.high_watermark);
+                    self.settle_recovered_high_watermark(&f.tp, p.high_watermark);
+                    continue;
+                }
                 if p.diverging_epoch.epoch >= 0 {
                     if !self.cut_diverged_log(&f.tp, p.diverging_epoch.epoch, p.diverging_epoch.end_offset) {
                         wait_for_metadata = true;
@@ -312,11 +335,19 @@ impl Broker {
         let (_, own_end) = log.leader_epochs().end_offset_for(epoch, log.log_end_offset());
         let agreed = end_offset.min(own_end).min(log.log_end_offset());
         if agreed < log.high_watermark() {
-            tracing::error!(
-                partition = %tp, agreed, high_watermark = log.high_watermark(),
-                "the leader's log diverges below this replica's high watermark; not cutting committed records"
+            // Only a high watermark recovery set (to the durable end, after a crash) can be above
+            // what the leader holds: what this log has past `agreed` was never committed, and
+            // its producer state there is not known, so the leader's log is copied afresh.
+            let recovered = log.high_watermark();
+            if !log.empty_for_copy(&mut self.ops) {
+                return false;
+            }
+            tracing::warn!(
+                partition = %tp, agreed, high_watermark = recovered,
+                "the leader's log diverges below this replica's recovered high watermark; copying it again"
             );
-            return false;
+            self.mark_leader_epochs_dirty();
+            return true;
         }
         let cut = log.batch_end_at_or_below(agreed.max(log.high_watermark())).max(log.high_watermark());
         tracing::info!(partition = %tp, epoch, end_offset, cut, "log diverged from the leader's; cutting it back");
@@ -325,21 +356,57 @@ impl Broker {
         true
     }
 
+    /// A restarted follower's high watermark is recovery's (its durable end), which may cover a
+    /// tail no leader committed: once the leader's reaches it, it is confirmed; while the
+    /// leader's is below it, the log is copied afresh (before the follower can join the ISR,
+    /// which it left by restarting), since a later leader might hold less there and the log
+    /// cannot be cut below its high watermark.
+    fn settle_recovered_high_watermark(&mut self, tp: &TopicPartition, leader_high_watermark: i64) {
+        let Some(log) = self.topics.get_mut(&tp.topic).and_then(|t| t.partitions.get_mut(tp.partition as usize)) else {
+            return;
+        };
+        if !log.high_watermark_unconfirmed() {
+            return;
+        }
+        if leader_high_watermark >= log.high_watermark() {
+            log.confirm_high_watermark();
+            return;
+        }
+        let recovered = log.high_watermark();
+        if !log.empty_for_copy(&mut self.ops) {
+            return;
+        }
+        tracing::warn!(
+            partition = %tp, recovered, leader_high_watermark,
+            "this replica's recovered high watermark is past its leader's; copying the log again"
+        );
+        self.mark_leader_epochs_dirty();
+    }
+
+    /// The replicas a leader counts for the high watermark of `tp`: the view's ISR and any ISR
+    /// change it proposed and has not seen committed (Kafka's maximal ISR). None where this node
+    /// does not lead `tp`.
+    pub fn maximal_isr(&self, tp: &TopicPartition) -> Option<BTreeSet<i32>> {
+        let view = self.view_partition(tp).filter(|_| !admin::is_internal_topic(&tp.topic))?;
+        if view.leader != self.config.node_id || !self.partition(tp)?.is_leading() {
+            return None;
+        }
+        let proposed = self.replication.pending_isr.get(tp).map(|p| p.proposed.iter().map(|(id, _)| *id));
+        Some(view.isr.iter().copied().chain(proposed.into_iter().flatten()).collect())
+    }
+
     /// Where the high watermark of a partition may move now: on a single node (and for the
     /// node's own internal topics) its durable end; a leader's, the least durable end over the
     /// in-sync replicas, unless they are fewer than `min.insync.replicas`; a follower's, its
-    /// leader's as last heard, within its own durable end.
+    /// leader's as last heard, within its own durable end. In a cluster, a partition the view
+    /// does not show yet (a restarted broker catching up with the image) holds still: its
+    /// durable end may be a tail no leader acknowledged.
     pub(crate) fn high_watermark_target(&self, tp: &TopicPartition) -> Option<i64> {
         let log = self.partition(tp)?;
-        let view = self
-            .view_topics()
-            .filter(|_| !admin::is_internal_topic(&tp.topic))
-            .and_then(|t| t.get(&*tp.topic))
-            .filter(|t| self.topics.get(&*tp.topic).is_some_and(|local| local.id == t.id))
-            .and_then(|t| usize::try_from(tp.partition).ok().and_then(|i| t.partitions.get(i)));
-        let Some(view) = view else {
+        if !self.in_cluster() || admin::is_internal_topic(&tp.topic) {
             return Some(log.durable_end());
-        };
+        }
+        let view = self.view_partition(tp)?;
         if !log.is_leading() {
             let heard = self.replication.leader_hw.get(tp).copied().unwrap_or(log.high_watermark());
             return Some(heard.min(log.durable_end()));
@@ -348,8 +415,7 @@ impl Broker {
             return None;
         }
         let followers = self.replication.followers.get(tp);
-        let proposed = self.replication.pending_isr.get(tp).map(|p| p.proposed.iter().map(|(id, _)| *id));
-        let maximal: BTreeSet<i32> = view.isr.iter().copied().chain(proposed.into_iter().flatten()).collect();
+        let maximal = self.maximal_isr(tp)?;
         let mut target = log.durable_end();
         for replica in maximal.iter().filter(|&&r| r != self.config.node_id) {
             let durable = followers.and_then(|f| f.get(replica)).map_or(log.high_watermark(), |f| f.durable_end);
@@ -443,6 +509,7 @@ impl Broker {
         self.send_isr_change(tp);
     }
 
+    /// The view of `tp` if it is of the topic this node holds, not an older one of that name.
     fn view_partition(&self, tp: &TopicPartition) -> Option<&super::PartitionView> {
         let view = self.view_topics()?.get(&*tp.topic)?;
         if self.topics.get(&*tp.topic).is_none_or(|local| local.id != view.id) {

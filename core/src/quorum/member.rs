@@ -130,8 +130,11 @@ pub struct QuorumMember {
     /// The end of the last block of producer ids proposed: a block proposed before the last one
     /// committed must not be handed out twice.
     producer_ids_proposed_end: i64,
-    /// The last leader changes proposed: none other is proposed until the image applied it.
-    elections_proposed_at: Option<u64>,
+    /// The last entry this controller proposed that changes partitions (leaders, ISRs). Such
+    /// changes are computed from the image and set absolute values, so none other is proposed
+    /// until the image applied it: two computed from one image would undo each other (an ISR
+    /// change putting back a replica a restart just took out).
+    partition_changes_at: Option<u64>,
     /// The image's applied end when leaders were last looked over.
     elections_checked_at: u64,
 }
@@ -251,7 +254,7 @@ impl QuorumMember {
             leading_epoch: None,
             verdicts: BTreeMap::new(),
             producer_ids_proposed_end: 0,
-            elections_proposed_at: None,
+            partition_changes_at: None,
             elections_checked_at: 0,
         };
         member.drain_node();
@@ -551,7 +554,10 @@ impl QuorumMember {
         }
         let records: Vec<MetadataRecord> = changes.into_iter().map(MetadataRecord::PartitionChange).collect();
         match self.propose_awaited(now, MetadataRecord::encode_all(&records)) {
-            Ok(offset) => AdminAnswer::ElectLeaders { refused, elected, offset: Some(offset) },
+            Ok(offset) => {
+                self.partition_changes_at = Some(offset);
+                AdminAnswer::ElectLeaders { refused, elected, offset: Some(offset) }
+            }
             Err(_) => {
                 refused.extend(elected.into_iter().map(|(t, p)| (t, p, ResponseError::NotController)));
                 AdminAnswer::ElectLeaders { refused, elected: Vec::new(), offset: None }
@@ -581,6 +587,10 @@ impl QuorumMember {
         if self.pending_admin.len() >= MAX_PENDING_ADMIN {
             return Err(ResponseError::ThrottlingQuotaExceeded);
         }
+        if !self.partition_changes_settled() {
+            // Retried by the leader; checked then against an image that holds the change.
+            return Err(ResponseError::RequestTimedOut);
+        }
         let proposals: Vec<topics::IsrProposal> = request
             .topics
             .iter()
@@ -603,10 +613,11 @@ impl QuorumMember {
             None
         } else {
             let records: Vec<MetadataRecord> = changes.into_iter().map(MetadataRecord::PartitionChange).collect();
-            Some(
-                self.propose_awaited(now, MetadataRecord::encode_all(&records))
-                    .map_err(|_| ResponseError::NotController)?,
-            )
+            let offset = self
+                .propose_awaited(now, MetadataRecord::encode_all(&records))
+                .map_err(|_| ResponseError::NotController)?;
+            self.partition_changes_at = Some(offset);
+            Some(offset)
         };
         Ok(AdminAnswer::AlterPartition { proposals: proposals.into_iter().zip(refusals).collect(), offset })
     }
@@ -736,13 +747,15 @@ impl QuorumMember {
 
     /// On the active controller: partitions whose leader is fenced get another (or none), and
     /// leaderless ones a returning replica, one batch of changes at a time.
+    /// Whether the image applied every partition change this controller proposed.
+    fn partition_changes_settled(&self) -> bool {
+        self.partition_changes_at.is_none_or(|at| at < self.image.applied_end())
+    }
+
     fn elect_leaders(&mut self, now: Now) {
         self.end_lost_leadership();
         let applied = self.image.applied_end();
-        if !self.is_active_controller()
-            || self.elections_proposed_at.is_some_and(|at| at >= applied)
-            || self.elections_checked_at == applied
-        {
+        if !self.is_active_controller() || !self.partition_changes_settled() || self.elections_checked_at == applied {
             return;
         }
         self.elections_checked_at = applied;
@@ -754,7 +767,7 @@ impl QuorumMember {
         match self.node.propose(now.monotonic_ms, MetadataRecord::encode_all(&records)) {
             Ok(offset) => {
                 tracing::info!(partitions = records.len(), "electing partition leaders");
-                self.elections_proposed_at = Some(offset);
+                self.partition_changes_at = Some(offset);
             }
             // Looked over again once the image moves (the log is busy committing).
             Err(_) => self.elections_checked_at = 0,
@@ -806,10 +819,23 @@ impl QuorumMember {
         // Registered brokers start fenced (KIP-631); with no replica to catch up yet, the
         // controller lets it in at once. Heartbeats and fencing on expiry come with replication.
         let unfence = MetadataRecord::BrokerFenced { broker_id, fenced: false };
+        let restarted = self.image.broker(broker_id).is_some_and(|b| b.incarnation != request.incarnation_id);
+        let mut records = vec![record];
+        let changes = if restarted { topics::restarted_broker_changes(&self.image, broker_id) } else { Vec::new() };
+        if !changes.is_empty() && !self.partition_changes_settled() {
+            return refuse(ResponseError::RequestTimedOut);
+        }
+        let changes_partitions = !changes.is_empty();
+        records.extend(changes.into_iter().map(MetadataRecord::PartitionChange));
         let registered = match registered_at {
             Some(offset) => offset,
-            None => match self.node.propose(now.monotonic_ms, record.encode()) {
-                Ok(offset) => offset,
+            None => match self.node.propose(now.monotonic_ms, MetadataRecord::encode_all(&records)) {
+                Ok(offset) => {
+                    if changes_partitions {
+                        self.partition_changes_at = Some(offset);
+                    }
+                    offset
+                }
                 Err(crate::raft::ProposeError::NotLeader { .. }) => return refuse(ResponseError::NotController),
                 Err(crate::raft::ProposeError::Busy) => return refuse(ResponseError::RequestTimedOut),
             },
@@ -1051,7 +1077,7 @@ impl QuorumMember {
         self.leading_epoch = leading;
         self.awaited.clear();
         self.verdicts.clear();
-        self.elections_proposed_at = None;
+        self.partition_changes_at = None;
         self.elections_checked_at = 0;
         for (_, pending) in std::mem::take(&mut self.pending_admin) {
             self.respond_admin(pending);

@@ -414,6 +414,31 @@ pub fn leader_changes(image: &MetadataImage) -> Vec<PartitionChange> {
     changes
 }
 
+/// A broker that comes back as a new incarnation (restarted, perhaps after a crash that took
+/// its unsynced tail) leaves the ISRs it is in and gives up what it led, as Kafka's controller
+/// does on an unclean restart. Leading again in its old epoch, it would write new records at
+/// offsets its followers already hold from before the crash, under the same epoch, where no
+/// follower could tell them apart; in an ISR, it would count as holding what it must first
+/// check against the leader (its recovered high watermark is not known committed). The last
+/// member of an ISR stays in it, without leading until it is usable again (a new epoch).
+pub fn restarted_broker_changes(image: &MetadataImage, broker: BrokerId) -> Vec<PartitionChange> {
+    let mut changes = Vec::new();
+    for topic in image.topics() {
+        for (&partition, p) in topic.partitions.iter().filter(|(_, p)| p.isr.contains(&broker)) {
+            let others: Vec<BrokerId> = p.isr.iter().copied().filter(|&r| r != broker).collect();
+            let isr = (!others.is_empty()).then_some(others);
+            let leader = (p.leader == broker).then(|| {
+                let next = isr.iter().flatten().copied().find(|&r| is_usable(image, r));
+                next.unwrap_or(NO_LEADER)
+            });
+            if isr.is_some() || leader.is_some() {
+                changes.push(PartitionChange { topic_id: topic.id, partition, leader, isr, ..Default::default() });
+            }
+        }
+    }
+    changes
+}
+
 /// A topic's new overrides (from `config_changes`), checked as a single node checks them: the
 /// Config records that take the image there, one entry (None when nothing changes), or why not.
 pub fn config_change(
