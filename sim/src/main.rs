@@ -2,6 +2,8 @@
 //! does); a normal build only explains that.
 
 #[cfg(madsim)]
+mod cluster_scenario;
+#[cfg(madsim)]
 mod disk;
 #[cfg(madsim)]
 mod draw;
@@ -37,6 +39,7 @@ fn main() {
     let mut seed: u64 = 1;
     let mut seeds: u64 = 1;
     let mut canary = false;
+    let mut only: Option<String> = None;
     let mut pins = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -47,13 +50,15 @@ fn main() {
             "--seeds" => seeds = value("--seeds"),
             // A planted bug (fsyncs that make nothing durable) the checkers must catch.
             "--canary" => canary = true,
+            // One scenario alone (single, groups, transactions, quorum, cluster), while working on it.
+            "--only" => only = args.next(),
             // One line per broker event with the broker's state after it.
             "-v" | "--verbose" => spool_runtime::trace::set_verbose(true),
             // Pins a drawn parameter (as printed in a run's `params:` line), for replaying a
             // shrunk case.
             "--set" => pins.push(args.next().unwrap_or_default()),
             other => {
-                eprintln!("unknown argument {other}; usage: spool-sim [--seed N] [--seeds K] [--canary] [-v] [--set name=value]...");
+                eprintln!("unknown argument {other}; usage: spool-sim [--seed N] [--seeds K] [--canary] [--only SCENARIO] [-v] [--set name=value]...");
                 std::process::exit(2);
             }
         }
@@ -76,15 +81,27 @@ fn main() {
         draw::reset();
         ran += 1;
         let seed_started = std::time::Instant::now();
-        let outcome = scenario::run_seed(s, canary).and_then(|a| {
-            if canary {
-                return Ok(a);
+        let outcome = match only.as_deref() {
+            None => scenario::run_seed(s, canary).and_then(|a| {
+                if canary {
+                    return Ok(a);
+                }
+                let b = group_scenario::run_seed(s).map_err(|e| format!("groups: {e}"))?;
+                let c = txn_scenario::run_seed(s).map_err(|e| format!("transactions: {e}"))?;
+                let d = quorum_scenario::run_seed(s).map_err(|e| format!("quorum: {e}"))?;
+                let e = cluster_scenario::run_seed(s).map_err(|e| format!("cluster: {e}"))?;
+                Ok(format!("{a}; groups: {b}; transactions: {c}; {d}; {e}"))
+            }),
+            Some("single") => scenario::run_seed(s, canary),
+            Some("groups") => group_scenario::run_seed(s),
+            Some("transactions") => txn_scenario::run_seed(s),
+            Some("quorum") => quorum_scenario::run_seed(s),
+            Some("cluster") => cluster_scenario::run_seed(s),
+            Some(other) => {
+                eprintln!("unknown scenario {other}: single, groups, transactions, quorum or cluster");
+                std::process::exit(2);
             }
-            let b = group_scenario::run_seed(s).map_err(|e| format!("groups: {e}"))?;
-            let c = txn_scenario::run_seed(s).map_err(|e| format!("transactions: {e}"))?;
-            let d = quorum_scenario::run_seed(s).map_err(|e| format!("quorum: {e}"))?;
-            Ok(format!("{a}; groups: {b}; transactions: {c}; {d}"))
-        });
+        };
         let (events, hash) = seed::trace();
         let wall_ms = seed_started.elapsed().as_millis();
         println!("seed {s}: params: {}", draw::drawn());

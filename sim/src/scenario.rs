@@ -99,6 +99,20 @@ impl BrokerKnobs {
             offline_restart_after_ms: draw::int(&format!("{scenario}.offline_restart_ms"), 200..5_000) as i64,
         }
     }
+
+    /// Sets what the seed drew in a broker's configuration, for one incarnation.
+    pub fn apply(&self, config: &mut BrokerConfig) {
+        // Each incarnation fires differently; the enabled sites stay those of the seed.
+        config.buggify = self.buggify.map(|b| BuggifyConfig { fire_seed: thread_rng().gen(), ..b });
+        config.recovery_point_interval_ms = self.recovery_point_interval_ms;
+        config.offline_restart_after_ms = self.offline_restart_after_ms;
+        // Restarts in a row back off, but within the time the checks give to heal.
+        config.offline_restart_max_ms = 15_000;
+    }
+
+    pub fn turn_time(&self) -> TurnTime {
+        self.turn_time.clone()
+    }
 }
 
 /// Starts (and on restart, restarts) a broker node over the shared disk.
@@ -120,12 +134,7 @@ pub fn start_broker(
             async move {
                 let (_keep_running, stop) = tokio::sync::oneshot::channel();
                 let mut config = BrokerConfig::single_node(BROKER_IP, 9092);
-                // Each incarnation fires differently; the enabled sites stay those of the seed.
-                config.buggify = knobs.buggify.map(|b| BuggifyConfig { fire_seed: thread_rng().gen(), ..b });
-                config.recovery_point_interval_ms = knobs.recovery_point_interval_ms;
-                config.offline_restart_after_ms = knobs.offline_restart_after_ms;
-                // Restarts in a row back off, but within the time the checks give to heal.
-                config.offline_restart_max_ms = 15_000;
+                knobs.apply(&mut config);
                 let mut options = ServerOptions::new(broker_addr(), config);
                 options.conn_faults = Some(conn_faults);
                 options.turn_time = Some(knobs.turn_time);
@@ -366,7 +375,7 @@ async fn produce_all(params: Params, progress: Progress, disk: SharedDisk) -> Re
 
 /// One value per acknowledged offset. Two producers acknowledged at one offset is lost data,
 /// unless a write corruption at or before it let recovery cut the log there.
-fn by_offset(acked: Vec<(i64, String)>, loss_from: Option<i64>) -> Result<BTreeMap<i64, String>, String> {
+pub(crate) fn by_offset(acked: Vec<(i64, String)>, loss_from: Option<i64>) -> Result<BTreeMap<i64, String>, String> {
     let mut by_offset: BTreeMap<i64, String> = BTreeMap::new();
     for (offset, value) in acked {
         if let Some(other) = by_offset.get(&offset) {
@@ -542,7 +551,7 @@ async fn read_all(topic: &'static str, disk: SharedDisk) -> Result<Vec<String>, 
 /// order they were sent.
 /// With `loss_from`, a write corruption hit the batch at that offset: on one node what was
 /// acknowledged from there on may be gone (recovery cuts the log there, or reads stop there).
-fn check(acked: &BTreeMap<i64, String>, log: &[String], loss_from: Option<i64>) -> Result<(), String> {
+pub(crate) fn check(acked: &BTreeMap<i64, String>, log: &[String], loss_from: Option<i64>) -> Result<(), String> {
     // Whatever was lost, an acknowledged value that is served is served at its own offset.
     let acked_at: BTreeMap<&String, i64> = acked.iter().map(|(o, v)| (v, *o)).collect();
     for (offset, value) in log.iter().enumerate() {
@@ -602,13 +611,13 @@ fn check(acked: &BTreeMap<i64, String>, log: &[String], loss_from: Option<i64>) 
 }
 
 /// (producer, batch, record) of a value written as `p<producer>-b<batch>-r<record>`.
-fn sent_order(value: &str) -> (u64, u64, u64) {
+pub(crate) fn sent_order(value: &str) -> (u64, u64, u64) {
     let parse = |part: Option<&str>| part.and_then(|p| p.get(1..)?.parse().ok()).unwrap_or(u64::MAX);
     let mut parts = value.split('-');
     (parse(parts.next()), parse(parts.next()), parse(parts.next()))
 }
 
 /// A value without its padding, for messages.
-fn short(value: &str) -> String {
+pub(crate) fn short(value: &str) -> String {
     format!("{:?}", value.splitn(4, '-').take(3).collect::<Vec<_>>().join("-"))
 }
