@@ -18,10 +18,26 @@ STOP_TIMEOUT = 30.0
 LOG_TAIL_LINES = 80
 
 
+# A run started in the background by a shell without job control (`cargo xtask test &`,
+# `nohup ...`) starts with SIGINT ignored, and every client it spawns inherits that: the Ctrl-C the
+# tests send a consumer to stop it would do nothing. A handler of our own is reset to the default
+# in each child at exec.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now and not handed out before in this run: the OS may give a port just released
+    again, and two nodes of one test would then be told to listen on the same one."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def _port_open(port: int) -> bool:
