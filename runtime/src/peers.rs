@@ -3,7 +3,7 @@
 //! time (the core keeps at most one fetch in flight per leader). A failed exchange drops the
 //! connection; the next request opens a new one.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,7 +22,7 @@ struct Request {
 
 #[derive(Default)]
 pub struct PeerLinks {
-    links: HashMap<i32, mpsc::UnboundedSender<Request>>,
+    links: BTreeMap<i32, mpsc::UnboundedSender<Request>>,
 }
 
 impl PeerLinks {
