@@ -104,6 +104,8 @@ struct Checker {
     /// The partition's ISR as committed in the metadata log, from the furthest applied image
     /// any node has shown: (applied end, ISR).
     committed_isr: (u64, Vec<i32>),
+    /// The partition's leader in that image.
+    committed_leader: i32,
     incarnations: BTreeMap<i32, u64>,
     violation: Option<String>,
     observations: u64,
@@ -117,6 +119,7 @@ impl Checker {
         }
         if let Some(p) = image.topic(TOPIC).and_then(|t| t.partitions.get(&0)) {
             self.committed_isr = (applied, p.isr.clone());
+            self.committed_leader = p.leader;
         }
     }
 
@@ -331,7 +334,7 @@ async fn scenario() -> Result<String, String> {
     let client = handle.create_node().name("clients").ip("10.0.2.100".parse().expect("ip")).build();
     alive.add(&client);
     let progress = Progress::default();
-    let workload = client.spawn(produce_all(params.clone(), progress.clone()));
+    let workload = client.spawn(produce_all(params.clone(), progress.clone(), cluster.checker.clone()));
     let applied = nemesis(&handle, &cluster, steps).await;
     // Healed: no more faults of any kind; progress is owed from here on.
     for disk in cluster.log_disks.values() {
@@ -570,11 +573,12 @@ async fn init_producer_id() -> i64 {
     }
 }
 
-async fn produce_all(params: Params, progress: Progress) -> Result<Vec<(i64, String)>, String> {
+async fn produce_all(params: Params, progress: Progress, checker: SharedChecker) -> Result<Vec<(i64, String)>, String> {
     note(&progress, "creating the topic".to_string());
     create_topic(params.min_insync).await;
-    let producers: Vec<_> =
-        (0..params.producers).map(|p| tokio::spawn(produce_batches(p, params.clone(), progress.clone()))).collect();
+    let producers: Vec<_> = (0..params.producers)
+        .map(|p| tokio::spawn(produce_batches(p, params.clone(), progress.clone(), checker.clone())))
+        .collect();
     let mut acked = Vec::new();
     for producer in producers {
         acked.extend(producer.await.map_err(|e| format!("producer task failed: {e}"))??);
@@ -585,7 +589,12 @@ async fn produce_all(params: Params, progress: Progress) -> Result<Vec<(i64, Str
 /// One idempotent producer: every batch until acknowledged, to whichever node leads, retrying
 /// the same batch (same sequence) after errors, as a Kafka client does through a leader change.
 /// Values are `p<producer>-b<batch>-r<record>-<padding>`; returns acknowledged (offset, value).
-async fn produce_batches(producer: u64, params: Params, progress: Progress) -> Result<Vec<(i64, String)>, String> {
+async fn produce_batches(
+    producer: u64,
+    params: Params,
+    progress: Progress,
+    checker: SharedChecker,
+) -> Result<Vec<(i64, String)>, String> {
     note(&progress, format!("producer {producer}: taking a producer id"));
     let producer_id = init_producer_id().await;
     let mut acked = Vec::new();
@@ -622,7 +631,10 @@ async fn produce_batches(producer: u64, params: Params, progress: Progress) -> R
                         ResponseError::InvalidProducerEpoch,
                         ResponseError::CorruptMessage,
                     ];
-                    if lost.iter().any(|e| e.code() == p.error_code) {
+                    // A deposed leader that has not heard (cut off from the quorum) refuses by its
+                    // stale state: the client asks the leader the metadata log names.
+                    let deposed = checker.lock().expect("checker").committed_leader != at;
+                    if lost.iter().any(|e| e.code() == p.error_code) && !deposed {
                         return Err(format!(
                             "producer {producer} batch {b} (sequence {sequence}) refused by node {at} with error {}: {:?}",
                             p.error_code, p.error_message
